@@ -1,0 +1,406 @@
+//! The material each kind of correlation gives a party, and — side by side, so the order of PRG
+//! draws cannot drift apart — how the dealer generates it ([`generate`]) and how a party expands
+//! it from its seed plus the explicit bytes ([`materialize`]).
+
+use super::wire::{put_u64s, Reader};
+use super::{CorrRequest, CorrelationError};
+use crate::fss::{dcf_gen, dpf_gen, DcfCorrection, DpfCorrection};
+use crate::gemm::gemm_u64;
+use crate::party::PartyId;
+use crate::prg::Prg;
+use crate::ring::RingTensor;
+use std::collections::HashMap;
+
+/// Elementwise Beaver triples: shares of `a`, `b` and `c = a·b`.
+#[derive(Clone, Debug)]
+pub struct MulTriples {
+    /// shares of a
+    pub a: Vec<u64>,
+    /// shares of b
+    pub b: Vec<u64>,
+    /// shares of a·b
+    pub c: Vec<u64>,
+}
+
+/// Square pairs: shares of `a` and `a²`.
+#[derive(Clone, Debug)]
+pub struct SquarePairs {
+    /// shares of a
+    pub a: Vec<u64>,
+    /// shares of a²
+    pub a2: Vec<u64>,
+}
+
+/// A Beaver matrix triple.
+#[derive(Clone, Debug)]
+pub struct MatTriple {
+    /// shares of A (m×k)
+    pub a: RingTensor,
+    /// shares of B (k×n)
+    pub b: RingTensor,
+    /// shares of C = A·B (m×n)
+    pub c: RingTensor,
+}
+
+/// A triple against a registered weight mask: shares of `A` and `C = A·B_w`.
+#[derive(Clone, Debug)]
+pub struct WeightTriple {
+    /// shares of A (m×k)
+    pub a: RingTensor,
+    /// shares of C (m×n)
+    pub c: RingTensor,
+}
+
+/// Comparison material of a mask: a DCF key on the low `bits − 1` bits of `r`.
+#[derive(Clone, Debug)]
+pub struct CmpMaterial {
+    /// signed comparison width n
+    pub bits: u32,
+    /// shares of bit `n−1` of r
+    pub msb: Vec<u64>,
+    /// this party's DCF root seeds
+    pub roots: Vec<u128>,
+    /// DCF correction words (α = r mod 2^(n−1), β = 1 − 2·bit_{n−1}(r))
+    pub cws: Vec<DcfCorrection>,
+}
+
+/// Borrow material for exact truncation by `shift`: a DCF key for `[c mod 2^s < r mod 2^s]`.
+#[derive(Clone, Debug)]
+pub struct ExactMaterial {
+    /// the shift s
+    pub shift: u32,
+    /// this party's DCF root seeds
+    pub roots: Vec<u128>,
+    /// DCF correction words (α = r mod 2^s, β = 1)
+    pub cws: Vec<DcfCorrection>,
+}
+
+/// Mask material for `x + r` openings: truncation and (optionally) comparison.
+#[derive(Clone, Debug)]
+pub struct MaskMaterial {
+    /// shares of r (uniform in Z_2^64)
+    pub r: Vec<u64>,
+    /// shares of msb(r) (bit 63) as a 0/1 ring value
+    pub r_msb: Vec<u64>,
+    /// per requested shift s: shares of `(r mod 2^63) >> s`
+    pub lo_shifted: Vec<(u32, Vec<u64>)>,
+    /// comparison material, when requested
+    pub cmp: Option<CmpMaterial>,
+    /// exact-truncation material per requested shift
+    pub exact: Vec<ExactMaterial>,
+}
+
+/// Lookup material: DPF keys for one-hot vectors at secret masks `s` (mod 2^bits).
+#[derive(Clone, Debug)]
+pub struct LutMaterial {
+    /// table index width
+    pub bits: u32,
+    /// shares of the mask s (mod 2^bits)
+    pub s: Vec<u64>,
+    /// this party's DPF root seeds
+    pub roots: Vec<u128>,
+    /// DPF correction words
+    pub cws: Vec<DpfCorrection>,
+}
+
+/// Expanded material of one bundle.
+#[derive(Clone, Debug)]
+pub enum Material {
+    /// see [`MulTriples`]
+    Mul(MulTriples),
+    /// see [`SquarePairs`]
+    Square(SquarePairs),
+    /// see [`MatTriple`]
+    Mat(MatTriple),
+    /// shares of a weight mask B
+    WeightMask(RingTensor),
+    /// see [`WeightTriple`]
+    Weight(WeightTriple),
+    /// see [`MaskMaterial`]
+    Mask(MaskMaterial),
+    /// see [`LutMaterial`]
+    Lut(LutMaterial),
+}
+
+fn tensor(prg: &mut Prg, shape: &[usize]) -> RingTensor {
+    let n = shape.iter().product();
+    RingTensor::from_vec(shape, prg.ring_vec(n)).expect("shape product")
+}
+
+fn sub(a: &[u64], b: &[u64]) -> Vec<u64> {
+    a.iter().zip(b).map(|(x, y)| x.wrapping_sub(*y)).collect()
+}
+
+fn add(a: &[u64], b: &[u64]) -> Vec<u64> {
+    a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
+}
+
+/// Masks `(r mod 2^63) >> s`.
+fn lo_shift(r: u64, s: u32) -> u64 {
+    (r & (u64::MAX >> 1)) >> s
+}
+
+fn roots(prg: &mut Prg, n: usize) -> Vec<u128> {
+    (0..n).map(|_| prg.next_u128()).collect()
+}
+
+/// Dealer side: generates bundle contents. `s0`/`s1` are the parties' seeded streams for this
+/// bundle id; `weights` holds the masks of registered private weights. Returns the explicit
+/// bytes for party 0 and party 1.
+pub fn generate(
+    req: &CorrRequest,
+    s0: &mut Prg,
+    s1: &mut Prg,
+    weights: &mut HashMap<u64, RingTensor>,
+) -> Result<(Vec<u8>, Vec<u8>), CorrelationError> {
+    req.validate()?;
+    let mut e0 = Vec::new();
+    let mut e1 = Vec::new();
+    match req {
+        CorrRequest::MulTriples { n } => {
+            let (a0, b0, c0) = (s0.ring_vec(*n), s0.ring_vec(*n), s0.ring_vec(*n));
+            let (a1, b1) = (s1.ring_vec(*n), s1.ring_vec(*n));
+            let c: Vec<u64> = add(&a0, &a1)
+                .iter()
+                .zip(add(&b0, &b1))
+                .map(|(x, y)| x.wrapping_mul(y))
+                .collect();
+            put_u64s(&mut e1, &sub(&c, &c0));
+        }
+        CorrRequest::SquarePairs { n } => {
+            let (a0, q0) = (s0.ring_vec(*n), s0.ring_vec(*n));
+            let a1 = s1.ring_vec(*n);
+            let q: Vec<u64> = add(&a0, &a1).iter().map(|x| x.wrapping_mul(*x)).collect();
+            put_u64s(&mut e1, &sub(&q, &q0));
+        }
+        CorrRequest::MatTriple { m, k, n } => {
+            let (a0, b0, c0) = (s0.ring_vec(m * k), s0.ring_vec(k * n), s0.ring_vec(m * n));
+            let (a1, b1) = (s1.ring_vec(m * k), s1.ring_vec(k * n));
+            let c = gemm_u64(*m, *k, *n, &add(&a0, &a1), &add(&b0, &b1));
+            put_u64s(&mut e1, &sub(&c, &c0));
+        }
+        CorrRequest::WeightMask { weight, k, n } => {
+            let b0 = s0.ring_vec(k * n);
+            let b1 = s1.ring_vec(k * n);
+            let b = RingTensor::from_vec(&[*k, *n], add(&b0, &b1)).expect("shape");
+            if weights.insert(*weight, b).is_some() {
+                return Err(CorrelationError::InvalidRequest {
+                    detail: format!("weight {weight} was already masked in this session"),
+                });
+            }
+        }
+        CorrRequest::WeightTriple { weight, m, k, n } => {
+            let b = weights
+                .get(weight)
+                .ok_or_else(|| CorrelationError::InvalidRequest {
+                    detail: format!("weight {weight} has no mask yet"),
+                })?;
+            if b.shape() != [*k, *n] {
+                return Err(CorrelationError::InvalidRequest {
+                    detail: format!("weight {weight} mask is {:?}, not [{k}, {n}]", b.shape()),
+                });
+            }
+            let (a0, c0) = (s0.ring_vec(m * k), s0.ring_vec(m * n));
+            let a1 = s1.ring_vec(m * k);
+            let c = gemm_u64(*m, *k, *n, &add(&a0, &a1), b.data());
+            put_u64s(&mut e1, &sub(&c, &c0));
+        }
+        CorrRequest::Mask {
+            n,
+            shifts,
+            cmp_bits,
+            exact,
+        } => {
+            let r0 = s0.ring_vec(*n);
+            let msb0 = s0.ring_vec(*n);
+            let lo0: Vec<Vec<u64>> = shifts.iter().map(|_| s0.ring_vec(*n)).collect();
+            let r1 = s1.ring_vec(*n);
+            let r = add(&r0, &r1);
+            let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
+            put_u64s(&mut e1, &sub(&msb, &msb0));
+            for (s, l0) in shifts.iter().zip(&lo0) {
+                let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, *s)).collect();
+                put_u64s(&mut e1, &sub(&lo, l0));
+            }
+            if *cmp_bits > 0 {
+                let nb = *cmp_bits;
+                let cm0 = s0.ring_vec(*n);
+                let roots0 = roots(s0, *n);
+                let roots1 = roots(s1, *n);
+                let cm: Vec<u64> = r.iter().map(|x| (x >> (nb - 1)) & 1).collect();
+                put_u64s(&mut e1, &sub(&cm, &cm0));
+                let low_mask = if nb - 1 == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << (nb - 1)) - 1
+                };
+                for i in 0..*n {
+                    let alpha = r[i] & low_mask;
+                    let beta = 1u64.wrapping_sub(2u64.wrapping_mul(cm[i]));
+                    let cw = dcf_gen(nb - 1, alpha, beta, roots0[i], roots1[i]);
+                    cw.to_bytes(&mut e0);
+                    cw.to_bytes(&mut e1);
+                }
+            }
+            for s in exact {
+                let roots0 = roots(s0, *n);
+                let roots1 = roots(s1, *n);
+                for i in 0..*n {
+                    let cw = dcf_gen(*s, r[i] & ((1u64 << s) - 1), 1, roots0[i], roots1[i]);
+                    cw.to_bytes(&mut e0);
+                    cw.to_bytes(&mut e1);
+                }
+            }
+        }
+        CorrRequest::Lut { n, bits } => {
+            let m = (1u64 << bits) - 1;
+            let sh0 = s0.ring_vec(*n);
+            let roots0 = roots(s0, *n);
+            let sh1 = s1.ring_vec(*n);
+            let roots1 = roots(s1, *n);
+            for i in 0..*n {
+                let alpha = sh0[i].wrapping_add(sh1[i]) & m;
+                let cw = dpf_gen(*bits, alpha, roots0[i], roots1[i]);
+                cw.to_bytes(&mut e0);
+                cw.to_bytes(&mut e1);
+            }
+        }
+    }
+    Ok((e0, e1))
+}
+
+fn dcfs(rd: &mut Reader, n: usize, bits: u32) -> Result<Vec<DcfCorrection>, CorrelationError> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (cw, used) = DcfCorrection::from_bytes(bits, rd.rest()).map_err(|e| {
+            CorrelationError::Malformed {
+                detail: format!("dcf key: {e}"),
+            }
+        })?;
+        rd.advance(used)?;
+        out.push(cw);
+    }
+    Ok(out)
+}
+
+fn dpfs(rd: &mut Reader, n: usize, bits: u32) -> Result<Vec<DpfCorrection>, CorrelationError> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (cw, used) = DpfCorrection::from_bytes(bits, rd.rest()).map_err(|e| {
+            CorrelationError::Malformed {
+                detail: format!("dpf key: {e}"),
+            }
+        })?;
+        rd.advance(used)?;
+        out.push(cw);
+    }
+    Ok(out)
+}
+
+/// Party side: expands bundle material from the party's seeded stream and the explicit bytes.
+pub fn materialize(
+    party: PartyId,
+    req: &CorrRequest,
+    prg: &mut Prg,
+    explicit: &[u8],
+) -> Result<Material, CorrelationError> {
+    let mut rd = Reader::new(explicit);
+    let p0 = party == PartyId::P0;
+    let m = match req {
+        CorrRequest::MulTriples { n } => {
+            let a = prg.ring_vec(*n);
+            let b = prg.ring_vec(*n);
+            let c = if p0 { prg.ring_vec(*n) } else { rd.u64s(*n)? };
+            Material::Mul(MulTriples { a, b, c })
+        }
+        CorrRequest::SquarePairs { n } => {
+            let a = prg.ring_vec(*n);
+            let a2 = if p0 { prg.ring_vec(*n) } else { rd.u64s(*n)? };
+            Material::Square(SquarePairs { a, a2 })
+        }
+        CorrRequest::MatTriple { m, k, n } => {
+            let a = tensor(prg, &[*m, *k]);
+            let b = tensor(prg, &[*k, *n]);
+            let c = if p0 {
+                tensor(prg, &[*m, *n])
+            } else {
+                RingTensor::from_vec(&[*m, *n], rd.u64s(m * n)?).expect("shape")
+            };
+            Material::Mat(MatTriple { a, b, c })
+        }
+        CorrRequest::WeightMask { k, n, .. } => Material::WeightMask(tensor(prg, &[*k, *n])),
+        CorrRequest::WeightTriple { m, k, n, .. } => {
+            let a = tensor(prg, &[*m, *k]);
+            let c = if p0 {
+                tensor(prg, &[*m, *n])
+            } else {
+                RingTensor::from_vec(&[*m, *n], rd.u64s(m * n)?).expect("shape")
+            };
+            Material::Weight(WeightTriple { a, c })
+        }
+        CorrRequest::Mask {
+            n,
+            shifts,
+            cmp_bits,
+            exact,
+        } => {
+            let r = prg.ring_vec(*n);
+            let (r_msb, lo_shifted) = if p0 {
+                let msb = prg.ring_vec(*n);
+                let lo = shifts.iter().map(|s| (*s, prg.ring_vec(*n))).collect();
+                (msb, lo)
+            } else {
+                let msb = rd.u64s(*n)?;
+                let mut lo = Vec::new();
+                for s in shifts {
+                    lo.push((*s, rd.u64s(*n)?));
+                }
+                (msb, lo)
+            };
+            let cmp = if *cmp_bits > 0 {
+                let msb = if p0 { prg.ring_vec(*n) } else { Vec::new() };
+                let roots = roots(prg, *n);
+                let msb = if p0 { msb } else { rd.u64s(*n)? };
+                let cws = dcfs(&mut rd, *n, cmp_bits - 1)?;
+                Some(CmpMaterial {
+                    bits: *cmp_bits,
+                    msb,
+                    roots,
+                    cws,
+                })
+            } else {
+                None
+            };
+            let mut ex = Vec::with_capacity(exact.len());
+            for s in exact {
+                let roots = roots(prg, *n);
+                let cws = dcfs(&mut rd, *n, *s)?;
+                ex.push(ExactMaterial {
+                    shift: *s,
+                    roots,
+                    cws,
+                });
+            }
+            Material::Mask(MaskMaterial {
+                r,
+                r_msb,
+                lo_shifted,
+                cmp,
+                exact: ex,
+            })
+        }
+        CorrRequest::Lut { n, bits } => {
+            let s = prg.ring_vec(*n);
+            let roots = roots(prg, *n);
+            let cws = dpfs(&mut rd, *n, *bits)?;
+            Material::Lut(LutMaterial {
+                bits: *bits,
+                s,
+                roots,
+                cws,
+            })
+        }
+    };
+    rd.finish()?;
+    Ok(m)
+}

@@ -1,0 +1,511 @@
+//! Dealer correlations: what the ops consume, how they are generated offline, how they travel
+//! seed-compressed, and the single-use store each party keeps.
+//!
+//! Every correlation is a *bundle* with a sequence number `id` and a request ([`CorrRequest`]:
+//! kind and shape). Party `b` shares a seed `seed_b` with the dealer; all of party b's random
+//! shares of bundle `id` are drawn from `AES-CTR(seed_b, stream = id)`, so they never travel.
+//! Only the *explicit* part is sent: for party 0 just FSS correction words (if any); for party 1
+//! the corrections that make the shares add up (e.g. `C1 = A·B − C0` of a Beaver triple) plus
+//! FSS correction words (CrypTen's TTP seed compression, extended to FSS keys).
+//!
+//! Each party's [`CorrelationStore`] hands bundles out strictly in id order and remembers a
+//! watermark: a bundle whose id is below it was consumed and can never be accepted or used again.
+
+pub mod dealer;
+pub mod material;
+pub mod wire;
+
+use crate::party::PartyId;
+use crate::prg::{Prg, Seed};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+pub use dealer::{Dealer, SharedDealer};
+pub use material::*;
+
+/// Correlation errors.
+#[derive(Debug, Error, PartialEq)]
+pub enum CorrelationError {
+    /// The correlation with this id was already consumed (single use).
+    #[error("correlation {id} was already consumed")]
+    AlreadyConsumed {
+        /// bundle id
+        id: u64,
+    },
+    /// The next bundle is not what the protocol asked for.
+    #[error("correlation {id} mismatch: protocol needs {wanted}, bundle holds {found}")]
+    Mismatch {
+        /// bundle id
+        id: u64,
+        /// what the protocol asked for
+        wanted: String,
+        /// what the bundle carries
+        found: String,
+    },
+    /// No bundle is available.
+    #[error("correlation {id} is not available ({why})")]
+    Unavailable {
+        /// bundle id
+        id: u64,
+        /// reason
+        why: String,
+    },
+    /// A bundle could not be decoded.
+    #[error("malformed correlation bundle: {detail}")]
+    Malformed {
+        /// what is wrong
+        detail: String,
+    },
+    /// A request is invalid.
+    #[error("invalid correlation request: {detail}")]
+    InvalidRequest {
+        /// what is wrong
+        detail: String,
+    },
+}
+
+/// What a protocol step needs from the dealer: kind and shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CorrRequest {
+    /// `n` elementwise Beaver triples `(a, b, a·b)`.
+    MulTriples {
+        /// count
+        n: usize,
+    },
+    /// `n` square pairs `(a, a²)`.
+    SquarePairs {
+        /// count
+        n: usize,
+    },
+    /// A Beaver matrix triple `A (m×k), B (k×n), C = A·B`.
+    MatTriple {
+        /// rows of A
+        m: usize,
+        /// inner dimension
+        k: usize,
+        /// columns of B
+        n: usize,
+    },
+    /// The mask `B (k×n)` of a fixed private weight `W`; `W − B` is opened once per model load.
+    WeightMask {
+        /// weight identifier (unique within a session)
+        weight: u64,
+        /// rows
+        k: usize,
+        /// columns
+        n: usize,
+    },
+    /// A triple `A (m×k), C = A·B_w` against the registered mask of weight `weight`.
+    WeightTriple {
+        /// weight identifier
+        weight: u64,
+        /// rows of the activation
+        m: usize,
+        /// inner dimension
+        k: usize,
+        /// columns
+        n: usize,
+    },
+    /// Masks for `n` values opened as `x + r`: truncation by each of `shifts`, and, when
+    /// `cmp_bits > 0`, a DCF key for comparisons of `cmp_bits`-bit signed values.
+    Mask {
+        /// count
+        n: usize,
+        /// truncation amounts supported by this mask
+        shifts: Vec<u32>,
+        /// comparison width (0 = none)
+        cmp_bits: u32,
+        /// shifts for which exact (borrow-corrected) truncation is prepared: a DCF key of
+        /// `s` levels each
+        exact: Vec<u32>,
+    },
+    /// DPF keys for `n` lookups into tables of `2^bits` entries.
+    Lut {
+        /// count
+        n: usize,
+        /// table index width
+        bits: u32,
+    },
+}
+
+impl CorrRequest {
+    /// A short description (kind and shape) for errors and manifests.
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+
+    /// Checks parameters before anything is generated.
+    pub fn validate(&self) -> Result<(), CorrelationError> {
+        let bad = |detail: String| Err(CorrelationError::InvalidRequest { detail });
+        match self {
+            CorrRequest::Mask {
+                shifts,
+                cmp_bits,
+                exact,
+                ..
+            } => {
+                if shifts.iter().any(|&s| s == 0 || s > 62) {
+                    return bad(format!("truncation shifts must be in 1..=62: {shifts:?}"));
+                }
+                if exact.iter().any(|s| !shifts.contains(s)) {
+                    return bad(format!("exact shifts {exact:?} must be among {shifts:?}"));
+                }
+                if *cmp_bits == 1 || *cmp_bits > 64 {
+                    return bad(format!("comparison width must be 0 or 2..=64: {cmp_bits}"));
+                }
+                Ok(())
+            }
+            CorrRequest::Lut { bits, .. } if !(1..=20).contains(bits) => {
+                bad(format!("table index width must be 1..=20: {bits}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One correlation as it travels to one party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bundle {
+    /// sequence number within the session
+    pub id: u64,
+    /// kind and shape
+    pub req: CorrRequest,
+    /// the part that cannot be derived from the party's seed
+    pub explicit: Vec<u8>,
+}
+
+/// Where a store gets bundles it does not hold yet (an on-demand dealer, or a network stream).
+pub trait BundleSupplier: Send {
+    /// Returns bundle `id` for `party`, which must be of kind `req`.
+    fn fetch(
+        &mut self,
+        party: PartyId,
+        id: u64,
+        req: &CorrRequest,
+    ) -> Result<Bundle, CorrelationError>;
+}
+
+/// Counters of what a store consumed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// bundles consumed
+    pub consumed: u64,
+    /// explicit bytes received from the dealer
+    pub explicit_bytes: u64,
+}
+
+/// A party's single-use store of correlations.
+pub struct CorrelationStore {
+    party: PartyId,
+    seed: Seed,
+    pending: BTreeMap<u64, Bundle>,
+    next_id: u64,
+    supplier: Option<Box<dyn BundleSupplier>>,
+    stats: StoreStats,
+}
+
+impl CorrelationStore {
+    /// A store for `party` with the seed it shares with the dealer.
+    pub fn new(party: PartyId, seed: Seed) -> Self {
+        Self {
+            party,
+            seed,
+            pending: BTreeMap::new(),
+            next_id: 0,
+            supplier: None,
+            stats: StoreStats::default(),
+        }
+    }
+
+    /// A store that fetches missing bundles from `supplier`.
+    pub fn with_supplier(party: PartyId, seed: Seed, supplier: Box<dyn BundleSupplier>) -> Self {
+        let mut s = Self::new(party, seed);
+        s.supplier = Some(supplier);
+        s
+    }
+
+    /// Resumes at a persisted watermark (ids below it count as consumed).
+    pub fn resume_at(&mut self, next_id: u64) {
+        self.next_id = self.next_id.max(next_id);
+        self.pending = self.pending.split_off(&self.next_id);
+    }
+
+    /// The next id to be consumed (everything below was consumed).
+    pub fn watermark(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// Bundles received but not yet consumed.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Accepts a bundle from the dealer; a consumed or duplicate id is refused.
+    pub fn insert(&mut self, bundle: Bundle) -> Result<(), CorrelationError> {
+        if bundle.id < self.next_id {
+            return Err(CorrelationError::AlreadyConsumed { id: bundle.id });
+        }
+        if self.pending.contains_key(&bundle.id) {
+            return Err(CorrelationError::Mismatch {
+                id: bundle.id,
+                wanted: "a fresh bundle id".into(),
+                found: "a duplicate of a pending bundle".into(),
+            });
+        }
+        self.pending.insert(bundle.id, bundle);
+        Ok(())
+    }
+
+    /// Consumes the next bundle, which must be of kind `req`, and expands it into material.
+    pub fn take(&mut self, req: &CorrRequest) -> Result<Material, CorrelationError> {
+        req.validate()?;
+        let id = self.next_id;
+        let bundle = match self.pending.remove(&id) {
+            Some(b) => b,
+            None => match self.supplier.as_mut() {
+                Some(s) => s.fetch(self.party, id, req)?,
+                None => {
+                    return Err(CorrelationError::Unavailable {
+                        id,
+                        why: "no bundle received yet".into(),
+                    })
+                }
+            },
+        };
+        if bundle.id != id {
+            return Err(CorrelationError::Mismatch {
+                id,
+                wanted: format!("bundle {id}"),
+                found: format!("bundle {}", bundle.id),
+            });
+        }
+        if &bundle.req != req {
+            return Err(CorrelationError::Mismatch {
+                id,
+                wanted: req.describe(),
+                found: bundle.req.describe(),
+            });
+        }
+        // Consumed from here on, whether or not expansion succeeds.
+        self.next_id = id + 1;
+        self.stats.consumed += 1;
+        self.stats.explicit_bytes += bundle.explicit.len() as u64;
+        let mut prg = Prg::new(self.seed, id);
+        material::materialize(self.party, req, &mut prg, &bundle.explicit)
+    }
+
+    /// Consumes a specific id (used to show that a second use is refused).
+    pub fn take_id(&mut self, id: u64, req: &CorrRequest) -> Result<Material, CorrelationError> {
+        if id < self.next_id {
+            return Err(CorrelationError::AlreadyConsumed { id });
+        }
+        if id > self.next_id {
+            return Err(CorrelationError::Unavailable {
+                id,
+                why: format!("bundles are consumed in order; next is {}", self.next_id),
+            });
+        }
+        self.take(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fss::{dcf_eval, dpf_eval_full};
+
+    fn pair(req: &CorrRequest, seed: u64) -> (Material, Material, u64) {
+        let mut d = Dealer::new(Seed::from_u64(seed));
+        let [b0, b1] = d.next_bundle(req).unwrap();
+        let mut s0 = CorrelationStore::new(PartyId::P0, d.party_seed(PartyId::P0));
+        let mut s1 = CorrelationStore::new(PartyId::P1, d.party_seed(PartyId::P1));
+        s0.insert(b0).unwrap();
+        s1.insert(b1).unwrap();
+        let bytes = d.stats().bytes_to[0] + d.stats().bytes_to[1];
+        (s0.take(req).unwrap(), s1.take(req).unwrap(), bytes)
+    }
+
+    fn add(a: &[u64], b: &[u64]) -> Vec<u64> {
+        a.iter().zip(b).map(|(x, y)| x.wrapping_add(*y)).collect()
+    }
+
+    #[test]
+    fn seed_compressed_triples_are_consistent_and_only_p1_corrections_travel() {
+        let (m0, m1, bytes) = pair(&CorrRequest::MulTriples { n: 100 }, 1);
+        let (Material::Mul(t0), Material::Mul(t1)) = (m0, m1) else {
+            panic!("kind")
+        };
+        let (a, b, c) = (add(&t0.a, &t1.a), add(&t0.b, &t1.b), add(&t0.c, &t1.c));
+        for i in 0..100 {
+            assert_eq!(c[i], a[i].wrapping_mul(b[i]));
+        }
+        assert_eq!(bytes, 800, "only c1 travels: 8 bytes per triple");
+
+        let (m0, m1, bytes) = pair(&CorrRequest::MatTriple { m: 3, k: 5, n: 4 }, 2);
+        let (Material::Mat(t0), Material::Mat(t1)) = (m0, m1) else {
+            panic!("kind")
+        };
+        let a = t0.a.add(&t1.a).unwrap();
+        let b = t0.b.add(&t1.b).unwrap();
+        assert_eq!(t0.c.add(&t1.c).unwrap(), a.matmul(&b).unwrap());
+        assert_eq!(bytes, 8 * 12);
+
+        let (m0, m1, _) = pair(&CorrRequest::SquarePairs { n: 10 }, 3);
+        let (Material::Square(q0), Material::Square(q1)) = (m0, m1) else {
+            panic!("kind")
+        };
+        let a = add(&q0.a, &q1.a);
+        let a2 = add(&q0.a2, &q1.a2);
+        for i in 0..10 {
+            assert_eq!(a2[i], a[i].wrapping_mul(a[i]));
+        }
+    }
+
+    #[test]
+    fn mask_material_is_consistent() {
+        let req = CorrRequest::Mask {
+            n: 50,
+            shifts: vec![16, 3],
+            cmp_bits: 20,
+            exact: vec![3],
+        };
+        let (m0, m1, _) = pair(&req, 4);
+        let (Material::Mask(k0), Material::Mask(k1)) = (m0, m1) else {
+            panic!("kind")
+        };
+        let r = add(&k0.r, &k1.r);
+        let msb = add(&k0.r_msb, &k1.r_msb);
+        let (c0, c1) = (k0.cmp.unwrap(), k1.cmp.unwrap());
+        let cm = add(&c0.msb, &c1.msb);
+        for i in 0..50 {
+            assert_eq!(msb[i], r[i] >> 63);
+            for (j, s) in [16u32, 3].iter().enumerate() {
+                let lo = k0.lo_shifted[j].1[i].wrapping_add(k1.lo_shifted[j].1[i]);
+                assert_eq!(lo, (r[i] & (u64::MAX >> 1)) >> s);
+            }
+            assert_eq!(cm[i], (r[i] >> 19) & 1);
+            let (e0, e1) = (&k0.exact[0], &k1.exact[0]);
+            let a3 = r[i] & 7;
+            let borrow = |x: u64| {
+                dcf_eval(0, e0.roots[i], &e0.cws[i], x).wrapping_add(dcf_eval(
+                    1,
+                    e1.roots[i],
+                    &e1.cws[i],
+                    x,
+                ))
+            };
+            for x in 0..8 {
+                assert_eq!(borrow(x), (x < a3) as u64);
+            }
+            // DCF: at x = alpha - 1 (if any) the payload appears, at alpha it does not
+            let alpha = r[i] & ((1 << 19) - 1);
+            let beta = 1u64.wrapping_sub(2 * cm[i]);
+            let at = |x: u64| {
+                dcf_eval(0, c0.roots[i], &c0.cws[i], x).wrapping_add(dcf_eval(
+                    1,
+                    c1.roots[i],
+                    &c1.cws[i],
+                    x,
+                ))
+            };
+            assert_eq!(at(alpha), 0);
+            if alpha > 0 {
+                assert_eq!(at(alpha - 1), beta);
+            }
+        }
+    }
+
+    #[test]
+    fn lut_keys_point_at_the_shared_mask() {
+        let (m0, m1, _) = pair(&CorrRequest::Lut { n: 5, bits: 6 }, 5);
+        let (Material::Lut(l0), Material::Lut(l1)) = (m0, m1) else {
+            panic!("kind")
+        };
+        for i in 0..5 {
+            let s = l0.s[i].wrapping_add(l1.s[i]) & 63;
+            let mut e0 = vec![0u64; 64];
+            let mut e1 = vec![0u64; 64];
+            dpf_eval_full(0, l0.roots[i], &l0.cws[i], &mut e0);
+            dpf_eval_full(1, l1.roots[i], &l1.cws[i], &mut e1);
+            let e = add(&e0, &e1);
+            for (j, v) in e.iter().enumerate() {
+                assert_eq!(*v, (j as u64 == s) as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn a_correlation_is_consumed_exactly_once() {
+        let req = CorrRequest::MulTriples { n: 4 };
+        let mut d = Dealer::new(Seed::from_u64(6));
+        let [b0, _] = d.next_bundle(&req).unwrap();
+        let mut s0 = CorrelationStore::new(PartyId::P0, d.party_seed(PartyId::P0));
+        s0.insert(b0.clone()).unwrap();
+        // a duplicate delivery while pending is refused
+        assert!(s0.insert(b0.clone()).is_err());
+        assert!(s0.take(&req).is_ok());
+        // a second use of the same id is an error, however it is asked for
+        assert_eq!(
+            s0.take_id(0, &req).unwrap_err(),
+            CorrelationError::AlreadyConsumed { id: 0 }
+        );
+        assert_eq!(
+            s0.insert(b0).unwrap_err(),
+            CorrelationError::AlreadyConsumed { id: 0 }
+        );
+        // nothing else is available: no silent reuse
+        assert!(matches!(
+            s0.take(&req).unwrap_err(),
+            CorrelationError::Unavailable { id: 1, .. }
+        ));
+        // a store resumed at a persisted watermark refuses old ids too
+        let mut fresh = CorrelationStore::new(PartyId::P0, d.party_seed(PartyId::P0));
+        fresh.resume_at(1);
+        let [b0_again, _] = Dealer::new(Seed::from_u64(6)).next_bundle(&req).unwrap();
+        assert_eq!(
+            fresh.insert(b0_again).unwrap_err(),
+            CorrelationError::AlreadyConsumed { id: 0 }
+        );
+    }
+
+    #[test]
+    fn wrong_kind_and_malformed_bundles_are_refused() {
+        let req = CorrRequest::MulTriples { n: 4 };
+        let mut d = Dealer::new(Seed::from_u64(7));
+        let [_, mut b1] = d.next_bundle(&req).unwrap();
+        let mut s1 = CorrelationStore::new(PartyId::P1, d.party_seed(PartyId::P1));
+        s1.insert(b1.clone()).unwrap();
+        assert!(matches!(
+            s1.take(&CorrRequest::MulTriples { n: 5 }).unwrap_err(),
+            CorrelationError::Mismatch { .. }
+        ));
+        let mut s1 = CorrelationStore::new(PartyId::P1, d.party_seed(PartyId::P1));
+        b1.explicit.pop();
+        s1.insert(b1.clone()).unwrap();
+        assert!(matches!(
+            s1.take(&req).unwrap_err(),
+            CorrelationError::Malformed { .. }
+        ));
+        let mut s1 = CorrelationStore::new(PartyId::P1, d.party_seed(PartyId::P1));
+        b1.explicit.extend([0; 9]);
+        s1.insert(b1).unwrap();
+        assert!(matches!(
+            s1.take(&req).unwrap_err(),
+            CorrelationError::Malformed { .. }
+        ));
+        assert!(CorrRequest::Mask {
+            n: 1,
+            shifts: vec![0],
+            cmp_bits: 0,
+            exact: vec![]
+        }
+        .validate()
+        .is_err());
+        assert!(CorrRequest::Lut { n: 1, bits: 30 }.validate().is_err());
+    }
+}

@@ -1,0 +1,504 @@
+//! Distributed comparison function (DCF) of Boyle, Chandran, Gilboa, Gupta, Ishai, Kumar, Rathee,
+//! "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure Computation", Eurocrypt 2021
+//! (Fig. 1, the DCF construction behind their Fig. 3 gates), over the output group Z_2^64.
+//!
+//! The shared function is `f_{α,β}(x) = β` if `x < α` else `0` (unsigned, strict), for `n`-bit
+//! inputs, bits taken most significant first. A key of party `b` is its root seed (drawn by the
+//! caller, e.g. from a PRG seed the dealer shares with that party) plus a [`DcfCorrection`] that is
+//! the same for both parties.
+//!
+//! Per level the tree PRG yields two child seeds, two control bits and two 64-bit value words (three
+//! AES calls at key generation, for each party). Evaluation follows one path and needs only the
+//! chosen child block and the value block: **2 AES calls per level, `2n` per evaluation**.
+//! Correction words: per level a 128-bit seed word, a 64-bit value word and the two control-bit words
+//! packed into one byte, plus a final 64-bit word: **`25·n + 8` bytes**.
+
+use super::prg::{self, encrypt, from_block, to_block, TWEAK_VALUE};
+use super::FssError;
+use aes::Block;
+
+/// Largest supported input width in bits.
+pub const DCF_MAX_BITS: u32 = 64;
+
+/// Points evaluated together in [`dcf_eval_many`] (2 AES blocks each per level).
+const LANES: usize = 16;
+
+/// Correction words of one tree level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DcfLevel {
+    /// seed correction word (bit 0 always 0)
+    seed: u128,
+    /// value correction word
+    value: u64,
+    /// control-bit correction words: bit 0 left, bit 1 right
+    ctrl: u8,
+}
+
+/// Correction words shared by both keys of one DCF instance.
+///
+/// A party's key is its root seed together with this value; see [`dcf_gen`] and [`dcf_eval`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DcfCorrection {
+    /// input width `n` in bits (1 ..= 64)
+    pub n_bits: u32,
+    levels: Vec<DcfLevel>,
+    last: u64,
+}
+
+#[inline(always)]
+fn neg_if(x: u64, cond: bool) -> u64 {
+    if cond {
+        x.wrapping_neg()
+    } else {
+        x
+    }
+}
+
+#[inline(always)]
+fn domain_mask(n: u32) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// Dealer side: given both parties' root seeds (the caller draws them from PRGs), build the
+/// correction words of `f(x) = beta if x < alpha else 0` on `n_bits`-bit unsigned inputs.
+///
+/// Costs `6·n_bits` AES calls.
+///
+/// # Panics
+/// If `n_bits` is not in `1..=64` or `alpha >= 2^n_bits`.
+pub fn dcf_gen(n_bits: u32, alpha: u64, beta: u64, root0: u128, root1: u128) -> DcfCorrection {
+    assert!(
+        (1..=DCF_MAX_BITS).contains(&n_bits),
+        "dcf_gen: n_bits = {n_bits} outside 1..={DCF_MAX_BITS}"
+    );
+    assert!(
+        alpha <= domain_mask(n_bits),
+        "dcf_gen: alpha does not fit in {n_bits} bits"
+    );
+    let n = n_bits as usize;
+    // Nodes carry their control bit in bit 0: party 0 starts with t = 0, party 1 with t = 1.
+    let mut node = [root0 & !1, (root1 & !1) | 1];
+    let mut v_alpha = 0u64;
+    let mut levels = Vec::with_capacity(n);
+    let mut exp = [prg::LevelExpansion::default(); 2];
+    for i in 0..n {
+        let a = (alpha >> (n - 1 - i)) & 1 == 1;
+        prg::expand_many(&node, true, &mut exp);
+        let t1 = node[1] & 1 == 1;
+        // (seed, control bit, value) of the Keep and Lose children of both parties
+        let side = |e: &prg::LevelExpansion, right: bool| {
+            if right {
+                (e.seed_right, e.t_right, e.value_right)
+            } else {
+                (e.seed_left, e.t_left, e.value_left)
+            }
+        };
+        let (lose0, lose1) = (side(&exp[0], !a), side(&exp[1], !a));
+        let (keep0, keep1) = (side(&exp[0], a), side(&exp[1], a));
+        let s_cw = lose0.0 ^ lose1.0;
+        let mut v_cw = neg_if(lose1.2.wrapping_sub(lose0.2).wrapping_sub(v_alpha), t1);
+        if a {
+            // Lose = L: points leaving the path to the left are below alpha.
+            v_cw = v_cw.wrapping_add(neg_if(beta, t1));
+        }
+        v_alpha = v_alpha
+            .wrapping_sub(keep1.2)
+            .wrapping_add(keep0.2)
+            .wrapping_add(neg_if(v_cw, t1));
+        let t_l = exp[0].t_left ^ exp[1].t_left ^ a ^ true;
+        let t_r = exp[0].t_right ^ exp[1].t_right ^ a;
+        let t_keep = if a { t_r } else { t_l };
+        for (b, keep) in [keep0, keep1].into_iter().enumerate() {
+            let t = node[b] & 1;
+            let cw = s_cw | t_keep as u128;
+            node[b] = (keep.0 | keep.1 as u128) ^ (0u128.wrapping_sub(t) & cw);
+        }
+        levels.push(DcfLevel {
+            seed: s_cw,
+            value: v_cw,
+            ctrl: t_l as u8 | (t_r as u8) << 1,
+        });
+    }
+    let convert = |s: u128| (s >> 64) as u64;
+    let last = neg_if(
+        convert(node[1])
+            .wrapping_sub(convert(node[0]))
+            .wrapping_sub(v_alpha),
+        node[1] & 1 == 1,
+    );
+    DcfCorrection {
+        n_bits,
+        levels,
+        last,
+    }
+}
+
+/// Party side (`party` = 0 or 1): this party's share of `f(x)`; the shares of the two parties add
+/// (wrapping) to `f(x)`. Only the low `n_bits` bits of `x` are used. Costs `2·n_bits` AES calls.
+///
+/// # Panics
+/// If `party > 1`.
+pub fn dcf_eval(party: u8, root: u128, cw: &DcfCorrection, x: u64) -> u64 {
+    let mut out = [0u64];
+    dcf_eval_many(party, root, cw, &[x], &mut out);
+    out[0]
+}
+
+/// Evaluates one key at several points (`out[i]` = share of `f(xs[i])`), batching the AES calls of
+/// up to 16 points per level. Only the low `n_bits` bits of each point are used.
+///
+/// # Panics
+/// If `party > 1` or `out.len() != xs.len()`.
+pub fn dcf_eval_many(party: u8, root: u128, cw: &DcfCorrection, xs: &[u64], out: &mut [u64]) {
+    assert!(party < 2, "dcf_eval: party must be 0 or 1, got {party}");
+    assert_eq!(xs.len(), out.len(), "dcf_eval_many: length mismatch");
+    let n = cw.levels.len();
+    let root_node = (root & !1) | party as u128;
+    let mut blocks = [Block::default(); 2 * LANES];
+    for (xc, oc) in xs.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        let m = xc.len();
+        let mut node = [root_node; LANES];
+        let mut acc = [0u64; LANES];
+        for (i, lv) in cw.levels.iter().enumerate() {
+            let shift = n - 1 - i;
+            for k in 0..m {
+                let s = node[k] & !1;
+                let bit = ((xc[k] >> shift) & 1) as u128;
+                blocks[2 * k] = to_block(s | bit);
+                blocks[2 * k + 1] = to_block(s ^ TWEAK_VALUE);
+            }
+            encrypt(&mut blocks[..2 * m]);
+            for k in 0..m {
+                let s = node[k] & !1;
+                let t = node[k] & 1;
+                let bit = ((xc[k] >> shift) & 1) as u128;
+                let child = from_block(&blocks[2 * k]) ^ s ^ bit;
+                let vblk = from_block(&blocks[2 * k + 1]) ^ s ^ TWEAK_VALUE;
+                let v = (vblk >> (64 * bit)) as u64;
+                let cw_mask = lv.seed | ((lv.ctrl as u128 >> bit) & 1);
+                node[k] = child ^ (0u128.wrapping_sub(t) & cw_mask);
+                acc[k] = acc[k]
+                    .wrapping_add(v)
+                    .wrapping_add((t as u64).wrapping_mul(lv.value));
+            }
+        }
+        for k in 0..m {
+            let t = (node[k] & 1) as u64;
+            let v = acc[k]
+                .wrapping_add((node[k] >> 64) as u64)
+                .wrapping_add(t.wrapping_mul(cw.last));
+            oc[k] = neg_if(v, party == 1);
+        }
+    }
+}
+
+impl DcfCorrection {
+    /// Encoded size in bytes for a valid `n_bits`: `25·n_bits + 8` (per level a 16-byte seed word,
+    /// an 8-byte value word and one byte holding both control-bit words; then the 8-byte final word).
+    pub fn encoded_len(n_bits: u32) -> usize {
+        25 * n_bits as usize + 8
+    }
+
+    /// Appends the encoding (little-endian words; see [`DcfCorrection::encoded_len`]) to `out`.
+    pub fn to_bytes(&self, out: &mut Vec<u8>) {
+        out.reserve(Self::encoded_len(self.levels.len() as u32));
+        for lv in &self.levels {
+            out.extend_from_slice(&lv.seed.to_le_bytes());
+            out.extend_from_slice(&lv.value.to_le_bytes());
+            out.push(lv.ctrl);
+        }
+        out.extend_from_slice(&self.last.to_le_bytes());
+    }
+
+    /// Decodes correction words for width `n_bits` from the start of `bytes`; returns them and the
+    /// number of bytes consumed (trailing bytes are left alone). Rejects an invalid width, truncated
+    /// input and non-canonical encodings (seed word with bit 0 set, control byte above 3).
+    pub fn from_bytes(n_bits: u32, bytes: &[u8]) -> Result<(Self, usize), FssError> {
+        if !(1..=DCF_MAX_BITS).contains(&n_bits) {
+            return Err(FssError::InvalidDomain {
+                n_bits,
+                max: DCF_MAX_BITS,
+            });
+        }
+        let need = Self::encoded_len(n_bits);
+        if bytes.len() < need {
+            return Err(FssError::Truncated {
+                needed: need,
+                got: bytes.len(),
+            });
+        }
+        let mut levels = Vec::with_capacity(n_bits as usize);
+        for rec in bytes[..need - 8].chunks_exact(25) {
+            let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
+            let value = u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
+            let ctrl = rec[24];
+            if seed & 1 != 0 {
+                return Err(FssError::Malformed("seed correction word has bit 0 set"));
+            }
+            if ctrl > 3 {
+                return Err(FssError::Malformed("control-bit byte above 3"));
+            }
+            levels.push(DcfLevel { seed, value, ctrl });
+        }
+        let last = u64::from_le_bytes(bytes[need - 8..need].try_into().expect("8 bytes"));
+        Ok((
+            Self {
+                n_bits,
+                levels,
+                last,
+            },
+            need,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn reconstruct(cw: &DcfCorrection, r0: u128, r1: u128, x: u64) -> u64 {
+        dcf_eval(0, r0, cw, x).wrapping_add(dcf_eval(1, r1, cw, x))
+    }
+
+    fn check_points(n: u32, alpha: u64, beta: u64, r0: u128, r1: u128, xs: &[u64]) {
+        let cw = dcf_gen(n, alpha, beta, r0, r1);
+        assert_eq!(cw.levels.len(), n as usize);
+        let mut s0 = vec![0; xs.len()];
+        let mut s1 = vec![0; xs.len()];
+        dcf_eval_many(0, r0, &cw, xs, &mut s0);
+        dcf_eval_many(1, r1, &cw, xs, &mut s1);
+        for (i, &x) in xs.iter().enumerate() {
+            let want = if x < alpha { beta } else { 0 };
+            assert_eq!(
+                s0[i].wrapping_add(s1[i]),
+                want,
+                "n={n} alpha={alpha} x={x} beta={beta}"
+            );
+            assert_eq!(s0[i], dcf_eval(0, r0, &cw, x));
+            assert_eq!(s1[i], dcf_eval(1, r1, &cw, x));
+        }
+    }
+
+    #[test]
+    fn correct_on_edges_and_random_points() {
+        let mut rng = StdRng::seed_from_u64(0xdcf);
+        for n in [1u32, 2, 5, 16, 31, 63, 64] {
+            let mask = domain_mask(n);
+            for _ in 0..20 {
+                let alpha = rng.gen::<u64>() & mask;
+                let beta: u64 = rng.gen();
+                let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
+                let mut xs = vec![0, mask, alpha, alpha.wrapping_add(1) & mask];
+                xs.push(alpha.wrapping_sub(1) & mask);
+                xs.extend((0..40).map(|_| rng.gen::<u64>() & mask));
+                // points near alpha on both sides
+                xs.extend((0..10).map(|d| alpha.wrapping_sub(d) & mask));
+                xs.extend((0..10).map(|d| alpha.wrapping_add(d) & mask));
+                check_points(n, alpha, beta, r0, r1, &xs);
+            }
+            // alpha at the domain ends
+            for alpha in [0, 1 & mask, mask] {
+                let xs = [0, 1 & mask, mask, mask.wrapping_sub(1) & mask];
+                check_points(n, alpha, rng.gen(), rng.gen(), rng.gen(), &xs);
+            }
+        }
+    }
+
+    #[test]
+    fn exhaustive_small_domains() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for n in 1u32..=5 {
+            let xs: Vec<u64> = (0..1u64 << n).collect();
+            for alpha in 0..1u64 << n {
+                check_points(n, alpha, rng.gen(), rng.gen(), rng.gen(), &xs);
+            }
+        }
+    }
+
+    #[test]
+    fn high_bits_of_x_are_ignored() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
+        let cw = dcf_gen(10, 300, 7, r0, r1);
+        for x in [0u64, 299, 300, 1023] {
+            let hi = x | (0xabcd << 10);
+            assert_eq!(reconstruct(&cw, r0, r1, hi), reconstruct(&cw, r0, r1, x));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "alpha does not fit")]
+    fn gen_rejects_alpha_outside_domain() {
+        dcf_gen(4, 16, 1, 1, 2);
+    }
+
+    #[test]
+    fn serialization_round_trip() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for n in [1u32, 7, 16, 32, 64] {
+            let alpha = rng.gen::<u64>() & domain_mask(n);
+            let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
+            let cw = dcf_gen(n, alpha, rng.gen(), r0, r1);
+            let mut bytes = vec![];
+            cw.to_bytes(&mut bytes);
+            assert_eq!(bytes.len(), DcfCorrection::encoded_len(n));
+            bytes.extend_from_slice(&[0xee; 5]); // trailing data stays unread
+            let (back, used) = DcfCorrection::from_bytes(n, &bytes).unwrap();
+            assert_eq!(used, DcfCorrection::encoded_len(n));
+            assert_eq!(back, cw);
+            let x = rng.gen::<u64>() & domain_mask(n);
+            assert_eq!(dcf_eval(0, r0, &back, x), dcf_eval(0, r0, &cw, x));
+            // every truncation is an error, never a panic
+            for cut in 0..used {
+                assert_eq!(
+                    DcfCorrection::from_bytes(n, &bytes[..cut]),
+                    Err(FssError::Truncated {
+                        needed: used,
+                        got: cut
+                    })
+                );
+            }
+        }
+        assert_eq!(DcfCorrection::encoded_len(16), 408);
+        assert_eq!(DcfCorrection::encoded_len(32), 808);
+        assert_eq!(DcfCorrection::encoded_len(64), 1608);
+    }
+
+    #[test]
+    fn from_bytes_rejects_bad_input() {
+        let bytes = vec![0u8; 4096];
+        for n in [0u32, 65, u32::MAX] {
+            assert!(matches!(
+                DcfCorrection::from_bytes(n, &bytes),
+                Err(FssError::InvalidDomain { .. })
+            ));
+        }
+        let cw = dcf_gen(3, 5, 9, 11, 12);
+        let mut good = vec![];
+        cw.to_bytes(&mut good);
+        let mut bad = good.clone();
+        bad[0] |= 1; // seed word bit 0
+        assert!(matches!(
+            DcfCorrection::from_bytes(3, &bad),
+            Err(FssError::Malformed(_))
+        ));
+        let mut bad = good.clone();
+        bad[24] = 4; // control byte
+        assert!(matches!(
+            DcfCorrection::from_bytes(3, &bad),
+            Err(FssError::Malformed(_))
+        ));
+        assert!(DcfCorrection::from_bytes(3, &good).is_ok());
+    }
+
+    /// Bit frequencies over many keys (fresh random roots) of the encoded correction words: every bit
+    /// that is not structurally constant must be close to balanced, whatever alpha is. A key that
+    /// leaks alpha (or beta) through a fixed bit — e.g. a control-bit word equal to a bit of alpha,
+    /// or a value word not masked by the other party's PRG output — fails this.
+    fn bit_frequencies(n: u32, alpha: u64, beta: u64, rng: &mut StdRng, keys: usize) -> Vec<f64> {
+        let len = DcfCorrection::encoded_len(n);
+        let mut ones = vec![0usize; 8 * len];
+        for _ in 0..keys {
+            let cw = dcf_gen(n, alpha, beta, rng.gen(), rng.gen());
+            let mut b = vec![];
+            cw.to_bytes(&mut b);
+            for (i, byte) in b.iter().enumerate() {
+                for j in 0..8 {
+                    ones[8 * i + j] += ((byte >> j) & 1) as usize;
+                }
+            }
+        }
+        ones.iter().map(|&c| c as f64 / keys as f64).collect()
+    }
+
+    #[test]
+    fn correction_words_look_random_for_any_alpha() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let n = 16u32;
+        let keys = 400; // sd of a frequency = 0.025; the band below is 8 sd wide on each side
+        for (alpha, beta) in [(0u64, 1u64), (0xffff, 1), (0x8000, u64::MAX), (0x1234, 0)] {
+            let f = bit_frequencies(n, alpha, beta, &mut rng, keys);
+            for (bit, &p) in f.iter().enumerate() {
+                let byte = bit / 8;
+                let in_level = byte < 25 * n as usize;
+                let constant = in_level
+                    && ((byte % 25 == 0 && bit % 8 == 0) // seed word bit 0
+                        || (byte % 25 == 24 && bit % 8 >= 2)); // unused control-byte bits
+                if constant {
+                    assert_eq!(p, 0.0, "bit {bit} should be 0");
+                } else {
+                    assert!(
+                        (0.3..=0.7).contains(&p),
+                        "alpha={alpha:#x}: bit {bit} of the key is biased ({p})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn correction_words_depend_on_alpha_and_roots() {
+        // Same roots, different alphas: the correction words differ (from the first level where the
+        // alphas differ on) — the roots themselves are inputs and cannot depend on alpha.
+        let mut rng = StdRng::seed_from_u64(5);
+        let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
+        let a = dcf_gen(16, 0x00ff, 1, r0, r1);
+        let b = dcf_gen(16, 0xff00, 1, r0, r1);
+        assert_ne!(a.levels[0], b.levels[0]);
+        assert_ne!(a.last, b.last);
+        // Different roots, same alpha: different correction words.
+        let c = dcf_gen(16, 0x00ff, 1, rng.gen(), rng.gen());
+        assert!(a
+            .levels
+            .iter()
+            .zip(&c.levels)
+            .all(|(x, y)| x.seed != y.seed));
+        // A single share is not the value itself: party 0's shares at points below alpha are spread.
+        let cw = dcf_gen(16, 0xffff, 5, r0, r1);
+        let shares: std::collections::HashSet<u64> =
+            (0..64).map(|x| dcf_eval(0, r0, &cw, x)).collect();
+        assert_eq!(shares.len(), 64);
+    }
+
+    #[test]
+    fn one_party_shares_are_unbiased() {
+        // Party 0's share's low bit, over fresh keys, does not tell x < alpha from x >= alpha.
+        let mut rng = StdRng::seed_from_u64(6);
+        let trials = 2000;
+        for below in [true, false] {
+            let mut ones = 0;
+            for _ in 0..trials {
+                let alpha = rng.gen::<u64>() & 0xfff;
+                let r0: u128 = rng.gen();
+                let cw = dcf_gen(12, alpha.max(1), 1, r0, rng.gen());
+                let x = if below { 0 } else { 0xfff };
+                ones += dcf_eval(0, r0, &cw, x) & 1;
+            }
+            let p = ones as f64 / trials as f64;
+            assert!((0.44..0.56).contains(&p), "below={below}: {p}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn prop_dcf_correct(n in 1u32..=64, alpha: u64, beta: u64, r0: u128, r1: u128, xs in proptest::collection::vec(any::<u64>(), 1..20)) {
+            let mask = domain_mask(n);
+            let alpha = alpha & mask;
+            let cw = dcf_gen(n, alpha, beta, r0, r1);
+            let mut pts: Vec<u64> = xs.iter().map(|x| x & mask).collect();
+            pts.push(alpha);
+            pts.push(alpha.wrapping_sub(1) & mask);
+            for x in pts {
+                let want = if x < alpha { beta } else { 0 };
+                prop_assert_eq!(reconstruct(&cw, r0, r1, x), want);
+            }
+        }
+    }
+}

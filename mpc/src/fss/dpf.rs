@@ -1,0 +1,787 @@
+//! Distributed point function (DPF) of Boyle, Gilboa, Ishai, "Function Secret Sharing: Improvements
+//! and Extensions", CCS 2016, with output group Z_2^64, payload 1 and full-domain evaluation.
+//!
+//! Tree: the `n − ℓ` top levels (`ℓ = min(n, 2)`) are the BGI seed tree (per level a 128-bit seed
+//! correction word and two control-bit correction words, packed into one byte). Early termination:
+//! a node at depth `n − ℓ` does not get seed children; instead the PRG expands its seed into
+//! `2^(ℓ−1)` 128-bit leaves, each holding two u64 outputs, and one final correction word of `2^ℓ`
+//! u64s (a vector in (Z_2^64)^(2^ℓ), the payload placed at `α mod 2^ℓ`) is added under the node's
+//! control bit, exactly like BGI's final correction word (`CW = (−1)^{t_1}·(e_α − V_0 + V_1)`).
+//! The leaves are PRG outputs (not raw seeds, whose bit 0 is the control bit), so every bit of the
+//! final correction word is masked by the other party's PRG output.
+//!
+//! Costs: full-domain evaluation `2^n − 2` AES calls for `n ≥ 2` (1 for `n = 1`), level by level
+//! with all AES calls of a level batched; key generation `4n − 4` (2 for `n = 1`). Correction words:
+//! **`17·(n − 2) + 32` bytes** for `n ≥ 2` (16 for `n = 1`).
+
+use super::prg::{self, encrypt, from_block, to_block};
+use super::FssError;
+use aes::Block;
+use std::cell::RefCell;
+
+/// Largest supported domain width in bits.
+pub const DPF_MAX_BITS: u32 = 24;
+
+/// log2 of the outputs per terminal node (two 128-bit leaves of two u64 each).
+const LEAF_LOG: u32 = 2;
+
+/// Levels expanded breadth-first in one piece; deeper trees are split into subtrees of this depth,
+/// so the scratch memory stays at a few hundred KiB whatever `n` is.
+const SUB_DEPTH: usize = 12;
+
+/// Correction words of one seed level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DpfLevel {
+    /// seed correction word (bit 0 always 0)
+    seed: u128,
+    /// control-bit correction words: bit 0 left, bit 1 right
+    ctrl: u8,
+}
+
+/// Correction words shared by both keys of one DPF instance.
+///
+/// A party's key is its root seed together with this value; see [`dpf_gen`] and
+/// [`dpf_eval_full`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpfCorrection {
+    /// domain width `n` in bits (1 ..= 24); the domain has `2^n` points
+    pub n_bits: u32,
+    levels: Vec<DpfLevel>,
+    /// final correction word, `2^min(n, 2)` words
+    last: Vec<u64>,
+}
+
+impl DpfCorrection {
+    /// Points in the domain.
+    fn domain(&self) -> usize {
+        self.last.len() << self.levels.len()
+    }
+}
+
+/// Reusable buffers for DPF evaluation (no allocation once warmed up).
+///
+/// [`dpf_lookup`] and [`dpf_eval_full`] keep one per thread; [`dpf_lookup_with_scratch`] takes one
+/// from the caller.
+#[derive(Default)]
+pub struct DpfScratch {
+    top: Vec<u128>,
+    nodes: Vec<u128>,
+    spare: Vec<u128>,
+    blocks: Vec<Block>,
+    share: Vec<u64>,
+}
+
+impl DpfScratch {
+    /// Empty buffers; they grow on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<DpfScratch> = RefCell::new(DpfScratch::new());
+}
+
+#[inline(always)]
+fn neg_if(x: u64, cond: bool) -> u64 {
+    if cond {
+        x.wrapping_neg()
+    } else {
+        x
+    }
+}
+
+fn leaf_log(n_bits: u32) -> u32 {
+    n_bits.min(LEAF_LOG)
+}
+
+/// The `words` u64 outputs of a terminal node's seed (bit 0 ignored): `words / 2` MMO blocks.
+fn leaf_words(node: u128, words: usize) -> Vec<u64> {
+    let s = node & !1;
+    let mut out = Vec::with_capacity(words);
+    for j in 0..words / 2 {
+        let v = prg::mmo(s ^ j as u128);
+        out.push(v as u64);
+        out.push((v >> 64) as u64);
+    }
+    out
+}
+
+/// Dealer side: given both parties' root seeds (the caller draws them from PRGs), build the
+/// correction words of the point function `e_alpha` (1 at `alpha`, 0 elsewhere) on `2^n_bits`
+/// points.
+///
+/// # Panics
+/// If `n_bits` is not in `1..=24` or `alpha >= 2^n_bits`.
+pub fn dpf_gen(n_bits: u32, alpha: u64, root0: u128, root1: u128) -> DpfCorrection {
+    assert!(
+        (1..=DPF_MAX_BITS).contains(&n_bits),
+        "dpf_gen: n_bits = {n_bits} outside 1..={DPF_MAX_BITS}"
+    );
+    assert!(
+        alpha < 1u64 << n_bits,
+        "dpf_gen: alpha does not fit in {n_bits} bits"
+    );
+    let n = n_bits as usize;
+    let ll = leaf_log(n_bits) as usize;
+    let depth = n - ll;
+    // Nodes carry their control bit in bit 0: party 0 starts with t = 0, party 1 with t = 1.
+    let mut node = [root0 & !1, (root1 & !1) | 1];
+    let mut levels = Vec::with_capacity(depth);
+    let mut exp = [prg::LevelExpansion::default(); 2];
+    for i in 0..depth {
+        let a = (alpha >> (n - 1 - i)) & 1 == 1;
+        prg::expand_many(&node, false, &mut exp);
+        let s_cw = if a {
+            exp[0].seed_left ^ exp[1].seed_left
+        } else {
+            exp[0].seed_right ^ exp[1].seed_right
+        };
+        let t_l = exp[0].t_left ^ exp[1].t_left ^ a ^ true;
+        let t_r = exp[0].t_right ^ exp[1].t_right ^ a;
+        let t_keep = if a { t_r } else { t_l };
+        for (b, e) in exp.iter().enumerate() {
+            let keep = if a {
+                e.seed_right | e.t_right as u128
+            } else {
+                e.seed_left | e.t_left as u128
+            };
+            let t = node[b] & 1;
+            node[b] = keep ^ (0u128.wrapping_sub(t) & (s_cw | t_keep as u128));
+        }
+        levels.push(DpfLevel {
+            seed: s_cw,
+            ctrl: t_l as u8 | (t_r as u8) << 1,
+        });
+    }
+    let words = 1usize << ll;
+    let v0 = leaf_words(node[0], words);
+    let v1 = leaf_words(node[1], words);
+    let w = (alpha as usize) & (words - 1);
+    let t1 = node[1] & 1 == 1;
+    let last = (0..words)
+        .map(|j| {
+            neg_if(
+                ((j == w) as u64).wrapping_sub(v0[j]).wrapping_add(v1[j]),
+                t1,
+            )
+        })
+        .collect();
+    DpfCorrection {
+        n_bits,
+        levels,
+        last,
+    }
+}
+
+/// Grows `v` to at least `n` elements (never shrinks, so warmed-up buffers are not refilled).
+#[inline]
+fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
+    if v.len() < n {
+        v.resize(n, fill);
+    }
+}
+
+/// Expands the tree level `nodes[..m]` (packed `seed | t`) through `levels`, doubling it each time;
+/// returns the final level's length, held in `nodes`. `spare` is a second node buffer.
+fn expand_levels(
+    nodes: &mut Vec<u128>,
+    spare: &mut Vec<u128>,
+    blocks: &mut Vec<Block>,
+    mut m: usize,
+    levels: &[DpfLevel],
+) -> usize {
+    for lv in levels {
+        grow(blocks, 2 * m, Block::default());
+        grow(spare, 2 * m, 0);
+        let blk = &mut blocks[..2 * m];
+        for (b, &node) in blk.chunks_exact_mut(2).zip(&nodes[..m]) {
+            let s = node & !1;
+            b[0] = to_block(s);
+            b[1] = to_block(s | 1);
+        }
+        encrypt(blk);
+        let cw_l = lv.seed | (lv.ctrl & 1) as u128;
+        let cw_r = lv.seed | ((lv.ctrl >> 1) & 1) as u128;
+        for ((c, b), &node) in spare[..2 * m]
+            .chunks_exact_mut(2)
+            .zip(blk.chunks_exact(2))
+            .zip(&nodes[..m])
+        {
+            let s = node & !1;
+            let tm = 0u128.wrapping_sub(node & 1);
+            c[0] = from_block(&b[0]) ^ s ^ (tm & cw_l);
+            c[1] = from_block(&b[1]) ^ s ^ 1 ^ (tm & cw_r);
+        }
+        std::mem::swap(nodes, spare);
+        m *= 2;
+    }
+    m
+}
+
+/// Terminal layer: `VB` leaf blocks per node, two outputs per block, written to `out`; the outputs
+/// are negated when `neg`.
+fn leaves<const VB: usize>(
+    nodes: &[u128],
+    blocks: &mut Vec<Block>,
+    last: &[u64],
+    neg: bool,
+    out: &mut [u64],
+) {
+    debug_assert_eq!(last.len(), 2 * VB);
+    debug_assert_eq!(out.len(), nodes.len() * 2 * VB);
+    grow(blocks, nodes.len() * VB, Block::default());
+    let blk = &mut blocks[..nodes.len() * VB];
+    for (bc, &node) in blk.chunks_exact_mut(VB).zip(nodes) {
+        let s = node & !1;
+        for (j, b) in bc.iter_mut().enumerate() {
+            *b = to_block(s ^ j as u128);
+        }
+    }
+    encrypt(blk);
+    // (x ^ nm) − nm is x or −x
+    let nm = 0u64.wrapping_sub(neg as u64);
+    for ((oc, bc), &node) in out
+        .chunks_exact_mut(2 * VB)
+        .zip(blk.chunks_exact(VB))
+        .zip(nodes)
+    {
+        let s = node & !1;
+        let tm = 0u64.wrapping_sub((node & 1) as u64);
+        for j in 0..VB {
+            let v = from_block(&bc[j]) ^ s ^ j as u128;
+            let lo = (v as u64).wrapping_add(tm & last[2 * j]);
+            let hi = ((v >> 64) as u64).wrapping_add(tm & last[2 * j + 1]);
+            oc[2 * j] = (lo ^ nm).wrapping_sub(nm);
+            oc[2 * j + 1] = (hi ^ nm).wrapping_sub(nm);
+        }
+    }
+}
+
+/// Full-domain evaluation into `out`; the shares are negated for party 1 only when `signed`
+/// (otherwise the caller applies the party's sign itself).
+fn eval_full_into(
+    scratch: &mut DpfScratch,
+    party: u8,
+    root: u128,
+    cw: &DpfCorrection,
+    signed: bool,
+    out: &mut [u64],
+) {
+    assert!(party < 2, "dpf: party must be 0 or 1, got {party}");
+    assert_eq!(
+        out.len(),
+        cw.domain(),
+        "dpf: output length must be 2^n_bits"
+    );
+    let DpfScratch {
+        top,
+        nodes,
+        spare,
+        blocks,
+        ..
+    } = scratch;
+    let neg = signed && party == 1;
+    let depth = cw.levels.len();
+    let split = depth.saturating_sub(SUB_DEPTH);
+    grow(top, 1, 0);
+    top[0] = (root & !1) | party as u128;
+    let m_top = expand_levels(top, spare, blocks, 1, &cw.levels[..split]);
+    let chunk = out.len() >> split;
+    for (&sub_root, oc) in top[..m_top].iter().zip(out.chunks_mut(chunk)) {
+        grow(nodes, 1, 0);
+        nodes[0] = sub_root;
+        let m = expand_levels(nodes, spare, blocks, 1, &cw.levels[split..]);
+        match cw.last.len() {
+            4 => leaves::<2>(&nodes[..m], blocks, &cw.last, neg, oc),
+            2 => leaves::<1>(&nodes[..m], blocks, &cw.last, neg, oc),
+            k => unreachable!("final correction word of {k} words"),
+        }
+    }
+}
+
+/// Full-domain evaluation: writes this party's shares of the one-hot vector `e_alpha` of length
+/// `2^n_bits` to `out` (wrapping u64; the two parties' shares add to 1 at `alpha`, 0 elsewhere).
+/// Costs `2^n − 2` AES calls (`n ≥ 2`), batched per tree level.
+///
+/// # Panics
+/// If `party > 1` or `out.len() != 2^n_bits`.
+pub fn dpf_eval_full(party: u8, root: u128, cw: &DpfCorrection, out: &mut [u64]) {
+    SCRATCH.with_borrow_mut(|s| eval_full_into(s, party, root, cw, true, out));
+}
+
+/// Σ_j e[j]·t[(c − j) mod N] (wrapping), for `c < N = e.len() = t.len()`.
+fn rotated_dot(e: &[u64], t: &[u64], c: usize) -> u64 {
+    #[inline(always)]
+    fn dot_rev(a: &[u64], b: &[u64]) -> u64 {
+        // Four independent accumulators keep the multiplier busy.
+        let mut acc = [0u64; 4];
+        let mut ai = a.chunks_exact(4);
+        let mut bi = b.rchunks_exact(4);
+        for (x, y) in (&mut ai).zip(&mut bi) {
+            for k in 0..4 {
+                acc[k] = acc[k].wrapping_add(x[k].wrapping_mul(y[3 - k]));
+            }
+        }
+        let tail = ai
+            .remainder()
+            .iter()
+            .zip(bi.remainder().iter().rev())
+            .fold(0u64, |s, (x, y)| s.wrapping_add(x.wrapping_mul(*y)));
+        acc.iter().fold(tail, |s, &x| s.wrapping_add(x))
+    }
+    let (e_lo, e_hi) = e.split_at(c + 1);
+    let (t_lo, t_hi) = t.split_at(c + 1);
+    // j ≤ c reads t[c − j]; j > c reads t[N + c − j]
+    dot_rev(e_lo, t_lo).wrapping_add(dot_rev(e_hi, t_hi))
+}
+
+/// Masked table lookup: given the public opened value `c = (y + alpha) mod 2^n`, writes to `out[k]`
+/// this party's share of `tables[k][y]`, `y = (c − alpha) mod 2^n`, i.e.
+/// `Σ_j e_alpha[j]·tables[k][(c − j) mod 2^n]` (wrapping). Uses a per-thread scratch buffer.
+///
+/// # Panics
+/// If `party > 1`, `out.len() != tables.len()` or a table's length is not `2^n_bits`.
+pub fn dpf_lookup(
+    party: u8,
+    root: u128,
+    cw: &DpfCorrection,
+    c: u64,
+    tables: &[&[u64]],
+    out: &mut [u64],
+) {
+    SCRATCH.with_borrow_mut(|s| dpf_lookup_with_scratch(s, party, root, cw, c, tables, out));
+}
+
+/// [`dpf_lookup`] with caller-provided buffers.
+///
+/// # Panics
+/// As [`dpf_lookup`].
+pub fn dpf_lookup_with_scratch(
+    scratch: &mut DpfScratch,
+    party: u8,
+    root: u128,
+    cw: &DpfCorrection,
+    c: u64,
+    tables: &[&[u64]],
+    out: &mut [u64],
+) {
+    let size = cw.domain();
+    assert_eq!(out.len(), tables.len(), "dpf_lookup: one output per table");
+    for t in tables {
+        assert_eq!(t.len(), size, "dpf_lookup: table length must be 2^n_bits");
+    }
+    let mut share = std::mem::take(&mut scratch.share);
+    grow(&mut share, size, 0);
+    // Unsigned shares; party 1's sign is applied once to each dot product.
+    eval_full_into(scratch, party, root, cw, false, &mut share[..size]);
+    let c = (c as usize) & (size - 1);
+    for (o, t) in out.iter_mut().zip(tables) {
+        *o = neg_if(rotated_dot(&share[..size], t, c), party == 1);
+    }
+    scratch.share = share;
+}
+
+impl DpfCorrection {
+    /// Encoded size in bytes for a valid `n_bits`: `17·(n − ℓ) + 8·2^ℓ` with `ℓ = min(n, 2)`, i.e.
+    /// `17·n − 2` for `n ≥ 2` (per seed level a 16-byte seed word and one byte holding both
+    /// control-bit words; then the final words).
+    pub fn encoded_len(n_bits: u32) -> usize {
+        let ll = leaf_log(n_bits);
+        17 * (n_bits - ll) as usize + (8usize << ll)
+    }
+
+    /// Appends the encoding (little-endian words; see [`DpfCorrection::encoded_len`]) to `out`.
+    pub fn to_bytes(&self, out: &mut Vec<u8>) {
+        out.reserve(17 * self.levels.len() + 8 * self.last.len());
+        for lv in &self.levels {
+            out.extend_from_slice(&lv.seed.to_le_bytes());
+            out.push(lv.ctrl);
+        }
+        for w in &self.last {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    /// Decodes correction words for width `n_bits` from the start of `bytes`; returns them and the
+    /// number of bytes consumed (trailing bytes are left alone). Rejects an invalid width, truncated
+    /// input and non-canonical encodings (seed word with bit 0 set, control byte above 3).
+    pub fn from_bytes(n_bits: u32, bytes: &[u8]) -> Result<(Self, usize), FssError> {
+        if !(1..=DPF_MAX_BITS).contains(&n_bits) {
+            return Err(FssError::InvalidDomain {
+                n_bits,
+                max: DPF_MAX_BITS,
+            });
+        }
+        let need = Self::encoded_len(n_bits);
+        if bytes.len() < need {
+            return Err(FssError::Truncated {
+                needed: need,
+                got: bytes.len(),
+            });
+        }
+        let ll = leaf_log(n_bits);
+        let depth = (n_bits - ll) as usize;
+        let (lv_bytes, last_bytes) = bytes[..need].split_at(17 * depth);
+        let mut levels = Vec::with_capacity(depth);
+        for rec in lv_bytes.chunks_exact(17) {
+            let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
+            let ctrl = rec[16];
+            if seed & 1 != 0 {
+                return Err(FssError::Malformed("seed correction word has bit 0 set"));
+            }
+            if ctrl > 3 {
+                return Err(FssError::Malformed("control-bit byte above 3"));
+            }
+            levels.push(DpfLevel { seed, ctrl });
+        }
+        let last = last_bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .collect();
+        Ok((
+            Self {
+                n_bits,
+                levels,
+                last,
+            },
+            need,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn full(n: u32, alpha: u64, r0: u128, r1: u128) -> (DpfCorrection, Vec<u64>, Vec<u64>) {
+        let cw = dpf_gen(n, alpha, r0, r1);
+        let mut s0 = vec![0; 1 << n];
+        let mut s1 = vec![0; 1 << n];
+        dpf_eval_full(0, r0, &cw, &mut s0);
+        dpf_eval_full(1, r1, &cw, &mut s1);
+        (cw, s0, s1)
+    }
+
+    fn assert_one_hot(n: u32, alpha: u64, s0: &[u64], s1: &[u64]) {
+        for (j, (a, b)) in s0.iter().zip(s1).enumerate() {
+            let want = (j as u64 == alpha) as u64;
+            assert_eq!(a.wrapping_add(*b), want, "n={n} alpha={alpha} j={j}");
+        }
+    }
+
+    #[test]
+    fn full_domain_is_one_hot() {
+        let mut rng = StdRng::seed_from_u64(0xd9f);
+        for n in [1u32, 2, 3, 8, 12, 15, 16] {
+            let mask = (1u64 << n) - 1;
+            let mut alphas = vec![0, mask, mask / 2, (mask / 2 + 1) & mask];
+            alphas.extend((0..4).map(|_| rng.gen::<u64>() & mask));
+            for alpha in alphas {
+                let (r0, r1) = (rng.gen(), rng.gen());
+                let (_, s0, s1) = full(n, alpha, r0, r1);
+                assert_one_hot(n, alpha, &s0, &s1);
+                // a share alone is dense
+                assert!(s0.iter().filter(|&&v| v == 0).count() <= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn exhaustive_small_domains() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for n in 1u32..=5 {
+            for alpha in 0..1u64 << n {
+                let (r0, r1) = (rng.gen(), rng.gen());
+                let (_, s0, s1) = full(n, alpha, r0, r1);
+                assert_one_hot(n, alpha, &s0, &s1);
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_matches_table() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut scratch = DpfScratch::new();
+        for n in [1u32, 3, 8, 10, 12, 13, 3] {
+            let size = 1usize << n;
+            let mask = (size - 1) as u64;
+            let t0: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
+            let t1: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
+            for _ in 0..8 {
+                let alpha = rng.gen::<u64>() & mask;
+                let (r0, r1) = (rng.gen(), rng.gen());
+                let cw = dpf_gen(n, alpha, r0, r1);
+                let mut cs = vec![0, mask, alpha, rng.gen::<u64>() & mask];
+                cs.push(rng.gen()); // bits above n are ignored
+                for c in cs {
+                    let mut o0 = [0u64; 2];
+                    let mut o1 = [0u64; 2];
+                    dpf_lookup(0, r0, &cw, c, &[&t0, &t1], &mut o0);
+                    dpf_lookup_with_scratch(&mut scratch, 1, r1, &cw, c, &[&t0, &t1], &mut o1);
+                    let y = (c.wrapping_sub(alpha) & mask) as usize;
+                    assert_eq!(o0[0].wrapping_add(o1[0]), t0[y], "n={n} c={c}");
+                    assert_eq!(o0[1].wrapping_add(o1[1]), t1[y], "n={n} c={c}");
+                    // thread-local and caller scratch agree
+                    let mut o0b = [0u64; 2];
+                    dpf_lookup_with_scratch(&mut scratch, 0, r0, &cw, c, &[&t0, &t1], &mut o0b);
+                    assert_eq!(o0, o0b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_matches_naive_rotation() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for len in [1usize, 2, 4, 8, 16, 64] {
+            let e: Vec<u64> = (0..len).map(|_| rng.gen()).collect();
+            let t: Vec<u64> = (0..len).map(|_| rng.gen()).collect();
+            for c in 0..len {
+                let naive = (0..len).fold(0u64, |s, j| {
+                    s.wrapping_add(e[j].wrapping_mul(t[(c + len - j) % len]))
+                });
+                assert_eq!(rotated_dot(&e, &t, c), naive);
+            }
+        }
+    }
+
+    #[test]
+    fn serialization_round_trip() {
+        let mut rng = StdRng::seed_from_u64(4);
+        for n in [1u32, 2, 3, 10, 12, 24] {
+            let alpha = rng.gen::<u64>() & ((1 << n) - 1);
+            let (r0, r1) = (rng.gen(), rng.gen());
+            let cw = dpf_gen(n, alpha, r0, r1);
+            let mut bytes = vec![];
+            cw.to_bytes(&mut bytes);
+            assert_eq!(bytes.len(), DpfCorrection::encoded_len(n));
+            bytes.extend_from_slice(&[0x5a; 3]);
+            let (back, used) = DpfCorrection::from_bytes(n, &bytes).unwrap();
+            assert_eq!(used, DpfCorrection::encoded_len(n));
+            assert_eq!(back, cw);
+            for cut in 0..used {
+                assert_eq!(
+                    DpfCorrection::from_bytes(n, &bytes[..cut]),
+                    Err(FssError::Truncated {
+                        needed: used,
+                        got: cut
+                    })
+                );
+            }
+            if n <= 12 {
+                let mut a = vec![0; 1 << n];
+                let mut b = vec![0; 1 << n];
+                dpf_eval_full(0, r0, &cw, &mut a);
+                dpf_eval_full(0, r0, &back, &mut b);
+                assert_eq!(a, b);
+            }
+        }
+        assert_eq!(DpfCorrection::encoded_len(1), 16);
+        assert_eq!(DpfCorrection::encoded_len(10), 168);
+        assert_eq!(DpfCorrection::encoded_len(12), 202);
+    }
+
+    #[test]
+    fn from_bytes_rejects_bad_input() {
+        let bytes = vec![0u8; 4096];
+        for n in [0u32, 25, u32::MAX] {
+            assert!(matches!(
+                DpfCorrection::from_bytes(n, &bytes),
+                Err(FssError::InvalidDomain { .. })
+            ));
+        }
+        let cw = dpf_gen(5, 9, 11, 12);
+        let mut good = vec![];
+        cw.to_bytes(&mut good);
+        let mut bad = good.clone();
+        bad[17] |= 1; // second level's seed word bit 0
+        assert!(matches!(
+            DpfCorrection::from_bytes(5, &bad),
+            Err(FssError::Malformed(_))
+        ));
+        let mut bad = good.clone();
+        bad[16] = 0x80; // first level's control byte
+        assert!(matches!(
+            DpfCorrection::from_bytes(5, &bad),
+            Err(FssError::Malformed(_))
+        ));
+        assert!(DpfCorrection::from_bytes(5, &good).is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "output length")]
+    fn eval_rejects_wrong_output_length() {
+        let cw = dpf_gen(4, 3, 1, 2);
+        let mut out = vec![0; 15];
+        dpf_eval_full(0, 1, &cw, &mut out);
+    }
+
+    #[test]
+    fn correction_words_look_random_for_any_alpha() {
+        // Every non-constant bit of the encoded key is close to balanced over fresh roots, for
+        // alphas of every residue mod 4 (the terminal leaf position). Using a terminal node's raw
+        // seed (bit 0 = control bit) as its output would put alpha's low bits into the final
+        // correction word's bit 0 and fail here; so would control-bit words equal to alpha's bits.
+        let mut rng = StdRng::seed_from_u64(5);
+        let n = 10u32;
+        let len = DpfCorrection::encoded_len(n);
+        let keys = 400; // sd 0.025; band is 8 sd each side
+        for alpha in [0u64, 1, 2, 3, 0x3ff, 0x200, 0x155] {
+            let mut ones = vec![0usize; 8 * len];
+            for _ in 0..keys {
+                let cw = dpf_gen(n, alpha, rng.gen(), rng.gen());
+                let mut b = vec![];
+                cw.to_bytes(&mut b);
+                for (i, byte) in b.iter().enumerate() {
+                    for j in 0..8 {
+                        ones[8 * i + j] += ((byte >> j) & 1) as usize;
+                    }
+                }
+            }
+            for (bit, &c) in ones.iter().enumerate() {
+                let p = c as f64 / keys as f64;
+                let byte = bit / 8;
+                let constant = byte < 17 * (n as usize - 2)
+                    && ((byte % 17 == 0 && bit % 8 == 0) || (byte % 17 == 16 && bit % 8 >= 2));
+                if constant {
+                    assert_eq!(p, 0.0, "bit {bit} should be 0");
+                } else {
+                    assert!(
+                        (0.3..=0.7).contains(&p),
+                        "alpha={alpha}: key bit {bit} biased ({p})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn single_share_hides_alpha() {
+        // Party 0's share at alpha and at another point: low bits equally balanced over fresh keys.
+        let mut rng = StdRng::seed_from_u64(6);
+        let n = 6u32;
+        let trials = 2000;
+        let mut at_alpha = 0u64;
+        let mut elsewhere = 0u64;
+        let mut s = vec![0u64; 1 << n];
+        for _ in 0..trials {
+            let alpha = rng.gen::<u64>() & 63;
+            let r0: u128 = rng.gen();
+            let cw = dpf_gen(n, alpha, r0, rng.gen());
+            dpf_eval_full(0, r0, &cw, &mut s);
+            at_alpha += s[alpha as usize] & 1;
+            elsewhere += s[(alpha as usize + 1) & 63] & 1;
+        }
+        for c in [at_alpha, elsewhere] {
+            let p = c as f64 / trials as f64;
+            assert!((0.44..0.56).contains(&p), "{p}");
+        }
+        // same roots, different alpha: different correction words
+        let a = dpf_gen(8, 0x0f, 1, 2);
+        let b = dpf_gen(8, 0xf0, 1, 2);
+        assert_ne!(a.levels[0], b.levels[0]);
+        assert_ne!(a.last, b.last);
+    }
+
+    proptest! {
+        #[test]
+        fn prop_lookup(n in 1u32..=9, alpha: u64, c: u64, r0: u128, r1: u128, seed: u64) {
+            let size = 1usize << n;
+            let mask = (size - 1) as u64;
+            let alpha = alpha & mask;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let t: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
+            let cw = dpf_gen(n, alpha, r0, r1);
+            let mut o0 = [0u64];
+            let mut o1 = [0u64];
+            dpf_lookup(0, r0, &cw, c, &[&t], &mut o0);
+            dpf_lookup(1, r1, &cw, c, &[&t], &mut o1);
+            let y = (c.wrapping_sub(alpha) & mask) as usize;
+            prop_assert_eq!(o0[0].wrapping_add(o1[0]), t[y]);
+        }
+    }
+}
+#[cfg(test)]
+mod tmp_timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn tmp_time() {
+        for n in [10u32, 12, 13] {
+            let size = 1usize << n;
+            let t0: Vec<u64> = (0..size as u64).map(|i| i * 7).collect();
+            let t1: Vec<u64> = (0..size as u64).map(|i| i * 9).collect();
+            let cw = dpf_gen(n, 5, 1, 2);
+            let mut o = [0u64; 2];
+            let iters = 20000;
+            let st = std::time::Instant::now();
+            for i in 0..iters {
+                dpf_lookup(0, 1, &cw, i as u64, &[&t0, &t1], &mut o);
+            }
+            let el = st.elapsed() / iters;
+            let mut e = vec![0u64; size];
+            let st = std::time::Instant::now();
+            for _ in 0..iters {
+                dpf_eval_full(0, 1, &cw, &mut e);
+            }
+            let ef = st.elapsed() / iters;
+            eprintln!(
+                "n={n} lookup {:?} eval_full {:?} ({:.2} ns/AES)",
+                el,
+                ef,
+                ef.as_nanos() as f64 / (size - 2) as f64
+            );
+        }
+        let cw = crate::fss::dcf_gen(63, 12345, 1, 1, 2);
+        let xs: Vec<u64> = (0..1600).collect();
+        let mut out = vec![0; 1600];
+        let st = std::time::Instant::now();
+        for _ in 0..100 {
+            crate::fss::dcf_eval_many(0, 1, &cw, &xs, &mut out);
+        }
+        eprintln!("dcf n=63 many {:?}/pt", st.elapsed() / 160000);
+        let st = std::time::Instant::now();
+        for x in 0..160000u64 {
+            out[0] = out[0].wrapping_add(crate::fss::dcf_eval(0, 1, &cw, x));
+        }
+        eprintln!("dcf n=63 single {:?}/pt", st.elapsed() / 160000);
+    }
+}
+#[cfg(test)]
+mod tmp_timing2 {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn tmp_aes() {
+        for n in [10u32, 12] {
+            let size = 1usize << n;
+            let mut b = vec![aes::Block::default(); size / 2];
+            let cw = dpf_gen(n, 5, 1, 2);
+            let mut e = vec![0u64; size];
+            let t0: Vec<u64> = (0..size as u64).map(|i| i * 7).collect();
+            let t1: Vec<u64> = (0..size as u64).map(|i| i * 9).collect();
+            let (mut ra, mut rf, mut rl, mut rd) = (u128::MAX, u128::MAX, u128::MAX, u128::MAX);
+            let mut o = [0u64; 2];
+            for _ in 0..3000 {
+                let st = std::time::Instant::now();
+                crate::fss::prg::encrypt(&mut b);
+                crate::fss::prg::encrypt(&mut b);
+                ra = ra.min(st.elapsed().as_nanos());
+                let st = std::time::Instant::now();
+                dpf_eval_full(0, 1, &cw, &mut e);
+                rf = rf.min(st.elapsed().as_nanos());
+                let st = std::time::Instant::now();
+                dpf_lookup(0, 1, &cw, 77, &[&t0, &t1], &mut o);
+                rl = rl.min(st.elapsed().as_nanos());
+                let st = std::time::Instant::now();
+                o[0] = o[0].wrapping_add(rotated_dot(&e, &t0, 77));
+                rd = rd.min(st.elapsed().as_nanos());
+            }
+            eprintln!("n={n}: raw aes x{} {ra} ns ({:.2}/blk), eval_full {rf} ns, lookup2 {rl} ns, dot {rd} ns {}", size, ra as f64 / size as f64, o[0]);
+        }
+    }
+}

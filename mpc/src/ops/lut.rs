@@ -1,0 +1,447 @@
+//! Piecewise-linear lookup ("PLI"): the engine behind exp, reciprocal, rsqrt, SiLU and GeLU.
+//!
+//! A function is tabulated on uniform segments `[A_j, B_j)`; segment j has `2^k_j` nodes spaced
+//! `2^s_j` input ulps apart. For a shared input `X` the protocol computes
+//! `Σ_j g_j·(T0_j[Y_j]·2^t + T1_j[Y_j]·z_j) + tails` where `g_j = [A_j ≤ X < B_j]`,
+//! `Y_j = ⌊(X − A_j)/2^s_j⌋` (the cell), `z_j ∈ [0, 2^t)` the position inside the cell with `t`
+//! bits, `T0` the node values and `T1` the node-to-node deltas (linear interpolation).
+//!
+//! Rounds (SIGMA-style FSS lookups, Gupta et al. PoPETs 2024, with interpolation added):
+//! 1. one masked opening of `X` gives every `Y_j`, every `z_j` (truncations by `s_j` and
+//!    `s_j − t` of the same mask) and every `g_j` (one DCF key, several thresholds);
+//! 2. the lookups `T0_j[Y_j]`, `T1_j[Y_j]` (open `Y_j + α_j mod 2^k_j`, then a DPF full-domain
+//!    evaluation: Boyle–Gilboa–Ishai CCS 2016) together with the Beaver products `g_j·z_j` and
+//!    the identity tails `g·X`, batched in one round;
+//! 3. the Beaver products `g_j·T0_j` and `T1_j·(g_j z_j)`, batched in one round;
+//! 4. (optional) a truncation by `t` back to the output scale — callers that feed the result
+//!    into a product skip it (softmax, norms), so the op costs 3 rounds there.
+//!
+//! Online bytes/elt/party for S segments: `8 + S·(⌈k/8⌉ + 16 + 32) [+16 per identity tail]
+//! [+8 final truncation]`. Dealer bytes/elt: a mask (8 + 16 per segment, to P1) + one DCF key
+//! (both parties) + S DPF keys (both parties) + 8 per Beaver product (to P1).
+//! Error: the interpolation error of the tables (computed by [`PiecewiseLinear::max_error`])
+//! plus ≤ 2 output ulps of truncation and `2^-t` of a cell's delta for the position rounding.
+
+use crate::channel::Transport;
+use crate::correlation::CorrRequest;
+use crate::error::{MpcError, Result};
+use crate::fixed::ValueRange;
+use crate::fss::dpf_lookup;
+use crate::ops::mul::MulPending;
+use crate::ops::open::open_groups;
+use crate::ops::trunc::{mask_open, trunc};
+use crate::party::Party;
+
+/// Cells are located exactly (borrow-corrected truncation, one extra DCF key of `s` levels)
+/// when the cell width is at most `2^MAX_EXACT_SHIFT` input ulps; wider cells (octave tables at
+/// high input scales) accept the ±1 cell of plain truncation, i.e. extrapolation by one cell.
+pub const MAX_EXACT_SHIFT: u32 = 24;
+
+/// What the op returns outside all segments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tail {
+    /// zero
+    Zero,
+    /// a constant
+    Constant(f64),
+    /// the input itself (e.g. SiLU for large x)
+    Identity,
+}
+
+/// One uniform segment of a table.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// first input covered (ring encoding at the input scale)
+    pub start: i64,
+    /// first input not covered
+    pub end: i64,
+    /// log2 of the node spacing in input ulps
+    pub shift: u32,
+    /// log2 of the number of nodes
+    pub bits: u32,
+    /// node values at the output scale
+    pub t0: Vec<u64>,
+    /// node-to-node deltas at the output scale
+    pub t1: Vec<u64>,
+}
+
+/// A tabulated function ready for secure evaluation.
+#[derive(Clone)]
+pub struct PiecewiseLinear {
+    /// name for errors
+    pub name: &'static str,
+    /// fractional bits of the input
+    pub in_frac: u32,
+    /// fractional bits of the (truncated) output
+    pub out_frac: u32,
+    /// bits of the in-cell position (extra output bits before the final truncation)
+    pub t: u32,
+    /// segments, in increasing order and contiguous
+    pub segments: Vec<Segment>,
+    /// below the first segment
+    pub left: Tail,
+    /// from the end of the last segment on
+    pub right: Tail,
+    /// declared input range
+    pub range: ValueRange,
+    /// comparison width for the segment tests
+    pub cmp_bits: u32,
+    f: RealFn,
+}
+
+/// A real function shared between tables.
+pub type RealFn = std::sync::Arc<dyn Fn(f64) -> f64 + Send + Sync>;
+
+fn enc(v: f64, frac: u32) -> i64 {
+    (v * (1u64 << frac) as f64).round() as i64
+}
+
+impl std::fmt::Debug for PiecewiseLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PiecewiseLinear")
+            .field("name", &self.name)
+            .field("segments", &self.segments.len())
+            .field("in_frac", &self.in_frac)
+            .field("out_frac", &self.out_frac)
+            .finish()
+    }
+}
+
+impl PiecewiseLinear {
+    /// Tabulates `f` on `segments` given as `(start, end, index bits)` in real units.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        name: &'static str,
+        f: RealFn,
+        segments: &[(f64, f64, u32)],
+        in_frac: u32,
+        out_frac: u32,
+        t: u32,
+        left: Tail,
+        right: Tail,
+        range: ValueRange,
+    ) -> Result<Self> {
+        let bad = |detail: String| MpcError::InvalidParameter { op: "lut", detail };
+        if segments.is_empty() {
+            return Err(bad(format!("{name}: no segment")));
+        }
+        if t == 0 || t > 24 || out_frac + t > 48 {
+            return Err(bad(format!("{name}: position bits t={t} out of range")));
+        }
+        let mut segs = Vec::new();
+        for (i, &(a, b, k)) in segments.iter().enumerate() {
+            if a.partial_cmp(&b) != Some(std::cmp::Ordering::Less) || !(2..=16).contains(&k) {
+                return Err(bad(format!(
+                    "{name}: bad segment {i}: [{a}, {b}) with {k} bits"
+                )));
+            }
+            if i > 0 && segments[i - 1].1 != a {
+                return Err(bad(format!(
+                    "{name}: segments {} and {i} are not contiguous",
+                    i - 1
+                )));
+            }
+            let (start, end) = (enc(a, in_frac), enc(b, in_frac));
+            let cells_needed = (end - start) as f64 / ((1u64 << k) - 2) as f64;
+            let shift = cells_needed.log2().ceil().max(0.0) as u32;
+            let step = (1i64 << shift) as f64 / (1u64 << in_frac) as f64;
+            let out_scale = (1u64 << out_frac) as f64;
+            let node = |j: i64| f(a + j as f64 * step);
+            let t0: Vec<u64> = (0..(1i64 << k))
+                .map(|j| (node(j) * out_scale).round() as i64 as u64)
+                .collect();
+            let t1: Vec<u64> = (0..(1i64 << k))
+                .map(|j| {
+                    let d = (node(j + 1) * out_scale).round() - (node(j) * out_scale).round();
+                    d as i64 as u64
+                })
+                .collect();
+            segs.push(Segment {
+                start,
+                end,
+                shift,
+                bits: k,
+                t0,
+                t1,
+            });
+        }
+        if segs.iter().any(|s| s.shift < 1) {
+            return Err(bad(format!(
+                "{name}: a segment is finer than one input ulp"
+            )));
+        }
+        // comparison width: |X − threshold| < 2^(n−1) for all inputs in range and thresholds
+        let lo = enc(range.min, in_frac).min(segs[0].start);
+        let hi = enc(range.max, in_frac).max(segs.last().map(|s| s.end).unwrap_or(0));
+        let span = (hi as i128 - lo as i128).unsigned_abs().max(2) as f64;
+        let cmp_bits = span.log2().ceil() as u32 + 2;
+        if cmp_bits > 62 {
+            return Err(bad(format!("{name}: declared range too wide")));
+        }
+        Ok(Self {
+            name,
+            in_frac,
+            out_frac,
+            t,
+            segments: segs,
+            left,
+            right,
+            range,
+            cmp_bits,
+            f,
+        })
+    }
+
+    /// The function being approximated.
+    pub fn function(&self) -> &RealFn {
+        &self.f
+    }
+
+    /// The value the protocol approximates at real `x` (table interpolation, tails), in reals.
+    pub fn reference(&self, x: f64) -> f64 {
+        let xi = enc(x, self.in_frac);
+        let out_scale = (1u64 << self.out_frac) as f64;
+        for s in &self.segments {
+            if xi >= s.start && xi < s.end {
+                let y = ((xi - s.start) >> s.shift) as usize;
+                let frac =
+                    ((xi - s.start) - ((y as i64) << s.shift)) as f64 / (1i64 << s.shift) as f64;
+                return ((s.t0[y] as i64) as f64 + frac * (s.t1[y] as i64) as f64) / out_scale;
+            }
+        }
+        let tail = if xi < self.segments[0].start {
+            self.left
+        } else {
+            self.right
+        };
+        match tail {
+            Tail::Zero => 0.0,
+            Tail::Constant(c) => c,
+            Tail::Identity => x,
+        }
+    }
+
+    /// Largest |table interpolation − f| over a fine grid of the declared range (a measured
+    /// bound of the approximation error, excluding the ≤ 2-ulp protocol rounding).
+    pub fn max_error(&self, samples: usize) -> f64 {
+        let (a, b) = (self.range.min, self.range.max);
+        (0..=samples)
+            .map(|i| {
+                let x = a + (b - a) * i as f64 / samples as f64;
+                (self.reference(x) - (self.f)(x)).abs()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    fn exact_shifts(&self) -> Vec<u32> {
+        let mut v = Vec::new();
+        for s in &self.segments {
+            if s.shift <= MAX_EXACT_SHIFT && !v.contains(&s.shift) {
+                v.push(s.shift);
+            }
+        }
+        v
+    }
+
+    fn shifts(&self) -> Vec<u32> {
+        let mut v = Vec::new();
+        for s in &self.segments {
+            for sh in [s.shift, s.shift.saturating_sub(self.t)] {
+                if sh > 0 && !v.contains(&sh) {
+                    v.push(sh);
+                }
+            }
+        }
+        v
+    }
+}
+
+fn sub_vec(a: &[u64], b: &[u64]) -> Vec<u64> {
+    a.iter().zip(b).map(|(x, y)| x.wrapping_sub(*y)).collect()
+}
+
+/// Secure evaluation, output at scale `out_frac + t` (3 rounds).
+pub async fn eval_untruncated<T: Transport>(
+    p: &mut Party<T>,
+    table: &PiecewiseLinear,
+    x: &[u64],
+) -> Result<Vec<u64>> {
+    let n = x.len();
+    let nseg = table.segments.len();
+    let t = table.t;
+    let p0 = p.is_p0();
+    let pid = p.id.index() as u8;
+    // Round 1: one masked opening.
+    let masked = mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?;
+    // Segment bits from comparisons at every boundary.
+    let mut ge = Vec::with_capacity(nseg + 1); // [X ≥ A_0], ..., [X ≥ A_{S-1}], [X ≥ B_{S-1}]
+    for s in &table.segments {
+        ge.push(masked.greater_equal(s.start as u64)?);
+    }
+    ge.push(masked.greater_equal(table.segments[nseg - 1].end as u64)?);
+    let mut g = Vec::with_capacity(nseg);
+    let mut y = Vec::with_capacity(nseg);
+    let mut z = Vec::with_capacity(nseg);
+    for (j, s) in table.segments.iter().enumerate() {
+        g.push(sub_vec(&ge[j], &ge[j + 1]));
+        let yj = if s.shift <= MAX_EXACT_SHIFT {
+            masked.trunc_offset_exact(s.shift, s.start as u64)?
+        } else {
+            masked.trunc_offset(s.shift, s.start as u64)?
+        };
+        let zj: Vec<u64> = if s.shift > t {
+            let y2 = masked.trunc_offset(s.shift - t, s.start as u64)?;
+            y2.iter()
+                .zip(&yj)
+                .map(|(a, b)| a.wrapping_sub(b << t))
+                .collect()
+        } else {
+            // exact remainder, scaled up to t bits
+            (0..n)
+                .map(|i| {
+                    let mut xa = x[i];
+                    if p0 {
+                        xa = xa.wrapping_sub(s.start as u64);
+                    }
+                    xa.wrapping_sub(yj[i] << s.shift) << (t - s.shift)
+                })
+                .collect()
+        };
+        y.push(yj);
+        z.push(zj);
+    }
+    // Round 2: lookups + g·z + identity tails.
+    let mut luts = Vec::with_capacity(nseg);
+    let mut lut_msgs = Vec::with_capacity(nseg);
+    for (j, s) in table.segments.iter().enumerate() {
+        let m = p.take_lut(CorrRequest::Lut { n, bits: s.bits })?;
+        let mask = (1u64 << s.bits) - 1;
+        lut_msgs.push(
+            y[j].iter()
+                .zip(&m.s)
+                .map(|(a, b)| a.wrapping_add(*b) & mask)
+                .collect::<Vec<u64>>(),
+        );
+        luts.push(m);
+    }
+    let mut gz = Vec::with_capacity(nseg);
+    for j in 0..nseg {
+        gz.push(MulPending::begin(p, &g[j], &z[j])?);
+    }
+    let left_bit: Vec<u64> = ge[0]
+        .iter()
+        .map(|b| {
+            let nb = b.wrapping_neg();
+            if p0 {
+                nb.wrapping_add(1)
+            } else {
+                nb
+            }
+        })
+        .collect();
+    let right_bit = &ge[nseg];
+    let scale_out = table.out_frac + t;
+    if scale_out < table.in_frac && (table.left == Tail::Identity || table.right == Tail::Identity)
+    {
+        return Err(MpcError::InvalidParameter {
+            op: table.name,
+            detail: "identity tail needs out_frac + t >= in_frac".into(),
+        });
+    }
+    let mut tails = Vec::new();
+    for (tail, bit) in [(table.left, &left_bit), (table.right, right_bit)] {
+        if tail == Tail::Identity {
+            tails.push(MulPending::begin(p, bit, x)?);
+        }
+    }
+    let mut groups: Vec<(&[u64], u32)> = Vec::new();
+    for (j, s) in table.segments.iter().enumerate() {
+        groups.push((&lut_msgs[j], s.bits));
+    }
+    for m in &gz {
+        groups.push((m.message(), 64));
+    }
+    for m in &tails {
+        groups.push((m.message(), 64));
+    }
+    let opened = open_groups(p, &groups).await?;
+    let mut t0 = Vec::with_capacity(nseg);
+    let mut t1 = Vec::with_capacity(nseg);
+    for (j, s) in table.segments.iter().enumerate() {
+        let m = &luts[j];
+        let mut a = vec![0u64; n];
+        let mut b = vec![0u64; n];
+        let mut out = [0u64; 2];
+        for i in 0..n {
+            dpf_lookup(
+                pid,
+                m.roots[i],
+                &m.cws[i],
+                opened[j][i],
+                &[&s.t0, &s.t1],
+                &mut out,
+            );
+            a[i] = out[0];
+            b[i] = out[1];
+        }
+        t0.push(a);
+        t1.push(b);
+    }
+    let gz: Vec<Vec<u64>> = gz
+        .into_iter()
+        .enumerate()
+        .map(|(j, m)| m.finish(&opened[nseg + j]))
+        .collect();
+    let tails: Vec<Vec<u64>> = tails
+        .into_iter()
+        .enumerate()
+        .map(|(j, m)| m.finish(&opened[2 * nseg + j]))
+        .collect();
+    // Round 3: g·T0 and T1·gz.
+    let mut prods = Vec::with_capacity(2 * nseg);
+    for j in 0..nseg {
+        prods.push(MulPending::begin(p, &g[j], &t0[j])?);
+        prods.push(MulPending::begin(p, &t1[j], &gz[j])?);
+    }
+    let msgs: Vec<(&[u64], u32)> = prods.iter().map(|m| (m.message(), 64)).collect();
+    let opened = open_groups(p, &msgs).await?;
+    let mut out = vec![0u64; n];
+    for (j, m) in prods.into_iter().enumerate() {
+        let v = m.finish(&opened[j]);
+        let shl = if j % 2 == 0 { t } else { 0 };
+        for i in 0..n {
+            out[i] = out[i].wrapping_add(v[i] << shl);
+        }
+    }
+    // Tails.
+    let mut ti = tails.into_iter();
+    for (tail, bit) in [(table.left, &left_bit), (table.right, right_bit)] {
+        match tail {
+            Tail::Zero => {}
+            Tail::Constant(c) => {
+                let cv = enc(c, scale_out) as u64;
+                for i in 0..n {
+                    out[i] = out[i].wrapping_add(bit[i].wrapping_mul(cv));
+                }
+            }
+            Tail::Identity => {
+                let v = ti.next().expect("tail product");
+                let sh = scale_out - table.in_frac;
+                for i in 0..n {
+                    out[i] = out[i].wrapping_add(v[i] << sh);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Secure evaluation, output at scale `out_frac` (4 rounds).
+pub async fn eval<T: Transport>(
+    p: &mut Party<T>,
+    table: &PiecewiseLinear,
+    x: &[u64],
+) -> Result<Vec<u64>> {
+    let u = eval_untruncated(p, table, x).await?;
+    trunc(p, &u, table.t).await
+}

@@ -1,0 +1,200 @@
+//! Matrix products on shares.
+//!
+//! - [`matmul_public`]: shared `X` times public `W` — local, no communication (the public base
+//!   weights of LoRA layers).
+//! - [`matmul`]: shared `X` times shared `Y` with a Beaver matrix triple (Mohassel–Zhang,
+//!   SecureML, S&P 2017): rounds 1; online bytes per party `8·(m·k + k·n)`; dealer bytes `8·m·n`.
+//! - [`mask_weight`] + [`matmul_weight`]: a fixed private weight `W` (a LoRA factor, a fine-tuned
+//!   matrix) is masked once per model load — `F = W − B` is opened once (8·k·n bytes per party)
+//!   and reused — so each inference opens only the masked activation: rounds 1, online bytes
+//!   per party `8·m·k`, dealer bytes `8·m·n` (the correction of `C = A·B`).
+//!
+//! Outputs carry the sum of the input scales; truncate afterwards.
+
+use crate::channel::Transport;
+use crate::correlation::CorrRequest;
+use crate::error::{MpcError, Result};
+use crate::gemm::{gemm_u64, gemm_u64_into};
+use crate::ops::open::open;
+use crate::party::Party;
+use crate::ring::RingTensor;
+
+fn dims(op: &'static str, x: &RingTensor, y_rows: usize) -> Result<(usize, usize)> {
+    let (m, k) = x.dims2()?;
+    if k != y_rows {
+        return Err(MpcError::Shape {
+            op,
+            detail: format!("inner dimensions {k} vs {y_rows}"),
+        });
+    }
+    Ok((m, k))
+}
+
+/// Shared `X (m×k)` times public `W (k×n)`: local.
+pub fn matmul_public(x: &RingTensor, w: &RingTensor) -> Result<RingTensor> {
+    x.matmul(w)
+}
+
+/// Shared `X (m×k)` times shared `Y (k×n)`. One round.
+pub async fn matmul<T: Transport>(
+    p: &mut Party<T>,
+    x: &RingTensor,
+    y: &RingTensor,
+) -> Result<RingTensor> {
+    let (k2, n) = y.dims2()?;
+    let (m, k) = dims("matmul", x, k2)?;
+    let t = p.take_mat(CorrRequest::MatTriple { m, k, n })?;
+    let mut msg = x.sub(&t.a.clone().reshape(x.shape())?)?.into_data();
+    msg.extend(y.sub(&t.b.clone().reshape(y.shape())?)?.into_data());
+    let opened = open(p, &msg, 64).await?;
+    let (e, f) = opened.split_at(m * k);
+    let mut z = t.c.into_data();
+    gemm_u64_into(m, k, n, e, t.b.data(), &mut z);
+    gemm_u64_into(m, k, n, t.a.data(), f, &mut z);
+    if p.is_p0() {
+        gemm_u64_into(m, k, n, e, f, &mut z);
+    }
+    RingTensor::from_vec(&[m, n], z)
+}
+
+/// A private weight after its one-time masking: the public `F = W − B` and this party's share
+/// of the mask `B`.
+#[derive(Clone, Debug)]
+pub struct MaskedWeight {
+    /// weight identifier known to the dealer
+    pub id: u64,
+    /// public `W − B` (k×n)
+    pub f: RingTensor,
+    /// this party's share of `B` (k×n)
+    pub b: RingTensor,
+}
+
+/// Masks a shared private weight once (per model load). One round, `8·k·n` bytes per party.
+pub async fn mask_weight<T: Transport>(
+    p: &mut Party<T>,
+    id: u64,
+    w: &RingTensor,
+) -> Result<MaskedWeight> {
+    let (k, n) = w.dims2()?;
+    let b = p.take_weight_mask(CorrRequest::WeightMask { weight: id, k, n })?;
+    let msg = w
+        .data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| x.wrapping_sub(*y))
+        .collect::<Vec<_>>();
+    let f = RingTensor::from_vec(&[k, n], open(p, &msg, 64).await?)?;
+    Ok(MaskedWeight { id, f, b })
+}
+
+/// Shared `X (m×k)` times a masked private weight. One round, `8·m·k` bytes per party.
+pub async fn matmul_weight<T: Transport>(
+    p: &mut Party<T>,
+    x: &RingTensor,
+    w: &MaskedWeight,
+) -> Result<RingTensor> {
+    let (k2, n) = w.f.dims2()?;
+    let (m, k) = dims("matmul_weight", x, k2)?;
+    let t = p.take_weight_triple(CorrRequest::WeightTriple {
+        weight: w.id,
+        m,
+        k,
+        n,
+    })?;
+    let msg: Vec<u64> = x
+        .data()
+        .iter()
+        .zip(t.a.data())
+        .map(|(v, a)| v.wrapping_sub(*a))
+        .collect();
+    let e = open(p, &msg, 64).await?;
+    let mut z = t.c.into_data();
+    gemm_u64_into(m, k, n, &e, w.b.data(), &mut z);
+    gemm_u64_into(m, k, n, t.a.data(), w.f.data(), &mut z);
+    if p.is_p0() {
+        let ef = gemm_u64(m, k, n, &e, w.f.data());
+        for (zi, v) in z.iter_mut().zip(ef) {
+            *zi = zi.wrapping_add(v);
+        }
+    }
+    RingTensor::from_vec(&[m, n], z)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed::FixedPoint;
+    use crate::prg::{Prg, Seed};
+    use crate::testing::{reconstruct, run_pair, share};
+
+    fn shared(prg: &mut Prg, shape: &[usize]) -> (RingTensor, RingTensor, RingTensor) {
+        let n = shape.iter().product();
+        let v = prg.ring_vec(n);
+        let (a, b) = share(&v, prg);
+        (
+            RingTensor::from_vec(shape, v).unwrap(),
+            RingTensor::from_vec(shape, a).unwrap(),
+            RingTensor::from_vec(shape, b).unwrap(),
+        )
+    }
+
+    #[test]
+    fn beaver_matmul_and_masked_weight_are_exact() {
+        let mut prg = Prg::new(Seed::from_u64(2), 0);
+        let (x, x0, x1) = shared(&mut prg, &[5, 7]);
+        let (y, y0, y1) = shared(&mut prg, &[7, 3]);
+        let (x2, x20, x21) = shared(&mut prg, &[4, 7]);
+        let run = run_pair(6, FixedPoint::default(), |mut p| {
+            let (x, y, x2) = if p.is_p0() {
+                (&x0, &y0, &x20)
+            } else {
+                (&x1, &y1, &x21)
+            };
+            async move {
+                let z = matmul(&mut p, x, y).await.unwrap();
+                let before = p.comm();
+                let w = mask_weight(&mut p, 42, y).await.unwrap();
+                let z1 = matmul_weight(&mut p, x, &w).await.unwrap();
+                let z2 = matmul_weight(&mut p, x2, &w).await.unwrap();
+                let per_use = p.comm().since(&before);
+                ((z, z1, z2, per_use), p)
+            }
+        });
+        let want = x.matmul(&y).unwrap();
+        let want2 = x2.matmul(&y).unwrap();
+        let [a, b] = &run.out;
+        assert_eq!(reconstruct(a.0.data(), b.0.data()), want.data());
+        assert_eq!(reconstruct(a.1.data(), b.1.data()), want.data());
+        assert_eq!(reconstruct(a.2.data(), b.2.data()), want2.data());
+        // masking once (7·3) + two uses that send only the activations (5·7 + 4·7)
+        assert_eq!(a.3.bytes_sent, 8 * (21 + 35 + 28));
+        assert_eq!(a.3.rounds, 3);
+    }
+
+    #[test]
+    fn weight_triple_without_mask_is_refused() {
+        let run = run_pair(7, FixedPoint::default(), |mut p| async move {
+            let w = MaskedWeight {
+                id: 9,
+                f: RingTensor::zeros(&[2, 2]),
+                b: RingTensor::zeros(&[2, 2]),
+            };
+            let r = matmul_weight(&mut p, &RingTensor::zeros(&[1, 2]), &w).await;
+            (r.is_err(), p)
+        });
+        assert!(run.out[0] && run.out[1]);
+    }
+
+    #[test]
+    fn public_weight_costs_nothing() {
+        let mut prg = Prg::new(Seed::from_u64(3), 0);
+        let (x, x0, x1) = shared(&mut prg, &[3, 4]);
+        let w = RingTensor::from_vec(&[4, 2], prg.ring_vec(8)).unwrap();
+        let z0 = matmul_public(&x0, &w).unwrap();
+        let z1 = matmul_public(&x1, &w).unwrap();
+        assert_eq!(
+            reconstruct(z0.data(), z1.data()),
+            x.matmul(&w).unwrap().data()
+        );
+    }
+}

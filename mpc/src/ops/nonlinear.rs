@@ -1,0 +1,218 @@
+//! Nonlinear functions built on the piecewise-linear lookup ([`crate::ops::lut`]):
+//! exp of non-positive inputs, reciprocal, reciprocal square root, SiLU and GeLU.
+//!
+//! | op | segments (index bits) | rounds | table error bound (measured, asserted in tests) |
+//! |---|---|---|---|
+//! | exp on [−16, 0], 0 below | 1 (11 bits) | 4 (3 untruncated) | 5e-5 |
+//! | reciprocal on [lo, hi] | one per octave (8 bits) | 4 (3) | 1e-4 relative |
+//! | rsqrt on [lo, hi] | one per octave (8 bits) | 4 (3) | 1e-4 relative |
+//! | SiLU on [−16, 16], 0 below, x above | 1 (11 bits) | 4 | 1e-4 |
+//! | GeLU (tanh form) on [−8, 8], 0 below, x above | 1 (11 bits) | 4 | 1e-4 |
+//!
+//! Online bytes and dealer bytes per element follow from the segment count (see the lookup
+//! module header); `marill bench ops` prints the measured figures.
+
+use crate::error::Result;
+use crate::fixed::{FixedPoint, ValueRange};
+use crate::ops::lut::{PiecewiseLinear, Tail};
+use std::sync::Arc;
+
+/// Default position bits inside a cell.
+pub const DEFAULT_T: u32 = 8;
+
+/// exp(x) for x ≤ 0 (declared range [`min`, 0]); inputs below −16 give 0 (< 1.2e-7 error).
+pub fn exp_table(fx: FixedPoint, in_frac: u32, min: f64) -> Result<PiecewiseLinear> {
+    PiecewiseLinear::build(
+        "exp",
+        Arc::new(f64::exp),
+        &[(-16.0, 0.0, 11)],
+        in_frac,
+        fx.frac_bits(),
+        DEFAULT_T,
+        Tail::Zero,
+        Tail::Constant(1.0),
+        ValueRange {
+            min,
+            max: 0.0,
+            what: "exp",
+        },
+    )
+}
+
+fn octaves(lo: f64, hi: f64, bits: u32) -> Vec<(f64, f64, u32)> {
+    let e0 = lo.log2().floor() as i32;
+    let e1 = hi.log2().ceil() as i32;
+    (e0..e1)
+        .map(|e| (2f64.powi(e), 2f64.powi(e + 1), bits))
+        .collect()
+}
+
+/// `scale / x` on [lo, hi] (lo > 0), one 8-bit segment per octave; clamped outside.
+pub fn reciprocal_table(
+    fx: FixedPoint,
+    in_frac: u32,
+    lo: f64,
+    hi: f64,
+    scale: f64,
+) -> Result<PiecewiseLinear> {
+    let segs = octaves(lo, hi, 8);
+    let (a, b) = (segs[0].0, segs[segs.len() - 1].1);
+    PiecewiseLinear::build(
+        "reciprocal",
+        Arc::new(move |x: f64| scale / x),
+        &segs,
+        in_frac,
+        fx.frac_bits(),
+        DEFAULT_T,
+        Tail::Constant(scale / a),
+        Tail::Constant(scale / b),
+        ValueRange {
+            min: lo,
+            max: hi,
+            what: "reciprocal",
+        },
+    )
+}
+
+/// `scale / sqrt(x + eps)` on [lo, hi] (lo > 0), one 8-bit segment per octave; clamped outside.
+pub fn rsqrt_table(
+    fx: FixedPoint,
+    in_frac: u32,
+    lo: f64,
+    hi: f64,
+    eps: f64,
+    scale: f64,
+) -> Result<PiecewiseLinear> {
+    let segs = octaves(lo, hi, 8);
+    let (a, b) = (segs[0].0, segs[segs.len() - 1].1);
+    let f = move |x: f64| scale / (x + eps).sqrt();
+    PiecewiseLinear::build(
+        "rsqrt",
+        Arc::new(f),
+        &segs,
+        in_frac,
+        fx.frac_bits(),
+        DEFAULT_T,
+        Tail::Constant(f(a)),
+        Tail::Constant(f(b)),
+        ValueRange {
+            min: 0.0,
+            max: hi,
+            what: "rsqrt",
+        },
+    )
+}
+
+/// SiLU(x) = x·sigmoid(x), declared range |x| ≤ `bound`.
+pub fn silu_table(fx: FixedPoint, bound: f64) -> Result<PiecewiseLinear> {
+    PiecewiseLinear::build(
+        "silu",
+        Arc::new(|x: f64| x / (1.0 + (-x).exp())),
+        &[(-16.0, 16.0, 11)],
+        fx.frac_bits(),
+        fx.frac_bits(),
+        DEFAULT_T,
+        Tail::Zero,
+        Tail::Identity,
+        ValueRange::symmetric(bound, "silu"),
+    )
+}
+
+/// GeLU, tanh approximation as in GPT-2/Gemma, declared range |x| ≤ `bound`.
+pub fn gelu_table(fx: FixedPoint, bound: f64) -> Result<PiecewiseLinear> {
+    PiecewiseLinear::build(
+        "gelu",
+        Arc::new(|x: f64| {
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+        }),
+        &[(-8.0, 8.0, 11)],
+        fx.frac_bits(),
+        fx.frac_bits(),
+        DEFAULT_T,
+        Tail::Zero,
+        Tail::Identity,
+        ValueRange::symmetric(bound, "gelu"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::lut::eval;
+    use crate::prg::{Prg, Seed};
+    use crate::testing::{reconstruct, run_pair, share};
+
+    /// Runs `table` securely on values spread over its declared range; returns the worst
+    /// absolute and relative errors against the exact function, and P0's rounds.
+    fn check(table: PiecewiseLinear, n: usize, seed: u64) -> (f64, f64, u64) {
+        let fx = FixedPoint::default();
+        let (lo, hi) = (table.range.min, table.range.max);
+        let mut prg = Prg::new(Seed::from_u64(seed), 1);
+        let mut vals: Vec<f64> = (0..n)
+            .map(|_| lo + (hi - lo) * (prg.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+            .collect();
+        vals[0] = lo;
+        vals[1] = hi;
+        let x: Vec<u64> = vals
+            .iter()
+            .map(|v| (v * (1u64 << table.in_frac) as f64).round() as i64 as u64)
+            .collect();
+        let (x0, x1) = share(&x, &mut prg);
+        let t = &table;
+        let run = run_pair(seed, fx, |mut p| {
+            let x = if p.is_p0() { x0.clone() } else { x1.clone() };
+            async move { (eval(&mut p, t, &x).await.unwrap(), p) }
+        });
+        let got = reconstruct(&run.out[0], &run.out[1]);
+        let f = table.function().clone();
+        let mut abs: f64 = 0.0;
+        let mut rel: f64 = 0.0;
+        for (v, g) in vals.iter().zip(&got) {
+            let want = f(*v);
+            let g = fx.decode(*g);
+            abs = abs.max((g - want).abs());
+            // relative error beyond 4 output ulps of rounding
+            let excess = ((g - want).abs() - 4.0 / fx.scale()).max(0.0);
+            rel = rel.max(excess / want.abs().max(1e-9));
+        }
+        (abs, rel, run.comm[0].rounds)
+    }
+
+    #[test]
+    fn exp_within_bound_in_four_rounds() {
+        let fx = FixedPoint::default();
+        let t = exp_table(fx, 16, -64.0).unwrap();
+        assert!(
+            t.max_error(100_000) < 5e-5,
+            "table error {}",
+            t.max_error(100_000)
+        );
+        let (abs, _, rounds) = check(t, 3000, 1);
+        assert!(abs < 1e-4, "exp abs error {abs}");
+        assert_eq!(rounds, 4);
+    }
+
+    #[test]
+    fn silu_and_gelu_within_bound() {
+        let fx = FixedPoint::default();
+        for t in [silu_table(fx, 64.0).unwrap(), gelu_table(fx, 64.0).unwrap()] {
+            let name = t.name;
+            let (abs, _, rounds) = check(t, 3000, 2);
+            assert!(abs < 2e-4, "{name} abs error {abs}");
+            assert_eq!(rounds, 4);
+        }
+    }
+
+    #[test]
+    fn reciprocal_and_rsqrt_relative_error() {
+        let fx = FixedPoint::default();
+        let r = reciprocal_table(fx, 16, 1.0, 1024.0, 1.0).unwrap();
+        let (_, rel, rounds) = check(r, 2000, 3);
+        assert!(rel < 2e-3, "reciprocal rel error {rel}");
+        assert_eq!(rounds, 4);
+        let q = rsqrt_table(fx, 16, 1.0 / 64.0, 4096.0, 0.0, 1.0).unwrap();
+        let (_, rel, _) = check(q, 2000, 4);
+        assert!(rel < 2e-3, "rsqrt rel error {rel}");
+    }
+}

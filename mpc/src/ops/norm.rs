@@ -1,0 +1,212 @@
+//! RMSNorm and LayerNorm over the rows of a shared matrix.
+//!
+//! RMSNorm: `y = x·γ / sqrt(mean(x²) + eps)`. Round 1: square pairs for `x²` batched with the
+//! truncation of `x·γ` (public γ, local product); the row sum of `x²` stays at scale 2f and the
+//! rsqrt lookup reads it directly with the `1/d` folded into its table: `sqrt(d)/sqrt(Σx² + d·eps)`
+//! (3 rounds, output left at scale `f + t`); one Beaver product (1) and a truncation (1).
+//! Rounds: 6. LayerNorm first computes the mean with one truncation (batched with `x·γ`), then
+//! proceeds like RMSNorm on `x − mean`, adding β: rounds 7.
+//! Declared range: `Σ (x − mean)²` per row in `[2^-10, sum_bound]`.
+//! Error: rsqrt table ≤ 1e-4 relative plus a few ulps (tests assert ≤ 1e-3·|y| + 1e-3).
+
+use crate::channel::Transport;
+use crate::error::{MpcError, Result};
+use crate::fixed::FixedPoint;
+use crate::ops::lut::{eval_untruncated, PiecewiseLinear};
+use crate::ops::mul::{mul, SquarePending};
+use crate::ops::nonlinear::{rsqrt_table, DEFAULT_T};
+use crate::ops::open::open_groups;
+use crate::ops::trunc::{trunc, MaskPending};
+use crate::party::Party;
+
+/// Which normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    /// root-mean-square norm (Llama)
+    Rms,
+    /// layer norm (GPT-2)
+    Layer,
+}
+
+/// Precomputed rsqrt table for rows of width `d`.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    kind: NormKind,
+    d: usize,
+    rsqrt: PiecewiseLinear,
+    fx: FixedPoint,
+}
+
+impl Norm {
+    /// A norm over rows of `d` with `eps`, for row sums of squares up to `sum_bound`.
+    pub fn new(fx: FixedPoint, kind: NormKind, d: usize, eps: f64, sum_bound: f64) -> Result<Self> {
+        if d == 0 || sum_bound.is_nan() || sum_bound <= 1.0 {
+            return Err(MpcError::InvalidParameter {
+                op: "norm",
+                detail: format!("d={d}, sum_bound={sum_bound}"),
+            });
+        }
+        let f = fx.frac_bits();
+        let rsqrt = rsqrt_table(
+            fx,
+            2 * f,
+            2f64.powi(-10),
+            sum_bound,
+            d as f64 * eps,
+            (d as f64).sqrt(),
+        )?;
+        Ok(Self { kind, d, rsqrt, fx })
+    }
+}
+
+/// Normalises the rows of `x` (rows × d); `gamma`/`beta` are public, encoded at scale f.
+pub async fn norm_rows<T: Transport>(
+    p: &mut Party<T>,
+    nm: &Norm,
+    x: &[u64],
+    gamma: Option<&[u64]>,
+    beta: Option<&[u64]>,
+) -> Result<Vec<u64>> {
+    let d = nm.d;
+    if !x.len().is_multiple_of(d)
+        || gamma.is_some_and(|g| g.len() != d)
+        || beta.is_some_and(|b| b.len() != d)
+    {
+        return Err(MpcError::Shape {
+            op: "norm",
+            detail: format!("{} elements for rows of {d}", x.len()),
+        });
+    }
+    let rows = x.len() / d;
+    let f = nm.fx.frac_bits();
+    let t = DEFAULT_T;
+    // centred input
+    let xc: Vec<u64> = match nm.kind {
+        NormKind::Rms => x.to_vec(),
+        NormKind::Layer => {
+            let inv_d = (nm.fx.scale() / d as f64).round() as u64;
+            let sums: Vec<u64> = x
+                .chunks(d)
+                .map(|r| {
+                    r.iter()
+                        .fold(0u64, |a, b| a.wrapping_add(*b))
+                        .wrapping_mul(inv_d)
+                })
+                .collect();
+            let mean = trunc(p, &sums, f).await?;
+            x.iter()
+                .enumerate()
+                .map(|(k, v)| v.wrapping_sub(mean[k / d]))
+                .collect()
+        }
+    };
+    // round: x² and trunc(x·γ) together
+    let sq = SquarePending::begin(p, &xc)?;
+    let xg: Option<(MaskPending, Vec<u64>)> = match gamma {
+        Some(g) => {
+            let prod: Vec<u64> = xc
+                .iter()
+                .enumerate()
+                .map(|(k, v)| v.wrapping_mul(g[k % d]))
+                .collect();
+            Some((MaskPending::begin(p, &prod, &[f], 0, &[])?, prod))
+        }
+        None => None,
+    };
+    let mut groups: Vec<(&[u64], u32)> = vec![(sq.message(), 64)];
+    if let Some((m, _)) = &xg {
+        groups.push((m.message(), 64));
+    }
+    let opened = open_groups(p, &groups).await?;
+    let squares = sq.finish(&opened[0]);
+    let scaled = match xg {
+        Some((m, _)) => m.finish(opened[1].clone()).trunc(f)?,
+        None => xc,
+    };
+    let sums: Vec<u64> = squares
+        .chunks(d)
+        .map(|r| r.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
+        .collect();
+    let inv = eval_untruncated(p, &nm.rsqrt, &sums).await?; // scale f + t
+    let inv_b: Vec<u64> = (0..rows * d).map(|k| inv[k / d]).collect();
+    let prod = mul(p, &scaled, &inv_b).await?; // scale 2f + t
+    let mut y = trunc(p, &prod, f + t).await?;
+    if let Some(b) = beta {
+        if p.is_p0() {
+            for (k, v) in y.iter_mut().enumerate() {
+                *v = v.wrapping_add(b[k % d]);
+            }
+        }
+    }
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prg::{Prg, Seed};
+    use crate::testing::{reconstruct, run_pair, share};
+
+    fn check(kind: NormKind) {
+        let fx = FixedPoint::default();
+        let (rows, d) = (6, 64);
+        let nm = Norm::new(fx, kind, d, 1e-5, 1e6).unwrap();
+        let mut prg = Prg::new(Seed::from_u64(51), 0);
+        let vals: Vec<f64> = (0..rows * d)
+            .map(|k| ((prg.next_u64() % 20_000) as f64 / 1000.0 - 10.0) * (1 + k / d) as f64 * 0.3)
+            .collect();
+        let gam: Vec<f64> = (0..d).map(|j| 0.5 + j as f64 / d as f64).collect();
+        let bet: Vec<f64> = (0..d).map(|j| j as f64 / 100.0).collect();
+        let x = fx.encode_slice(&vals).unwrap();
+        let g = fx.encode_slice(&gam).unwrap();
+        let b = fx.encode_slice(&bet).unwrap();
+        let (x0, x1) = share(&x, &mut prg);
+        let nm2 = &nm;
+        let (g2, b2) = (&g, &b);
+        let run = run_pair(52, fx, |mut p| {
+            let x = if p.is_p0() { x0.clone() } else { x1.clone() };
+            async move {
+                let beta = if kind == NormKind::Layer {
+                    Some(b2.as_slice())
+                } else {
+                    None
+                };
+                (norm_rows(&mut p, nm2, &x, Some(g2), beta).await.unwrap(), p)
+            }
+        });
+        let got = fx.decode_slice(&reconstruct(&run.out[0], &run.out[1]));
+        for r in 0..rows {
+            let row = &vals[r * d..(r + 1) * d];
+            let mean = if kind == NormKind::Layer {
+                row.iter().sum::<f64>() / d as f64
+            } else {
+                0.0
+            };
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+            for j in 0..d {
+                let mut want = (row[j] - mean) / (var + 1e-5).sqrt() * gam[j];
+                if kind == NormKind::Layer {
+                    want += bet[j];
+                }
+                let err = (got[r * d + j] - want).abs();
+                assert!(
+                    err < 1e-3 * want.abs() + 1e-3,
+                    "{kind:?} row {r} col {j}: {} vs {want}",
+                    got[r * d + j]
+                );
+            }
+        }
+        let expected_rounds = 6 + if kind == NormKind::Layer { 1 } else { 0 };
+        assert_eq!(run.comm[0].rounds, expected_rounds);
+    }
+
+    #[test]
+    fn rmsnorm_matches_plaintext() {
+        check(NormKind::Rms);
+    }
+
+    #[test]
+    fn layernorm_matches_plaintext() {
+        check(NormKind::Layer);
+    }
+}

@@ -1,0 +1,36 @@
+//! `marill bench ...` subcommands.
+
+mod ops;
+
+use anyhow::Result;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+/// Which benchmark.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Per-op table of the secure-computation core: rounds, online bytes/elt, dealer bytes/elt,
+    /// max abs error against an f64 reference, online and offline time.
+    Ops(ops::OpsArgs),
+}
+
+/// Runs a benchmark subcommand.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Ops(args) => ops::run(args),
+    }
+}
+
+/// Writes rows as a JSON array when a path is given.
+pub fn write_json<T: serde::Serialize>(path: &Option<PathBuf>, rows: &[T]) -> Result<()> {
+    if let Some(p) = path {
+        if let Some(dir) = p.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        std::fs::write(p, serde_json::to_string_pretty(rows)?)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
