@@ -30,6 +30,19 @@ pub enum MpcError {
     /// Correlated randomness is missing, of the wrong kind, or was already used.
     #[error(transparent)]
     Correlation(#[from] crate::correlation::CorrelationError),
+    /// Secret inputs of an op fell outside its declared range (only the count is revealed,
+    /// and only to say that the result would be wrong).
+    #[error("{count} input(s) of {op} are outside its declared range [{min}, {max}]")]
+    OutOfRange {
+        /// the op
+        op: &'static str,
+        /// how many inputs were outside
+        count: u64,
+        /// declared minimum
+        min: f64,
+        /// declared maximum
+        max: f64,
+    },
     /// An operation parameter is invalid.
     #[error("invalid parameter for {op}: {detail}")]
     InvalidParameter {

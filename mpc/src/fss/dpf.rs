@@ -26,8 +26,8 @@ pub const DPF_MAX_BITS: u32 = 24;
 const LEAF_LOG: u32 = 2;
 
 /// Levels expanded breadth-first in one piece; deeper trees are split into subtrees of this depth,
-/// so the scratch memory stays at a few hundred KiB whatever `n` is.
-const SUB_DEPTH: usize = 12;
+/// so the scratch memory stays at about 200 KiB (in L2) whatever `n` is.
+const SUB_DEPTH: usize = 10;
 
 /// Correction words of one seed level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,7 @@ pub struct DpfScratch {
     nodes: Vec<u128>,
     spare: Vec<u128>,
     blocks: Vec<Block>,
+    blocks2: Vec<Block>,
     share: Vec<u64>,
 }
 
@@ -182,78 +183,80 @@ fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
     }
 }
 
-/// Expands the tree level `nodes[..m]` (packed `seed | t`) through `levels`, doubling it each time;
-/// returns the final level's length, held in `nodes`. `spare` is a second node buffer.
-fn expand_levels(
-    nodes: &mut Vec<u128>,
-    spare: &mut Vec<u128>,
-    blocks: &mut Vec<Block>,
-    mut m: usize,
-    levels: &[DpfLevel],
-) -> usize {
-    for lv in levels {
-        grow(blocks, 2 * m, Block::default());
-        grow(spare, 2 * m, 0);
-        let blk = &mut blocks[..2 * m];
-        for (b, &node) in blk.chunks_exact_mut(2).zip(&nodes[..m]) {
-            let s = node & !1;
-            b[0] = to_block(s);
-            b[1] = to_block(s | 1);
-        }
-        encrypt(blk);
-        let cw_l = lv.seed | (lv.ctrl & 1) as u128;
-        let cw_r = lv.seed | ((lv.ctrl >> 1) & 1) as u128;
-        for ((c, b), &node) in spare[..2 * m]
-            .chunks_exact_mut(2)
-            .zip(blk.chunks_exact(2))
-            .zip(&nodes[..m])
-        {
-            let s = node & !1;
-            let tm = 0u128.wrapping_sub(node & 1);
-            c[0] = from_block(&b[0]) ^ s ^ (tm & cw_l);
-            c[1] = from_block(&b[1]) ^ s ^ 1 ^ (tm & cw_r);
-        }
-        std::mem::swap(nodes, spare);
-        m *= 2;
-    }
-    m
+/// Node and block buffers of one breadth-first expansion.
+struct Level<'a> {
+    nodes: &'a mut Vec<u128>,
+    spare: &'a mut Vec<u128>,
+    blocks: &'a mut Vec<Block>,
+    blocks2: &'a mut Vec<Block>,
 }
 
-/// Terminal layer: `VB` leaf blocks per node, two outputs per block, written to `out`; the outputs
-/// are negated when `neg`.
-fn leaves<const VB: usize>(
-    nodes: &[u128],
-    blocks: &mut Vec<Block>,
-    last: &[u64],
-    neg: bool,
-    out: &mut [u64],
-) {
-    debug_assert_eq!(last.len(), 2 * VB);
-    debug_assert_eq!(out.len(), nodes.len() * 2 * VB);
-    grow(blocks, nodes.len() * VB, Block::default());
-    let blk = &mut blocks[..nodes.len() * VB];
-    for (bc, &node) in blk.chunks_exact_mut(VB).zip(nodes) {
-        let s = node & !1;
-        for (j, b) in bc.iter_mut().enumerate() {
-            *b = to_block(s ^ j as u128);
+impl Level<'_> {
+    /// Expands `root` (packed `seed | t`) through `levels`. On return `nodes[..m]` is the last level
+    /// (`m` returned) and `blocks[..2m]` holds each node's MMO inputs `(s, s | 1)`, not yet
+    /// encrypted: the next level's children, or a terminal node's two leaf blocks. Filling the next
+    /// level's blocks while combining the current one saves a pass over the level.
+    fn expand(&mut self, root: u128, levels: &[DpfLevel]) -> usize {
+        let m_max = 1usize << levels.len();
+        grow(self.nodes, m_max, 0);
+        grow(self.spare, m_max, 0);
+        grow(self.blocks, 2 * m_max, Block::default());
+        grow(self.blocks2, 2 * m_max, Block::default());
+        self.nodes[0] = root;
+        self.blocks[0] = to_block(root & !1);
+        self.blocks[1] = to_block(root | 1);
+        let mut m = 1;
+        for lv in levels {
+            encrypt(&mut self.blocks[..2 * m]);
+            let cw_l = lv.seed | (lv.ctrl & 1) as u128;
+            let cw_r = lv.seed | ((lv.ctrl >> 1) & 1) as u128;
+            let parents = &self.nodes[..m];
+            let enc = &self.blocks[..2 * m];
+            let children = &mut self.spare[..2 * m];
+            let next = &mut self.blocks2[..4 * m];
+            for (((&node, e), c), nx) in parents
+                .iter()
+                .zip(enc.chunks_exact(2))
+                .zip(children.chunks_exact_mut(2))
+                .zip(next.chunks_exact_mut(4))
+            {
+                let s = node & !1;
+                let tm = 0u128.wrapping_sub(node & 1);
+                let c0 = from_block(&e[0]) ^ s ^ (tm & cw_l);
+                let c1 = from_block(&e[1]) ^ s ^ 1 ^ (tm & cw_r);
+                c[0] = c0;
+                c[1] = c1;
+                nx[0] = to_block(c0 & !1);
+                nx[1] = to_block(c0 | 1);
+                nx[2] = to_block(c1 & !1);
+                nx[3] = to_block(c1 | 1);
+            }
+            std::mem::swap(self.nodes, self.spare);
+            std::mem::swap(self.blocks, self.blocks2);
+            m *= 2;
         }
+        m
     }
-    encrypt(blk);
-    // (x ^ nm) − nm is x or −x
-    let nm = 0u64.wrapping_sub(neg as u64);
-    for ((oc, bc), &node) in out
-        .chunks_exact_mut(2 * VB)
-        .zip(blk.chunks_exact(VB))
-        .zip(nodes)
-    {
-        let s = node & !1;
-        let tm = 0u64.wrapping_sub((node & 1) as u64);
-        for j in 0..VB {
-            let v = from_block(&bc[j]) ^ s ^ j as u128;
-            let lo = (v as u64).wrapping_add(tm & last[2 * j]);
-            let hi = ((v >> 64) as u64).wrapping_add(tm & last[2 * j + 1]);
-            oc[2 * j] = (lo ^ nm).wrapping_sub(nm);
-            oc[2 * j + 1] = (hi ^ nm).wrapping_sub(nm);
+
+    /// Terminal layer after [`Level::expand`] returned `m`: encrypts the leaf blocks and writes the
+    /// four outputs of each node to `out` (negated when `neg`).
+    fn leaves(&mut self, m: usize, last: &[u64], neg: bool, out: &mut [u64]) {
+        let last: &[u64; 4] = last.try_into().expect("four final words");
+        let out = &mut out[..4 * m];
+        encrypt(&mut self.blocks[..2 * m]);
+        let enc = &self.blocks[..2 * m];
+        let nodes = &self.nodes[..m];
+        // (x ^ nm) − nm is x or −x
+        let nm = 0u64.wrapping_sub(neg as u64);
+        for ((o, e), &node) in out.chunks_exact_mut(4).zip(enc.chunks_exact(2)).zip(nodes) {
+            let s = node & !1;
+            let tm = 0u64.wrapping_sub((node & 1) as u64);
+            let v0 = from_block(&e[0]) ^ s;
+            let v1 = from_block(&e[1]) ^ s ^ 1;
+            let w = [v0 as u64, (v0 >> 64) as u64, v1 as u64, (v1 >> 64) as u64];
+            for j in 0..4 {
+                o[j] = (w[j].wrapping_add(tm & last[j]) ^ nm).wrapping_sub(nm);
+            }
         }
     }
 }
@@ -274,29 +277,46 @@ fn eval_full_into(
         cw.domain(),
         "dpf: output length must be 2^n_bits"
     );
+    let neg = signed && party == 1;
+    let root = (root & !1) | party as u128;
+    if cw.last.len() == 2 {
+        // n = 1: the root is the terminal node, with a single leaf block.
+        let s = root & !1;
+        let tm = 0u64.wrapping_sub(party as u64);
+        let v = prg::mmo(s);
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = neg_if(((v >> (64 * j)) as u64).wrapping_add(tm & cw.last[j]), neg);
+        }
+        return;
+    }
     let DpfScratch {
         top,
         nodes,
         spare,
         blocks,
+        blocks2,
         ..
     } = scratch;
-    let neg = signed && party == 1;
+    let mut lvl = Level {
+        nodes,
+        spare,
+        blocks,
+        blocks2,
+    };
     let depth = cw.levels.len();
     let split = depth.saturating_sub(SUB_DEPTH);
-    grow(top, 1, 0);
-    top[0] = (root & !1) | party as u128;
-    let m_top = expand_levels(top, spare, blocks, 1, &cw.levels[..split]);
+    if split == 0 {
+        let m = lvl.expand(root, &cw.levels);
+        lvl.leaves(m, &cw.last, neg, out);
+        return;
+    }
+    let m_top = lvl.expand(root, &cw.levels[..split]);
+    top.clear();
+    top.extend_from_slice(&lvl.nodes[..m_top]);
     let chunk = out.len() >> split;
-    for (&sub_root, oc) in top[..m_top].iter().zip(out.chunks_mut(chunk)) {
-        grow(nodes, 1, 0);
-        nodes[0] = sub_root;
-        let m = expand_levels(nodes, spare, blocks, 1, &cw.levels[split..]);
-        match cw.last.len() {
-            4 => leaves::<2>(&nodes[..m], blocks, &cw.last, neg, oc),
-            2 => leaves::<1>(&nodes[..m], blocks, &cw.last, neg, oc),
-            k => unreachable!("final correction word of {k} words"),
-        }
+    for (&sub_root, oc) in top.iter().zip(out.chunks_mut(chunk)) {
+        let m = lvl.expand(sub_root, &cw.levels[split..]);
+        lvl.leaves(m, &cw.last, neg, oc);
     }
 }
 

@@ -19,6 +19,10 @@
 //! Online bytes/elt/party for S segments: `8 + S·(⌈k/8⌉ + 16 + 32) [+16 per identity tail]
 //! [+8 final truncation]`. Dealer bytes/elt: a mask (8 + 16 per segment, to P1) + one DCF key
 //! (both parties) + S DPF keys (both parties) + 8 per Beaver product (to P1).
+//! Declared range: every op checks that its secret inputs lie in its declared range — two more
+//! DCF evaluations on the round-1 opening give the count of inputs outside, opened with round 2
+//! (8 bytes, no extra round); a nonzero count fails the op with [`MpcError::OutOfRange`] instead
+//! of returning a silently wrong result. Only that count is revealed.
 //! Error: the interpolation error of the tables (computed by [`PiecewiseLinear::max_error`])
 //! plus ≤ 2 output ulps of truncation and `2^-t` of a cell's delta for the position rounding.
 
@@ -279,6 +283,13 @@ pub async fn eval_untruncated<T: Transport>(
         ge.push(masked.greater_equal(s.start as u64)?);
     }
     ge.push(masked.greater_equal(table.segments[nseg - 1].end as u64)?);
+    // Declared-range check: count of inputs below min or above max, opened with round 2.
+    let below = masked.less_than(enc(table.range.min, table.in_frac) as u64)?;
+    let above = masked.greater_equal((enc(table.range.max, table.in_frac) + 1) as u64)?;
+    let out_of_range = [below
+        .iter()
+        .chain(&above)
+        .fold(0u64, |a, b| a.wrapping_add(*b))];
     let mut g = Vec::with_capacity(nseg);
     let mut y = Vec::with_capacity(nseg);
     let mut z = Vec::with_capacity(nseg);
@@ -364,7 +375,17 @@ pub async fn eval_untruncated<T: Transport>(
     for m in &tails {
         groups.push((m.message(), 64));
     }
+    groups.push((&out_of_range, 64));
     let opened = open_groups(p, &groups).await?;
+    let count = opened[opened.len() - 1][0];
+    if count != 0 {
+        return Err(MpcError::OutOfRange {
+            op: table.name,
+            count,
+            min: table.range.min,
+            max: table.range.max,
+        });
+    }
     let mut t0 = Vec::with_capacity(nseg);
     let mut t1 = Vec::with_capacity(nseg);
     for (j, s) in table.segments.iter().enumerate() {

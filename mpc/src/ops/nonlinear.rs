@@ -205,6 +205,24 @@ mod tests {
     }
 
     #[test]
+    fn inputs_outside_the_declared_range_are_refused() {
+        let fx = FixedPoint::default();
+        let t = silu_table(fx, 8.0).unwrap();
+        let x = fx.encode_slice(&[1.0, -3.0, 9.5, -12.0]).unwrap();
+        let mut prg = Prg::new(Seed::from_u64(9), 0);
+        let (x0, x1) = share(&x, &mut prg);
+        let t = &t;
+        let run = run_pair(10, fx, |mut p| {
+            let x = if p.is_p0() { x0.clone() } else { x1.clone() };
+            async move { (eval(&mut p, t, &x).await.map_err(|e| e.to_string()), p) }
+        });
+        for r in &run.out {
+            let e = r.as_ref().unwrap_err();
+            assert!(e.contains("2 input(s) of silu are outside"), "{e}");
+        }
+    }
+
+    #[test]
     fn reciprocal_and_rsqrt_relative_error() {
         let fx = FixedPoint::default();
         let r = reciprocal_table(fx, 16, 1.0, 1024.0, 1.0).unwrap();

@@ -42,7 +42,8 @@ impl Softmax {
         }
         let f = fx.frac_bits();
         let exp = exp_table(fx, f, -4.0 * bound)?;
-        let recip = reciprocal_table(fx, f + DEFAULT_T, 1.0, max_cols.max(2) as f64, 1.0)?;
+        // sums are ≥ 1 (the maximal entry contributes exp(0) = 1); 0.5 leaves room for rounding
+        let recip = reciprocal_table(fx, f + DEFAULT_T, 0.5, max_cols.max(2) as f64, 1.0)?;
         // differences of masked scores stay within 4·bound
         let cmp_bits = ((4.0 * bound * fx.scale()).log2().ceil() as u32) + 2;
         Ok(Self {
