@@ -26,7 +26,7 @@ pub const DPF_MAX_BITS: u32 = 24;
 const LEAF_LOG: u32 = 2;
 
 /// Levels expanded breadth-first in one piece; deeper trees are split into subtrees of this depth,
-/// so the scratch memory stays at about 200 KiB (in L2) whatever `n` is.
+/// so the node and block buffers stay under 100 KiB (in L2) whatever `n` is.
 const SUB_DEPTH: usize = 10;
 
 /// Correction words of one seed level.
@@ -722,86 +722,6 @@ mod tests {
             dpf_lookup(1, r1, &cw, c, &[&t], &mut o1);
             let y = (c.wrapping_sub(alpha) & mask) as usize;
             prop_assert_eq!(o0[0].wrapping_add(o1[0]), t[y]);
-        }
-    }
-}
-#[cfg(test)]
-mod tmp_timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn tmp_time() {
-        for n in [10u32, 12, 13] {
-            let size = 1usize << n;
-            let t0: Vec<u64> = (0..size as u64).map(|i| i * 7).collect();
-            let t1: Vec<u64> = (0..size as u64).map(|i| i * 9).collect();
-            let cw = dpf_gen(n, 5, 1, 2);
-            let mut o = [0u64; 2];
-            let iters = 20000;
-            let st = std::time::Instant::now();
-            for i in 0..iters {
-                dpf_lookup(0, 1, &cw, i as u64, &[&t0, &t1], &mut o);
-            }
-            let el = st.elapsed() / iters;
-            let mut e = vec![0u64; size];
-            let st = std::time::Instant::now();
-            for _ in 0..iters {
-                dpf_eval_full(0, 1, &cw, &mut e);
-            }
-            let ef = st.elapsed() / iters;
-            eprintln!(
-                "n={n} lookup {:?} eval_full {:?} ({:.2} ns/AES)",
-                el,
-                ef,
-                ef.as_nanos() as f64 / (size - 2) as f64
-            );
-        }
-        let cw = crate::fss::dcf_gen(63, 12345, 1, 1, 2);
-        let xs: Vec<u64> = (0..1600).collect();
-        let mut out = vec![0; 1600];
-        let st = std::time::Instant::now();
-        for _ in 0..100 {
-            crate::fss::dcf_eval_many(0, 1, &cw, &xs, &mut out);
-        }
-        eprintln!("dcf n=63 many {:?}/pt", st.elapsed() / 160000);
-        let st = std::time::Instant::now();
-        for x in 0..160000u64 {
-            out[0] = out[0].wrapping_add(crate::fss::dcf_eval(0, 1, &cw, x));
-        }
-        eprintln!("dcf n=63 single {:?}/pt", st.elapsed() / 160000);
-    }
-}
-#[cfg(test)]
-mod tmp_timing2 {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn tmp_aes() {
-        for n in [10u32, 12] {
-            let size = 1usize << n;
-            let mut b = vec![aes::Block::default(); size / 2];
-            let cw = dpf_gen(n, 5, 1, 2);
-            let mut e = vec![0u64; size];
-            let t0: Vec<u64> = (0..size as u64).map(|i| i * 7).collect();
-            let t1: Vec<u64> = (0..size as u64).map(|i| i * 9).collect();
-            let (mut ra, mut rf, mut rl, mut rd) = (u128::MAX, u128::MAX, u128::MAX, u128::MAX);
-            let mut o = [0u64; 2];
-            for _ in 0..3000 {
-                let st = std::time::Instant::now();
-                crate::fss::prg::encrypt(&mut b);
-                crate::fss::prg::encrypt(&mut b);
-                ra = ra.min(st.elapsed().as_nanos());
-                let st = std::time::Instant::now();
-                dpf_eval_full(0, 1, &cw, &mut e);
-                rf = rf.min(st.elapsed().as_nanos());
-                let st = std::time::Instant::now();
-                dpf_lookup(0, 1, &cw, 77, &[&t0, &t1], &mut o);
-                rl = rl.min(st.elapsed().as_nanos());
-                let st = std::time::Instant::now();
-                o[0] = o[0].wrapping_add(rotated_dot(&e, &t0, 77));
-                rd = rd.min(st.elapsed().as_nanos());
-            }
-            eprintln!("n={n}: raw aes x{} {ra} ns ({:.2}/blk), eval_full {rf} ns, lookup2 {rl} ns, dot {rd} ns {}", size, ra as f64 / size as f64, o[0]);
         }
     }
 }

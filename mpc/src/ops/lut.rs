@@ -278,14 +278,29 @@ pub async fn eval_untruncated<T: Transport>(
     // Round 1: one masked opening.
     let masked = mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?;
     // Segment bits from comparisons at every boundary.
-    let mut ge = Vec::with_capacity(nseg + 1); // [X ≥ A_0], ..., [X ≥ A_{S-1}], [X ≥ B_{S-1}]
-    for s in &table.segments {
-        ge.push(masked.greater_equal(s.start as u64)?);
-    }
-    ge.push(masked.greater_equal(table.segments[nseg - 1].end as u64)?);
+    // thresholds: A_0..A_{S-1}, B_{S-1}, then the declared range's min and max + 1 ulp
+    let mut ts: Vec<u64> = table.segments.iter().map(|s| s.start as u64).collect();
+    ts.push(table.segments[nseg - 1].end as u64);
+    ts.push(enc(table.range.min, table.in_frac) as u64);
+    ts.push((enc(table.range.max, table.in_frac) + 1) as u64);
+    let mut lt = masked.less_than_multi(&ts)?;
+    let not = |v: Vec<u64>| -> Vec<u64> {
+        v.into_iter()
+            .map(|b| {
+                let nb = b.wrapping_neg();
+                if p0 {
+                    nb.wrapping_add(1)
+                } else {
+                    nb
+                }
+            })
+            .collect()
+    };
+    let above = not(lt.pop().expect("threshold"));
+    let below = lt.pop().expect("threshold");
+    // [X ≥ A_0], ..., [X ≥ A_{S-1}], [X ≥ B_{S-1}]
+    let ge: Vec<Vec<u64>> = lt.into_iter().map(not).collect();
     // Declared-range check: count of inputs below min or above max, opened with round 2.
-    let below = masked.less_than(enc(table.range.min, table.in_frac) as u64)?;
-    let above = masked.greater_equal((enc(table.range.max, table.in_frac) + 1) as u64)?;
     let out_of_range = [below
         .iter()
         .chain(&above)

@@ -20,7 +20,7 @@
 use crate::channel::Transport;
 use crate::correlation::{CorrRequest, MaskMaterial};
 use crate::error::{MpcError, Result};
-use crate::fss::dcf_eval;
+use crate::fss::{dcf_eval, dcf_eval_many};
 use crate::ops::open::open;
 use crate::party::Party;
 
@@ -194,6 +194,37 @@ impl Masked {
                 b
             })
             .collect())
+    }
+
+    /// Shares of `[x < t]` for several public thresholds at once (one batched DCF evaluation
+    /// per element); returns one vector per threshold.
+    pub fn less_than_multi(&self, ts: &[u64]) -> Result<Vec<Vec<u64>>> {
+        let cmp = self.mat.cmp.as_ref().ok_or(MpcError::InvalidParameter {
+            op: "less_than",
+            detail: "the mask was prepared without comparison material".into(),
+        })?;
+        let n = cmp.bits;
+        let full = (1u64 << n) - 1;
+        let low = (1u64 << (n - 1)) - 1;
+        let mut out = vec![vec![0u64; self.c.len()]; ts.len()];
+        let mut pts = vec![0u64; ts.len()];
+        let mut ev = vec![0u64; ts.len()];
+        for i in 0..self.c.len() {
+            for (j, t) in ts.iter().enumerate() {
+                pts[j] = self.c[i].wrapping_sub(*t) & full & low;
+            }
+            dcf_eval_many(self.party, cmp.roots[i], &cmp.cws[i], &pts, &mut ev);
+            for (j, t) in ts.iter().enumerate() {
+                let m = (self.c[i].wrapping_sub(*t) & full) >> (n - 1);
+                let u = cmp.msb[i].wrapping_add(ev[j]);
+                let mut b = u.wrapping_mul(1u64.wrapping_sub(2 * m));
+                if self.p0 {
+                    b = b.wrapping_add(m);
+                }
+                out[j][i] = b;
+            }
+        }
+        Ok(out)
     }
 
     /// Shares of `[x ≥ t]`.
