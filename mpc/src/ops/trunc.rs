@@ -198,6 +198,7 @@ impl Masked {
 
     /// Shares of `[x < t]` for several public thresholds at once (one batched DCF evaluation
     /// per element); returns one vector per threshold.
+    #[allow(clippy::needless_range_loop)]
     pub fn less_than_multi(&self, ts: &[u64]) -> Result<Vec<Vec<u64>>> {
         let cmp = self.mat.cmp.as_ref().ok_or(MpcError::InvalidParameter {
             op: "less_than",
