@@ -57,6 +57,52 @@ pub async fn matmul<T: Transport>(
     RingTensor::from_vec(&[m, n], z)
 }
 
+/// Several independent shared products `X_i·Y_i` in one round (e.g. the attention scores of
+/// every head). Same bytes as separate [`matmul`] calls, one round in total.
+pub async fn matmul_many<T: Transport>(
+    p: &mut Party<T>,
+    pairs: &[(&RingTensor, &RingTensor)],
+) -> Result<Vec<RingTensor>> {
+    let mut triples = Vec::with_capacity(pairs.len());
+    let mut msg = Vec::new();
+    let mut dims_all = Vec::with_capacity(pairs.len());
+    for (x, y) in pairs {
+        let (k2, n) = y.dims2()?;
+        let (m, k) = dims("matmul_many", x, k2)?;
+        let t = p.take_mat(CorrRequest::MatTriple { m, k, n })?;
+        msg.extend(
+            x.data()
+                .iter()
+                .zip(t.a.data())
+                .map(|(v, a)| v.wrapping_sub(*a)),
+        );
+        msg.extend(
+            y.data()
+                .iter()
+                .zip(t.b.data())
+                .map(|(v, b)| v.wrapping_sub(*b)),
+        );
+        triples.push(t);
+        dims_all.push((m, k, n));
+    }
+    let opened = open(p, &msg, 64).await?;
+    let mut off = 0;
+    let mut out = Vec::with_capacity(pairs.len());
+    for (t, (m, k, n)) in triples.into_iter().zip(dims_all) {
+        let e = &opened[off..off + m * k];
+        let f = &opened[off + m * k..off + m * k + k * n];
+        off += m * k + k * n;
+        let mut z = t.c.into_data();
+        gemm_u64_into(m, k, n, e, t.b.data(), &mut z);
+        gemm_u64_into(m, k, n, t.a.data(), f, &mut z);
+        if p.is_p0() {
+            gemm_u64_into(m, k, n, e, f, &mut z);
+        }
+        out.push(RingTensor::from_vec(&[m, n], z)?);
+    }
+    Ok(out)
+}
+
 /// A private weight after its one-time masking: the public `F = W − B` and this party's share
 /// of the mask `B`.
 #[derive(Clone, Debug)]

@@ -72,7 +72,22 @@ pub async fn softmax_rows<T: Transport>(
     cols: usize,
     causal: Option<usize>,
 ) -> Result<Vec<u64>> {
-    if rows * cols != x.len() || cols > sm.max_cols {
+    let visible: Option<Vec<usize>> =
+        causal.map(|off| (0..rows).map(|i| (off + i + 1).min(cols)).collect());
+    softmax_rows_visible(p, sm, x, rows, cols, visible.as_deref()).await
+}
+
+/// Row softmax where row `i` sees only its first `visible[i]` columns (all when `None`); the
+/// general form of the causal mask, e.g. for several heads stacked as rows.
+pub async fn softmax_rows_visible<T: Transport>(
+    p: &mut Party<T>,
+    sm: &Softmax,
+    x: &[u64],
+    rows: usize,
+    cols: usize,
+    visible: Option<&[usize]>,
+) -> Result<Vec<u64>> {
+    if rows * cols != x.len() || cols > sm.max_cols || visible.is_some_and(|v| v.len() != rows) {
         return Err(MpcError::Shape {
             op: "softmax",
             detail: format!(
@@ -85,11 +100,11 @@ pub async fn softmax_rows<T: Transport>(
     let t = DEFAULT_T;
     let f = sm.fx.frac_bits();
     let mut xm = x.to_vec();
-    if let Some(off) = causal {
+    if let Some(vis) = visible {
         let mv = sm.mask_value();
         let p0 = p.is_p0();
-        for i in 0..rows {
-            for j in (off + i + 1).min(cols)..cols {
+        for (i, v) in vis.iter().enumerate() {
+            for j in (*v).min(cols)..cols {
                 xm[i * cols + j] = if p0 { mv } else { 0 };
             }
         }

@@ -1,0 +1,619 @@
+//! One party's secure executor of the private suffix.
+//!
+//! Flow: [`prepare`] (provider side, plaintext) folds every RMSNorm γ into the projection that
+//! follows it (`norm(x)·diag(γ)·W = norm(x)·(diag(γ)·W)`, also into LoRA `A`), folds the
+//! attention scale `1/sqrt(head_dim)` into the query columns, concatenates projections that read
+//! the same input (q|k|v, gate|up; LoRA `A`s side by side and `B`s block-diagonal), encodes to
+//! fixed point and splits private matrices into two shares. [`SecureSuffix::load`] masks every
+//! private matrix once (`W − B` opened per model load). [`SecureSuffix::forward`] then runs
+//! prefill (T tokens) or decoding (T = 1) with the KV cache kept as shares.
+//!
+//! Per layer: RMSNorm (6 rounds) → q|k|v projection (public `x·W` local; LoRA: `x·A`,
+//! truncation, `·B`; private `W`: one masked product) → RoPE on the untruncated product (local,
+//! public cos/sin) fused into the one truncation → scores `Q·Kᵀ` per merged head (one round for
+//! all heads) → truncation → causal softmax → `P·V` → truncation → o projection (LoRA without an
+//! intermediate truncation: `(x·A)·B` kept at scale 3f and truncated once) → residual →
+//! RMSNorm → gate|up → truncation → SiLU left at scale f+t → `·up` → truncation → down → residual.
+
+use crate::config::{SuffixConfig, SuffixError, Target};
+use crate::weights::{LayerWeights, Mat, SuffixWeights};
+use marill_mpc::channel::Transport;
+use marill_mpc::fixed::FixedPoint;
+use marill_mpc::ops::lut::{eval_untruncated, PiecewiseLinear};
+use marill_mpc::ops::matmul::{mask_weight, matmul_many, matmul_weight, MaskedWeight};
+use marill_mpc::ops::mul::mul;
+use marill_mpc::ops::nonlinear::{silu_table, DEFAULT_T};
+use marill_mpc::ops::norm::{norm_rows, Norm, NormKind};
+use marill_mpc::ops::open::open_groups;
+use marill_mpc::ops::softmax::{softmax_rows_visible, Softmax};
+use marill_mpc::ops::trunc::{trunc, MaskPending};
+use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::ring::RingTensor;
+use marill_mpc::{Party, PartyId};
+
+/// A base weight as one party holds it.
+#[derive(Clone, Debug)]
+pub enum Base {
+    /// public (frozen) weight, same at both parties
+    Public(RingTensor),
+    /// this party's share of a private weight
+    Private(RingTensor),
+}
+
+/// A projection as prepared for one party.
+#[derive(Clone, Debug)]
+pub struct PreparedProj {
+    /// dealer id base of this projection's masks
+    pub id: u64,
+    /// base weight
+    pub base: Base,
+    /// shares of LoRA `A` (in × r) and `B` (r × out, alpha/r folded)
+    pub lora: Option<(RingTensor, RingTensor)>,
+}
+
+/// One layer as prepared for one party.
+#[derive(Clone, Debug)]
+pub struct PreparedLayer {
+    /// q|k|v
+    pub qkv: PreparedProj,
+    /// attention output
+    pub o: PreparedProj,
+    /// gate|up
+    pub gate_up: PreparedProj,
+    /// down
+    pub down: PreparedProj,
+}
+
+/// The suffix as prepared for one party (what the provider sends to each worker).
+#[derive(Clone, Debug)]
+pub struct PreparedSuffix {
+    /// which party
+    pub party: PartyId,
+    /// layers
+    pub layers: Vec<PreparedLayer>,
+    /// final γ: public values, or this party's share when the base is private
+    pub final_gamma: Base,
+}
+
+fn encode_mat(fx: FixedPoint, m: &Mat) -> Result<RingTensor, SuffixError> {
+    let v = m
+        .data
+        .iter()
+        .map(|x| fx.encode(*x as f64))
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|e| SuffixError::Weights(e.to_string()))?;
+    Ok(RingTensor::from_vec(&[m.rows, m.cols], v)?)
+}
+
+fn split(t: &RingTensor, prg: &mut Prg) -> (RingTensor, RingTensor) {
+    let r = prg.ring_vec(t.len());
+    let s0: Vec<u64> = t
+        .data()
+        .iter()
+        .zip(&r)
+        .map(|(a, b)| a.wrapping_sub(*b))
+        .collect();
+    (
+        RingTensor::from_vec(t.shape(), s0).expect("same shape"),
+        RingTensor::from_vec(t.shape(), r).expect("same shape"),
+    )
+}
+
+struct Plain {
+    base: Mat,
+    lora: Option<(Mat, Mat)>,
+}
+
+/// Concatenates the projections `ts` (same input) with γ folded into rows and per-target
+/// column scales.
+fn fused(
+    cfg: &SuffixConfig,
+    l: &LayerWeights,
+    ts: &[(Target, f32)],
+    gamma: Option<&[f32]>,
+) -> Result<Plain, SuffixError> {
+    let scaled: Vec<Mat> = ts
+        .iter()
+        .map(|(t, s)| {
+            let w = l.base(*t);
+            w.scale_cols(0..w.cols, *s)
+        })
+        .collect();
+    let mut base = Mat::hcat(&scaled.iter().collect::<Vec<_>>())?;
+    if let Some(g) = gamma {
+        base = base.scale_rows(g);
+    }
+    let adapted: Vec<&(Target, f32)> = ts.iter().filter(|(t, _)| cfg.has_lora(*t)).collect();
+    let lora = if adapted.is_empty() {
+        None
+    } else {
+        let a_parts: Vec<&Mat> = adapted.iter().map(|(t, _)| &l.lora[t].a).collect();
+        let mut a = Mat::hcat(&a_parts)?;
+        if let Some(g) = gamma {
+            a = a.scale_rows(g);
+        }
+        // B: block rows per adapted target, placed in that target's output columns
+        let r_total = a.cols;
+        let mut b = Mat::zeros(r_total, base.cols);
+        let mut r0 = 0;
+        let mut c0 = 0;
+        for (t, s) in ts {
+            let width = l.base(*t).cols;
+            if cfg.has_lora(*t) {
+                let bt = &l.lora[t].b;
+                for i in 0..bt.rows {
+                    for j in 0..bt.cols {
+                        b.data[(r0 + i) * base.cols + c0 + j] = bt.at(i, j) * s;
+                    }
+                }
+                r0 += bt.rows;
+            }
+            c0 += width;
+        }
+        Some((a, b))
+    };
+    Ok(Plain { base, lora })
+}
+
+/// Provider side: turns plaintext suffix weights into what each party holds. Private matrices
+/// are split with randomness from `seed` (in deployment a fresh secret seed per model load).
+pub fn prepare(
+    cfg: &SuffixConfig,
+    w: &SuffixWeights,
+    fx: FixedPoint,
+    seed: Seed,
+) -> Result<[PreparedSuffix; 2], SuffixError> {
+    w.check(cfg)?;
+    let mut prg = Prg::new(seed, 0x5111);
+    let qs = 1.0 / (cfg.head_dim as f32).sqrt();
+    let mut layers: [Vec<PreparedLayer>; 2] = [Vec::new(), Vec::new()];
+    for (li, l) in w.layers.iter().enumerate() {
+        let plains = [
+            fused(
+                cfg,
+                l,
+                &[(Target::Q, qs), (Target::K, 1.0), (Target::V, 1.0)],
+                Some(&l.attn_norm),
+            )?,
+            fused(cfg, l, &[(Target::O, 1.0)], None)?,
+            fused(
+                cfg,
+                l,
+                &[(Target::Gate, 1.0), (Target::Up, 1.0)],
+                Some(&l.mlp_norm),
+            )?,
+            fused(cfg, l, &[(Target::Down, 1.0)], None)?,
+        ];
+        let mut per_party: [Vec<PreparedProj>; 2] = [Vec::new(), Vec::new()];
+        for (pi, pl) in plains.into_iter().enumerate() {
+            let id = (li as u64) << 8 | (pi as u64) << 4;
+            let base = encode_mat(fx, &pl.base)?;
+            let bases = if cfg.private_base {
+                let (b0, b1) = split(&base, &mut prg);
+                [Base::Private(b0), Base::Private(b1)]
+            } else {
+                [Base::Public(base.clone()), Base::Public(base)]
+            };
+            let loras = match &pl.lora {
+                Some((a, b)) => {
+                    let (a0, a1) = split(&encode_mat(fx, a)?, &mut prg);
+                    let (b0, b1) = split(&encode_mat(fx, b)?, &mut prg);
+                    [Some((a0, b0)), Some((a1, b1))]
+                }
+                None => [None, None],
+            };
+            for (party, (base, lora)) in bases.into_iter().zip(loras).enumerate() {
+                per_party[party].push(PreparedProj { id, base, lora });
+            }
+        }
+        for (party, mut v) in per_party.into_iter().enumerate() {
+            let down = v.pop().expect("4 projections");
+            let gate_up = v.pop().expect("4 projections");
+            let o = v.pop().expect("4 projections");
+            let qkv = v.pop().expect("4 projections");
+            layers[party].push(PreparedLayer {
+                qkv,
+                o,
+                gate_up,
+                down,
+            });
+        }
+    }
+    let gamma: Vec<u64> = w
+        .final_norm
+        .iter()
+        .map(|g| fx.encode(*g as f64))
+        .collect::<Result<_, _>>()
+        .map_err(|e| SuffixError::Weights(e.to_string()))?;
+    let gamma = RingTensor::from_flat(gamma);
+    let finals = if cfg.private_base {
+        let (g0, g1) = split(&gamma, &mut prg);
+        [Base::Private(g0), Base::Private(g1)]
+    } else {
+        [Base::Public(gamma.clone()), Base::Public(gamma)]
+    };
+    let [l0, l1] = layers;
+    let [f0, f1] = finals;
+    Ok([
+        PreparedSuffix {
+            party: PartyId::P0,
+            layers: l0,
+            final_gamma: f0,
+        },
+        PreparedSuffix {
+            party: PartyId::P1,
+            layers: l1,
+            final_gamma: f1,
+        },
+    ])
+}
+
+enum LoadedBase {
+    Public(RingTensor),
+    Private(MaskedWeight),
+}
+
+struct LoadedProj {
+    base: LoadedBase,
+    lora: Option<(MaskedWeight, MaskedWeight)>,
+}
+
+struct LoadedLayer {
+    qkv: LoadedProj,
+    o: LoadedProj,
+    gate_up: LoadedProj,
+    down: LoadedProj,
+    cache_k: Vec<u64>,
+    cache_v: Vec<u64>,
+}
+
+/// One party's loaded suffix: masked weights, tables and the secret-shared KV cache.
+pub struct SecureSuffix {
+    cfg: SuffixConfig,
+    fx: FixedPoint,
+    layers: Vec<LoadedLayer>,
+    final_gamma: Base,
+    norm: Norm,
+    softmax: Softmax,
+    silu: PiecewiseLinear,
+    pos: usize,
+}
+
+async fn load_proj<T: Transport>(
+    p: &mut Party<T>,
+    pp: PreparedProj,
+) -> Result<LoadedProj, SuffixError> {
+    let base = match pp.base {
+        Base::Public(w) => LoadedBase::Public(w),
+        Base::Private(w) => LoadedBase::Private(mask_weight(p, pp.id, &w).await?),
+    };
+    let lora = match pp.lora {
+        Some((a, b)) => Some((
+            mask_weight(p, pp.id + 1, &a).await?,
+            mask_weight(p, pp.id + 2, &b).await?,
+        )),
+        None => None,
+    };
+    Ok(LoadedProj { base, lora })
+}
+
+impl SecureSuffix {
+    /// Loads a prepared suffix: masks every private matrix once (one round each).
+    pub async fn load<T: Transport>(
+        p: &mut Party<T>,
+        cfg: &SuffixConfig,
+        prepared: PreparedSuffix,
+    ) -> Result<Self, SuffixError> {
+        cfg.validate()?;
+        if prepared.party != p.id {
+            return Err(SuffixError::Input(
+                "prepared suffix belongs to the other party".into(),
+            ));
+        }
+        let fx = p.fx;
+        let mut layers = Vec::with_capacity(prepared.layers.len());
+        for l in prepared.layers {
+            layers.push(LoadedLayer {
+                qkv: load_proj(p, l.qkv).await?,
+                o: load_proj(p, l.o).await?,
+                gate_up: load_proj(p, l.gate_up).await?,
+                down: load_proj(p, l.down).await?,
+                cache_k: Vec::new(),
+                cache_v: Vec::new(),
+            });
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            fx,
+            layers,
+            final_gamma: prepared.final_gamma,
+            norm: Norm::new(
+                fx,
+                NormKind::Rms,
+                cfg.d_model,
+                cfg.rms_eps,
+                cfg.norm_sum_bound,
+            )?,
+            softmax: Softmax::new(fx, cfg.score_bound, cfg.max_seq)?,
+            silu: silu_table(fx, cfg.act_bound)?,
+            pos: 0,
+        })
+    }
+
+    /// Tokens processed so far (the next position).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Runs the suffix on this party's shares `x` (T × d, scale f) at the next T positions;
+    /// returns shares of the final normalised hidden state (T × d, scale f).
+    pub async fn forward<T: Transport>(
+        &mut self,
+        p: &mut Party<T>,
+        x: &[u64],
+    ) -> Result<Vec<u64>, SuffixError> {
+        let cfg = self.cfg.clone();
+        let d = cfg.d_model;
+        if x.is_empty() || !x.len().is_multiple_of(d) {
+            return Err(SuffixError::Input(format!(
+                "{} values is not a multiple of d = {d}",
+                x.len()
+            )));
+        }
+        let t = x.len() / d;
+        if self.pos + t > cfg.max_seq {
+            return Err(SuffixError::Input(format!(
+                "sequence of {} exceeds max_seq {}",
+                self.pos + t,
+                cfg.max_seq
+            )));
+        }
+        let f = self.fx.frac_bits();
+        let pos0 = self.pos;
+        let mut h = x.to_vec();
+        for li in 0..self.layers.len() {
+            // attention block
+            let a = norm_rows(p, &self.norm, &h, None, None).await?;
+            let acc = proj_untrunc(p, &self.layers[li].qkv, &a, t, false).await?;
+            let (q, k, v) = self.rope_and_split(p, acc, t, pos0).await?;
+            let layer = &mut self.layers[li];
+            layer.cache_k.extend_from_slice(&k);
+            layer.cache_v.extend_from_slice(&v);
+            let attn = attention(
+                p,
+                &cfg,
+                &self.softmax,
+                &q,
+                &self.layers[li].cache_k,
+                &self.layers[li].cache_v,
+                t,
+                pos0,
+            )
+            .await?;
+            let o = proj(p, &self.layers[li].o, &attn, t, f).await?;
+            add_in_place(&mut h, &o);
+            // MLP block
+            let b = norm_rows(p, &self.norm, &h, None, None).await?;
+            let gu = proj(p, &self.layers[li].gate_up, &b, t, f).await?;
+            let ff = cfg.d_ff;
+            let mut gate = Vec::with_capacity(t * ff);
+            let mut up = Vec::with_capacity(t * ff);
+            for r in 0..t {
+                gate.extend_from_slice(&gu[r * 2 * ff..r * 2 * ff + ff]);
+                up.extend_from_slice(&gu[r * 2 * ff + ff..(r + 1) * 2 * ff]);
+            }
+            let sg = eval_untruncated(p, &self.silu, &gate).await?; // scale f + t
+            let prod = mul(p, &sg, &up).await?; // scale 2f + t
+            let act = trunc(p, &prod, f + DEFAULT_T).await?;
+            let dn = proj(p, &self.layers[li].down, &act, t, f).await?;
+            add_in_place(&mut h, &dn);
+        }
+        self.pos += t;
+        // final norm with γ
+        let y = match &self.final_gamma {
+            Base::Public(g) => norm_rows(p, &self.norm, &h, Some(g.data()), None).await?,
+            Base::Private(g) => {
+                let n = norm_rows(p, &self.norm, &h, None, None).await?;
+                let gb: Vec<u64> = (0..n.len()).map(|k| g.data()[k % d]).collect();
+                let z = mul(p, &n, &gb).await?;
+                trunc(p, &z, f).await?
+            }
+        };
+        Ok(y)
+    }
+
+    /// Applies RoPE to the q and k columns of the untruncated q|k|v product (scale 2f → 3f),
+    /// then truncates q, k by 2f and v by f in one round.
+    async fn rope_and_split<T: Transport>(
+        &self,
+        p: &mut Party<T>,
+        acc: Vec<u64>,
+        t: usize,
+        pos0: usize,
+    ) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>), SuffixError> {
+        let cfg = &self.cfg;
+        let (qw, kw) = (cfg.q_width(), cfg.kv_width());
+        let width = qw + 2 * kw;
+        let hd = cfg.head_dim;
+        let half = hd / 2;
+        let f = self.fx.frac_bits();
+        let mut qk = Vec::with_capacity(t * (qw + kw));
+        let mut v = Vec::with_capacity(t * kw);
+        for r in 0..t {
+            let row = &acc[r * width..(r + 1) * width];
+            let ang = crate::plain::rope_angles(cfg, pos0 + r);
+            let cs: Vec<(u64, u64)> = ang
+                .iter()
+                .map(|a| {
+                    (
+                        (a.cos() * self.fx.scale()).round() as i64 as u64,
+                        (a.sin() * self.fx.scale()).round() as i64 as u64,
+                    )
+                })
+                .collect();
+            let rot = |seg: &[u64], out: &mut Vec<u64>| {
+                for hh in 0..seg.len() / hd {
+                    let base = hh * hd;
+                    let mut tmp = vec![0u64; hd];
+                    for i in 0..half {
+                        let (xa, xb) = (seg[base + i], seg[base + i + half]);
+                        let (c, s) = cs[i];
+                        tmp[i] = xa.wrapping_mul(c).wrapping_sub(xb.wrapping_mul(s));
+                        tmp[i + half] = xa.wrapping_mul(s).wrapping_add(xb.wrapping_mul(c));
+                    }
+                    out.extend_from_slice(&tmp);
+                }
+            };
+            rot(&row[..qw], &mut qk);
+            rot(&row[qw..qw + kw], &mut qk);
+            v.extend_from_slice(&row[qw + kw..]);
+        }
+        let m1 = MaskPending::begin(p, &qk, &[2 * f], 0, &[])?;
+        let m2 = MaskPending::begin(p, &v, &[f], 0, &[])?;
+        let opened = open_groups(p, &[(m1.message(), 64), (m2.message(), 64)]).await?;
+        let mut it = opened.into_iter();
+        let qk = m1.finish(it.next().expect("group")).trunc(2 * f)?;
+        let v = m2.finish(it.next().expect("group")).trunc(f)?;
+        let mut q = Vec::with_capacity(t * qw);
+        let mut k = Vec::with_capacity(t * kw);
+        for r in 0..t {
+            q.extend_from_slice(&qk[r * (qw + kw)..r * (qw + kw) + qw]);
+            k.extend_from_slice(&qk[r * (qw + kw) + qw..(r + 1) * (qw + kw)]);
+        }
+        Ok((q, k, v))
+    }
+}
+
+fn add_in_place(h: &mut [u64], o: &[u64]) {
+    for (a, b) in h.iter_mut().zip(o) {
+        *a = a.wrapping_add(*b);
+    }
+}
+
+/// `x·W (+ x·A·B)` left untruncated: scale 2f, or 3f when `fuse_lora` keeps `(x·A)·B` whole.
+async fn proj_untrunc<T: Transport>(
+    p: &mut Party<T>,
+    pr: &LoadedProj,
+    x: &[u64],
+    rows: usize,
+    fuse_lora: bool,
+) -> Result<Vec<u64>, SuffixError> {
+    let in_w = x.len() / rows;
+    let xt = RingTensor::from_vec(&[rows, in_w], x.to_vec())?;
+    let mut acc = match &pr.base {
+        LoadedBase::Public(w) => xt.matmul(w)?.into_data(),
+        LoadedBase::Private(mw) => matmul_weight(p, &xt, mw).await?.into_data(),
+    };
+    if let Some((a, b)) = &pr.lora {
+        let f = p.fx.frac_bits();
+        let u = matmul_weight(p, &xt, a).await?; // scale 2f
+        let u = if fuse_lora {
+            u
+        } else {
+            RingTensor::from_vec(u.shape(), trunc(p, u.data(), f).await?)?
+        };
+        let v = matmul_weight(p, &u, b).await?; // 3f fused, else 2f
+        if fuse_lora {
+            for (s, vv) in acc.iter_mut().zip(v.data()) {
+                *s = (*s << f).wrapping_add(*vv);
+            }
+        } else {
+            add_in_place(&mut acc, v.data());
+        }
+    }
+    Ok(acc)
+}
+
+/// A projection truncated back to scale f.
+async fn proj<T: Transport>(
+    p: &mut Party<T>,
+    pr: &LoadedProj,
+    x: &[u64],
+    rows: usize,
+    f: u32,
+) -> Result<Vec<u64>, SuffixError> {
+    let fuse = pr.lora.is_some();
+    let acc = proj_untrunc(p, pr, x, rows, fuse).await?;
+    let shift = if fuse { 2 * f } else { f };
+    Ok(trunc(p, &acc, shift).await?)
+}
+
+/// Attention of the T new queries over the whole cache, per merged head.
+#[allow(clippy::too_many_arguments)]
+async fn attention<T: Transport>(
+    p: &mut Party<T>,
+    cfg: &SuffixConfig,
+    sm: &Softmax,
+    q: &[u64],
+    kc: &[u64],
+    vc: &[u64],
+    t: usize,
+    pos0: usize,
+) -> Result<Vec<u64>, SuffixError> {
+    let f = p.fx.frac_bits();
+    let (hd, m) = (cfg.head_dim, cfg.head_merge);
+    let (qw, kw) = (cfg.q_width(), cfg.kv_width());
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    let ctx = kc.len() / kw;
+    let g_count = cfg.merged_heads();
+    let mw = m * hd;
+    let mut qs = Vec::with_capacity(g_count);
+    let mut kts = Vec::with_capacity(g_count);
+    let mut vs = Vec::with_capacity(g_count);
+    for g in 0..g_count {
+        let mut qg = Vec::with_capacity(t * mw);
+        for i in 0..t {
+            for sub in 0..m {
+                let head = g * m + sub;
+                qg.extend_from_slice(&q[i * qw + head * hd..i * qw + (head + 1) * hd]);
+            }
+        }
+        // K_gᵀ (mw × ctx) and V_g (ctx × mw)
+        let mut kt = vec![0u64; mw * ctx];
+        let mut vg = Vec::with_capacity(ctx * mw);
+        for j in 0..ctx {
+            for sub in 0..m {
+                let kvh = (g * m + sub) / group;
+                let krow = &kc[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
+                for (e, val) in krow.iter().enumerate() {
+                    kt[(sub * hd + e) * ctx + j] = *val;
+                }
+                vg.extend_from_slice(&vc[j * kw + kvh * hd..j * kw + (kvh + 1) * hd]);
+            }
+        }
+        qs.push(RingTensor::from_vec(&[t, mw], qg)?);
+        kts.push(RingTensor::from_vec(&[mw, ctx], kt)?);
+        vs.push(RingTensor::from_vec(&[ctx, mw], vg)?);
+    }
+    let pairs: Vec<(&RingTensor, &RingTensor)> = qs.iter().zip(&kts).collect();
+    let scores = matmul_many(p, &pairs).await?;
+    let mut s_all = Vec::with_capacity(g_count * t * ctx);
+    for s in &scores {
+        s_all.extend_from_slice(s.data());
+    }
+    let s_all = trunc(p, &s_all, f).await?;
+    let visible: Vec<usize> = (0..g_count)
+        .flat_map(|_| (0..t).map(move |i| pos0 + i + 1))
+        .collect();
+    let probs = softmax_rows_visible(p, sm, &s_all, g_count * t, ctx, Some(&visible)).await?;
+    let ps: Vec<RingTensor> = probs
+        .chunks(t * ctx)
+        .map(|c| RingTensor::from_vec(&[t, ctx], c.to_vec()))
+        .collect::<Result<_, _>>()?;
+    let pairs: Vec<(&RingTensor, &RingTensor)> = ps.iter().zip(&vs).collect();
+    let outs = matmul_many(p, &pairs).await?;
+    let mut flat = Vec::with_capacity(g_count * t * mw);
+    for o in &outs {
+        flat.extend_from_slice(o.data());
+    }
+    let flat = trunc(p, &flat, f).await?;
+    // back to (T × q_width): merged head g holds sub-heads g·m..g·m+m−1 in order
+    let mut out = vec![0u64; t * qw];
+    for g in 0..g_count {
+        for i in 0..t {
+            let src = &flat[g * t * mw + i * mw..g * t * mw + (i + 1) * mw];
+            out[i * qw + g * mw..i * qw + (g + 1) * mw].copy_from_slice(src);
+        }
+    }
+    Ok(out)
+}
