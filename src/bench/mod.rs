@@ -1,6 +1,7 @@
 //! `marill bench ...` subcommands.
 
 mod ops;
+mod suffix;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -12,12 +13,16 @@ pub enum BenchCommand {
     /// Per-op table of the secure-computation core: rounds, online bytes/elt, dealer bytes/elt,
     /// max abs error against an f64 reference, online and offline time.
     Ops(ops::OpsArgs),
+    /// The Marill configurations side by side (bytes, rounds, dealer bytes, loopback and
+    /// projected LAN/WAN time) for prefill and decoding.
+    Suffix(suffix::SuffixArgs),
 }
 
 /// Runs a benchmark subcommand.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ops(args) => ops::run(args),
+        BenchCommand::Suffix(args) => suffix::run(args),
     }
 }
 
