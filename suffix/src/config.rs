@@ -136,7 +136,7 @@ impl SuffixConfig {
             rope_theta: 10000.0,
             max_seq: 256,
             score_bound: 64.0,
-            act_bound: 256.0,
+            act_bound: 31.0,
             norm_sum_bound: 1e7,
         }
     }

@@ -26,7 +26,7 @@ fn tiny() -> SuffixConfig {
         rope_theta: 10000.0,
         max_seq: 16,
         score_bound: 64.0,
-        act_bound: 256.0,
+        act_bound: 31.0,
         norm_sum_bound: 1e6,
     }
 }

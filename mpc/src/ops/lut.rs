@@ -90,6 +90,9 @@ pub struct PiecewiseLinear {
     pub range: ValueRange,
     /// comparison width for the segment tests
     pub cmp_bits: u32,
+    /// false when one segment covers the whole declared range: no segment bits, no gating
+    /// products and no tails (the range check guarantees every input is inside)
+    pub gated: bool,
     f: RealFn,
 }
 
@@ -182,11 +185,15 @@ impl PiecewiseLinear {
         if cmp_bits > 62 {
             return Err(bad(format!("{name}: declared range too wide")));
         }
+        let gated = !(segs.len() == 1
+            && enc(range.min, in_frac) >= segs[0].start
+            && enc(range.max, in_frac) < segs[0].end);
         Ok(Self {
             name,
             in_frac,
             out_frac,
             t,
+            gated,
             segments: segs,
             left,
             right,
@@ -351,8 +358,10 @@ pub async fn eval_untruncated<T: Transport>(
         luts.push(m);
     }
     let mut gz = Vec::with_capacity(nseg);
-    for j in 0..nseg {
-        gz.push(MulPending::begin(p, &g[j], &z[j])?);
+    if table.gated {
+        for j in 0..nseg {
+            gz.push(MulPending::begin(p, &g[j], &z[j])?);
+        }
     }
     let left_bit: Vec<u64> = ge[0]
         .iter()
@@ -376,7 +385,7 @@ pub async fn eval_untruncated<T: Transport>(
     }
     let mut tails = Vec::new();
     for (tail, bit) in [(table.left, &left_bit), (table.right, right_bit)] {
-        if tail == Tail::Identity {
+        if tail == Tail::Identity && table.gated {
             tails.push(MulPending::begin(p, bit, x)?);
         }
     }
@@ -423,11 +432,14 @@ pub async fn eval_untruncated<T: Transport>(
         t0.push(a);
         t1.push(b);
     }
-    let gz: Vec<Vec<u64>> = gz
-        .into_iter()
-        .enumerate()
-        .map(|(j, m)| m.finish(&opened[nseg + j]))
-        .collect();
+    let gz: Vec<Vec<u64>> = if table.gated {
+        gz.into_iter()
+            .enumerate()
+            .map(|(j, m)| m.finish(&opened[nseg + j]))
+            .collect()
+    } else {
+        z
+    };
     let tails: Vec<Vec<u64>> = tails
         .into_iter()
         .enumerate()
@@ -435,16 +447,22 @@ pub async fn eval_untruncated<T: Transport>(
         .collect();
     // Round 3: g·T0 and T1·gz.
     let mut prods = Vec::with_capacity(2 * nseg);
-    for j in 0..nseg {
-        prods.push(MulPending::begin(p, &g[j], &t0[j])?);
-        prods.push(MulPending::begin(p, &t1[j], &gz[j])?);
-    }
-    let msgs: Vec<(&[u64], u32)> = prods.iter().map(|m| (m.message(), 64)).collect();
-    let opened = open_groups(p, &msgs).await?;
     let mut out = vec![0u64; n];
-    for (j, m) in prods.into_iter().enumerate() {
+    for j in 0..nseg {
+        if table.gated {
+            prods.push((t, MulPending::begin(p, &g[j], &t0[j])?));
+        } else {
+            // one segment covers the declared range: T0 needs no gating
+            for i in 0..n {
+                out[i] = out[i].wrapping_add(t0[j][i] << t);
+            }
+        }
+        prods.push((0, MulPending::begin(p, &t1[j], &gz[j])?));
+    }
+    let msgs: Vec<(&[u64], u32)> = prods.iter().map(|(_, m)| (m.message(), 64)).collect();
+    let opened = open_groups(p, &msgs).await?;
+    for (j, (shl, m)) in prods.into_iter().enumerate() {
         let v = m.finish(&opened[j]);
-        let shl = if j % 2 == 0 { t } else { 0 };
         for i in 0..n {
             out[i] = out[i].wrapping_add(v[i] << shl);
         }
@@ -460,6 +478,7 @@ pub async fn eval_untruncated<T: Transport>(
                     out[i] = out[i].wrapping_add(bit[i].wrapping_mul(cv));
                 }
             }
+            Tail::Identity if !table.gated => {}
             Tail::Identity => {
                 let v = ti.next().expect("tail product");
                 let sh = scale_out - table.in_frac;
