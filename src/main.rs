@@ -1,6 +1,8 @@
 //! `marill`: the one binary of Marill (see `marill --help`).
 
 mod bench;
+mod generate;
+mod secure;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -20,11 +22,30 @@ enum Command {
         #[command(subcommand)]
         which: bench::BenchCommand,
     },
+    /// A private generation on a real model, in one process: the client runs the public prefix,
+    /// two parties run the private suffix under 2PC with a dealer.
+    Generate(generate::GenerateArgs),
+    /// Evaluations.
+    Eval {
+        #[command(subcommand)]
+        which: EvalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Secure vs plaintext inference on real prompts: next-token top-1 agreement, identical
+    /// greedy generations, max abs logit error.
+    Fidelity(generate::FidelityArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { which } => bench::run(which),
+        Command::Generate(a) => generate::generate(a),
+        Command::Eval { which } => match which {
+            EvalCommand::Fidelity(a) => generate::fidelity(a),
+        },
     }
 }

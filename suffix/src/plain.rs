@@ -4,8 +4,8 @@
 //!
 //! Head merging by m: query heads `g·m .. g·m+m−1` form merged head g; its score is the sum of
 //! the m sub-head dot products (each sub-head uses its own key/value head under GQA), scaled by
-//! `1/sqrt(head_dim)` like an original head (so m = 1 is exactly the original model), with one
-//! softmax per merged head whose weights apply to all m sub-heads' values. RoPE rotates every
+//! `1/sqrt(m·head_dim)` — the usual scale for its width, which keeps the logit variance of an
+//! original head (m = 1 is exactly the original model) — with one softmax per merged head whose weights apply to all m sub-heads' values. RoPE rotates every
 //! original sub-head of width `head_dim` on its own, before merging.
 
 use crate::config::{SuffixConfig, Target};
@@ -127,7 +127,7 @@ pub fn forward(
         cache.v[li].extend_from_slice(&v);
         let (kc, vc) = (&cache.k[li], &cache.v[li]);
         let ctx = kc.len() / cfg.kv_width();
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = 1.0 / ((m * hd) as f64).sqrt();
         let mut out = vec![0.0; t * cfg.q_width()];
         for g in 0..cfg.merged_heads() {
             for i in 0..t {

@@ -2,7 +2,7 @@
 //!
 //! Flow: [`prepare`] (provider side, plaintext) folds every RMSNorm γ into the projection that
 //! follows it (`norm(x)·diag(γ)·W = norm(x)·(diag(γ)·W)`, also into LoRA `A`), folds the
-//! attention scale `1/sqrt(head_dim)` into the query columns, concatenates projections that read
+//! attention scale `1/sqrt(m·head_dim)` into the query columns, concatenates projections that read
 //! the same input (q|k|v, gate|up; LoRA `A`s side by side and `B`s block-diagonal), encodes to
 //! fixed point and splits private matrices into two shares. [`SecureSuffix::load`] masks every
 //! private matrix once (`W − B` opened per model load). [`SecureSuffix::forward`] then runs
@@ -165,7 +165,7 @@ pub fn prepare(
 ) -> Result<[PreparedSuffix; 2], SuffixError> {
     w.check(cfg)?;
     let mut prg = Prg::new(seed, 0x5111);
-    let qs = 1.0 / (cfg.head_dim as f32).sqrt();
+    let qs = 1.0 / ((cfg.head_merge * cfg.head_dim) as f32).sqrt();
     let mut layers: [Vec<PreparedLayer>; 2] = [Vec::new(), Vec::new()];
     for (li, l) in w.layers.iter().enumerate() {
         let plains = [

@@ -39,11 +39,17 @@ pub fn exp_table(fx: FixedPoint, in_frac: u32, min: f64) -> Result<PiecewiseLine
     )
 }
 
-fn octaves(lo: f64, hi: f64, bits: u32) -> Vec<(f64, f64, u32)> {
-    let e0 = lo.log2().floor() as i32;
-    let e1 = hi.log2().ceil() as i32;
+/// One segment per octave of [lo, hi]; an octave narrower than `2^bits` input ulps gets fewer
+/// index bits (cells are at least two ulps wide), and octaves below 8 ulps are dropped (the
+/// left tail covers them).
+fn octaves(lo: f64, hi: f64, bits: u32, in_frac: u32) -> Vec<(f64, f64, u32)> {
+    let e0 = (lo.log2().floor() as i32).max(3 - in_frac as i32);
+    let e1 = (hi.log2().ceil() as i32).max(e0 + 1);
     (e0..e1)
-        .map(|e| (2f64.powi(e), 2f64.powi(e + 1), bits))
+        .map(|e| {
+            let k = bits.min((e + in_frac as i32 - 1) as u32);
+            (2f64.powi(e), 2f64.powi(e + 1), k)
+        })
         .collect()
 }
 
@@ -55,7 +61,7 @@ pub fn reciprocal_table(
     hi: f64,
     scale: f64,
 ) -> Result<PiecewiseLinear> {
-    let segs = octaves(lo, hi, 8);
+    let segs = octaves(lo, hi, 8, in_frac);
     let (a, b) = (segs[0].0, segs[segs.len() - 1].1);
     PiecewiseLinear::build(
         "reciprocal",
@@ -83,7 +89,7 @@ pub fn rsqrt_table(
     eps: f64,
     scale: f64,
 ) -> Result<PiecewiseLinear> {
-    let segs = octaves(lo, hi, 8);
+    let segs = octaves(lo, hi, 8, in_frac);
     let (a, b) = (segs[0].0, segs[segs.len() - 1].1);
     let f = move |x: f64| scale / (x + eps).sqrt();
     PiecewiseLinear::build(

@@ -1,11 +1,13 @@
 //! RMSNorm and LayerNorm over the rows of a shared matrix.
 //!
 //! RMSNorm: `y = x·γ / sqrt(mean(x²) + eps)`. Round 1: square pairs for `x²` batched with the
-//! truncation of `x·γ` (public γ, local product); the row sum of `x²` stays at scale 2f and the
-//! rsqrt lookup reads it directly with the `1/d` folded into its table: `sqrt(d)/sqrt(Σx² + d·eps)`
-//! (3 rounds, output left at scale `f + t`); one Beaver product (1) and a truncation (1).
-//! Rounds: 6. LayerNorm first computes the mean with one truncation (batched with `x·γ`), then
-//! proceeds like RMSNorm on `x − mean`, adding β: rounds 7.
+//! truncation of `x·γ` (public γ, local product); round 2 truncates the squares back to scale f
+//! (LLM residual streams carry "massive activations" — |x| ≈ 2·10^4 in SmolLM2 — whose squares
+//! at scale 2f would leave no headroom in the ring); the rsqrt lookup reads the row sums with the
+//! `1/d` folded into its table: `sqrt(d)/sqrt(Σx² + d·eps)` (3 rounds, output left at scale
+//! `f + t`); one Beaver product (1) and a truncation (1).
+//! Rounds: 7. LayerNorm first computes the mean with one truncation (batched with `x·γ`), then
+//! proceeds like RMSNorm on `x − mean`, adding β: rounds 8.
 //! Declared range: `Σ (x − mean)²` per row in `[2^-10, sum_bound]`.
 //! Error: rsqrt table ≤ 1e-4 relative plus a few ulps (tests assert ≤ 1e-3·|y| + 1e-3).
 
@@ -49,7 +51,7 @@ impl Norm {
         let f = fx.frac_bits();
         let rsqrt = rsqrt_table(
             fx,
-            2 * f,
+            f,
             2f64.powi(-10),
             sum_bound,
             d as f64 * eps,
@@ -118,7 +120,7 @@ pub async fn norm_rows<T: Transport>(
         groups.push((m.message(), 64));
     }
     let opened = open_groups(p, &groups).await?;
-    let squares = sq.finish(&opened[0]);
+    let squares = trunc(p, &sq.finish(&opened[0]), f).await?;
     let scaled = match xg {
         Some((m, _)) => m.finish(opened[1].clone()).trunc(f)?,
         None => xc,
@@ -196,7 +198,7 @@ mod tests {
                 );
             }
         }
-        let expected_rounds = 6 + if kind == NormKind::Layer { 1 } else { 0 };
+        let expected_rounds = 7 + if kind == NormKind::Layer { 1 } else { 0 };
         assert_eq!(run.comm[0].rounds, expected_rounds);
     }
 

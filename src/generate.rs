@@ -1,0 +1,323 @@
+//! `marill generate` (a private generation on a real model in one process) and
+//! `marill eval fidelity` (secure vs plaintext on many real prompts).
+
+use crate::secure::bridge::{suffix_of, Bounds};
+use crate::secure::session::Session;
+use anyhow::{anyhow, Context, Result};
+use candle_core::{Device, Tensor};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use marill_model::llama::argmax_last;
+use marill_model::{
+    Llama, LoadedModel, LoraAdapters, LoraInit, LoraSpec, MarillSpec, PublicLayers, Target,
+};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Where `scripts/fetch-smollm2.sh` puts the model.
+pub const DEFAULT_MODEL: &str = "target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The Marill model options shared by generate and eval.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model: a .gguf file or a directory with config.json, *.safetensors, tokenizer.json.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Fraction of layers frozen public (run by the client in plaintext).
+    #[arg(long, default_value_t = 0.5)]
+    lf: f64,
+    /// Public layers (overrides --lf).
+    #[arg(long)]
+    n_public: Option<usize>,
+    /// LoRA rank on the private layers (0 = private layers fully fine-tuned, no LoRA).
+    #[arg(long, default_value_t = 8)]
+    lora_rank: usize,
+    /// LoRA targets.
+    #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down")]
+    lora_targets: Vec<String>,
+    /// Head-merging factor (must divide the head count; 1 = none).
+    #[arg(long, default_value_t = 1)]
+    hm: usize,
+    /// Seed of adapters and dealer.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+fn parse_target(s: &str) -> Result<Target> {
+    Ok(match s.trim().trim_end_matches("_proj") {
+        "q" => Target::Q,
+        "k" => Target::K,
+        "v" => Target::V,
+        "o" => Target::O,
+        "gate" => Target::Gate,
+        "up" => Target::Up,
+        "down" => Target::Down,
+        o => return Err(anyhow!("unknown LoRA target {o:?}")),
+    })
+}
+
+/// Loads the model and applies the Marill spec (adapters start at B = 0: the adapted model
+/// equals the base model until fine-tuned).
+pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
+    if !a.model.exists() {
+        return Err(anyhow!(
+            "model {} not found (run `bash scripts/fetch-smollm2.sh` for SmolLM2-135M)",
+            a.model.display()
+        ));
+    }
+    let loaded = LoadedModel::load(&a.model, &Device::Cpu)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let spec = MarillSpec {
+        public_layers: match a.n_public {
+            Some(n) => PublicLayers::Count(n),
+            None => PublicLayers::Fraction(a.lf),
+        },
+        lora: if a.lora_rank > 0 {
+            Some(LoraSpec {
+                rank: a.lora_rank,
+                alpha: a.lora_rank as f64,
+                targets: a
+                    .lora_targets
+                    .iter()
+                    .map(|s| parse_target(s))
+                    .collect::<Result<_>>()?,
+            })
+        } else {
+            None
+        },
+        head_merge: a.hm,
+    };
+    let cfg = loaded.model.config().clone();
+    let resolved = spec.resolve(&cfg).map_err(|e| anyhow!("{e}"))?;
+    let adapters = match resolved.lora() {
+        Some(_) => Some(LoraAdapters::init(
+            &cfg,
+            &resolved,
+            LoraInit::ZeroB { seed: a.seed },
+            &Device::Cpu,
+        )?),
+        None => None,
+    };
+    let model = loaded.model.with_marill(&spec, adapters.as_ref())?;
+    Ok((model, loaded.tokenizer))
+}
+
+/// Secure generation state: the client's prefix cache and the parties' session.
+struct Private<'a> {
+    model: &'a Llama,
+    cache: marill_model::KvCache,
+    n_public: usize,
+    session: Session,
+    pos: usize,
+}
+
+impl<'a> Private<'a> {
+    fn new(model: &'a Llama, max_seq: usize, seed: u64) -> Result<Self> {
+        let (cfg, w) = suffix_of(model, Bounds::default(), max_seq)?;
+        let n_public = cfg.first_layer;
+        Ok(Self {
+            model,
+            cache: model.new_cache(),
+            n_public,
+            session: Session::start(&cfg, &w, seed)?,
+            pos: 0,
+        })
+    }
+
+    /// Logits `(1, t, vocab)` of `tokens` at the next positions, the suffix run privately.
+    fn logits(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let h = self.model.embed(tokens)?;
+        let h = self
+            .model
+            .forward_layers(&h, 0..self.n_public, &mut self.cache, self.pos)?;
+        let (_, t, d) = h.dims3()?;
+        let x: Vec<f32> = h.flatten_all()?.to_vec1()?;
+        let y = self.session.step(&x)?;
+        self.pos += t;
+        let normed = Tensor::from_vec(y, (1, t, d), &Device::Cpu)?;
+        Ok(self.model.head(&normed)?)
+    }
+}
+
+/// Arguments of `marill generate`.
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// Also run the plaintext model and report agreement and logit error.
+    #[arg(long)]
+    check: bool,
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok(marill_model::llama::max_abs_diff(a, b)?)
+}
+
+/// Runs `marill generate`.
+pub fn generate(a: GenerateArgs) -> Result<()> {
+    let (model, tok) = load(&a.model)?;
+    let ids = tok.encode(&a.prompt)?;
+    if ids.is_empty() {
+        return Err(anyhow!("the prompt encodes to no token"));
+    }
+    let spec = model.marill_spec().context("spec")?.clone();
+    eprintln!(
+        "model: {} layers ({} public, {} private), LoRA {:?}, head merging {}",
+        model.config().n_layers,
+        spec.n_public(),
+        model.config().n_layers - spec.n_public(),
+        spec.lora().map(|l| l.rank),
+        spec.head_merge()
+    );
+    let mut private = Private::new(&model, ids.len() + a.max_new_tokens + 1, a.model.seed)?;
+    let mut plain_cache = model.new_cache();
+    let bar = ProgressBar::new(a.max_new_tokens as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} tokens {msg} [{elapsed}<{eta}]")
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut logits = private.logits(&ids)?;
+    let mut plain = if a.check {
+        Some(model.forward(&ids, 0, &mut plain_cache)?)
+    } else {
+        None
+    };
+    let (mut agree, mut worst) = (0usize, 0f32);
+    let stop = model.config().eos_token_ids.clone();
+    for step in 0..a.max_new_tokens {
+        let next = argmax_last(&logits)?;
+        if let Some(pl) = &plain {
+            let l_last = logits.narrow(1, logits.dim(1)? - 1, 1)?;
+            let p_last = pl.narrow(1, pl.dim(1)? - 1, 1)?;
+            worst = worst.max(max_diff(&l_last, &p_last)?);
+            agree += usize::from(argmax_last(pl)? == next);
+        }
+        out.push(next);
+        bar.set_message(format!("{:?}", tok.decode(&[next]).unwrap_or_default()));
+        bar.inc(1);
+        if stop.contains(&next) || step + 1 == a.max_new_tokens {
+            break;
+        }
+        logits = private.logits(&[next])?;
+        if plain.is_some() {
+            plain = Some(model.forward(&[next], ids.len() + step, &mut plain_cache)?);
+        }
+    }
+    bar.finish_and_clear();
+    let text = tok.decode(&out)?;
+    println!("{}{}", a.prompt, text);
+    let c = private.session.comm();
+    eprintln!(
+        "{} tokens in {:.1} s; online per party: {:.1} MB, {} rounds",
+        out.len(),
+        start.elapsed().as_secs_f64(),
+        c.bytes_sent as f64 / 1e6,
+        c.rounds
+    );
+    if a.check {
+        eprintln!(
+            "plaintext check: next-token agreement {agree}/{}, max abs logit error {worst:.4}",
+            out.len()
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `marill eval fidelity`.
+#[derive(Args)]
+pub struct FidelityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// How many of the built-in prompts.
+    #[arg(long, default_value_t = 50)]
+    prompts: usize,
+    /// Greedy tokens compared per prompt.
+    #[arg(long, default_value_t = 32)]
+    tokens: usize,
+    /// Write the per-prompt rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct FidelityRow {
+    prompt: String,
+    next_token_agree: bool,
+    greedy_identical: bool,
+    first_divergence: Option<usize>,
+    max_abs_logit_err: f32,
+}
+
+/// Real text prompts (public-domain style sentences and questions).
+pub const PROMPTS: &[&str] = include!("prompts.in");
+
+/// Runs `marill eval fidelity`.
+pub fn fidelity(a: FidelityArgs) -> Result<()> {
+    let (model, tok) = load(&a.model)?;
+    let n = a.prompts.min(PROMPTS.len());
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} prompts {msg} [{elapsed}<{eta}]")
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    let mut rows = Vec::new();
+    for prompt in &PROMPTS[..n] {
+        let ids = tok.encode(prompt)?;
+        let mut private = Private::new(&model, ids.len() + a.tokens + 1, a.model.seed)?;
+        let mut cache = model.new_cache();
+        let mut sl = private.logits(&ids)?;
+        let mut pl = model.forward(&ids, 0, &mut cache)?;
+        let mut worst = 0f32;
+        let mut first_div = None;
+        let mut next_agree = false;
+        for step in 0..a.tokens {
+            let (s, p) = (argmax_last(&sl)?, argmax_last(&pl)?);
+            let sl_last = sl.narrow(1, sl.dim(1)? - 1, 1)?;
+            let pl_last = pl.narrow(1, pl.dim(1)? - 1, 1)?;
+            worst = worst.max(max_diff(&sl_last, &pl_last)?);
+            if step == 0 {
+                next_agree = s == p;
+            }
+            if s != p {
+                first_div = Some(step);
+                break;
+            }
+            if step + 1 == a.tokens {
+                break;
+            }
+            sl = private.logits(&[s])?;
+            pl = model.forward(&[p], ids.len() + step, &mut cache)?;
+        }
+        bar.inc(1);
+        rows.push(FidelityRow {
+            prompt: prompt.to_string(),
+            next_token_agree: next_agree,
+            greedy_identical: first_div.is_none(),
+            first_divergence: first_div,
+            max_abs_logit_err: worst,
+        });
+    }
+    bar.finish_and_clear();
+    let agree = rows.iter().filter(|r| r.next_token_agree).count();
+    let same = rows.iter().filter(|r| r.greedy_identical).count();
+    let worst = rows
+        .iter()
+        .map(|r| r.max_abs_logit_err)
+        .fold(0f32, f32::max);
+    println!("| prompts | next-token top-1 agreement | greedy {} tokens identical | max abs logit error |", a.tokens);
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {agree}/{n} ({:.1}%) | {same}/{n} ({:.1}%) | {worst:.4} |",
+        100.0 * agree as f64 / n as f64,
+        100.0 * same as f64 / n as f64
+    );
+    crate::bench::write_json(&a.json, &rows)
+}

@@ -1,0 +1,137 @@
+//! A secure suffix session in one process: two party threads that keep their shares and KV
+//! caches between calls, fed by the client with fresh shares per step.
+
+use anyhow::{anyhow, Result};
+use marill_mpc::channel::{memory_pair, CommStats};
+use marill_mpc::correlation::{CorrelationStore, Dealer, SharedDealer};
+use marill_mpc::fixed::FixedPoint;
+use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::testing::{reconstruct, share};
+use marill_mpc::{Party, PartyId};
+use marill_suffix::secure::{prepare, SecureSuffix};
+use marill_suffix::{SuffixConfig, SuffixWeights};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+type Reply = Result<(Vec<u64>, CommStats), String>;
+
+/// The client's handle on the two parties.
+pub struct Session {
+    fx: FixedPoint,
+    d: usize,
+    to: Vec<mpsc::Sender<Vec<u64>>>,
+    from: Vec<mpsc::Receiver<Reply>>,
+    handles: Vec<JoinHandle<()>>,
+    prg: Prg,
+    comm: CommStats,
+}
+
+impl Session {
+    /// Prepares the weights (provider side), starts both parties and loads the suffix (the
+    /// one-time weight masking).
+    pub fn start(cfg: &SuffixConfig, w: &SuffixWeights, seed: u64) -> Result<Self> {
+        let fx = FixedPoint::default();
+        let prepared =
+            prepare(cfg, w, fx, Seed::from_u64(seed ^ 0x9e37)).map_err(|e| anyhow!("{e}"))?;
+        let dealer = SharedDealer::new(Dealer::new(Seed::from_u64(seed)));
+        let (t0, t1) = memory_pair();
+        let mut to = Vec::new();
+        let mut from = Vec::new();
+        let mut handles = Vec::new();
+        for (prep, t) in prepared.into_iter().zip([t0, t1]) {
+            let id = prep.party;
+            let store = CorrelationStore::with_supplier(
+                id,
+                dealer.party_seed(id),
+                Box::new(dealer.clone()),
+            );
+            let (in_tx, in_rx) = mpsc::channel::<Vec<u64>>();
+            let (out_tx, out_rx) = mpsc::channel::<Reply>();
+            let cfg = cfg.clone();
+            handles.push(std::thread::spawn(move || {
+                futures::executor::block_on(async move {
+                    let mut p = Party::new(id, t, store, fx);
+                    let mut sfx = match SecureSuffix::load(&mut p, &cfg, prep).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = out_tx.send(Err(format!("party {id:?}: load: {e}")));
+                            return;
+                        }
+                    };
+                    while let Ok(x) = in_rx.recv() {
+                        let before = p.comm();
+                        let r = sfx
+                            .forward(&mut p, &x)
+                            .await
+                            .map(|y| (y, p.comm().since(&before)))
+                            .map_err(|e| format!("party {id:?}: {e}"));
+                        let failed = r.is_err();
+                        if out_tx.send(r).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+            }));
+            to.push(in_tx);
+            from.push(out_rx);
+            let _ = PartyId::P0;
+        }
+        Ok(Self {
+            fx,
+            d: cfg.d_model,
+            to,
+            from,
+            handles,
+            prg: Prg::new(Seed::random(), 0),
+            comm: CommStats::default(),
+        })
+    }
+
+    /// Sends shares of the prefix output `x` (T × d) and returns the reconstructed final
+    /// normalised hidden state (T × d).
+    pub fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        if !x.len().is_multiple_of(self.d) {
+            return Err(anyhow!(
+                "hidden state of {} values is not a multiple of {}",
+                x.len(),
+                self.d
+            ));
+        }
+        let xs: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+        let enc = self
+            .fx
+            .encode_slice(&xs)
+            .map_err(|e| anyhow!("prefix output: {e}"))?;
+        let (s0, s1) = share(&enc, &mut self.prg);
+        for (tx, s) in self.to.iter().zip([s0, s1]) {
+            tx.send(s).map_err(|_| anyhow!("a party has stopped"))?;
+        }
+        let mut outs = Vec::new();
+        for rx in &self.from {
+            let (y, c) = rx
+                .recv()
+                .map_err(|_| anyhow!("a party has stopped"))?
+                .map_err(|e| anyhow!(e))?;
+            outs.push((y, c));
+        }
+        let c = outs[0].1;
+        self.comm.bytes_sent += c.bytes_sent;
+        self.comm.rounds += c.rounds;
+        let y = reconstruct(&outs[0].0, &outs[1].0);
+        Ok(y.iter().map(|v| self.fx.decode(*v) as f32).collect())
+    }
+
+    /// Online communication of party 0 over all steps so far.
+    pub fn comm(&self) -> CommStats {
+        self.comm
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.to.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
