@@ -142,6 +142,7 @@ pub fn run(args: OpsArgs) -> Result<()> {
         "reciprocal",
         "rsqrt",
         "silu",
+        "silu_ungated",
         "gelu",
         "softmax_row128_causal",
         "rmsnorm_d768",
@@ -163,8 +164,16 @@ pub fn run(args: OpsArgs) -> Result<()> {
         bar.set_message(name.to_string());
         let row = match name {
             "mul" => {
-                let a = uniform(&mut prg, n, -100.0, 100.0);
-                let b = uniform(&mut prg, n, -100.0, 100.0);
+                // inputs on the fixed-point grid, so the error is the protocol's alone
+                let q = |v: f64| (v * fx.scale()).round() / fx.scale();
+                let a: Vec<f64> = uniform(&mut prg, n, -100.0, 100.0)
+                    .into_iter()
+                    .map(q)
+                    .collect();
+                let b: Vec<f64> = uniform(&mut prg, n, -100.0, 100.0)
+                    .into_iter()
+                    .map(q)
+                    .collect();
                 let want: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
                 let be = enc(fx, &b)?;
                 let (b0, b1) = share(&be, &mut prg);
@@ -187,8 +196,15 @@ pub fn run(args: OpsArgs) -> Result<()> {
             }
             "matmul" | "matmul_weight" => {
                 let (m, k, nn) = args.matmul;
-                let a = uniform(&mut prg, m * k, -2.0, 2.0);
-                let w = uniform(&mut prg, k * nn, -0.1, 0.1);
+                let q = |v: f64| (v * fx.scale()).round() / fx.scale();
+                let a: Vec<f64> = uniform(&mut prg, m * k, -2.0, 2.0)
+                    .into_iter()
+                    .map(q)
+                    .collect();
+                let w: Vec<f64> = uniform(&mut prg, k * nn, -0.1, 0.1)
+                    .into_iter()
+                    .map(q)
+                    .collect();
                 let want: Vec<f64> = (0..m * nn)
                     .map(|ij| {
                         let (i, j) = (ij / nn, ij % nn);
@@ -320,7 +336,7 @@ pub fn run(args: OpsArgs) -> Result<()> {
                     },
                 )
             }
-            "exp" | "reciprocal" | "rsqrt" | "silu" | "gelu" => {
+            "exp" | "reciprocal" | "rsqrt" | "silu" | "silu_ungated" | "gelu" => {
                 let (table, lo, hi) = match name {
                     "exp" => (nonlinear::exp_table(fx, f, -64.0)?, -20.0, 0.0),
                     "reciprocal" => (
@@ -334,6 +350,7 @@ pub fn run(args: OpsArgs) -> Result<()> {
                         65536.0,
                     ),
                     "silu" => (nonlinear::silu_table(fx, 64.0)?, -20.0, 20.0),
+                    "silu_ungated" => (nonlinear::silu_table(fx, 31.0)?, -31.0, 31.0),
                     _ => (nonlinear::gelu_table(fx, 64.0)?, -10.0, 10.0),
                 };
                 let a = uniform(&mut prg, n, lo, hi);
