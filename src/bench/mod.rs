@@ -1,5 +1,6 @@
 //! `marill bench ...` subcommands.
 
+mod chart;
 mod ops;
 mod suffix;
 

@@ -82,6 +82,9 @@ pub struct SuffixArgs {
     /// Write the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a PNG chart (prefill at the first length: LAN time, WAN time, online MB) here.
+    #[arg(long)]
+    png: Option<PathBuf>,
 }
 
 /// One row.
@@ -287,6 +290,37 @@ pub fn run(a: SuffixArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     print_table(&rows);
+    if let Some(path) = &a.png {
+        let t0 = a.tokens.first().copied().unwrap_or(0);
+        let pre: Vec<&SuffixRow> = rows
+            .iter()
+            .filter(|r| r.phase == "prefill" && r.tokens == t0)
+            .collect();
+        let cats: Vec<String> = pre.iter().map(|r| r.config.clone()).collect();
+        super::chart::bars(
+            path,
+            &format!("Marill private suffix, prefill of {t0} tokens"),
+            &cats,
+            &[
+                super::chart::Panel {
+                    title: "LAN time (s)",
+                    values: pre.iter().map(|r| r.lan_s).collect(),
+                },
+                super::chart::Panel {
+                    title: "WAN time (s)",
+                    values: pre.iter().map(|r| r.wan_s).collect(),
+                },
+                super::chart::Panel {
+                    title: "online MB per party",
+                    values: pre
+                        .iter()
+                        .map(|r| r.online_bytes_per_party as f64 / 1e6)
+                        .collect(),
+                },
+            ],
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
     super::write_json(&a.json, &rows)
 }
 
