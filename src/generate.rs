@@ -297,6 +297,14 @@ pub fn fidelity(a: FidelityArgs) -> Result<()> {
             pl = model.forward(&[p], ids.len() + step, &mut cache)?;
         }
         bar.inc(1);
+        if bar.is_hidden() {
+            // no terminal (CI, redirected): progress as plain lines
+            eprintln!(
+                "[{}/{n}] first divergence {:?}, max abs logit error {worst:.4}",
+                rows.len() + 1,
+                first_div
+            );
+        }
         rows.push(FidelityRow {
             prompt: prompt.to_string(),
             next_token_agree: next_agree,
