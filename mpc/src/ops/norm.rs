@@ -8,7 +8,9 @@
 //! `f + t`); one Beaver product (1) and a truncation (1).
 //! Rounds: 7. LayerNorm first computes the mean with one truncation (batched with `x·γ`), then
 //! proceeds like RMSNorm on `x − mean`, adding β: rounds 8.
-//! Declared range: `Σ (x − mean)²` per row in `[2^-10, sum_bound]`.
+//! Declared range: `Σ (x − mean)²` per row in `[2^-10, sum_bound]` (checked securely by the rsqrt
+//! lookup), and every `|x| < 2^(31 − f)` so that its square at scale 2f stays below 2^62
+//! (2^15 = 32768 at f = 16; SmolLM2's largest activation is 22,552) — not checked securely.
 //! Error: rsqrt table ≤ 1e-4 relative plus a few ulps (tests assert ≤ 1e-3·|y| + 1e-3).
 
 use crate::channel::Transport;
