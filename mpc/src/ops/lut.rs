@@ -491,12 +491,21 @@ pub async fn eval_untruncated<T: Transport>(
     Ok(out)
 }
 
-/// Secure evaluation, output at scale `out_frac` (4 rounds).
+/// Secure evaluation, output at the party's fixed-point scale f (4 rounds): the untruncated
+/// result (scale `out_frac + t`) truncated by `out_frac + t − f`.
 pub async fn eval<T: Transport>(
     p: &mut Party<T>,
     table: &PiecewiseLinear,
     x: &[u64],
 ) -> Result<Vec<u64>> {
     let u = eval_untruncated(p, table, x).await?;
-    trunc(p, &u, table.t).await
+    let shift = (table.out_frac + table.t).saturating_sub(p.fx.frac_bits());
+    trunc(p, &u, shift).await
+}
+
+impl PiecewiseLinear {
+    /// Fractional bits of the untruncated output of [`eval_untruncated`].
+    pub fn untruncated_frac(&self) -> u32 {
+        self.out_frac + self.t
+    }
 }

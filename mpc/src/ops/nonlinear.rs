@@ -20,6 +20,12 @@ use std::sync::Arc;
 /// Default position bits inside a cell.
 pub const DEFAULT_T: u32 = 8;
 
+/// Extra output bits of the reciprocal and rsqrt tables: their outputs are small (1/Σ, 1/√Σ of
+/// large sums), so nodes tabulated at scale f would keep only a few significant bits (1.4 %
+/// relative at 1e-3); at f + 8 they keep ≥ 14 bits down to 1e-3. Their consumers (softmax,
+/// norms) multiply the untruncated output and truncate once by the combined scale.
+pub const EXTRA_OUT_BITS: u32 = 8;
+
 /// exp(x) for x ≤ 0 (declared range [`min`, 0]); inputs below −16 give 0 (< 1.2e-7 error).
 pub fn exp_table(fx: FixedPoint, in_frac: u32, min: f64) -> Result<PiecewiseLinear> {
     PiecewiseLinear::build(
@@ -68,7 +74,7 @@ pub fn reciprocal_table(
         Arc::new(move |x: f64| scale / x),
         &segs,
         in_frac,
-        fx.frac_bits(),
+        fx.frac_bits() + EXTRA_OUT_BITS,
         DEFAULT_T,
         Tail::Constant(scale / a),
         Tail::Constant(scale / b),
@@ -97,7 +103,7 @@ pub fn rsqrt_table(
         Arc::new(f),
         &segs,
         in_frac,
-        fx.frac_bits(),
+        fx.frac_bits() + EXTRA_OUT_BITS,
         DEFAULT_T,
         Tail::Constant(f(a)),
         Tail::Constant(f(b)),

@@ -18,7 +18,7 @@ use crate::error::{MpcError, Result};
 use crate::fixed::FixedPoint;
 use crate::ops::lut::{eval_untruncated, PiecewiseLinear};
 use crate::ops::mul::{mul, SquarePending};
-use crate::ops::nonlinear::{rsqrt_table, DEFAULT_T};
+use crate::ops::nonlinear::rsqrt_table;
 use crate::ops::open::open_groups;
 use crate::ops::trunc::{trunc, MaskPending};
 use crate::party::Party;
@@ -83,7 +83,6 @@ pub async fn norm_rows<T: Transport>(
     }
     let rows = x.len() / d;
     let f = nm.fx.frac_bits();
-    let t = DEFAULT_T;
     // centred input
     let xc: Vec<u64> = match nm.kind {
         NormKind::Rms => x.to_vec(),
@@ -131,10 +130,11 @@ pub async fn norm_rows<T: Transport>(
         .chunks(d)
         .map(|r| r.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
         .collect();
-    let inv = eval_untruncated(p, &nm.rsqrt, &sums).await?; // scale f + t
+    let inv = eval_untruncated(p, &nm.rsqrt, &sums).await?; // scale u = out_frac + t
     let inv_b: Vec<u64> = (0..rows * d).map(|k| inv[k / d]).collect();
-    let prod = mul(p, &scaled, &inv_b).await?; // scale 2f + t
-    let mut y = trunc(p, &prod, f + t).await?;
+    // |x·inv| ≤ sqrt(d) in reals, so the product at scale f + u stays far below 2^62
+    let prod = mul(p, &scaled, &inv_b).await?;
+    let mut y = trunc(p, &prod, nm.rsqrt.untruncated_frac()).await?;
     if let Some(b) = beta {
         if p.is_p0() {
             for (k, v) in y.iter_mut().enumerate() {

@@ -97,7 +97,6 @@ pub async fn softmax_rows_visible<T: Transport>(
             ),
         });
     }
-    let t = DEFAULT_T;
     let f = sm.fx.frac_bits();
     let mut xm = x.to_vec();
     if let Some(vis) = visible {
@@ -115,15 +114,21 @@ pub async fn softmax_rows_visible<T: Transport>(
         .enumerate()
         .map(|(k, v)| v.wrapping_sub(m[k / cols]))
         .collect();
-    let e = eval_untruncated(p, &sm.exp, &d).await?; // scale f + t
+    let e = eval_untruncated(p, &sm.exp, &d).await?; // scale f + t (exp's out_frac is f)
     let sums: Vec<u64> = e
         .chunks(cols)
         .map(|r| r.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
         .collect();
-    let inv = eval_untruncated(p, &sm.recip, &sums).await?; // scale f + t
+    let inv = eval_untruncated(p, &sm.recip, &sums).await?; // scale recip.out_frac + t
     let inv_b: Vec<u64> = (0..rows * cols).map(|k| inv[k / cols]).collect();
-    let prod = mul(p, &e, &inv_b).await?; // scale 2f + 2t
-    trunc(p, &prod, f + 2 * t).await
+    // e ≤ 1 at f + t times inv ≤ 2 at out_frac + t: below 2^58
+    let prod = mul(p, &e, &inv_b).await?;
+    trunc(
+        p,
+        &prod,
+        sm.exp.untruncated_frac() + sm.recip.untruncated_frac() - f,
+    )
+    .await
 }
 
 #[cfg(test)]
