@@ -43,19 +43,6 @@ pub struct ModelArgs {
     seed: u64,
 }
 
-fn parse_target(s: &str) -> Result<Target> {
-    Ok(match s.trim().trim_end_matches("_proj") {
-        "q" => Target::Q,
-        "k" => Target::K,
-        "v" => Target::V,
-        "o" => Target::O,
-        "gate" => Target::Gate,
-        "up" => Target::Up,
-        "down" => Target::Down,
-        o => return Err(anyhow!("unknown LoRA target {o:?}")),
-    })
-}
-
 /// Loads the model and applies the Marill spec (adapters start at B = 0: the adapted model
 /// equals the base model until fine-tuned).
 pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
@@ -79,7 +66,7 @@ pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
                 targets: a
                     .lora_targets
                     .iter()
-                    .map(|s| parse_target(s))
+                    .map(|s| s.trim().parse::<Target>().map_err(|e| anyhow!("{e}")))
                     .collect::<Result<_>>()?,
             })
         } else {

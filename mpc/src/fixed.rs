@@ -28,13 +28,10 @@ pub enum FixedError {
         /// its index in the input
         index: usize,
     },
-    /// The value does not fit the ring or the declared range.
-    #[error(
-        "value {value} at index {index} is outside the declared range [{min}, {max}] of {what}"
-    )]
+    /// The value does not fit the ring or the declared range. The value itself is not kept:
+    /// inputs are private (hidden states, weights) and errors end up in logs.
+    #[error("value at index {index} is outside the declared range [{min}, {max}] of {what}")]
     OutOfRange {
-        /// the value
-        value: f64,
         /// its index in the input
         index: usize,
         /// lower bound
@@ -78,7 +75,6 @@ impl ValueRange {
             }
             if value < self.min || value > self.max {
                 return Err(FixedError::OutOfRange {
-                    value,
                     index,
                     min: self.min,
                     max: self.max,
@@ -145,7 +141,6 @@ impl FixedPoint {
         let m = self.max_magnitude();
         if x.abs() >= m {
             return Err(FixedError::OutOfRange {
-                value: x,
                 index,
                 min: -m,
                 max: m,

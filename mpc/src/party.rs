@@ -58,7 +58,7 @@ macro_rules! take_kind {
                 other => Err(crate::correlation::CorrelationError::Mismatch {
                     id: self.store.watermark().saturating_sub(1),
                     wanted: req.describe(),
-                    found: format!("{other:?}").chars().take(40).collect(),
+                    found: other.kind_name().into(),
                 }
                 .into()),
             }

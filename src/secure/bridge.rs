@@ -32,16 +32,9 @@ impl Default for Bounds {
     }
 }
 
-fn target(t: MTarget) -> Target {
-    match t {
-        MTarget::Q => Target::Q,
-        MTarget::K => Target::K,
-        MTarget::V => Target::V,
-        MTarget::O => Target::O,
-        MTarget::Gate => Target::Gate,
-        MTarget::Up => Target::Up,
-        MTarget::Down => Target::Down,
-    }
+/// The suffix crate's name for a model target (both use the short names q, k, ..., down).
+fn target(t: MTarget) -> Result<Target> {
+    Target::parse(t.short_name()).map_err(|e| anyhow!("{e}"))
 }
 
 fn transposed(w: &Tensor, scale: f32) -> Result<Mat> {
@@ -67,10 +60,17 @@ pub fn suffix_of(
         .marill_spec()
         .context("the model has no Marill spec")?;
     let n_public = spec.n_public();
-    let lora = spec.lora().map(|l| LoraConfig {
-        rank: l.rank,
-        targets: l.targets.iter().map(|t| target(*t)).collect(),
-    });
+    let lora = match spec.lora() {
+        Some(l) => Some(LoraConfig {
+            rank: l.rank,
+            targets: l
+                .targets
+                .iter()
+                .map(|t| target(*t))
+                .collect::<Result<_>>()?,
+        }),
+        None => None,
+    };
     let cfg = SuffixConfig {
         d_model: mc.hidden_size,
         n_heads: mc.n_heads,
@@ -96,7 +96,7 @@ pub fn suffix_of(
         for t in MTarget::ALL {
             if let Some((pair, scale)) = layer.projection(t).lora() {
                 adapters.insert(
-                    target(t),
+                    target(t)?,
                     Lora {
                         a: transposed(&pair.a, 1.0)?,
                         b: transposed(&pair.b, scale as f32)?,

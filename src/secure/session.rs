@@ -7,7 +7,7 @@ use marill_mpc::correlation::{CorrelationStore, Dealer, SharedDealer};
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::{reconstruct, share};
-use marill_mpc::{Party, PartyId};
+use marill_mpc::Party;
 use marill_suffix::secure::{prepare, SecureSuffix};
 use marill_suffix::{SuffixConfig, SuffixWeights};
 use std::sync::mpsc;
@@ -74,7 +74,6 @@ impl Session {
             }));
             to.push(in_tx);
             from.push(out_rx);
-            let _ = PartyId::P0;
         }
         Ok(Self {
             fx,

@@ -107,8 +107,7 @@ pub fn forward(
     pos0: usize,
     cache: &mut PlainCache,
 ) -> Vec<f64> {
-    let d = cfg.d_model;
-    let t = x.len() / d;
+    let t = x.len() / cfg.d_model;
     let (hd, m) = (cfg.head_dim, cfg.head_merge);
     let group = cfg.n_heads / cfg.n_kv_heads;
     if cache.k.len() < cfg.n_layers {
@@ -174,6 +173,5 @@ pub fn forward(
             *a += b;
         }
     }
-    let _ = d;
     rmsnorm(&h, &w.final_norm, cfg.rms_eps)
 }

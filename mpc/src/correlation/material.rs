@@ -122,6 +122,21 @@ pub enum Material {
     Lut(LutMaterial),
 }
 
+impl Material {
+    /// The kind of material, for error messages (never the shares themselves).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Material::Mul(_) => "beaver triples",
+            Material::Square(_) => "square pairs",
+            Material::Mat(_) => "matrix triple",
+            Material::WeightMask(_) => "weight mask",
+            Material::Weight(_) => "weight triple",
+            Material::Mask(_) => "mask",
+            Material::Lut(_) => "lookup keys",
+        }
+    }
+}
+
 fn tensor(prg: &mut Prg, shape: &[usize]) -> RingTensor {
     let n = shape.iter().product();
     RingTensor::from_vec(shape, prg.ring_vec(n)).expect("shape product")

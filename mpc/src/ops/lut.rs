@@ -135,6 +135,11 @@ impl PiecewiseLinear {
         if t == 0 || t > 24 || out_frac + t > 48 {
             return Err(bad(format!("{name}: position bits t={t} out of range")));
         }
+        if out_frac + t < in_frac && (left == Tail::Identity || right == Tail::Identity) {
+            return Err(bad(format!(
+                "{name}: an identity tail needs out_frac + t >= in_frac"
+            )));
+        }
         let mut segs = Vec::new();
         for (i, &(a, b, k)) in segments.iter().enumerate() {
             if a.partial_cmp(&b) != Some(std::cmp::Ordering::Less) || !(2..=16).contains(&k) {
@@ -284,29 +289,22 @@ pub async fn eval_untruncated<T: Transport>(
     let pid = p.id.index() as u8;
     // Round 1: one masked opening.
     let masked = mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?;
-    // Segment bits from comparisons at every boundary.
-    // thresholds: A_0..A_{S-1}, B_{S-1}, then the declared range's min and max + 1 ulp
-    let mut ts: Vec<u64> = table.segments.iter().map(|s| s.start as u64).collect();
-    ts.push(table.segments[nseg - 1].end as u64);
-    ts.push(enc(table.range.min, table.in_frac) as u64);
-    ts.push((enc(table.range.max, table.in_frac) + 1) as u64);
-    let mut lt = masked.less_than_multi(&ts)?;
-    let not = |v: Vec<u64>| -> Vec<u64> {
-        v.into_iter()
-            .map(|b| {
-                let nb = b.wrapping_neg();
-                if p0 {
-                    nb.wrapping_add(1)
-                } else {
-                    nb
-                }
-            })
-            .collect()
-    };
-    let above = not(lt.pop().expect("threshold"));
-    let below = lt.pop().expect("threshold");
-    // [X ≥ A_0], ..., [X ≥ A_{S-1}], [X ≥ B_{S-1}]
-    let ge: Vec<Vec<u64>> = lt.into_iter().map(not).collect();
+    // Thresholds: the declared range's min and max + 1 ulp (the range check), then — only when
+    // gated — every segment boundary A_0..A_{S-1}, B_{S-1}. Ungated, the range check already
+    // places every accepted input inside the one segment, so its bits would all be known.
+    let mut ts = vec![
+        enc(table.range.min, table.in_frac) as u64,
+        (enc(table.range.max, table.in_frac) + 1) as u64,
+    ];
+    if table.gated {
+        ts.extend(table.segments.iter().map(|s| s.start as u64));
+        ts.push(table.segments[nseg - 1].end as u64);
+    }
+    let mut lt = masked.less_than_multi(&ts)?.into_iter();
+    let below = lt.next().expect("range threshold");
+    let above = masked.complement(lt.next().expect("range threshold"));
+    // gated only: [X < A_0], ..., [X < A_{S-1}], [X < B_{S-1}]
+    let seg_lt: Vec<Vec<u64>> = lt.collect();
     // Declared-range check: count of inputs below min or above max, opened with round 2.
     let out_of_range = [below
         .iter()
@@ -316,7 +314,10 @@ pub async fn eval_untruncated<T: Transport>(
     let mut y = Vec::with_capacity(nseg);
     let mut z = Vec::with_capacity(nseg);
     for (j, s) in table.segments.iter().enumerate() {
-        g.push(sub_vec(&ge[j], &ge[j + 1]));
+        if table.gated {
+            // [A_j ≤ X < A_{j+1}] = [X < A_{j+1}] − [X < A_j]
+            g.push(sub_vec(&seg_lt[j + 1], &seg_lt[j]));
+        }
         let yj = if s.shift <= MAX_EXACT_SHIFT {
             masked.trunc_offset_exact(s.shift, s.start as u64)?
         } else {
@@ -363,29 +364,19 @@ pub async fn eval_untruncated<T: Transport>(
             gz.push(MulPending::begin(p, &g[j], &z[j])?);
         }
     }
-    let left_bit: Vec<u64> = ge[0]
-        .iter()
-        .map(|b| {
-            let nb = b.wrapping_neg();
-            if p0 {
-                nb.wrapping_add(1)
-            } else {
-                nb
-            }
-        })
-        .collect();
-    let right_bit = &ge[nseg];
+    // Tail bits (gated only): [X < A_0] and [X ≥ B_{S-1}].
+    let tail_bits = if table.gated {
+        vec![
+            (table.left, seg_lt[0].clone()),
+            (table.right, masked.complement(seg_lt[nseg].clone())),
+        ]
+    } else {
+        Vec::new()
+    };
     let scale_out = table.out_frac + t;
-    if scale_out < table.in_frac && (table.left == Tail::Identity || table.right == Tail::Identity)
-    {
-        return Err(MpcError::InvalidParameter {
-            op: table.name,
-            detail: "identity tail needs out_frac + t >= in_frac".into(),
-        });
-    }
     let mut tails = Vec::new();
-    for (tail, bit) in [(table.left, &left_bit), (table.right, right_bit)] {
-        if tail == Tail::Identity && table.gated {
+    for (tail, bit) in &tail_bits {
+        if *tail == Tail::Identity {
             tails.push(MulPending::begin(p, bit, x)?);
         }
     }
@@ -467,10 +458,10 @@ pub async fn eval_untruncated<T: Transport>(
             out[i] = out[i].wrapping_add(v[i] << shl);
         }
     }
-    // Tails.
+    // Tails (gated only: ungated, no accepted input lies outside the segment).
     let mut ti = tails.into_iter();
-    for (tail, bit) in [(table.left, &left_bit), (table.right, right_bit)] {
-        match tail {
+    for (tail, bit) in &tail_bits {
+        match *tail {
             Tail::Zero => {}
             Tail::Constant(c) => {
                 let cv = enc(c, scale_out) as u64;
@@ -478,7 +469,6 @@ pub async fn eval_untruncated<T: Transport>(
                     out[i] = out[i].wrapping_add(bit[i].wrapping_mul(cv));
                 }
             }
-            Tail::Identity if !table.gated => {}
             Tail::Identity => {
                 let v = ti.next().expect("tail product");
                 let sh = scale_out - table.in_frac;

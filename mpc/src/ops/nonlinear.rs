@@ -232,18 +232,25 @@ mod tests {
     #[test]
     fn inputs_outside_the_declared_range_are_refused() {
         let fx = FixedPoint::default();
-        let t = silu_table(fx, 8.0).unwrap();
-        let x = fx.encode_slice(&[1.0, -3.0, 9.5, -12.0]).unwrap();
-        let mut prg = Prg::new(Seed::from_u64(9), 0);
-        let (x0, x1) = share(&x, &mut prg);
-        let t = &t;
-        let run = run_pair(10, fx, |mut p| {
-            let x = if p.is_p0() { x0.clone() } else { x1.clone() };
-            async move { (eval(&mut p, t, &x).await.map_err(|e| e.to_string()), p) }
-        });
-        for r in &run.out {
-            let e = r.as_ref().unwrap_err();
-            assert!(e.contains("2 input(s) of silu are outside"), "{e}");
+        // an ungated table (bound 8) and a gated one (bound 40)
+        for (bound, vals) in [
+            (8.0, [1.0, -3.0, 9.5, -12.0]),
+            (40.0, [1.0, -3.0, 41.0, -50.0]),
+        ] {
+            let t = silu_table(fx, bound).unwrap();
+            assert_eq!(t.gated, bound > 31.9);
+            let x = fx.encode_slice(&vals).unwrap();
+            let mut prg = Prg::new(Seed::from_u64(9), 0);
+            let (x0, x1) = share(&x, &mut prg);
+            let t = &t;
+            let run = run_pair(10, fx, |mut p| {
+                let x = if p.is_p0() { x0.clone() } else { x1.clone() };
+                async move { (eval(&mut p, t, &x).await.map_err(|e| e.to_string()), p) }
+            });
+            for r in &run.out {
+                let e = r.as_ref().unwrap_err();
+                assert!(e.contains("2 input(s) of silu are outside"), "{e}");
+            }
         }
     }
 

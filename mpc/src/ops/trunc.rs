@@ -173,27 +173,10 @@ impl Masked {
     /// Shares (0/1 in the ring) of `[x < t]` for a public threshold `t` (a ring encoding),
     /// valid when `|x − t| < 2^(n−1)` for the prepared comparison width n.
     pub fn less_than(&self, t: u64) -> Result<Vec<u64>> {
-        let cmp = self.mat.cmp.as_ref().ok_or(MpcError::InvalidParameter {
-            op: "less_than",
-            detail: "the mask was prepared without comparison material".into(),
-        })?;
-        let n = cmp.bits;
-        let full = (1u64 << n) - 1;
-        let low = (1u64 << (n - 1)) - 1;
-        Ok((0..self.c.len())
-            .map(|i| {
-                // c − 2^62 = x + r; mod 2^n the offset vanishes (n ≤ 62)
-                let ct = self.c[i].wrapping_sub(t) & full;
-                let m = ct >> (n - 1);
-                let borrow = dcf_eval(self.party, cmp.roots[i], &cmp.cws[i], ct & low);
-                let u = cmp.msb[i].wrapping_add(borrow);
-                let mut b = u.wrapping_mul(1u64.wrapping_sub(2 * m));
-                if self.p0 {
-                    b = b.wrapping_add(m);
-                }
-                b
-            })
-            .collect())
+        Ok(self
+            .less_than_multi(&[t])?
+            .pop()
+            .expect("one threshold, one vector"))
     }
 
     /// Shares of `[x < t]` for several public thresholds at once (one batched DCF evaluation
@@ -211,6 +194,7 @@ impl Masked {
         let mut pts = vec![0u64; ts.len()];
         let mut ev = vec![0u64; ts.len()];
         for i in 0..self.c.len() {
+            // c − 2^62 = x + r; mod 2^n the offset vanishes (n ≤ 62)
             for (j, t) in ts.iter().enumerate() {
                 pts[j] = self.c[i].wrapping_sub(*t) & full & low;
             }
@@ -230,19 +214,21 @@ impl Masked {
 
     /// Shares of `[x ≥ t]`.
     pub fn greater_equal(&self, t: u64) -> Result<Vec<u64>> {
-        let lt = self.less_than(t)?;
-        let p0 = self.p0;
-        Ok(lt
-            .into_iter()
+        Ok(self.complement(self.less_than(t)?))
+    }
+
+    /// Shares of `1 − b` for shared bits `b` (only P0 adds the 1).
+    pub fn complement(&self, bits: Vec<u64>) -> Vec<u64> {
+        bits.into_iter()
             .map(|b| {
                 let nb = b.wrapping_neg();
-                if p0 {
+                if self.p0 {
                     nb.wrapping_add(1)
                 } else {
                     nb
                 }
             })
-            .collect())
+            .collect()
     }
 }
 
