@@ -4,7 +4,7 @@
 use crate::channel::{Channel, CommStats, Transport};
 use crate::correlation::{
     CorrRequest, CorrelationStore, LutMaterial, MaskMaterial, MatTriple, Material, MulTriples,
-    SquarePairs, WeightTriple,
+    SignedLutMaterial, SquarePairs, WeightTriple,
 };
 use crate::error::Result;
 use crate::fixed::FixedPoint;
@@ -110,4 +110,5 @@ impl<T: Transport> Party<T> {
     take_kind!(take_weight_triple, Weight, WeightTriple);
     take_kind!(take_mask, Mask, MaskMaterial);
     take_kind!(take_lut, Lut, LutMaterial);
+    take_kind!(take_signed_lut, SignedLut, SignedLutMaterial);
 }

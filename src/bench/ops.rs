@@ -9,7 +9,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use marill_mpc::channel::{CommStats, MemoryTransport};
 use marill_mpc::fixed::FixedPoint;
-use marill_mpc::ops::{cmp, lut, matmul, max, mul, nonlinear, norm, rotary, softmax, trunc};
+use marill_mpc::ops::{
+    cmp, lut, matmul, max, mul, nonlinear, norm, rotary, softmax, swiglu, trunc,
+};
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::ring::RingTensor;
 use marill_mpc::testing::{reconstruct, run_pair_offline, share};
@@ -144,6 +146,7 @@ pub fn run(args: OpsArgs) -> Result<()> {
         "silu",
         "silu_ungated",
         "gelu",
+        "swiglu",
         "softmax_row128_causal",
         "rmsnorm_d768",
         "layernorm_d768",
@@ -367,6 +370,33 @@ pub fn run(args: OpsArgs) -> Result<()> {
                     f,
                     |mut p, x| async move {
                         let z = lut::eval(&mut p, t, &x).await.expect("lut");
+                        ((z, p.comm()), p)
+                    },
+                )
+            }
+            "swiglu" => {
+                // SiLU(gate)·up from the untruncated gate|up projection (scale 2f): one
+                // opening truncates both, SiLU by the signed bit-DPF lookup
+                let table = nonlinear::silu_table(fx, 31.0)?;
+                let g = uniform(&mut prg, n, -31.0, 31.0);
+                let u = uniform(&mut prg, n, -8.0, 8.0);
+                let func = table.function().clone();
+                let want: Vec<f64> = g.iter().zip(&u).map(|(a, b)| func(*a) * b).collect();
+                let x: Vec<f64> = g.iter().chain(&u).copied().collect();
+                let t = &table;
+                measure(
+                    "swiglu: SiLU(gate)·up, signed lookup (ungated)",
+                    seed,
+                    fx,
+                    &enc(fx, &x)?,
+                    &want,
+                    f,
+                    |mut p, x| async move {
+                        let wide: Vec<u64> = x.iter().map(|v| v << f).collect();
+                        let (gs, us) = wide.split_at(wide.len() / 2);
+                        let z = swiglu::silu_mul(&mut p, t, gs, us, f)
+                            .await
+                            .expect("swiglu");
                         ((z, p.comm()), p)
                     },
                 )

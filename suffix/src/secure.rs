@@ -13,19 +13,21 @@
 //! public cos/sin) fused into the one truncation → scores `Q·Kᵀ` per merged head (one round for
 //! all heads) → truncation → causal softmax → `P·V` → truncation → o projection (LoRA without an
 //! intermediate truncation: `(x·A)·B` kept at scale 3f and truncated once) → residual →
-//! RMSNorm → gate|up → truncation → SiLU left at scale f+t → `·up` → truncation → down → residual.
+//! RMSNorm → gate|up → SwiGLU (`ops::swiglu`: truncation of gate and up in one opening, SiLU by a
+//! signed bit-DPF lookup, `·up`, truncation) → down → residual.
 
 use crate::config::{SuffixConfig, SuffixError, Target};
 use crate::weights::{LayerWeights, Mat, SuffixWeights};
 use marill_mpc::channel::Transport;
 use marill_mpc::fixed::FixedPoint;
-use marill_mpc::ops::lut::{eval_untruncated, PiecewiseLinear};
+use marill_mpc::ops::lut::PiecewiseLinear;
 use marill_mpc::ops::matmul::{mask_weight, matmul_many, matmul_weight, MaskedWeight};
 use marill_mpc::ops::mul::mul;
-use marill_mpc::ops::nonlinear::{silu_table, DEFAULT_T};
+use marill_mpc::ops::nonlinear::silu_table;
 use marill_mpc::ops::norm::{norm_rows, Norm, NormKind};
 use marill_mpc::ops::open::open_groups;
 use marill_mpc::ops::softmax::{softmax_rows_visible, Softmax};
+use marill_mpc::ops::swiglu::silu_mul;
 use marill_mpc::ops::trunc::{trunc, MaskPending};
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::ring::RingTensor;
@@ -394,7 +396,9 @@ impl SecureSuffix {
             add_in_place(&mut h, &o);
             // MLP block
             let b = norm_rows(p, &self.norm, &h, None, None).await?;
-            let gu = proj(p, &self.layers[li].gate_up, &b, t, f).await?;
+            let gu_proj = &self.layers[li].gate_up;
+            let fuse = gu_proj.lora.is_some();
+            let gu = proj_untrunc(p, gu_proj, &b, t, fuse).await?; // scale 2f, or 3f fused
             let ff = cfg.d_ff;
             let mut gate = Vec::with_capacity(t * ff);
             let mut up = Vec::with_capacity(t * ff);
@@ -402,9 +406,8 @@ impl SecureSuffix {
                 gate.extend_from_slice(&gu[r * 2 * ff..r * 2 * ff + ff]);
                 up.extend_from_slice(&gu[r * 2 * ff + ff..(r + 1) * 2 * ff]);
             }
-            let sg = eval_untruncated(p, &self.silu, &gate).await?; // scale f + t
-            let prod = mul(p, &sg, &up).await?; // scale 2f + t
-            let act = trunc(p, &prod, f + DEFAULT_T).await?;
+            let in_shift = if fuse { 2 * f } else { f };
+            let act = silu_mul(p, &self.silu, &gate, &up, in_shift).await?; // scale f
             let dn = proj(p, &self.layers[li].down, &act, t, f).await?;
             add_in_place(&mut h, &dn);
         }

@@ -4,7 +4,7 @@
 
 use super::wire::{put_u64s, Reader};
 use super::{CorrRequest, CorrelationError};
-use crate::fss::{dcf_gen, dpf_gen, DcfCorrection, DpfCorrection};
+use crate::fss::{bit_dpf_gen, dcf_gen, dpf_gen, BitDpfCorrection, DcfCorrection, DpfCorrection};
 use crate::gemm::gemm_u64;
 use crate::party::PartyId;
 use crate::prg::Prg;
@@ -103,6 +103,32 @@ pub struct LutMaterial {
     pub cws: Vec<DpfCorrection>,
 }
 
+/// The truncation mask of a signed lookup's partner values, with shares of `s·M_c`, where
+/// `⌊y/2^shift⌋ = P(c) − M_c` for the opened `c = y + r (+2^62)`, `P(c)` public and `c_hi` its top
+/// bit (see `ops::trunc`); `M_0 = lo − r_hi·2^(63−shift)`, `M_1 = lo + r_hi·2^(63−shift)`.
+#[derive(Clone, Debug)]
+pub struct PartnerMask {
+    /// the truncation mask (one shift, no comparison)
+    pub mask: MaskMaterial,
+    /// shares of `s·M_0` and `s·M_1`
+    pub sm: [Vec<u64>; 2],
+}
+
+/// Signed lookup material: bit-output DPF keys at secret masks `s` (mod 2^bits).
+#[derive(Clone, Debug)]
+pub struct SignedLutMaterial {
+    /// table index width
+    pub bits: u32,
+    /// shares of the index mask (mod 2^bits)
+    pub s: Vec<u64>,
+    /// this party's DPF root seeds
+    pub roots: Vec<u128>,
+    /// bit-DPF correction words
+    pub cws: Vec<BitDpfCorrection>,
+    /// the partner truncation, when requested
+    pub partner: Option<PartnerMask>,
+}
+
 /// Expanded material of one bundle.
 #[derive(Clone, Debug)]
 pub enum Material {
@@ -120,6 +146,8 @@ pub enum Material {
     Mask(MaskMaterial),
     /// see [`LutMaterial`]
     Lut(LutMaterial),
+    /// see [`SignedLutMaterial`]
+    SignedLut(SignedLutMaterial),
 }
 
 impl Material {
@@ -133,6 +161,7 @@ impl Material {
             Material::Weight(_) => "weight triple",
             Material::Mask(_) => "mask",
             Material::Lut(_) => "lookup keys",
+            Material::SignedLut(_) => "signed lookup keys",
         }
     }
 }
@@ -280,6 +309,44 @@ pub fn generate(
                 cw.to_bytes(&mut e1);
             }
         }
+        CorrRequest::SignedLut {
+            n,
+            bits,
+            partner_shift,
+        } => {
+            let m = (1u64 << bits) - 1;
+            let sh0 = s0.ring_vec(*n);
+            let roots0 = roots(s0, *n);
+            let sh1 = s1.ring_vec(*n);
+            let roots1 = roots(s1, *n);
+            let mut signs = Vec::with_capacity(*n);
+            for i in 0..*n {
+                let alpha = sh0[i].wrapping_add(sh1[i]) & m;
+                let (cw, positive) = bit_dpf_gen(*bits, alpha, roots0[i], roots1[i]);
+                signs.push(if positive { 1u64 } else { u64::MAX });
+                cw.to_bytes(&mut e0);
+                cw.to_bytes(&mut e1);
+            }
+            if *partner_shift > 0 {
+                let sh = *partner_shift;
+                let (r0, msb0, lo0) = (s0.ring_vec(*n), s0.ring_vec(*n), s0.ring_vec(*n));
+                let (sm00, sm10) = (s0.ring_vec(*n), s0.ring_vec(*n));
+                let r = add(&r0, &s1.ring_vec(*n));
+                let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
+                let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, sh)).collect();
+                let hi = |i: usize| msb[i].wrapping_shl(63 - sh);
+                let sm0: Vec<u64> = (0..*n)
+                    .map(|i| signs[i].wrapping_mul(lo[i].wrapping_sub(hi(i))))
+                    .collect();
+                let sm1: Vec<u64> = (0..*n)
+                    .map(|i| signs[i].wrapping_mul(lo[i].wrapping_add(hi(i))))
+                    .collect();
+                put_u64s(&mut e1, &sub(&msb, &msb0));
+                put_u64s(&mut e1, &sub(&lo, &lo0));
+                put_u64s(&mut e1, &sub(&sm0, &sm00));
+                put_u64s(&mut e1, &sub(&sm1, &sm10));
+            }
+        }
     }
     Ok((e0, e1))
 }
@@ -413,6 +480,51 @@ pub fn materialize(
                 s,
                 roots,
                 cws,
+            })
+        }
+        CorrRequest::SignedLut {
+            n,
+            bits,
+            partner_shift,
+        } => {
+            let s = prg.ring_vec(*n);
+            let roots = roots(prg, *n);
+            let mut cws = Vec::with_capacity(*n);
+            for _ in 0..*n {
+                let (cw, used) = BitDpfCorrection::from_bytes(*bits, rd.rest()).map_err(|e| {
+                    CorrelationError::Malformed {
+                        detail: format!("bit-dpf key: {e}"),
+                    }
+                })?;
+                rd.advance(used)?;
+                cws.push(cw);
+            }
+            let partner = if *partner_shift > 0 {
+                let r = prg.ring_vec(*n);
+                let [r_msb, lo, sm0, sm1] = if p0 {
+                    [(); 4].map(|_| prg.ring_vec(*n))
+                } else {
+                    [rd.u64s(*n)?, rd.u64s(*n)?, rd.u64s(*n)?, rd.u64s(*n)?]
+                };
+                Some(PartnerMask {
+                    mask: MaskMaterial {
+                        r,
+                        r_msb,
+                        lo_shifted: vec![(*partner_shift, lo)],
+                        cmp: None,
+                        exact: Vec::new(),
+                    },
+                    sm: [sm0, sm1],
+                })
+            } else {
+                None
+            };
+            Material::SignedLut(SignedLutMaterial {
+                bits: *bits,
+                s,
+                roots,
+                cws,
+                partner,
             })
         }
     };

@@ -126,6 +126,18 @@ pub enum CorrRequest {
         /// table index width
         bits: u32,
     },
+    /// Bit-output DPF keys for `n` *signed* lookups into tables of `2^bits` entries (results
+    /// carry a sign `s = ±1` known only to the dealer), and, when `partner_shift > 0`, a
+    /// truncation mask for `n` partner values together with shares of `s·M_0`, `s·M_1`, so that
+    /// the signed truncation `s·⌊y/2^shift⌋` of a partner `y` costs its opening only.
+    SignedLut {
+        /// count
+        n: usize,
+        /// table index width
+        bits: u32,
+        /// truncation of the partner values (0 = no partner)
+        partner_shift: u32,
+    },
 }
 
 impl CorrRequest {
@@ -155,9 +167,14 @@ impl CorrRequest {
                 }
                 Ok(())
             }
-            CorrRequest::Lut { bits, .. } if !(1..=20).contains(bits) => {
+            CorrRequest::Lut { bits, .. } | CorrRequest::SignedLut { bits, .. }
+                if !(1..=20).contains(bits) =>
+            {
                 bad(format!("table index width must be 1..=20: {bits}"))
             }
+            CorrRequest::SignedLut { partner_shift, .. } if *partner_shift > 62 => bad(format!(
+                "partner truncation must be in 0..=62: {partner_shift}"
+            )),
             _ => Ok(()),
         }
     }
@@ -199,6 +216,8 @@ pub struct CorrelationStore {
     party: PartyId,
     seed: Seed,
     pending: BTreeMap<u64, Bundle>,
+    /// bundles already expanded ahead of use (see [`CorrelationStore::expand_pending`])
+    ready: BTreeMap<u64, (CorrRequest, Material, usize)>,
     next_id: u64,
     supplier: Option<Box<dyn BundleSupplier>>,
     stats: StoreStats,
@@ -211,6 +230,7 @@ impl CorrelationStore {
             party,
             seed,
             pending: BTreeMap::new(),
+            ready: BTreeMap::new(),
             next_id: 0,
             supplier: None,
             stats: StoreStats::default(),
@@ -228,6 +248,7 @@ impl CorrelationStore {
     pub fn resume_at(&mut self, next_id: u64) {
         self.next_id = self.next_id.max(next_id);
         self.pending = self.pending.split_off(&self.next_id);
+        self.ready = self.ready.split_off(&self.next_id);
     }
 
     /// The next id to be consumed (everything below was consumed).
@@ -242,7 +263,27 @@ impl CorrelationStore {
 
     /// Bundles received but not yet consumed.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.ready.len()
+    }
+
+    /// Expands every received bundle into its material now (the seed expansion and key
+    /// decoding that [`CorrelationStore::take`] would otherwise do on the critical path). This
+    /// depends on dealer data only, so a worker does it ahead of the request, off the online
+    /// phase. Kinds are still checked at `take`; a bundle that fails to expand stays pending and
+    /// fails there with its error. Returns the number of bundles expanded.
+    pub fn expand_pending(&mut self) -> usize {
+        let ids: Vec<u64> = self.pending.keys().copied().collect();
+        let mut done = 0;
+        for id in ids {
+            let b = &self.pending[&id];
+            let mut prg = Prg::new(self.seed, id);
+            if let Ok(m) = material::materialize(self.party, &b.req, &mut prg, &b.explicit) {
+                let b = self.pending.remove(&id).expect("listed above");
+                self.ready.insert(id, (b.req, m, b.explicit.len()));
+                done += 1;
+            }
+        }
+        done
     }
 
     /// Accepts a bundle from the dealer; a consumed or duplicate id is refused.
@@ -250,7 +291,7 @@ impl CorrelationStore {
         if bundle.id < self.next_id {
             return Err(CorrelationError::AlreadyConsumed { id: bundle.id });
         }
-        if self.pending.contains_key(&bundle.id) {
+        if self.pending.contains_key(&bundle.id) || self.ready.contains_key(&bundle.id) {
             return Err(CorrelationError::Mismatch {
                 id: bundle.id,
                 wanted: "a fresh bundle id".into(),
@@ -265,6 +306,21 @@ impl CorrelationStore {
     pub fn take(&mut self, req: &CorrRequest) -> Result<Material, CorrelationError> {
         req.validate()?;
         let id = self.next_id;
+        if let Some((have, m, explicit)) = self.ready.remove(&id) {
+            if &have != req {
+                let found = have.describe();
+                self.ready.insert(id, (have, m, explicit));
+                return Err(CorrelationError::Mismatch {
+                    id,
+                    wanted: req.describe(),
+                    found,
+                });
+            }
+            self.next_id = id + 1;
+            self.stats.consumed += 1;
+            self.stats.explicit_bytes += explicit as u64;
+            return Ok(m);
+        }
         let bundle = match self.pending.remove(&id) {
             Some(b) => b,
             None => match self.supplier.as_mut() {
@@ -317,6 +373,41 @@ impl CorrelationStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expanded_ahead_is_the_same_material_and_still_single_use() {
+        let reqs = [
+            CorrRequest::MulTriples { n: 3 },
+            CorrRequest::Lut { n: 2, bits: 5 },
+        ];
+        let mut d = Dealer::new(Seed::from_u64(9));
+        let [b0, _] = d.generate_manifest(&reqs).unwrap();
+        let mut lazy = CorrelationStore::new(PartyId::P0, d.party_seed(PartyId::P0));
+        let mut eager = CorrelationStore::new(PartyId::P0, d.party_seed(PartyId::P0));
+        for b in &b0 {
+            lazy.insert(b.clone()).unwrap();
+            eager.insert(b.clone()).unwrap();
+        }
+        assert_eq!(eager.expand_pending(), 2);
+        assert_eq!(eager.pending(), 2);
+        // a duplicate of an expanded bundle is refused
+        assert!(eager.insert(b0[1].clone()).is_err());
+        // a kind mismatch is still refused, and the bundle stays available
+        assert!(eager.take(&CorrRequest::SquarePairs { n: 3 }).is_err());
+        let (Material::Mul(a), Material::Mul(b)) =
+            (lazy.take(&reqs[0]).unwrap(), eager.take(&reqs[0]).unwrap())
+        else {
+            panic!("wrong kind")
+        };
+        assert_eq!((a.a, a.b, a.c), (b.a, b.b, b.c));
+        assert_eq!(lazy.stats(), eager.stats());
+        assert!(matches!(
+            eager.take_id(0, &reqs[0]),
+            Err(CorrelationError::AlreadyConsumed { id: 0 })
+        ));
+        eager.resume_at(2);
+        assert_eq!(eager.pending(), 0);
+    }
     use crate::fss::{dcf_eval, dpf_eval_full};
 
     fn pair(req: &CorrRequest, seed: u64) -> (Material, Material, u64) {

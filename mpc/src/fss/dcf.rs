@@ -154,16 +154,53 @@ pub fn dcf_eval(party: u8, root: u128, cw: &DcfCorrection, x: u64) -> u64 {
 /// # Panics
 /// If `party > 1` or `out.len() != xs.len()`.
 pub fn dcf_eval_many(party: u8, root: u128, cw: &DcfCorrection, xs: &[u64], out: &mut [u64]) {
-    assert!(party < 2, "dcf_eval: party must be 0 or 1, got {party}");
     assert_eq!(xs.len(), out.len(), "dcf_eval_many: length mismatch");
-    let n = cw.levels.len();
-    let root_node = (root & !1) | party as u128;
+    if xs.is_empty() {
+        return;
+    }
+    dcf_eval_keys(party, &[root], std::slice::from_ref(cw), xs.len(), xs, out);
+}
+
+/// Evaluates many keys of the same width, each at `per` points: key `i` (root `roots[i]`,
+/// words `cws[i]`) at `xs[i·per .. (i+1)·per]`, shares written to the same positions of `out`.
+/// The walks of up to 16 (key, point) pairs advance level by level together, so every AES call
+/// carries 32 blocks (the single-key [`dcf_eval_many`] batches only the points of one key).
+///
+/// # Panics
+/// If `party > 1`, the lengths disagree, or the keys' widths differ.
+pub fn dcf_eval_keys(
+    party: u8,
+    roots: &[u128],
+    cws: &[DcfCorrection],
+    per: usize,
+    xs: &[u64],
+    out: &mut [u64],
+) {
+    assert!(party < 2, "dcf_eval: party must be 0 or 1, got {party}");
+    assert!(per > 0, "dcf_eval_keys: no point per key");
+    assert_eq!(roots.len(), cws.len(), "dcf_eval_keys: one root per key");
+    assert_eq!(xs.len(), cws.len() * per, "dcf_eval_keys: points per key");
+    assert_eq!(xs.len(), out.len(), "dcf_eval_keys: length mismatch");
+    let Some(first) = cws.first() else { return };
+    let n = first.levels.len();
+    assert!(
+        cws.iter().all(|c| c.levels.len() == n),
+        "dcf_eval_keys: keys of different widths"
+    );
     let mut blocks = [Block::default(); 2 * LANES];
-    for (xc, oc) in xs.chunks(LANES).zip(out.chunks_mut(LANES)) {
-        let m = xc.len();
-        let mut node = [root_node; LANES];
+    let total = xs.len();
+    let mut start = 0;
+    while start < total {
+        let m = (total - start).min(LANES);
+        let mut node = [0u128; LANES];
         let mut acc = [0u64; LANES];
-        for (i, lv) in cw.levels.iter().enumerate() {
+        let mut key = [0usize; LANES];
+        for k in 0..m {
+            key[k] = (start + k) / per;
+            node[k] = (roots[key[k]] & !1) | party as u128;
+        }
+        let xc = &xs[start..start + m];
+        for i in 0..n {
             let shift = n - 1 - i;
             for k in 0..m {
                 let s = node[k] & !1;
@@ -173,6 +210,7 @@ pub fn dcf_eval_many(party: u8, root: u128, cw: &DcfCorrection, xs: &[u64], out:
             }
             encrypt(&mut blocks[..2 * m]);
             for k in 0..m {
+                let lv = &cws[key[k]].levels[i];
                 let s = node[k] & !1;
                 let t = node[k] & 1;
                 let bit = ((xc[k] >> shift) & 1) as u128;
@@ -190,9 +228,10 @@ pub fn dcf_eval_many(party: u8, root: u128, cw: &DcfCorrection, xs: &[u64], out:
             let t = (node[k] & 1) as u64;
             let v = acc[k]
                 .wrapping_add((node[k] >> 64) as u64)
-                .wrapping_add(t.wrapping_mul(cw.last));
-            oc[k] = neg_if(v, party == 1);
+                .wrapping_add(t.wrapping_mul(cws[key[k]].last));
+            out[start + k] = neg_if(v, party == 1);
         }
+        start += m;
     }
 }
 
@@ -218,19 +257,7 @@ impl DcfCorrection {
     /// number of bytes consumed (trailing bytes are left alone). Rejects an invalid width, truncated
     /// input and non-canonical encodings (seed word with bit 0 set, control byte above 3).
     pub fn from_bytes(n_bits: u32, bytes: &[u8]) -> Result<(Self, usize), FssError> {
-        if !(1..=DCF_MAX_BITS).contains(&n_bits) {
-            return Err(FssError::InvalidDomain {
-                n_bits,
-                max: DCF_MAX_BITS,
-            });
-        }
-        let need = Self::encoded_len(n_bits);
-        if bytes.len() < need {
-            return Err(FssError::Truncated {
-                needed: need,
-                got: bytes.len(),
-            });
-        }
+        let need = super::check_key_len(n_bits, DCF_MAX_BITS, Self::encoded_len, bytes.len())?;
         let mut levels = Vec::with_capacity(n_bits as usize);
         for rec in bytes[..need - 8].chunks_exact(25) {
             let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
@@ -253,6 +280,38 @@ impl DcfCorrection {
             },
             need,
         ))
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn batched_keys_equal_single_key_evaluation() {
+        let mut rng = StdRng::seed_from_u64(17);
+        for (n, keys, per) in [(23u32, 37usize, 2usize), (11, 5, 1), (40, 16, 3)] {
+            let mask = (1u64 << n) - 1;
+            let mut roots = [Vec::new(), Vec::new()];
+            let mut cws = Vec::new();
+            for _ in 0..keys {
+                let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
+                cws.push(dcf_gen(n, rng.gen::<u64>() & mask, rng.gen(), r0, r1));
+                roots[0].push(r0);
+                roots[1].push(r1);
+            }
+            let xs: Vec<u64> = (0..keys * per).map(|_| rng.gen::<u64>() & mask).collect();
+            for party in 0..2u8 {
+                let mut got = vec![0u64; xs.len()];
+                dcf_eval_keys(party, &roots[party as usize], &cws, per, &xs, &mut got);
+                for (i, (x, g)) in xs.iter().zip(&got).enumerate() {
+                    let want = dcf_eval(party, roots[party as usize][i / per], &cws[i / per], *x);
+                    assert_eq!(*g, want, "n={n} point {i}");
+                }
+            }
+        }
     }
 }
 

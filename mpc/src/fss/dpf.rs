@@ -31,11 +31,11 @@ const SUB_DEPTH: usize = 10;
 
 /// Correction words of one seed level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct DpfLevel {
+pub(crate) struct DpfLevel {
     /// seed correction word (bit 0 always 0)
-    seed: u128,
+    pub(crate) seed: u128,
     /// control-bit correction words: bit 0 left, bit 1 right
-    ctrl: u8,
+    pub(crate) ctrl: u8,
 }
 
 /// Correction words shared by both keys of one DPF instance.
@@ -108,30 +108,21 @@ fn leaf_words(node: u128, words: usize) -> Vec<u64> {
     out
 }
 
-/// Dealer side: given both parties' root seeds (the caller draws them from PRGs), build the
-/// correction words of the point function `e_alpha` (1 at `alpha`, 0 elsewhere) on `2^n_bits`
-/// points.
-///
-/// # Panics
-/// If `n_bits` is not in `1..=24` or `alpha >= 2^n_bits`.
-pub fn dpf_gen(n_bits: u32, alpha: u64, root0: u128, root1: u128) -> DpfCorrection {
-    assert!(
-        (1..=DPF_MAX_BITS).contains(&n_bits),
-        "dpf_gen: n_bits = {n_bits} outside 1..={DPF_MAX_BITS}"
-    );
-    assert!(
-        alpha < 1u64 << n_bits,
-        "dpf_gen: alpha does not fit in {n_bits} bits"
-    );
-    let n = n_bits as usize;
-    let ll = leaf_log(n_bits) as usize;
-    let depth = n - ll;
-    // Nodes carry their control bit in bit 0: party 0 starts with t = 0, party 1 with t = 1.
+/// The BGI seed tree of a point function, shared by [`dpf_gen`] and the bit-output DPF: walks
+/// the `depth` levels along the path `path` (its `depth` low bits, most significant first) and
+/// returns the per-level correction words and both parties' terminal nodes on that path
+/// (`seed | t`, party 0 starting with t = 0 and party 1 with t = 1).
+pub(crate) fn seed_tree_gen(
+    path: u64,
+    depth: usize,
+    root0: u128,
+    root1: u128,
+) -> (Vec<DpfLevel>, [u128; 2]) {
     let mut node = [root0 & !1, (root1 & !1) | 1];
     let mut levels = Vec::with_capacity(depth);
     let mut exp = [prg::LevelExpansion::default(); 2];
     for i in 0..depth {
-        let a = (alpha >> (n - 1 - i)) & 1 == 1;
+        let a = (path >> (depth - 1 - i)) & 1 == 1;
         prg::expand_many(&node, false, &mut exp);
         let s_cw = if a {
             exp[0].seed_left ^ exp[1].seed_left
@@ -155,6 +146,27 @@ pub fn dpf_gen(n_bits: u32, alpha: u64, root0: u128, root1: u128) -> DpfCorrecti
             ctrl: t_l as u8 | (t_r as u8) << 1,
         });
     }
+    (levels, node)
+}
+
+/// Dealer side: given both parties' root seeds (the caller draws them from PRGs), build the
+/// correction words of the point function `e_alpha` (1 at `alpha`, 0 elsewhere) on `2^n_bits`
+/// points.
+///
+/// # Panics
+/// If `n_bits` is not in `1..=24` or `alpha >= 2^n_bits`.
+pub fn dpf_gen(n_bits: u32, alpha: u64, root0: u128, root1: u128) -> DpfCorrection {
+    assert!(
+        (1..=DPF_MAX_BITS).contains(&n_bits),
+        "dpf_gen: n_bits = {n_bits} outside 1..={DPF_MAX_BITS}"
+    );
+    assert!(
+        alpha < 1u64 << n_bits,
+        "dpf_gen: alpha does not fit in {n_bits} bits"
+    );
+    let n = n_bits as usize;
+    let ll = leaf_log(n_bits) as usize;
+    let (levels, node) = seed_tree_gen(alpha >> ll, n - ll, root0, root1);
     let words = 1usize << ll;
     let v0 = leaf_words(node[0], words);
     let v1 = leaf_words(node[1], words);
@@ -175,20 +187,46 @@ pub fn dpf_gen(n_bits: u32, alpha: u64, root0: u128, root1: u128) -> DpfCorrecti
     }
 }
 
+/// Appends the seed-tree correction words (17 bytes per level: seed word, control byte).
+pub(crate) fn levels_to_bytes(levels: &[DpfLevel], out: &mut Vec<u8>) {
+    for lv in levels {
+        out.extend_from_slice(&lv.seed.to_le_bytes());
+        out.push(lv.ctrl);
+    }
+}
+
+/// Decodes 17-byte level records (the whole slice); rejects non-canonical encodings (seed word
+/// with bit 0 set, control byte above 3).
+pub(crate) fn levels_from_bytes(bytes: &[u8]) -> Result<Vec<DpfLevel>, FssError> {
+    let mut levels = Vec::with_capacity(bytes.len() / 17);
+    for rec in bytes.chunks_exact(17) {
+        let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
+        let ctrl = rec[16];
+        if seed & 1 != 0 {
+            return Err(FssError::Malformed("seed correction word has bit 0 set"));
+        }
+        if ctrl > 3 {
+            return Err(FssError::Malformed("control-bit byte above 3"));
+        }
+        levels.push(DpfLevel { seed, ctrl });
+    }
+    Ok(levels)
+}
+
 /// Grows `v` to at least `n` elements (never shrinks, so warmed-up buffers are not refilled).
 #[inline]
-fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
+pub(crate) fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
     if v.len() < n {
         v.resize(n, fill);
     }
 }
 
 /// Node and block buffers of one breadth-first expansion.
-struct Level<'a> {
-    nodes: &'a mut Vec<u128>,
-    spare: &'a mut Vec<u128>,
-    blocks: &'a mut Vec<Block>,
-    blocks2: &'a mut Vec<Block>,
+pub(crate) struct Level<'a> {
+    pub(crate) nodes: &'a mut Vec<u128>,
+    pub(crate) spare: &'a mut Vec<u128>,
+    pub(crate) blocks: &'a mut Vec<Block>,
+    pub(crate) blocks2: &'a mut Vec<Block>,
 }
 
 impl Level<'_> {
@@ -196,7 +234,7 @@ impl Level<'_> {
     /// (`m` returned) and `blocks[..2m]` holds each node's MMO inputs `(s, s | 1)`, not yet
     /// encrypted: the next level's children, or a terminal node's two leaf blocks. Filling the next
     /// level's blocks while combining the current one saves a pass over the level.
-    fn expand(&mut self, root: u128, levels: &[DpfLevel]) -> usize {
+    pub(crate) fn expand(&mut self, root: u128, levels: &[DpfLevel]) -> usize {
         let m_max = 1usize << levels.len();
         grow(self.nodes, m_max, 0);
         grow(self.spare, m_max, 0);
@@ -414,10 +452,7 @@ impl DpfCorrection {
     /// Appends the encoding (little-endian words; see [`DpfCorrection::encoded_len`]) to `out`.
     pub fn to_bytes(&self, out: &mut Vec<u8>) {
         out.reserve(17 * self.levels.len() + 8 * self.last.len());
-        for lv in &self.levels {
-            out.extend_from_slice(&lv.seed.to_le_bytes());
-            out.push(lv.ctrl);
-        }
+        levels_to_bytes(&self.levels, out);
         for w in &self.last {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -427,34 +462,11 @@ impl DpfCorrection {
     /// number of bytes consumed (trailing bytes are left alone). Rejects an invalid width, truncated
     /// input and non-canonical encodings (seed word with bit 0 set, control byte above 3).
     pub fn from_bytes(n_bits: u32, bytes: &[u8]) -> Result<(Self, usize), FssError> {
-        if !(1..=DPF_MAX_BITS).contains(&n_bits) {
-            return Err(FssError::InvalidDomain {
-                n_bits,
-                max: DPF_MAX_BITS,
-            });
-        }
-        let need = Self::encoded_len(n_bits);
-        if bytes.len() < need {
-            return Err(FssError::Truncated {
-                needed: need,
-                got: bytes.len(),
-            });
-        }
+        let need = super::check_key_len(n_bits, DPF_MAX_BITS, Self::encoded_len, bytes.len())?;
         let ll = leaf_log(n_bits);
         let depth = (n_bits - ll) as usize;
         let (lv_bytes, last_bytes) = bytes[..need].split_at(17 * depth);
-        let mut levels = Vec::with_capacity(depth);
-        for rec in lv_bytes.chunks_exact(17) {
-            let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
-            let ctrl = rec[16];
-            if seed & 1 != 0 {
-                return Err(FssError::Malformed("seed correction word has bit 0 set"));
-            }
-            if ctrl > 3 {
-                return Err(FssError::Malformed("control-bit byte above 3"));
-            }
-            levels.push(DpfLevel { seed, ctrl });
-        }
+        let levels = levels_from_bytes(lv_bytes)?;
         let last = last_bytes
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))

@@ -11,4 +11,5 @@ pub mod norm;
 pub mod open;
 pub mod rotary;
 pub mod softmax;
+pub mod swiglu;
 pub mod trunc;

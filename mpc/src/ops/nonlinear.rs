@@ -26,12 +26,13 @@ pub const DEFAULT_T: u32 = 8;
 /// norms) multiply the untruncated output and truncate once by the combined scale.
 pub const EXTRA_OUT_BITS: u32 = 8;
 
-/// exp(x) for x ≤ 0 (declared range [`min`, 0]); inputs below −16 give 0 (< 1.2e-7 error).
+/// exp(x) for x ≤ 0 (declared range [`min`, 0]): 1022 cells of 1/64 (10 index bits) on
+/// [−15.97, 0); inputs below give 0 (< 1.2e-7 error).
 pub fn exp_table(fx: FixedPoint, in_frac: u32, min: f64) -> Result<PiecewiseLinear> {
     PiecewiseLinear::build(
         "exp",
         Arc::new(f64::exp),
-        &[(-16.0, 0.0, 11)],
+        &[(-15.968_75, 0.0, 10)],
         in_frac,
         fx.frac_bits(),
         DEFAULT_T,
@@ -123,7 +124,8 @@ pub fn silu_table(fx: FixedPoint, bound: f64) -> Result<PiecewiseLinear> {
     let seg = if bound <= 31.9 {
         (-31.96875, 31.96875, 11)
     } else {
-        (-16.0, 16.0, 11)
+        // 2046 cells of 2^-6 cover ±15.984375 exactly
+        (-15.984_375, 15.984_375, 11)
     };
     PiecewiseLinear::build(
         "silu",

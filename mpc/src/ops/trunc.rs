@@ -20,7 +20,7 @@
 use crate::channel::Transport;
 use crate::correlation::{CorrRequest, MaskMaterial};
 use crate::error::{MpcError, Result};
-use crate::fss::{dcf_eval, dcf_eval_many};
+use crate::fss::dcf_eval_keys;
 use crate::ops::open::open;
 use crate::party::Party;
 
@@ -56,6 +56,16 @@ impl MaskPending {
             cmp_bits,
             exact: exact.to_vec(),
         })?;
+        Ok(Self::with_material(p, x, mat))
+    }
+
+    /// Starts a masked opening of `x` with mask material obtained otherwise (e.g. the partner
+    /// mask of a signed lookup bundle).
+    ///
+    /// # Panics
+    /// If the material holds fewer masks than `x` has elements.
+    pub fn with_material<T: Transport>(p: &Party<T>, x: &[u64], mat: MaskMaterial) -> Self {
+        assert!(mat.r.len() >= x.len(), "mask material too short");
         let p0 = p.is_p0();
         let msg = x
             .iter()
@@ -69,12 +79,12 @@ impl MaskPending {
                 }
             })
             .collect();
-        Ok(Self {
+        Self {
             mat,
             msg,
             p0,
             party: p.id.index() as u8,
-        })
+        }
     }
 
     /// This party's share of `c`.
@@ -148,6 +158,41 @@ impl Masked {
             .collect())
     }
 
+    /// Shares of `s·⌊x / 2^shift⌋` (+0 or +1 before the sign) for a sign `s = ±1` given by its
+    /// shares `sigma` and the dealer's shares `sm` of `s·M_0`, `s·M_1` (see
+    /// [`crate::correlation::PartnerMask`]): the truncation is `P(c) − M_(c_hi)` with `P` public,
+    /// so its signed version is `σ·P(c) − (s·M)_(c_hi)`, local, with no further opening.
+    pub fn signed_trunc(&self, shift: u32, sigma: &[u64], sm: &[Vec<u64>; 2]) -> Result<Vec<u64>> {
+        let n = self.c.len();
+        if sigma.len() != n || sm[0].len() != n || sm[1].len() != n {
+            return Err(MpcError::InvalidParameter {
+                op: "signed_trunc",
+                detail: format!(
+                    "{n} values, {} signs, {} sign masks",
+                    sigma.len(),
+                    sm[0].len()
+                ),
+            });
+        }
+        if shift == 0 || shift > 62 {
+            return Err(MpcError::InvalidParameter {
+                op: "signed_trunc",
+                detail: format!("shift {shift} outside 1..=62"),
+            });
+        }
+        let low = u64::MAX >> 1;
+        Ok((0..n)
+            .map(|i| {
+                let c = self.c[i];
+                let c_hi = (c >> 63) as usize;
+                let public = ((c_hi as u64) << (63 - shift))
+                    .wrapping_add((c & low) >> shift)
+                    .wrapping_sub(OFFSET >> shift);
+                sigma[i].wrapping_mul(public).wrapping_sub(sm[c_hi][i])
+            })
+            .collect())
+    }
+
     /// Shares of exactly `⌊(x − a) / 2^s⌋` for a shift prepared as exact (the dropped borrow
     /// `[c mod 2^s < r mod 2^s]` is subtracted with one DCF evaluation of `s` levels).
     pub fn trunc_offset_exact(&self, s: u32, a: u64) -> Result<Vec<u64>> {
@@ -162,9 +207,10 @@ impl Masked {
                     detail: format!("shift {s} was not prepared as exact"),
                 })?;
         let low = (1u64 << s) - 1;
-        for (i, yi) in y.iter_mut().enumerate() {
-            let pt = self.c[i].wrapping_sub(a) & low;
-            let b = dcf_eval(self.party, ex.roots[i], &ex.cws[i], pt);
+        let pts: Vec<u64> = self.c.iter().map(|c| c.wrapping_sub(a) & low).collect();
+        let mut borrow = vec![0u64; pts.len()];
+        dcf_eval_keys(self.party, &ex.roots, &ex.cws, 1, &pts, &mut borrow);
+        for (yi, b) in y.iter_mut().zip(borrow) {
             *yi = yi.wrapping_sub(b);
         }
         Ok(y)
@@ -190,18 +236,22 @@ impl Masked {
         let n = cmp.bits;
         let full = (1u64 << n) - 1;
         let low = (1u64 << (n - 1)) - 1;
-        let mut out = vec![vec![0u64; self.c.len()]; ts.len()];
-        let mut pts = vec![0u64; ts.len()];
-        let mut ev = vec![0u64; ts.len()];
-        for i in 0..self.c.len() {
-            // c − 2^62 = x + r; mod 2^n the offset vanishes (n ≤ 62)
-            for (j, t) in ts.iter().enumerate() {
-                pts[j] = self.c[i].wrapping_sub(*t) & full & low;
-            }
-            dcf_eval_many(self.party, cmp.roots[i], &cmp.cws[i], &pts, &mut ev);
+        let len = self.c.len();
+        let per = ts.len();
+        let mut out = vec![vec![0u64; len]; per];
+        if per == 0 {
+            return Ok(out);
+        }
+        // c − 2^62 = x + r; mod 2^n the offset vanishes (n ≤ 62)
+        let pts: Vec<u64> = (0..len * per)
+            .map(|k| self.c[k / per].wrapping_sub(ts[k % per]) & full & low)
+            .collect();
+        let mut ev = vec![0u64; len * per];
+        dcf_eval_keys(self.party, &cmp.roots, &cmp.cws, per, &pts, &mut ev);
+        for i in 0..len {
             for (j, t) in ts.iter().enumerate() {
                 let m = (self.c[i].wrapping_sub(*t) & full) >> (n - 1);
-                let u = cmp.msb[i].wrapping_add(ev[j]);
+                let u = cmp.msb[i].wrapping_add(ev[i * per + j]);
                 let mut b = u.wrapping_mul(1u64.wrapping_sub(2 * m));
                 if self.p0 {
                     b = b.wrapping_add(m);

@@ -1,0 +1,744 @@
+//! Distributed point function with one-bit outputs (Boyle, Gilboa, Ishai, CCS 2016, output group
+//! Z_2) and early termination at 128-bit leaves, and the *signed* table lookup built on it.
+//!
+//! The seed tree is the one of [`super::dpf`] but stops `7` levels early: a terminal node's
+//! seed is converted by one MMO call into a 128-bit block whose bits are the outputs of its 128
+//! domain points, and a single 128-bit final correction word `CW = V_0 ⊕ V_1 ⊕ e_(α mod 128)`
+//! is XORed under the node's control bit. The two parties' full-domain outputs `o_0, o_1` then
+//! satisfy `o_0 ⊕ o_1 = e_α`. A full-domain evaluation of `2^n` points costs
+//! `2^(n−6) − 2 + 2^(n−7)` AES calls (`n ≥ 7`) instead of the `2^n − 2` of the Z_2^64 DPF: 46
+//! instead of 2046 at `n = 11`. Correction words: `17·(n − 7) + 16` bytes (`n ≥ 7`), 16 below.
+//!
+//! **Signed lookup.** Arithmetically, `o_0[j] − o_1[j]` is 0 off `α` and `s = ±1` at `α`, where
+//! the sign `s = o_0[α] − o_1[α]` is known to the dealer but to neither party (it reveals the
+//! parity of one output bit at the secret point, so it cannot be fixed without leaking `α`).
+//! Party b computes `(−1)^b·Σ_j o_b[j]·T[(c − j) mod N]`: the two results add to
+//! `s·T[(c − α) mod N]`, and `(−1)^b·popcount(o_b)` add to `s` itself. Protocols carry `s` along
+//! and cancel it with one product they perform anyway (`s·s = 1`); see `ops::swiglu`.
+//! This is the DPF-with-bit-output lookup of Pika (Wagh, PETS 2022) and Grotto (Storrier et al.,
+//! CCS 2023), with the sign handled by the consumer instead of an extra round.
+
+use super::dpf::{grow, levels_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel, Level};
+use super::prg::{self, encrypt, from_block};
+use super::FssError;
+use aes::Block;
+use std::cell::RefCell;
+
+/// Largest supported domain width in bits.
+pub const BIT_DPF_MAX_BITS: u32 = 20;
+
+/// log2 of the outputs held by one terminal block.
+const LEAF_LOG: u32 = 7;
+
+/// Correction words shared by both keys of one bit-output DPF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BitDpfCorrection {
+    /// domain width `n` in bits (1 ..= 20)
+    pub n_bits: u32,
+    levels: Vec<DpfLevel>,
+    last: u128,
+}
+
+fn depth(n_bits: u32) -> usize {
+    n_bits.saturating_sub(LEAF_LOG) as usize
+}
+
+/// Dealer side: correction words of `e_alpha` on `2^n_bits` points for the two root seeds, and
+/// the sign `s = o_0[α] − o_1[α]` (`true` for +1) that the signed lookup carries.
+///
+/// # Panics
+/// If `n_bits` is not in `1..=20` or `alpha >= 2^n_bits`.
+pub fn bit_dpf_gen(n_bits: u32, alpha: u64, root0: u128, root1: u128) -> (BitDpfCorrection, bool) {
+    assert!(
+        (1..=BIT_DPF_MAX_BITS).contains(&n_bits),
+        "bit_dpf_gen: n_bits = {n_bits} outside 1..={BIT_DPF_MAX_BITS}"
+    );
+    assert!(
+        alpha < 1u64 << n_bits,
+        "bit_dpf_gen: alpha does not fit in {n_bits} bits"
+    );
+    let ll = n_bits.min(LEAF_LOG);
+    let (levels, node) = seed_tree_gen(alpha >> ll, depth(n_bits), root0, root1);
+    let v0 = prg::mmo(node[0] & !1);
+    let v1 = prg::mmo(node[1] & !1);
+    let w = (alpha & ((1 << ll) - 1)) as u32;
+    let last = v0 ^ v1 ^ (1u128 << w);
+    let t0 = node[0] & 1 == 1;
+    let out0 = if t0 { v0 ^ last } else { v0 };
+    let positive = (out0 >> w) & 1 == 1;
+    (
+        BitDpfCorrection {
+            n_bits,
+            levels,
+            last,
+        },
+        positive,
+    )
+}
+
+impl BitDpfCorrection {
+    /// Encoded size in bytes: `17·(n − 7) + 16` for `n ≥ 7`, 16 below.
+    pub fn encoded_len(n_bits: u32) -> usize {
+        17 * depth(n_bits) + 16
+    }
+
+    /// Appends the encoding (level records, then the final word) to `out`.
+    pub fn to_bytes(&self, out: &mut Vec<u8>) {
+        out.reserve(Self::encoded_len(self.n_bits));
+        levels_to_bytes(&self.levels, out);
+        out.extend_from_slice(&self.last.to_le_bytes());
+    }
+
+    /// Decodes correction words for width `n_bits` from the start of `bytes`; returns them and the
+    /// bytes consumed. Rejects an invalid width, truncated input and non-canonical level records.
+    pub fn from_bytes(n_bits: u32, bytes: &[u8]) -> Result<(Self, usize), FssError> {
+        let need = super::check_key_len(n_bits, BIT_DPF_MAX_BITS, Self::encoded_len, bytes.len())?;
+        let (lv, last) = bytes[..need].split_at(17 * depth(n_bits));
+        let levels = levels_from_bytes(lv)?;
+        let last = u128::from_le_bytes(last.try_into().expect("16 bytes"));
+        Ok((
+            Self {
+                n_bits,
+                levels,
+                last,
+            },
+            need,
+        ))
+    }
+
+    /// Points in the domain.
+    pub fn domain(&self) -> usize {
+        1 << self.n_bits
+    }
+}
+
+/// Reusable buffers of the bit-DPF evaluation.
+#[derive(Default)]
+struct Scratch {
+    nodes: Vec<u128>,
+    spare: Vec<u128>,
+    blocks: Vec<Block>,
+    blocks2: Vec<Block>,
+    bits: Vec<u64>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Full-domain evaluation into `out`, one bit per point, little-endian within u64 words
+/// (`out.len() = max(1, 2^n / 64)`; for `n < 6` only the low `2^n` bits of the word are set).
+fn eval_bits_into(s: &mut Scratch, party: u8, root: u128, cw: &BitDpfCorrection, out: &mut [u64]) {
+    let root = (root & !1) | party as u128;
+    let Scratch {
+        nodes,
+        spare,
+        blocks,
+        blocks2,
+        ..
+    } = s;
+    let mut lvl = Level {
+        nodes,
+        spare,
+        blocks,
+        blocks2,
+    };
+    let m = lvl.expand(root, &cw.levels);
+    // blocks[2k] holds node k's seed with bit 0 cleared: the MMO input of its leaf block.
+    let leaf_in: Vec<u128> = (0..m).map(|k| lvl.nodes[k] & !1).collect();
+    let mut enc: Vec<Block> = (0..m).map(|k| lvl.blocks[2 * k]).collect();
+    encrypt(&mut enc);
+    let keep = if cw.n_bits >= 7 {
+        u128::MAX
+    } else {
+        (1u128 << (1u32 << cw.n_bits)) - 1
+    };
+    for k in 0..m {
+        let tm = 0u128.wrapping_sub(lvl.nodes[k] & 1);
+        let v = (from_block(&enc[k]) ^ leaf_in[k] ^ (tm & cw.last)) & keep;
+        out[2 * k] = v as u64;
+        if 2 * k + 1 < out.len() {
+            out[2 * k + 1] = (v >> 64) as u64;
+        }
+    }
+}
+
+/// Full-domain evaluation: this party's output bits `o_b` (see the module header), one per point,
+/// packed little-endian into `max(1, 2^n/64)` u64 words.
+///
+/// # Panics
+/// If `party > 1`.
+pub fn bit_dpf_eval_full(party: u8, root: u128, cw: &BitDpfCorrection) -> Vec<u64> {
+    assert!(party < 2, "bit_dpf: party must be 0 or 1, got {party}");
+    let words = (cw.domain() / 64).max(1);
+    let mut out = vec![0u64; words.max(2)];
+    SCRATCH.with_borrow_mut(|s| eval_bits_into(s, party, root, cw, &mut out));
+    out.truncate(words);
+    out
+}
+
+/// Tables prepared for signed lookups: each table reversed and doubled so that the rotated
+/// products of one lookup read one contiguous run.
+#[derive(Clone, Debug)]
+pub struct SignedTables {
+    n_bits: u32,
+    /// `rev2[k][i] = T_k[(N − 1 − i) mod N]`, `i < 2N`
+    rev2: Vec<Vec<u64>>,
+    /// Two tables of small signed entries packed into one, `T_0 + T_1·2^shift` (reversed and
+    /// doubled like `rev2`), when every masked sum of either fits its half exactly: one pass
+    /// over the bits then serves both tables.
+    packed: Option<(u32, Vec<u64>)>,
+}
+
+/// Bits needed to hold any sum of up to `2^n` entries of `t` as a signed integer.
+fn sum_bits(n_bits: u32, t: &[u64]) -> u32 {
+    let max = t
+        .iter()
+        .map(|v| (*v as i64).unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    let bound = (max as u128) << n_bits;
+    // sign bit + magnitude bits
+    129 - bound.leading_zeros()
+}
+
+impl SignedTables {
+    /// Prepares `tables` (each of length `2^n_bits`).
+    ///
+    /// # Panics
+    /// If a table's length is not `2^n_bits`.
+    pub fn new(n_bits: u32, tables: &[&[u64]]) -> Self {
+        let n = 1usize << n_bits;
+        let rev2 = tables
+            .iter()
+            .map(|t| {
+                assert_eq!(t.len(), n, "signed lookup: table length must be 2^n_bits");
+                (0..2 * n).map(|i| t[(2 * n - 1 - i) % n]).collect()
+            })
+            .collect::<Vec<Vec<u64>>>();
+        let packed = match rev2.as_slice() {
+            [r0, r1] => {
+                let (b0, b1) = (sum_bits(n_bits, r0), sum_bits(n_bits, r1));
+                (b0 + b1 <= 63).then(|| {
+                    let v = r0
+                        .iter()
+                        .zip(r1)
+                        .map(|(a, b)| a.wrapping_add(b.wrapping_shl(b0)))
+                        .collect();
+                    (b0, v)
+                })
+            }
+            _ => None,
+        };
+        Self {
+            n_bits,
+            rev2,
+            packed,
+        }
+    }
+
+    /// Number of tables.
+    pub fn len(&self) -> usize {
+        self.rev2.len()
+    }
+
+    /// True when there is no table.
+    pub fn is_empty(&self) -> bool {
+        self.rev2.is_empty()
+    }
+}
+
+/// Signed masked lookup: for the public `c = (y + α) mod 2^n`, writes this party's share of
+/// `s·T_k[y]` to `out[k]` and returns its share of the sign `s` (see the module header).
+///
+/// # Panics
+/// If `party > 1`, the widths differ or `out.len()` is not the number of tables.
+pub fn bit_dpf_lookup(
+    party: u8,
+    root: u128,
+    cw: &BitDpfCorrection,
+    c: u64,
+    tables: &SignedTables,
+    out: &mut [u64],
+) -> u64 {
+    assert!(party < 2, "bit_dpf: party must be 0 or 1, got {party}");
+    assert_eq!(cw.n_bits, tables.n_bits, "signed lookup: width mismatch");
+    assert_eq!(
+        out.len(),
+        tables.len(),
+        "signed lookup: one output per table"
+    );
+    let n = cw.domain();
+    let words = (n / 64).max(1);
+    SCRATCH.with_borrow_mut(|s| {
+        let mut bits = std::mem::take(&mut s.bits);
+        grow(&mut bits, words.max(2), 0);
+        eval_bits_into(s, party, root, cw, &mut bits);
+        let bits_used = &bits[..words];
+        let k0 = n - 1 - (c as usize & (n - 1));
+        let neg = party == 1;
+        let mut pop = 0u64;
+        for w in bits_used {
+            pop += w.count_ones() as u64;
+        }
+        let mut acc = [0u64; 2];
+        match tables.rev2.as_slice() {
+            [r0, r1] if n >= 64 => {
+                acc = masked_sums2(bits_used, &r0[k0..k0 + n], &r1[k0..k0 + n]);
+            }
+            _ => {
+                for (a, rev) in acc.iter_mut().zip(&tables.rev2) {
+                    *a = masked_sum_scalar(bits_used, &rev[k0..k0 + n]);
+                }
+            }
+        }
+        for (k, o) in out.iter_mut().enumerate() {
+            let v = if k < 2 {
+                acc[k]
+            } else {
+                masked_sum_scalar(bits_used, &tables.rev2[k][k0..k0 + n])
+            };
+            *o = if neg { v.wrapping_neg() } else { v };
+        }
+        s.bits = bits;
+        if neg {
+            pop.wrapping_neg()
+        } else {
+            pop
+        }
+    })
+}
+
+/// Elements whose trees are expanded together by [`bit_dpf_lookup_many`].
+const BATCH: usize = 8;
+
+/// Full-domain bits of up to [`BATCH`] keys of one width, level by level with every level's AES
+/// calls of all trees in one batch; `out` receives `words` u64s per key.
+fn eval_bits_batch(
+    nodes: &mut Vec<u128>,
+    next: &mut Vec<u128>,
+    blocks: &mut Vec<Block>,
+    party: u8,
+    roots: &[u128],
+    cws: &[BitDpfCorrection],
+    out: &mut [u64],
+) {
+    let n_bits = cws[0].n_bits;
+    let depth = cws[0].levels.len();
+    let words = (1usize << n_bits).div_ceil(64);
+    nodes.clear();
+    nodes.extend(roots.iter().map(|r| (r & !1) | party as u128));
+    for lv in 0..depth {
+        let per = 1usize << lv;
+        blocks.clear();
+        for &nd in nodes.iter() {
+            let s = nd & !1;
+            blocks.push(prg::to_block(s));
+            blocks.push(prg::to_block(s | 1));
+        }
+        encrypt(blocks);
+        next.clear();
+        for (j, &nd) in nodes.iter().enumerate() {
+            let c = &cws[j / per].levels[lv];
+            let s = nd & !1;
+            let tm = 0u128.wrapping_sub(nd & 1);
+            let cw_l = c.seed | (c.ctrl & 1) as u128;
+            let cw_r = c.seed | ((c.ctrl >> 1) & 1) as u128;
+            next.push(from_block(&blocks[2 * j]) ^ s ^ (tm & cw_l));
+            next.push(from_block(&blocks[2 * j + 1]) ^ s ^ 1 ^ (tm & cw_r));
+        }
+        std::mem::swap(nodes, next);
+    }
+    let per = 1usize << depth;
+    blocks.clear();
+    blocks.extend(nodes.iter().map(|nd| prg::to_block(nd & !1)));
+    encrypt(blocks);
+    let keep = if n_bits >= 7 {
+        u128::MAX
+    } else {
+        (1u128 << (1u32 << n_bits)) - 1
+    };
+    for (j, &nd) in nodes.iter().enumerate() {
+        let e = j / per;
+        let tm = 0u128.wrapping_sub(nd & 1);
+        let v = (from_block(&blocks[j]) ^ (nd & !1) ^ (tm & cws[e].last)) & keep;
+        let base = e * words + 2 * (j % per);
+        out[base] = v as u64;
+        if words > 1 {
+            out[base + 1] = (v >> 64) as u64;
+        }
+    }
+}
+
+/// [`bit_dpf_lookup`] for many elements with two tables: element i (root `roots[i]`, words
+/// `cws[i]`, opened index `cs[i]`) gives shares of `s_i·T_0[y_i]`, of `s_i·T_1[y_i]` and of the
+/// sign `s_i`, returned as three vectors. Trees of eight elements are expanded together so
+/// that the AES pipeline stays full.
+///
+/// # Panics
+/// If `party > 1`, the lengths disagree, the widths differ or `tables` does not hold two tables.
+pub fn bit_dpf_lookup_many(
+    party: u8,
+    roots: &[u128],
+    cws: &[BitDpfCorrection],
+    cs: &[u64],
+    tables: &SignedTables,
+) -> [Vec<u64>; 3] {
+    assert!(party < 2, "bit_dpf: party must be 0 or 1, got {party}");
+    let len = roots.len();
+    assert!(
+        cws.len() == len && cs.len() == len,
+        "bit_dpf_lookup_many: length mismatch"
+    );
+    assert_eq!(tables.len(), 2, "bit_dpf_lookup_many: two tables");
+    assert!(
+        cws.iter().all(|c| c.n_bits == tables.n_bits),
+        "signed lookup: width mismatch"
+    );
+    let (mut out0, mut out1, mut sigma) = (vec![0u64; len], vec![0u64; len], vec![0u64; len]);
+    let n = 1usize << tables.n_bits;
+    let words = n.div_ceil(64);
+    let neg = party == 1;
+    let sign = |v: u64| if neg { v.wrapping_neg() } else { v };
+    let (mut nodes, mut next, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bits = vec![0u64; BATCH * words.max(2)];
+    let mut start = 0;
+    while start < len {
+        let m = (len - start).min(BATCH);
+        let range = start..start + m;
+        eval_bits_batch(
+            &mut nodes,
+            &mut next,
+            &mut blocks,
+            party,
+            &roots[range.clone()],
+            &cws[range],
+            &mut bits,
+        );
+        for k in 0..m {
+            let i = start + k;
+            let w = &bits[k * words..(k + 1) * words];
+            let k0 = n - 1 - (cs[i] as usize & (n - 1));
+            let acc = match &tables.packed {
+                Some((shift, pk)) if n >= 64 => unpack(masked_sum(w, &pk[k0..k0 + n]), *shift),
+                _ => {
+                    let (r0, r1) = (&tables.rev2[0][k0..k0 + n], &tables.rev2[1][k0..k0 + n]);
+                    if n >= 64 {
+                        masked_sums2(w, r0, r1)
+                    } else {
+                        [masked_sum_scalar(w, r0), masked_sum_scalar(w, r1)]
+                    }
+                }
+            };
+            out0[i] = sign(acc[0]);
+            out1[i] = sign(acc[1]);
+            sigma[i] = sign(w.iter().map(|x| x.count_ones() as u64).sum());
+        }
+        start += m;
+    }
+    [out0, out1, sigma]
+}
+
+/// `Σ_i [bit i]·vals[i]` (wrapping) over the bits of `words`, one at a time (small domains and
+/// tables beyond the first two).
+fn masked_sum_scalar(words: &[u64], vals: &[u64]) -> u64 {
+    let mut acc = 0u64;
+    for (i, v) in vals.iter().enumerate() {
+        let m = 0u64.wrapping_sub((words[i / 64] >> (i % 64)) & 1);
+        acc = acc.wrapping_add(v & m);
+    }
+    acc
+}
+
+/// Lane masks of a nibble: `NIBBLE[b][k]` is all ones when bit k of b is set.
+const NIBBLE: [[u64; 4]; 16] = {
+    let mut t = [[0u64; 4]; 16];
+    let mut b = 0;
+    while b < 16 {
+        let mut k = 0;
+        while k < 4 {
+            if (b >> k) & 1 == 1 {
+                t[b][k] = u64::MAX;
+            }
+            k += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Two masked sums over the same bits (`vals*.len() = 64·words.len()`), four lanes per nibble.
+#[inline(always)]
+fn masked_sums2_body(words: &[u64], v0: &[u64], v1: &[u64]) -> [u64; 2] {
+    let mut a0 = [0u64; 4];
+    let mut a1 = [0u64; 4];
+    for ((&w, c0), c1) in words
+        .iter()
+        .zip(v0.chunks_exact(64))
+        .zip(v1.chunks_exact(64))
+    {
+        for q in 0..16 {
+            let m = &NIBBLE[((w >> (4 * q)) & 15) as usize];
+            let x0 = &c0[4 * q..4 * q + 4];
+            let x1 = &c1[4 * q..4 * q + 4];
+            for k in 0..4 {
+                a0[k] = a0[k].wrapping_add(x0[k] & m[k]);
+                a1[k] = a1[k].wrapping_add(x1[k] & m[k]);
+            }
+        }
+    }
+    let sum = |a: [u64; 4]| a.iter().fold(0u64, |s, v| s.wrapping_add(*v));
+    [sum(a0), sum(a1)]
+}
+
+/// AVX2: per nibble of bits, one 256-bit mask load, two ANDs and two adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masked_sums2_avx2(words: &[u64], v0: &[u64], v1: &[u64]) -> [u64; 2] {
+    use std::arch::x86_64::*;
+    assert!(v0.len() >= 64 * words.len() && v1.len() >= 64 * words.len());
+    let mut a0 = _mm256_setzero_si256();
+    let mut a1 = _mm256_setzero_si256();
+    let table = NIBBLE.as_ptr() as *const __m256i;
+    for (wi, &w) in words.iter().enumerate() {
+        // SAFETY: every read below is inside v0/v1 (length checked above) or NIBBLE (index < 16);
+        // unaligned loads are used throughout.
+        let p0 = v0.as_ptr().add(64 * wi) as *const __m256i;
+        let p1 = v1.as_ptr().add(64 * wi) as *const __m256i;
+        for q in 0..16 {
+            let m = _mm256_loadu_si256(table.add(((w >> (4 * q)) & 15) as usize));
+            let x0 = _mm256_loadu_si256(p0.add(q));
+            let x1 = _mm256_loadu_si256(p1.add(q));
+            a0 = _mm256_add_epi64(a0, _mm256_and_si256(x0, m));
+            a1 = _mm256_add_epi64(a1, _mm256_and_si256(x1, m));
+        }
+    }
+    let mut l0 = [0u64; 4];
+    let mut l1 = [0u64; 4];
+    _mm256_storeu_si256(l0.as_mut_ptr() as *mut __m256i, a0);
+    _mm256_storeu_si256(l1.as_mut_ptr() as *mut __m256i, a1);
+    let sum = |a: [u64; 4]| a.iter().fold(0u64, |s, v| s.wrapping_add(*v));
+    [sum(l0), sum(l1)]
+}
+
+/// Splits a packed sum `S_0 + S_1·2^shift` (exact in i64) into `S_0`, `S_1` as ring values.
+#[inline]
+fn unpack(v: u64, shift: u32) -> [u64; 2] {
+    let s0 = ((v << (64 - shift)) as i64) >> (64 - shift);
+    let s1 = (v as i64).wrapping_sub(s0) >> shift;
+    [s0 as u64, s1 as u64]
+}
+
+/// One masked sum over `64·words.len()` values.
+fn masked_sum(words: &[u64], vals: &[u64]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { masked_sum_avx2(words, vals) };
+        }
+    }
+    masked_sum_scalar(words, vals)
+}
+
+/// AVX2: per nibble of bits, one 256-bit mask load, an AND and an add.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masked_sum_avx2(words: &[u64], vals: &[u64]) -> u64 {
+    use std::arch::x86_64::*;
+    assert!(vals.len() >= 64 * words.len());
+    let mut a = _mm256_setzero_si256();
+    let mut b = _mm256_setzero_si256();
+    let table = NIBBLE.as_ptr() as *const __m256i;
+    for (wi, &w) in words.iter().enumerate() {
+        // SAFETY: reads stay inside vals (length checked above) and NIBBLE (index < 16).
+        let p = vals.as_ptr().add(64 * wi) as *const __m256i;
+        for q in (0..16).step_by(2) {
+            let m0 = _mm256_loadu_si256(table.add(((w >> (4 * q)) & 15) as usize));
+            let m1 = _mm256_loadu_si256(table.add(((w >> (4 * q + 4)) & 15) as usize));
+            a = _mm256_add_epi64(a, _mm256_and_si256(_mm256_loadu_si256(p.add(q)), m0));
+            b = _mm256_add_epi64(b, _mm256_and_si256(_mm256_loadu_si256(p.add(q + 1)), m1));
+        }
+    }
+    let mut l = [0u64; 4];
+    _mm256_storeu_si256(l.as_mut_ptr() as *mut __m256i, _mm256_add_epi64(a, b));
+    l.iter().fold(0u64, |s, v| s.wrapping_add(*v))
+}
+
+/// [`masked_sums2_body`] compiled for AVX2 when the CPU has it (one 256-bit AND and add per
+/// four products).
+fn masked_sums2(words: &[u64], v0: &[u64], v1: &[u64]) -> [u64; 2] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { masked_sums2_avx2(words, v0, v1) };
+        }
+    }
+    masked_sums2_body(words, v0, v1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn bit(v: &[u64], j: usize) -> u64 {
+        (v[j / 64] >> (j % 64)) & 1
+    }
+
+    #[test]
+    fn outputs_xor_to_the_point_and_the_sign_is_the_dealers() {
+        let mut rng = StdRng::seed_from_u64(0xb17);
+        for n in 1u32..=14 {
+            let mask = (1u64 << n) - 1;
+            for alpha in [0, mask, mask / 2, rng.gen::<u64>() & mask] {
+                let (r0, r1) = (rng.gen(), rng.gen());
+                let (cw, pos) = bit_dpf_gen(n, alpha, r0, r1);
+                let o0 = bit_dpf_eval_full(0, r0, &cw);
+                let o1 = bit_dpf_eval_full(1, r1, &cw);
+                for j in 0..1usize << n {
+                    assert_eq!(bit(&o0, j) ^ bit(&o1, j), (j as u64 == alpha) as u64);
+                }
+                assert_eq!(bit(&o0, alpha as usize) == 1, pos, "n={n} alpha={alpha}");
+                // bits above a narrow domain stay zero
+                if n < 6 {
+                    assert_eq!(o0[0] >> (1u32 << n), 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn signed_lookup_returns_sign_times_entry() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for n in [3u32, 6, 7, 8, 11] {
+            let size = 1usize << n;
+            let t0: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
+            let t1: Vec<u64> = (0..size).map(|_| rng.gen::<u64>() >> 40).collect();
+            let tables = SignedTables::new(n, &[&t0, &t1]);
+            for _ in 0..20 {
+                let alpha = rng.gen::<u64>() & (size as u64 - 1);
+                let y = rng.gen::<u64>() & (size as u64 - 1);
+                let c = (y + alpha) & (size as u64 - 1);
+                let (r0, r1) = (rng.gen(), rng.gen());
+                let (cw, pos) = bit_dpf_gen(n, alpha, r0, r1);
+                let mut a = [0u64; 2];
+                let mut b = [0u64; 2];
+                let s0 = bit_dpf_lookup(0, r0, &cw, c, &tables, &mut a);
+                let s1 = bit_dpf_lookup(1, r1, &cw, c, &tables, &mut b);
+                let s = s0.wrapping_add(s1);
+                assert_eq!(s, if pos { 1 } else { u64::MAX });
+                for (k, t) in [&t0, &t1].iter().enumerate() {
+                    let got = a[k].wrapping_add(b[k]).wrapping_mul(s);
+                    assert_eq!(got, t[y as usize], "n={n} table {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batched_lookups_equal_single_lookups() {
+        let mut rng = StdRng::seed_from_u64(8);
+        for n in [4u32, 7, 11] {
+            let size = 1usize << n;
+            let t0: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
+            let t1: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
+            let tables = SignedTables::new(n, &[&t0, &t1]);
+            let len = 19;
+            let roots: Vec<u128> = (0..len).map(|_| rng.gen()).collect();
+            let cws: Vec<BitDpfCorrection> = (0..len)
+                .map(|_| {
+                    bit_dpf_gen(
+                        n,
+                        rng.gen::<u64>() & (size as u64 - 1),
+                        rng.gen(),
+                        rng.gen(),
+                    )
+                    .0
+                })
+                .collect();
+            let cs: Vec<u64> = (0..len)
+                .map(|_| rng.gen::<u64>() & (size as u64 - 1))
+                .collect();
+            for party in 0..2u8 {
+                let [a, b, sg] = bit_dpf_lookup_many(party, &roots, &cws, &cs, &tables);
+                for i in 0..len {
+                    let mut o = [0u64; 2];
+                    let s1 = bit_dpf_lookup(party, roots[i], &cws[i], cs[i], &tables, &mut o);
+                    assert_eq!((a[i], b[i], sg[i]), (o[0], o[1], s1), "n={n} i={i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_tables_give_the_same_shares() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let n = 11u32;
+        let size = 1usize << n;
+        // small signed entries: packed
+        let t0: Vec<u64> = (0..size)
+            .map(|_| (rng.gen_range(-(1i64 << 21)..1 << 21)) as u64)
+            .collect();
+        let t1: Vec<u64> = (0..size)
+            .map(|_| (rng.gen_range(-4000i64..4000)) as u64)
+            .collect();
+        let packed = SignedTables::new(n, &[&t0, &t1]);
+        assert!(packed.packed.is_some());
+        let mut plain = packed.clone();
+        plain.packed = None;
+        for _ in 0..20 {
+            let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
+            let (cw, _) = bit_dpf_gen(n, rng.gen::<u64>() & (size as u64 - 1), r0, r1);
+            let c = rng.gen::<u64>() & (size as u64 - 1);
+            for (party, root) in [(0u8, r0), (1, r1)] {
+                let key = std::slice::from_ref(&cw);
+                let got = bit_dpf_lookup_many(party, &[root], key, &[c], &packed);
+                let want = bit_dpf_lookup_many(party, &[root], key, &[c], &plain);
+                assert_eq!(got, want);
+            }
+        }
+        // full-range entries: not packed
+        let big: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
+        assert!(SignedTables::new(n, &[&big, &t1]).packed.is_none());
+    }
+
+    #[test]
+    fn a_party_alone_sees_dense_bits() {
+        // the output bits of one party look balanced whatever alpha is
+        let (cw, _) = bit_dpf_gen(12, 77, 1, 2);
+        let o0 = bit_dpf_eval_full(0, 1, &cw);
+        let ones: u32 = o0.iter().map(|w| w.count_ones()).sum();
+        assert!((1800..2300).contains(&ones), "{ones} of 4096");
+    }
+
+    #[test]
+    fn encoding_round_trips_and_rejects_bad_input() {
+        for n in [1u32, 6, 7, 8, 11, 20] {
+            let (cw, _) = bit_dpf_gen(n, 1, 11, 12);
+            let mut b = Vec::new();
+            cw.to_bytes(&mut b);
+            assert_eq!(b.len(), BitDpfCorrection::encoded_len(n));
+            let (back, used) = BitDpfCorrection::from_bytes(n, &b).unwrap();
+            assert_eq!((back, used), (cw, b.len()));
+            assert!(matches!(
+                BitDpfCorrection::from_bytes(n, &b[..b.len() - 1]),
+                Err(FssError::Truncated { .. })
+            ));
+        }
+        let (cw, _) = bit_dpf_gen(9, 3, 1, 2);
+        let mut b = Vec::new();
+        cw.to_bytes(&mut b);
+        b[0] |= 1;
+        assert!(matches!(
+            BitDpfCorrection::from_bytes(9, &b),
+            Err(FssError::Malformed(_))
+        ));
+        assert!(matches!(
+            BitDpfCorrection::from_bytes(21, &b),
+            Err(FssError::InvalidDomain { .. })
+        ));
+    }
+}
