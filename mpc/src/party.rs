@@ -4,7 +4,7 @@
 use crate::channel::{Channel, CommStats, Transport};
 use crate::correlation::{
     CorrRequest, CorrelationStore, LutMaterial, MaskMaterial, MatTriple, Material, MulTriples,
-    SignedLutMaterial, SquarePairs, WeightTriple,
+    SignedLutMaterial, SquarePairs, TruncWeightMaterial, WeightTriple,
 };
 use crate::error::Result;
 use crate::fixed::FixedPoint;
@@ -111,4 +111,5 @@ impl<T: Transport> Party<T> {
     take_kind!(take_mask, Mask, MaskMaterial);
     take_kind!(take_lut, Lut, LutMaterial);
     take_kind!(take_signed_lut, SignedLut, SignedLutMaterial);
+    take_kind!(take_trunc_weight, TruncWeight, TruncWeightMaterial);
 }

@@ -21,13 +21,15 @@ use crate::weights::{LayerWeights, Mat, SuffixWeights};
 use marill_mpc::channel::Transport;
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::ops::lut::PiecewiseLinear;
-use marill_mpc::ops::matmul::{mask_weight, matmul_many, matmul_weight, MaskedWeight};
+use marill_mpc::ops::matmul::{
+    mask_weight, matmul_many, matmul_weight, trunc_matmul_weight, MaskedWeight,
+};
 use marill_mpc::ops::mul::mul;
 use marill_mpc::ops::nonlinear::silu_table;
-use marill_mpc::ops::norm::{norm_rows, Norm, NormKind};
+use marill_mpc::ops::norm::{norm_rows, norm_rows_untruncated, Norm, NormKind};
 use marill_mpc::ops::open::open_groups;
 use marill_mpc::ops::softmax::{softmax_rows_visible, Softmax};
-use marill_mpc::ops::swiglu::silu_mul;
+use marill_mpc::ops::swiglu::silu_mul_untruncated;
 use marill_mpc::ops::trunc::{trunc, MaskPending};
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::ring::RingTensor;
@@ -375,8 +377,8 @@ impl SecureSuffix {
         let mut h = x.to_vec();
         for li in 0..self.layers.len() {
             // attention block
-            let a = norm_rows(p, &self.norm, &h, None, None).await?;
-            let acc = proj_untrunc(p, &self.layers[li].qkv, &a, t, false).await?;
+            let a = norm_rows_untruncated(p, &self.norm, &h, None, None).await?;
+            let acc = proj_untrunc(p, &self.layers[li].qkv, a, t, false).await?;
             let (q, k, v) = self.rope_and_split(p, acc, t, pos0).await?;
             let layer = &mut self.layers[li];
             layer.cache_k.extend_from_slice(&k);
@@ -392,13 +394,13 @@ impl SecureSuffix {
                 pos0,
             )
             .await?;
-            let o = proj(p, &self.layers[li].o, &attn, t, f).await?;
+            let o = proj(p, &self.layers[li].o, attn, t, f).await?;
             add_in_place(&mut h, &o);
             // MLP block
-            let b = norm_rows(p, &self.norm, &h, None, None).await?;
+            let b = norm_rows_untruncated(p, &self.norm, &h, None, None).await?;
             let gu_proj = &self.layers[li].gate_up;
             let fuse = gu_proj.lora.is_some();
-            let gu = proj_untrunc(p, gu_proj, &b, t, fuse).await?; // scale 2f, or 3f fused
+            let gu = proj_untrunc(p, gu_proj, b, t, fuse).await?; // 2f, or 3f fused
             let ff = cfg.d_ff;
             let mut gate = Vec::with_capacity(t * ff);
             let mut up = Vec::with_capacity(t * ff);
@@ -407,8 +409,8 @@ impl SecureSuffix {
                 up.extend_from_slice(&gu[r * 2 * ff + ff..(r + 1) * 2 * ff]);
             }
             let in_shift = if fuse { 2 * f } else { f };
-            let act = silu_mul(p, &self.silu, &gate, &up, in_shift).await?; // scale f
-            let dn = proj(p, &self.layers[li].down, &act, t, f).await?;
+            let act = silu_mul_untruncated(p, &self.silu, &gate, &up, in_shift).await?;
+            let dn = proj(p, &self.layers[li].down, act, t, f).await?;
             add_in_place(&mut h, &dn);
         }
         self.pos += t;
@@ -493,23 +495,43 @@ fn add_in_place(h: &mut [u64], o: &[u64]) {
     }
 }
 
+/// An activation entering a projection at scale `f + shift` (`.1` = shift): its truncation is
+/// left to the projection, which fuses it into the LoRA opening when there is one.
+type Act = (Vec<u64>, u32);
+
 /// `x·W (+ x·A·B)` left untruncated: scale 2f, or 3f when `fuse_lora` keeps `(x·A)·B` whole.
+/// An untruncated input is truncated in the same opening as the LoRA product `x·A` when the
+/// base weight is public (one round and `8·|x|` bytes less than truncating first).
 async fn proj_untrunc<T: Transport>(
     p: &mut Party<T>,
     pr: &LoadedProj,
-    x: &[u64],
+    x: Act,
     rows: usize,
     fuse_lora: bool,
 ) -> Result<Vec<u64>, SuffixError> {
-    let in_w = x.len() / rows;
-    let xt = RingTensor::from_vec(&[rows, in_w], x.to_vec())?;
+    let f = p.fx.frac_bits();
+    let in_w = x.0.len() / rows;
+    let (x, shift) = x;
+    let (xt, xa) = match (&pr.base, &pr.lora) {
+        (LoadedBase::Public(_), Some((a, _))) => {
+            let xr = RingTensor::from_vec(&[rows, in_w], x)?;
+            let (xt, u) = trunc_matmul_weight(p, &xr, shift, a).await?;
+            (xt, Some(u))
+        }
+        _ => {
+            let x = trunc(p, &x, shift).await?;
+            (RingTensor::from_vec(&[rows, in_w], x)?, None)
+        }
+    };
     let mut acc = match &pr.base {
         LoadedBase::Public(w) => xt.matmul(w)?.into_data(),
         LoadedBase::Private(mw) => matmul_weight(p, &xt, mw).await?.into_data(),
     };
     if let Some((a, b)) = &pr.lora {
-        let f = p.fx.frac_bits();
-        let u = matmul_weight(p, &xt, a).await?; // scale 2f
+        let u = match xa {
+            Some(u) => u,
+            None => matmul_weight(p, &xt, a).await?, // scale 2f
+        };
         let u = if fuse_lora {
             u
         } else {
@@ -531,7 +553,7 @@ async fn proj_untrunc<T: Transport>(
 async fn proj<T: Transport>(
     p: &mut Party<T>,
     pr: &LoadedProj,
-    x: &[u64],
+    x: Act,
     rows: usize,
     f: u32,
 ) -> Result<Vec<u64>, SuffixError> {
@@ -552,7 +574,7 @@ async fn attention<T: Transport>(
     vc: &[u64],
     t: usize,
     pos0: usize,
-) -> Result<Vec<u64>, SuffixError> {
+) -> Result<Act, SuffixError> {
     let f = p.fx.frac_bits();
     let (hd, m) = (cfg.head_dim, cfg.head_merge);
     let (qw, kw) = (cfg.q_width(), cfg.kv_width());
@@ -609,8 +631,8 @@ async fn attention<T: Transport>(
     for o in &outs {
         flat.extend_from_slice(o.data());
     }
-    let flat = trunc(p, &flat, f).await?;
-    // back to (T × q_width): merged head g holds sub-heads g·m..g·m+m−1 in order
+    // back to (T × q_width): merged head g holds sub-heads g·m..g·m+m−1 in order; left at
+    // scale 2f for the o projection to truncate
     let mut out = vec![0u64; t * qw];
     for g in 0..g_count {
         for i in 0..t {
@@ -618,5 +640,5 @@ async fn attention<T: Transport>(
             out[i * qw + g * mw..i * qw + (g + 1) * mw].copy_from_slice(src);
         }
     }
-    Ok(out)
+    Ok((out, f))
 }

@@ -51,6 +51,19 @@ pub struct WeightTriple {
     pub c: RingTensor,
 }
 
+/// A truncation mask fused with a weight triple (see `CorrRequest::TruncWeight`): with
+/// `⌊x/2^s⌋ = P(c) − M`, `M = M_0 + c_hi∘Δ` elementwise (`M_0 = lo − r_hi·2^(63−s)`,
+/// `Δ = r_hi·2^(64−s)`), it holds shares of `M_0·B` and of `E[i,k,j] = Δ_ik·B_kj`.
+#[derive(Clone, Debug)]
+pub struct TruncWeightMaterial {
+    /// the truncation mask (one shift)
+    pub mask: MaskMaterial,
+    /// shares of `M_0·B` (m×n)
+    pub m0b: Vec<u64>,
+    /// shares of `E` (m×k×n, row-major in i, k, j)
+    pub e: Vec<u64>,
+}
+
 /// Comparison material of a mask: a DCF key on the low `bits − 1` bits of `r`.
 #[derive(Clone, Debug)]
 pub struct CmpMaterial {
@@ -148,6 +161,8 @@ pub enum Material {
     Lut(LutMaterial),
     /// see [`SignedLutMaterial`]
     SignedLut(SignedLutMaterial),
+    /// see [`TruncWeightMaterial`]
+    TruncWeight(TruncWeightMaterial),
 }
 
 impl Material {
@@ -162,6 +177,7 @@ impl Material {
             Material::Mask(_) => "mask",
             Material::Lut(_) => "lookup keys",
             Material::SignedLut(_) => "signed lookup keys",
+            Material::TruncWeight(_) => "truncation-weight triple",
         }
     }
 }
@@ -248,6 +264,48 @@ pub fn generate(
             let a1 = s1.ring_vec(m * k);
             let c = gemm_u64(*m, *k, *n, &add(&a0, &a1), b.data());
             put_u64s(&mut e1, &sub(&c, &c0));
+        }
+        CorrRequest::TruncWeight {
+            weight,
+            m,
+            k,
+            n,
+            shift,
+        } => {
+            let b = weights
+                .get(weight)
+                .ok_or_else(|| CorrelationError::InvalidRequest {
+                    detail: format!("weight {weight} has no mask yet"),
+                })?;
+            if b.shape() != [*k, *n] {
+                return Err(CorrelationError::InvalidRequest {
+                    detail: format!("weight {weight} mask is {:?}, not [{k}, {n}]", b.shape()),
+                });
+            }
+            let mk = m * k;
+            let (r0, msb0, lo0) = (s0.ring_vec(mk), s0.ring_vec(mk), s0.ring_vec(mk));
+            let (c0, e0) = (s0.ring_vec(m * n), s0.ring_vec(mk * n));
+            let r = add(&r0, &s1.ring_vec(mk));
+            let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
+            let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, *shift)).collect();
+            let m0: Vec<u64> = (0..mk)
+                .map(|i| lo[i].wrapping_sub(msb[i].wrapping_shl(63 - shift)))
+                .collect();
+            let c = gemm_u64(*m, *k, *n, &m0, b.data());
+            let unit = 1u64.wrapping_shl(64 - shift);
+            let mut e = vec![0u64; mk * n];
+            for (ik, row) in e.chunks_exact_mut(*n).enumerate() {
+                if msb[ik] == 1 {
+                    let kk = ik % k;
+                    for (v, w) in row.iter_mut().zip(&b.data()[kk * n..(kk + 1) * n]) {
+                        *v = w.wrapping_mul(unit);
+                    }
+                }
+            }
+            put_u64s(&mut e1, &sub(&msb, &msb0));
+            put_u64s(&mut e1, &sub(&lo, &lo0));
+            put_u64s(&mut e1, &sub(&c, &c0));
+            put_u64s(&mut e1, &sub(&e, &e0));
         }
         CorrRequest::Mask {
             n,
@@ -419,6 +477,31 @@ pub fn materialize(
                 RingTensor::from_vec(&[*m, *n], rd.u64s(m * n)?).expect("shape")
             };
             Material::Weight(WeightTriple { a, c })
+        }
+        CorrRequest::TruncWeight { m, k, n, shift, .. } => {
+            let mk = m * k;
+            let r = prg.ring_vec(mk);
+            let [r_msb, lo, m0b, e] = if p0 {
+                [mk, mk, m * n, mk * n].map(|len| prg.ring_vec(len))
+            } else {
+                [
+                    rd.u64s(mk)?,
+                    rd.u64s(mk)?,
+                    rd.u64s(m * n)?,
+                    rd.u64s(mk * n)?,
+                ]
+            };
+            Material::TruncWeight(TruncWeightMaterial {
+                mask: MaskMaterial {
+                    r,
+                    r_msb,
+                    lo_shifted: vec![(*shift, lo)],
+                    cmp: None,
+                    exact: Vec::new(),
+                },
+                m0b,
+                e,
+            })
         }
         CorrRequest::Mask {
             n,

@@ -106,6 +106,21 @@ pub enum CorrRequest {
         /// columns
         n: usize,
     },
+    /// A truncation mask for an `m×k` activation fused with a triple against the registered
+    /// mask of weight `weight` (k×n): the truncation's opening doubles as the activation's
+    /// opening for the product, at the cost of `m·k·n` dealer values (for small n: LoRA `A`).
+    TruncWeight {
+        /// weight identifier
+        weight: u64,
+        /// rows of the activation
+        m: usize,
+        /// inner dimension
+        k: usize,
+        /// columns
+        n: usize,
+        /// truncation of the activation
+        shift: u32,
+    },
     /// Masks for `n` values opened as `x + r`: truncation by each of `shifts`, and, when
     /// `cmp_bits > 0`, a DCF key for comparisons of `cmp_bits`-bit signed values.
     Mask {
@@ -166,6 +181,9 @@ impl CorrRequest {
                     return bad(format!("comparison width must be 0 or 2..=64: {cmp_bits}"));
                 }
                 Ok(())
+            }
+            CorrRequest::TruncWeight { shift, .. } if *shift == 0 || *shift > 62 => {
+                bad(format!("truncation shift must be in 1..=62: {shift}"))
             }
             CorrRequest::Lut { bits, .. } | CorrRequest::SignedLut { bits, .. }
                 if !(1..=20).contains(bits) =>

@@ -16,6 +16,7 @@ use crate::correlation::CorrRequest;
 use crate::error::{MpcError, Result};
 use crate::gemm::{gemm_u64, gemm_u64_into};
 use crate::ops::open::open;
+use crate::ops::trunc::MaskPending;
 use crate::party::Party;
 use crate::ring::RingTensor;
 
@@ -166,6 +167,104 @@ pub async fn matmul_weight<T: Transport>(
     RingTensor::from_vec(&[m, n], z)
 }
 
+/// A truncation whose opening is also the activation's opening for a product with a masked
+/// weight: `⌊X/2^s⌋` and `⌊X/2^s⌋·W` in one round, `8·m·k` bytes per party (the truncation
+/// alone costs as much), dealer bytes `8·(3·m·k + m·n + m·k·n)` — meant for narrow `W` (LoRA `A`).
+///
+/// With `⌊X/2^s⌋ = P − M` (`P` public from the opening, `M = M_0 + c_hi∘Δ` known to the dealer
+/// up to the public top bits `c_hi`) and `W = F + B` (`F` public): `⌊X/2^s⌋·W = P·F + P·B −
+/// M·F − M_0·B − Σ_k c_hi[i,k]·Δ[i,k]·B[k,j]`, whose last two terms the dealer supplies as shares.
+pub struct TruncWeightPending {
+    mask: MaskPending,
+    m0b: Vec<u64>,
+    e: Vec<u64>,
+    dims: (usize, usize, usize),
+    shift: u32,
+}
+
+impl TruncWeightPending {
+    /// Consumes the material for `x` (m×k, untruncated) truncated by `shift` then times `w`.
+    pub fn begin<T: Transport>(
+        p: &mut Party<T>,
+        x: &RingTensor,
+        shift: u32,
+        w: &MaskedWeight,
+    ) -> Result<Self> {
+        let (k2, n) = w.f.dims2()?;
+        let (m, k) = dims("trunc_matmul_weight", x, k2)?;
+        let mat = p.take_trunc_weight(CorrRequest::TruncWeight {
+            weight: w.id,
+            m,
+            k,
+            n,
+            shift,
+        })?;
+        Ok(Self {
+            mask: MaskPending::with_material(p, x.data(), mat.mask),
+            m0b: mat.m0b,
+            e: mat.e,
+            dims: (m, k, n),
+            shift,
+        })
+    }
+
+    /// This party's share of the opening.
+    pub fn message(&self) -> &[u64] {
+        self.mask.message()
+    }
+
+    /// Completes with the opened values: shares of `⌊X/2^s⌋` (m×k) and of `⌊X/2^s⌋·W` (m×n).
+    pub fn finish<T: Transport>(
+        self,
+        p: &Party<T>,
+        opened: Vec<u64>,
+        w: &MaskedWeight,
+    ) -> Result<(RingTensor, RingTensor)> {
+        let (m, k, n) = self.dims;
+        let masked = self.mask.finish(opened);
+        let tr = masked.trunc(self.shift)?;
+        let public = masked.trunc_public(self.shift);
+        let hi = masked.top_bits();
+        let p0 = p.is_p0();
+        // −M's share: share of ⌊X/2^s⌋ − P (P added by party 0 only)
+        let neg_m: Vec<u64> = tr
+            .iter()
+            .zip(&public)
+            .map(|(t, pu)| if p0 { t.wrapping_sub(*pu) } else { *t })
+            .collect();
+        let mut z: Vec<u64> = self.m0b.iter().map(|v| v.wrapping_neg()).collect();
+        for (ik, row) in self.e.chunks_exact(n).enumerate() {
+            if hi[ik] == 1 {
+                let i = ik / k;
+                for (a, b) in z[i * n..(i + 1) * n].iter_mut().zip(row) {
+                    *a = a.wrapping_sub(*b);
+                }
+            }
+        }
+        gemm_u64_into(m, k, n, &neg_m, w.f.data(), &mut z);
+        gemm_u64_into(m, k, n, &public, w.b.data(), &mut z);
+        if p0 {
+            gemm_u64_into(m, k, n, &public, w.f.data(), &mut z);
+        }
+        Ok((
+            RingTensor::from_vec(&[m, k], tr)?,
+            RingTensor::from_vec(&[m, n], z)?,
+        ))
+    }
+}
+
+/// [`TruncWeightPending`] in one round on its own.
+pub async fn trunc_matmul_weight<T: Transport>(
+    p: &mut Party<T>,
+    x: &RingTensor,
+    shift: u32,
+    w: &MaskedWeight,
+) -> Result<(RingTensor, RingTensor)> {
+    let pending = TruncWeightPending::begin(p, x, shift, w)?;
+    let opened = open(p, pending.message(), 64).await?;
+    pending.finish(p, opened, w)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +314,49 @@ mod tests {
         // masking once (7·3) + two uses that send only the activations (5·7 + 4·7)
         assert_eq!(a.3.bytes_sent, 8 * (21 + 35 + 28));
         assert_eq!(a.3.rounds, 3);
+    }
+
+    /// ⌊X/2^s⌋ and ⌊X/2^s⌋·W from one opening equal the separate truncation and product:
+    /// the truncation within its 1-ulp bound, the product exactly for the truncation it returns.
+    #[test]
+    fn fused_truncation_and_weight_product() {
+        let fx = FixedPoint::default();
+        let mut prg = Prg::new(Seed::from_u64(12), 0);
+        let (m, k, n, s) = (6, 40, 8, 32);
+        // activations at scale 3f with |x| < 2^13 reals, both signs; weights at scale f
+        let xv: Vec<u64> = (0..m * k)
+            .map(|_| ((prg.next_u64() >> 18) as i64 - (1i64 << 45)) as u64)
+            .collect();
+        let wv: Vec<u64> = (0..k * n)
+            .map(|_| ((prg.next_u64() >> 46) as i64 - (1i64 << 17)) as u64)
+            .collect();
+        let (x0, x1) = share(&xv, &mut prg);
+        let (w0, w1) = share(&wv, &mut prg);
+        let run = run_pair(13, fx, |mut p| {
+            let (x, w) = if p.is_p0() { (&x0, &w0) } else { (&x1, &w1) };
+            async move {
+                let w = RingTensor::from_vec(&[k, n], w.clone()).unwrap();
+                let w = mask_weight(&mut p, 7, &w).await.unwrap();
+                let x = RingTensor::from_vec(&[m, k], x.clone()).unwrap();
+                let before = p.comm();
+                let (t, z) = trunc_matmul_weight(&mut p, &x, s, &w).await.unwrap();
+                ((t, z, p.comm().since(&before)), p)
+            }
+        });
+        let [a, b] = &run.out;
+        let t = reconstruct(a.0.data(), b.0.data());
+        for (got, x) in t.iter().zip(&xv) {
+            let want = (*x as i64) >> s;
+            let d = (*got as i64).wrapping_sub(want);
+            assert!(d == 0 || d == 1, "truncation off by {d}");
+        }
+        let tt = RingTensor::from_vec(&[m, k], t).unwrap();
+        let want = tt
+            .matmul(&RingTensor::from_vec(&[k, n], wv.clone()).unwrap())
+            .unwrap();
+        assert_eq!(reconstruct(a.1.data(), b.1.data()), want.data());
+        assert_eq!(a.2.rounds, 1);
+        assert_eq!(a.2.bytes_sent, 8 * (m * k) as u64);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //!
 //! RMSNorm: `y = x·γ / sqrt(mean(x²) + eps)`. Round 1: square pairs for `x²` batched with the
 //! truncation of `x·γ` (public γ, local product); round 2 truncates the squares back to scale f
-//! (LLM residual streams carry "massive activations" — |x| ≈ 2·10^4 in SmolLM2 — whose squares
-//! at scale 2f would leave no headroom in the ring); the rsqrt lookup reads the row sums with the
-//! `1/d` folded into its table: `sqrt(d)/sqrt(Σx² + d·eps)` (3 rounds, output left at scale
-//! `f + t`); one Beaver product (1) and a truncation (1).
-//! Rounds: 7. LayerNorm first computes the mean with one truncation (batched with `x·γ`), then
-//! proceeds like RMSNorm on `x − mean`, adding β: rounds 8.
+//! when the declared bound on the row sums needs it (LLM residual streams carry "massive
+//! activations" — |x| ≈ 2·10^4 in SmolLM2 — whose squares summed at scale 2f would leave no
+//! headroom in the ring; below 2^61 at scale 2f the sums are read untruncated and this round
+//! disappears); the rsqrt lookup reads the row sums with the `1/d` folded into its table:
+//! `sqrt(d)/sqrt(Σx² + d·eps)` (3 rounds, output left at scale `f + t`); one Beaver product (1)
+//! and a truncation (1).
+//! Rounds: 7 (6 without the square truncation). LayerNorm first computes the mean with one
+//! truncation (batched with `x·γ`), then proceeds like RMSNorm on `x − mean`, adding β: 8 (7).
 //! Declared range: `Σ (x − mean)²` per row in `[2^-10, sum_bound]` (checked securely by the rsqrt
 //! lookup), and every `|x| < 2^(31 − f)` so that its square at scale 2f stays below 2^62
 //! (2^15 = 32768 at f = 16; SmolLM2's largest activation is 22,552) — not checked securely.
@@ -39,6 +41,8 @@ pub struct Norm {
     d: usize,
     rsqrt: PiecewiseLinear,
     fx: FixedPoint,
+    /// squares are truncated before summing (row sums at scale 2f could reach 2^62)
+    truncate_squares: bool,
 }
 
 impl Norm {
@@ -51,15 +55,24 @@ impl Norm {
             });
         }
         let f = fx.frac_bits();
+        // Row sums at scale 2f stay below 2^61 for sums up to the bound: read them untruncated.
+        let truncate_squares = sum_bound * 2f64.powi(2 * f as i32) >= 2f64.powi(61);
+        let in_frac = if truncate_squares { f } else { 2 * f };
         let rsqrt = rsqrt_table(
             fx,
-            f,
+            in_frac,
             2f64.powi(-10),
             sum_bound,
             d as f64 * eps,
             (d as f64).sqrt(),
         )?;
-        Ok(Self { kind, d, rsqrt, fx })
+        Ok(Self {
+            kind,
+            d,
+            rsqrt,
+            fx,
+            truncate_squares,
+        })
     }
 }
 
@@ -71,6 +84,19 @@ pub async fn norm_rows<T: Transport>(
     gamma: Option<&[u64]>,
     beta: Option<&[u64]>,
 ) -> Result<Vec<u64>> {
+    let (y, shift) = norm_rows_untruncated(p, nm, x, gamma, beta).await?;
+    trunc(p, &y, shift).await
+}
+
+/// [`norm_rows`] without its last round: returns the result at scale `f + shift` and `shift`,
+/// for callers that fuse the truncation into their next opening (one round less).
+pub async fn norm_rows_untruncated<T: Transport>(
+    p: &mut Party<T>,
+    nm: &Norm,
+    x: &[u64],
+    gamma: Option<&[u64]>,
+    beta: Option<&[u64]>,
+) -> Result<(Vec<u64>, u32)> {
     let d = nm.d;
     if !x.len().is_multiple_of(d)
         || gamma.is_some_and(|g| g.len() != d)
@@ -121,7 +147,12 @@ pub async fn norm_rows<T: Transport>(
         groups.push((m.message(), 64));
     }
     let opened = open_groups(p, &groups).await?;
-    let squares = trunc(p, &sq.finish(&opened[0]), f).await?;
+    let squares = sq.finish(&opened[0]);
+    let squares = if nm.truncate_squares {
+        trunc(p, &squares, f).await?
+    } else {
+        squares
+    };
     let scaled = match xg {
         Some((m, _)) => m.finish(opened[1].clone()).trunc(f)?,
         None => xc,
@@ -133,16 +164,16 @@ pub async fn norm_rows<T: Transport>(
     let inv = eval_untruncated(p, &nm.rsqrt, &sums).await?; // scale u = out_frac + t
     let inv_b: Vec<u64> = (0..rows * d).map(|k| inv[k / d]).collect();
     // |x·inv| ≤ sqrt(d) in reals, so the product at scale f + u stays far below 2^62
-    let prod = mul(p, &scaled, &inv_b).await?;
-    let mut y = trunc(p, &prod, nm.rsqrt.untruncated_frac()).await?;
+    let mut y = mul(p, &scaled, &inv_b).await?;
+    let shift = nm.rsqrt.untruncated_frac();
     if let Some(b) = beta {
         if p.is_p0() {
             for (k, v) in y.iter_mut().enumerate() {
-                *v = v.wrapping_add(b[k % d]);
+                *v = v.wrapping_add(b[k % d] << shift);
             }
         }
     }
-    Ok(y)
+    Ok((y, shift))
 }
 
 #[cfg(test)]
@@ -151,10 +182,12 @@ mod tests {
     use crate::prg::{Prg, Seed};
     use crate::testing::{reconstruct, run_pair, share};
 
-    fn check(kind: NormKind) {
+    fn check(kind: NormKind, sum_bound: f64) {
         let fx = FixedPoint::default();
         let (rows, d) = (6, 64);
-        let nm = Norm::new(fx, kind, d, 1e-5, 1e6).unwrap();
+        let nm = Norm::new(fx, kind, d, 1e-5, sum_bound).unwrap();
+        let trunc_round = nm.truncate_squares as u64;
+        assert_eq!(nm.truncate_squares, sum_bound > 1e9);
         let mut prg = Prg::new(Seed::from_u64(51), 0);
         let vals: Vec<f64> = (0..rows * d)
             .map(|k| ((prg.next_u64() % 20_000) as f64 / 1000.0 - 10.0) * (1 + k / d) as f64 * 0.3)
@@ -200,17 +233,19 @@ mod tests {
                 );
             }
         }
-        let expected_rounds = 7 + if kind == NormKind::Layer { 1 } else { 0 };
+        let expected_rounds = 6 + trunc_round + if kind == NormKind::Layer { 1 } else { 0 };
         assert_eq!(run.comm[0].rounds, expected_rounds);
     }
 
     #[test]
     fn rmsnorm_matches_plaintext() {
-        check(NormKind::Rms);
+        check(NormKind::Rms, 1e6);
+        check(NormKind::Rms, 2e9);
     }
 
     #[test]
     fn layernorm_matches_plaintext() {
-        check(NormKind::Layer);
+        check(NormKind::Layer, 1e6);
+        check(NormKind::Layer, 2e9);
     }
 }

@@ -9,7 +9,8 @@
 //! - 5: the product `(s·U)·(s·⌊up⌋) = U·⌊up⌋` (Beaver), where `s·⌊up⌋` is local from the partner
 //!   opening and the dealer's shares of `s·M` (see [`Masked::signed_trunc`](crate::ops::trunc::Masked::signed_trunc)); gated tables add
 //!   `tails·⌊up⌋` in the same round;
-//! - 6: truncation back to scale f.
+//! - 6: truncation back to scale f ([`silu_mul`]); [`silu_mul_untruncated`] leaves it to the
+//!   caller, who fuses it into its next opening.
 //!
 //! Rounds 6, online bytes/elt/party as the unfused chain (truncation 16, lookup 26, product 16,
 //! truncation 8 for an ungated table), but the lookup's DPF work drops from `2^n − 2` to
@@ -36,6 +37,19 @@ pub async fn silu_mul<T: Transport>(
     up: &[u64],
     in_shift: u32,
 ) -> Result<Vec<u64>> {
+    let (y, shift) = silu_mul_untruncated(p, table, gate, up, in_shift).await?;
+    trunc(p, &y, shift).await
+}
+
+/// [`silu_mul`] without its last round: the result at scale `f + shift`, and `shift`, for
+/// callers that fuse the truncation into their next opening.
+pub async fn silu_mul_untruncated<T: Transport>(
+    p: &mut Party<T>,
+    table: &PiecewiseLinear,
+    gate: &[u64],
+    up: &[u64],
+    in_shift: u32,
+) -> Result<(Vec<u64>, u32)> {
     let n = gate.len();
     if up.len() != n {
         return Err(MpcError::InvalidParameter {
@@ -88,8 +102,7 @@ pub async fn silu_mul<T: Transport>(
             *o = o.wrapping_add(v);
         }
     }
-    // Round 6: back to scale f.
-    trunc(p, &out, table.untruncated_frac()).await
+    Ok((out, table.untruncated_frac()))
 }
 
 #[cfg(test)]

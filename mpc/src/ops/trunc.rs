@@ -158,6 +158,25 @@ impl Masked {
             .collect())
     }
 
+    /// The public part `P(c)` of the truncation by `shift`: `⌊x/2^shift⌋ = P(c) − M` with `M`
+    /// a mask the dealer knows up to the public top bit of `c` (see the module header).
+    pub fn trunc_public(&self, shift: u32) -> Vec<u64> {
+        let low = u64::MAX >> 1;
+        self.c
+            .iter()
+            .map(|&c| {
+                ((c >> 63) << (63 - shift))
+                    .wrapping_add((c & low) >> shift)
+                    .wrapping_sub(OFFSET >> shift)
+            })
+            .collect()
+    }
+
+    /// The top bit of each opened value (selects the dealer's mask variant).
+    pub fn top_bits(&self) -> Vec<u64> {
+        self.c.iter().map(|c| c >> 63).collect()
+    }
+
     /// Shares of `s·⌊x / 2^shift⌋` (+0 or +1 before the sign) for a sign `s = ±1` given by its
     /// shares `sigma` and the dealer's shares `sm` of `s·M_0`, `s·M_1` (see
     /// [`crate::correlation::PartnerMask`]): the truncation is `P(c) − M_(c_hi)` with `P` public,
@@ -180,15 +199,11 @@ impl Masked {
                 detail: format!("shift {shift} outside 1..=62"),
             });
         }
-        let low = u64::MAX >> 1;
+        let public = self.trunc_public(shift);
         Ok((0..n)
             .map(|i| {
-                let c = self.c[i];
-                let c_hi = (c >> 63) as usize;
-                let public = ((c_hi as u64) << (63 - shift))
-                    .wrapping_add((c & low) >> shift)
-                    .wrapping_sub(OFFSET >> shift);
-                sigma[i].wrapping_mul(public).wrapping_sub(sm[c_hi][i])
+                let c_hi = (self.c[i] >> 63) as usize;
+                sigma[i].wrapping_mul(public[i]).wrapping_sub(sm[c_hi][i])
             })
             .collect())
     }
