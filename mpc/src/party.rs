@@ -4,7 +4,7 @@
 use crate::channel::{Channel, CommStats, Transport};
 use crate::correlation::{
     CorrRequest, CorrelationStore, LutMaterial, MaskMaterial, MatTriple, Material, MulTriples,
-    SignedLutMaterial, SquarePairs, TruncWeightMaterial, WeightTriple,
+    NormTriple, SignedLutMaterial, SquarePairs, TruncWeightMaterial, WeightTriple,
 };
 use crate::error::Result;
 use crate::fixed::FixedPoint;
@@ -112,4 +112,5 @@ impl<T: Transport> Party<T> {
     take_kind!(take_lut, Lut, LutMaterial);
     take_kind!(take_signed_lut, SignedLut, SignedLutMaterial);
     take_kind!(take_trunc_weight, TruncWeight, TruncWeightMaterial);
+    take_kind!(take_norm_triple, Norm, NormTriple);
 }

@@ -338,7 +338,12 @@ impl SecureSuffix {
                 cfg.rms_eps,
                 cfg.norm_sum_bound,
             )?,
-            softmax: Softmax::new(fx, cfg.score_bound, cfg.max_seq)?,
+            softmax: Softmax::with_input_frac(
+                fx,
+                2 * fx.frac_bits(),
+                cfg.score_bound,
+                cfg.max_seq,
+            )?,
             silu: silu_table(fx, cfg.act_bound)?,
             pos: 0,
         })
@@ -616,7 +621,7 @@ async fn attention<T: Transport>(
     for s in &scores {
         s_all.extend_from_slice(s.data());
     }
-    let s_all = trunc(p, &s_all, f).await?;
+    // the softmax reads the scores at scale 2f: no truncation
     let visible: Vec<usize> = (0..g_count)
         .flat_map(|_| (0..t).map(move |i| pos0 + i + 1))
         .collect();

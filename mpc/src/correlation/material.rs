@@ -31,6 +31,20 @@ pub struct SquarePairs {
     pub a2: Vec<u64>,
 }
 
+/// Normalisation material (see `CorrRequest::NormTriple`): shares of `a`, `a²`, per-row `b`
+/// and `c = a·b_row`.
+#[derive(Clone, Debug)]
+pub struct NormTriple {
+    /// shares of a (rows·d)
+    pub a: Vec<u64>,
+    /// shares of a² (rows·d)
+    pub a2: Vec<u64>,
+    /// shares of b (rows)
+    pub b: Vec<u64>,
+    /// shares of a·b_row (rows·d)
+    pub c: Vec<u64>,
+}
+
 /// A Beaver matrix triple.
 #[derive(Clone, Debug)]
 pub struct MatTriple {
@@ -163,6 +177,8 @@ pub enum Material {
     SignedLut(SignedLutMaterial),
     /// see [`TruncWeightMaterial`]
     TruncWeight(TruncWeightMaterial),
+    /// see [`NormTriple`]
+    Norm(NormTriple),
 }
 
 impl Material {
@@ -178,6 +194,7 @@ impl Material {
             Material::Lut(_) => "lookup keys",
             Material::SignedLut(_) => "signed lookup keys",
             Material::TruncWeight(_) => "truncation-weight triple",
+            Material::Norm(_) => "norm triple",
         }
     }
 }
@@ -225,6 +242,22 @@ pub fn generate(
                 .zip(add(&b0, &b1))
                 .map(|(x, y)| x.wrapping_mul(y))
                 .collect();
+            put_u64s(&mut e1, &sub(&c, &c0));
+        }
+        CorrRequest::NormTriple { rows, d } => {
+            let n = rows * d;
+            let (a0, q0, b0, c0) = (
+                s0.ring_vec(n),
+                s0.ring_vec(n),
+                s0.ring_vec(*rows),
+                s0.ring_vec(n),
+            );
+            let (a1, b1) = (s1.ring_vec(n), s1.ring_vec(*rows));
+            let a = add(&a0, &a1);
+            let b = add(&b0, &b1);
+            let q: Vec<u64> = a.iter().map(|x| x.wrapping_mul(*x)).collect();
+            let c: Vec<u64> = (0..n).map(|i| a[i].wrapping_mul(b[i / d])).collect();
+            put_u64s(&mut e1, &sub(&q, &q0));
             put_u64s(&mut e1, &sub(&c, &c0));
         }
         CorrRequest::SquarePairs { n } => {
@@ -452,6 +485,17 @@ pub fn materialize(
             let b = prg.ring_vec(*n);
             let c = if p0 { prg.ring_vec(*n) } else { rd.u64s(*n)? };
             Material::Mul(MulTriples { a, b, c })
+        }
+        CorrRequest::NormTriple { rows, d } => {
+            let n = rows * d;
+            if p0 {
+                let [a, a2, b, c] = [n, n, *rows, n].map(|len| prg.ring_vec(len));
+                Material::Norm(NormTriple { a, a2, b, c })
+            } else {
+                let (a, b) = (prg.ring_vec(n), prg.ring_vec(*rows));
+                let (a2, c) = (rd.u64s(n)?, rd.u64s(n)?);
+                Material::Norm(NormTriple { a, a2, b, c })
+            }
         }
         CorrRequest::SquarePairs { n } => {
             let a = prg.ring_vec(*n);

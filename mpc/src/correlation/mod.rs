@@ -77,6 +77,15 @@ pub enum CorrRequest {
         /// count
         n: usize,
     },
+    /// Normalisation material for `rows × d` values: one mask `a` serves both the squares
+    /// (`a²`) and the product with a per-row value (`b` per row, `c = a·b_row`), so the input is
+    /// opened once and the row value once per row.
+    NormTriple {
+        /// rows
+        rows: usize,
+        /// row width
+        d: usize,
+    },
     /// A Beaver matrix triple `A (m×k), B (k×n), C = A·B`.
     MatTriple {
         /// rows of A

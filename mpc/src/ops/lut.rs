@@ -96,6 +96,8 @@ pub struct PiecewiseLinear {
     /// false when one segment covers the whole declared range: no segment bits, no gating
     /// products and no tails (the range check guarantees every input is inside)
     pub gated: bool,
+    /// cells up to `2^max_exact_shift` input ulps wide are located exactly
+    pub max_exact_shift: u32,
     f: RealFn,
 }
 
@@ -209,8 +211,17 @@ impl PiecewiseLinear {
             right,
             range,
             cmp_bits,
+            max_exact_shift: MAX_EXACT_SHIFT,
             f,
         })
+    }
+
+    /// Locates cells up to `2^shift` input ulps wide exactly (one DCF key of `shift` levels per
+    /// element and distinct width) — for tables read at a high input scale whose inputs are few,
+    /// e.g. exp on untruncated attention scores.
+    pub fn exact_up_to(mut self, shift: u32) -> Self {
+        self.max_exact_shift = shift.min(62);
+        self
     }
 
     /// The function being approximated.
@@ -257,7 +268,7 @@ impl PiecewiseLinear {
     fn exact_shifts(&self) -> Vec<u32> {
         let mut v = Vec::new();
         for s in &self.segments {
-            if s.shift <= MAX_EXACT_SHIFT && !v.contains(&s.shift) {
+            if s.shift <= self.max_exact_shift && !v.contains(&s.shift) {
                 v.push(s.shift);
             }
         }
@@ -412,7 +423,7 @@ async fn eval_core<T: Transport>(
             // [A_j ≤ X < A_{j+1}] = [X < A_{j+1}] − [X < A_j]
             g.push(sub_vec(&seg_lt[j + 1], &seg_lt[j]));
         }
-        let yj = if s.shift <= MAX_EXACT_SHIFT {
+        let yj = if s.shift <= table.max_exact_shift {
             masked.trunc_offset_exact(s.shift, s.start as u64)?
         } else {
             masked.trunc_offset(s.shift, s.start as u64)?

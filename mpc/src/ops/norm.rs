@@ -8,6 +8,9 @@
 //! disappears); the rsqrt lookup reads the row sums with the `1/d` folded into its table:
 //! `sqrt(d)/sqrt(Σx² + d·eps)` (3 rounds, output left at scale `f + t`); one Beaver product (1)
 //! and a truncation (1).
+//! Without γ (callers that fold γ into the next projection), a norm triple lets one mask serve
+//! the squares and the product with the per-row rsqrt: the input is opened once (8 bytes/elt)
+//! and the rsqrt once per row instead of 24 bytes/elt for square + Beaver product.
 //! Rounds: 7 (6 without the square truncation). LayerNorm first computes the mean with one
 //! truncation (batched with `x·γ`), then proceeds like RMSNorm on `x − mean`, adding β: 8 (7).
 //! Declared range: `Σ (x − mean)²` per row in `[2^-10, sum_bound]` (checked securely by the rsqrt
@@ -16,11 +19,13 @@
 //! Error: rsqrt table ≤ 1e-4 relative plus a few ulps (tests assert ≤ 1e-3·|y| + 1e-3).
 
 use crate::channel::Transport;
+use crate::correlation::CorrRequest;
 use crate::error::{MpcError, Result};
 use crate::fixed::FixedPoint;
 use crate::ops::lut::{eval_untruncated, PiecewiseLinear};
 use crate::ops::mul::{mul, SquarePending};
 use crate::ops::nonlinear::rsqrt_table;
+use crate::ops::open::open;
 use crate::ops::open::open_groups;
 use crate::ops::trunc::{trunc, MaskPending};
 use crate::party::Party;
@@ -129,6 +134,9 @@ pub async fn norm_rows_untruncated<T: Transport>(
                 .collect()
         }
     };
+    if gamma.is_none() {
+        return norm_fused(p, nm, xc, beta, rows).await;
+    }
     // round: x² and trunc(x·γ) together
     let sq = SquarePending::begin(p, &xc)?;
     let xg: Option<(MaskPending, Vec<u64>)> = match gamma {
@@ -173,6 +181,71 @@ pub async fn norm_rows_untruncated<T: Transport>(
             }
         }
     }
+    Ok((y, shift))
+}
+
+/// The norm without γ (folded into the next projection by the caller): one mask serves the
+/// squares and the product with the per-row rsqrt, so `x` is opened once (8 bytes/elt) and the
+/// rsqrt once per row.
+async fn norm_fused<T: Transport>(
+    p: &mut Party<T>,
+    nm: &Norm,
+    xc: Vec<u64>,
+    beta: Option<&[u64]>,
+    rows: usize,
+) -> Result<(Vec<u64>, u32)> {
+    let (d, f) = (nm.d, nm.fx.frac_bits());
+    let p0 = p.is_p0();
+    let t = p.take_norm_triple(CorrRequest::NormTriple { rows, d })?;
+    let msg: Vec<u64> = xc
+        .iter()
+        .zip(&t.a)
+        .map(|(x, a)| x.wrapping_sub(*a))
+        .collect();
+    let e = open(p, &msg, 64).await?;
+    // x² = e² + 2·e·a + a²
+    let squares: Vec<u64> = (0..xc.len())
+        .map(|i| {
+            let mut v = t.a2[i].wrapping_add(2u64.wrapping_mul(e[i]).wrapping_mul(t.a[i]));
+            if p0 {
+                v = v.wrapping_add(e[i].wrapping_mul(e[i]));
+            }
+            v
+        })
+        .collect();
+    let squares = if nm.truncate_squares {
+        trunc(p, &squares, f).await?
+    } else {
+        squares
+    };
+    let sums: Vec<u64> = squares
+        .chunks(d)
+        .map(|r| r.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
+        .collect();
+    let inv = eval_untruncated(p, &nm.rsqrt, &sums).await?; // scale u = out_frac + t
+    let msg: Vec<u64> = inv
+        .iter()
+        .zip(&t.b)
+        .map(|(v, b)| v.wrapping_sub(*b))
+        .collect();
+    let g = open(p, &msg, 64).await?;
+    // x·inv = (e + a)(g + b) = e·g + e·b + a·g + a·b, per row
+    let shift = nm.rsqrt.untruncated_frac();
+    let y: Vec<u64> = (0..xc.len())
+        .map(|i| {
+            let r = i / d;
+            let mut v = t.c[i]
+                .wrapping_add(e[i].wrapping_mul(t.b[r]))
+                .wrapping_add(t.a[i].wrapping_mul(g[r]));
+            if p0 {
+                v = v.wrapping_add(e[i].wrapping_mul(g[r]));
+                if let Some(b) = beta {
+                    v = v.wrapping_add(b[i % d] << shift);
+                }
+            }
+            v
+        })
+        .collect();
     Ok((y, shift))
 }
 
@@ -235,6 +308,44 @@ mod tests {
         }
         let expected_rounds = 6 + trunc_round + if kind == NormKind::Layer { 1 } else { 0 };
         assert_eq!(run.comm[0].rounds, expected_rounds);
+    }
+
+    /// Without γ (folded by the caller) the input is opened once: 8 bytes per element plus one
+    /// value per row, and the same result.
+    #[test]
+    fn norm_without_gamma_opens_the_input_once() {
+        let fx = FixedPoint::default();
+        let (rows, d) = (5, 48);
+        let nm = Norm::new(fx, NormKind::Rms, d, 1e-5, 1e6).unwrap();
+        let mut prg = Prg::new(Seed::from_u64(61), 0);
+        let vals: Vec<f64> = (0..rows * d)
+            .map(|_| (prg.next_u64() % 20_000) as f64 / 1000.0 - 10.0)
+            .collect();
+        let (x0, x1) = share(&fx.encode_slice(&vals).unwrap(), &mut prg);
+        let nm2 = &nm;
+        let run = run_pair(62, fx, |mut p| {
+            let x = if p.is_p0() { x0.clone() } else { x1.clone() };
+            async move {
+                let before = p.comm();
+                let y = norm_rows(&mut p, nm2, &x, None, None).await.unwrap();
+                ((y, p.comm().since(&before)), p)
+            }
+        });
+        let got = fx.decode_slice(&reconstruct(&run.out[0].0, &run.out[1].0));
+        for r in 0..rows {
+            let row = &vals[r * d..(r + 1) * d];
+            let rms = (row.iter().map(|v| v * v).sum::<f64>() / d as f64 + 1e-5).sqrt();
+            for j in 0..d {
+                let want = row[j] / rms;
+                let err = (got[r * d + j] - want).abs();
+                assert!(err < 1e-3 * want.abs() + 1e-3, "row {r} col {j}");
+            }
+        }
+        let c = run.out[0].1;
+        // open x, rsqrt lookup (3 rounds), open the row values, final truncation
+        assert_eq!(c.rounds, 6);
+        let lut_bytes = c.bytes_sent - 8 * (2 * rows * d + rows) as u64;
+        assert!(lut_bytes < 2000 * rows as u64, "lookup bytes {lut_bytes}");
     }
 
     #[test]

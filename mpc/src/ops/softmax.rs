@@ -6,6 +6,8 @@
 //! at scale `f + t` (3 rounds) → one Beaver product (1 round) → one truncation by `f + 2t`
 //! (1 round). Rounds: `2·⌈log2 n⌉ + 8`.
 //! Masked (causal) entries are set to a public very negative value, so exp gives exactly 0.
+//! Scores may come at a higher scale than f ([`Softmax::with_input_frac`]): the caller then
+//! skips their truncation (one round), the comparisons and the exp lookup read them as they are.
 //! Declared range: scores |x| ≤ `bound`; row length ≤ `max_cols`.
 //! Error: exp table error (≤ 5e-5 abs) and reciprocal table error (≤ 1e-4 rel) plus a few ulps;
 //! the tests assert ≤ 2e-4 absolute on probabilities.
@@ -26,6 +28,7 @@ pub struct Softmax {
     exp: PiecewiseLinear,
     recip: PiecewiseLinear,
     fx: FixedPoint,
+    in_frac: u32,
     bound: f64,
     cmp_bits: u32,
     max_cols: usize,
@@ -34,22 +37,38 @@ pub struct Softmax {
 impl Softmax {
     /// Softmax over rows of at most `max_cols` scores with |score| ≤ `bound`.
     pub fn new(fx: FixedPoint, bound: f64, max_cols: usize) -> Result<Self> {
-        if bound.is_nan() || bound <= 0.0 || max_cols == 0 {
+        Self::with_input_frac(fx, fx.frac_bits(), bound, max_cols)
+    }
+
+    /// Softmax over scores given at scale `in_frac` (e.g. `2f`: the untruncated products
+    /// `Q·Kᵀ`, whose truncation then costs nothing: the max and the exp lookup read them as
+    /// they are, with exact cell location up to the wider cells).
+    pub fn with_input_frac(
+        fx: FixedPoint,
+        in_frac: u32,
+        bound: f64,
+        max_cols: usize,
+    ) -> Result<Self> {
+        let f = fx.frac_bits();
+        let too_wide = bound * 4.0 * 2f64.powi(in_frac as i32) >= 2f64.powi(60);
+        if bound.is_nan() || bound <= 0.0 || max_cols == 0 || in_frac < f || too_wide {
             return Err(MpcError::InvalidParameter {
                 op: "softmax",
-                detail: format!("bound {bound} and max_cols {max_cols} must be positive"),
+                detail: format!(
+                    "bound {bound} and max_cols {max_cols} must be positive, scale {in_frac}                      at least {f}, 4·bound below 2^60 ulps"
+                ),
             });
         }
-        let f = fx.frac_bits();
-        let exp = exp_table(fx, f, -4.0 * bound)?;
+        let exp = exp_table(fx, in_frac, -4.0 * bound)?.exact_up_to(in_frac);
         // sums are ≥ 1 (the maximal entry contributes exp(0) = 1); 0.5 leaves room for rounding
         let recip = reciprocal_table(fx, f + DEFAULT_T, 0.5, max_cols.max(2) as f64, 1.0)?;
         // differences of masked scores stay within 4·bound
-        let cmp_bits = ((4.0 * bound * fx.scale()).log2().ceil() as u32) + 2;
+        let cmp_bits = ((4.0 * bound * 2f64.powi(in_frac as i32)).log2().ceil() as u32) + 2;
         Ok(Self {
             exp,
             recip,
             fx,
+            in_frac,
             bound,
             cmp_bits,
             max_cols,
@@ -58,11 +77,11 @@ impl Softmax {
 
     /// The masked-entry value (public).
     fn mask_value(&self) -> u64 {
-        ((-2.0 * self.bound * self.fx.scale()) as i64) as u64
+        ((-2.0 * self.bound * 2f64.powi(self.in_frac as i32)) as i64) as u64
     }
 }
 
-/// Row softmax of shared scores `x` (rows × cols). With `causal = Some(offset)`, row `i` sees
+/// Row softmax of shared scores `x` (rows × cols, at the configuration's input scale). With `causal = Some(offset)`, row `i` sees
 /// columns `j ≤ offset + i` only (query position `offset + i`).
 pub async fn softmax_rows<T: Transport>(
     p: &mut Party<T>,
@@ -139,14 +158,29 @@ mod tests {
 
     #[test]
     fn causal_softmax_matches_plaintext() {
+        check(FixedPoint::default().frac_bits());
+    }
+
+    /// Scores handed over untruncated at scale 2f: same accuracy, same rounds.
+    #[test]
+    fn scores_at_twice_the_scale() {
+        check(2 * FixedPoint::default().frac_bits());
+    }
+
+    fn check(in_frac: u32) {
         let fx = FixedPoint::default();
         let (rows, cols) = (8, 32);
-        let sm = Softmax::new(fx, 64.0, 64).unwrap();
+        let sm = Softmax::with_input_frac(fx, in_frac, 64.0, 64).unwrap();
         let mut prg = Prg::new(Seed::from_u64(41), 0);
         let vals: Vec<f64> = (0..rows * cols)
             .map(|_| ((prg.next_u64() % 20_000) as f64 / 1000.0 - 10.0) * 1.5)
             .collect();
-        let x = fx.encode_slice(&vals).unwrap();
+        let x: Vec<u64> = fx
+            .encode_slice(&vals)
+            .unwrap()
+            .iter()
+            .map(|v| v << (in_frac - fx.frac_bits()))
+            .collect();
         let (x0, x1) = share(&x, &mut prg);
         let off = cols - rows;
         let sm2 = &sm;
