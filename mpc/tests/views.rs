@@ -9,10 +9,11 @@
 use marill_mpc::channel::MemoryTransport;
 use marill_mpc::channel::ViewLog;
 use marill_mpc::fixed::FixedPoint;
-use marill_mpc::ops::{cmp, lut, mul, nonlinear, open, softmax, trunc};
+use marill_mpc::ops::{cmp, lut, matmul, mul, nonlinear, norm, open, softmax, swiglu, trunc};
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::run_pair_viewed;
 use marill_mpc::Party;
+use marill_mpc::RingTensor;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -148,6 +149,42 @@ fn views_of_core_protocols_are_independent_of_the_secret() {
         lut::eval(&mut p, s, &x).await.unwrap();
         ((), p)
     });
+    let silu_u = nonlinear::silu_table(fx, 24.0).unwrap();
+    let su = &silu_u;
+    check(
+        "swiglu (signed lookup)",
+        &a,
+        &b,
+        |mut p: P, x: Vec<u64>| async move {
+            let wide: Vec<u64> = x.iter().map(|v| v << f).collect();
+            let up: Vec<u64> = wide.iter().rev().copied().collect();
+            swiglu::silu_mul(&mut p, su, &wide, &up, f).await.unwrap();
+            ((), p)
+        },
+    );
+    let nm = norm::Norm::new(fx, norm::NormKind::Rms, 4, 1e-5, 1e4).unwrap();
+    let nm = &nm;
+    check(
+        "rmsnorm (norm triple)",
+        &a,
+        &b,
+        |mut p: P, x: Vec<u64>| async move {
+            let (y, shift) = norm::norm_rows_untruncated(&mut p, nm, &x, None, None)
+                .await
+                .unwrap();
+            // the truncation fused into a LoRA-style product with a private 4×3 weight
+            let w: Vec<u64> = (0..12u64)
+                .map(|i| if p.is_p0() { (i * 7919) << 10 } else { 0 })
+                .collect();
+            let w = RingTensor::from_vec(&[4, 3], w).unwrap();
+            let w = matmul::mask_weight(&mut p, 9, &w).await.unwrap();
+            let y = RingTensor::from_vec(&[2, 4], y).unwrap();
+            matmul::trunc_matmul_weight(&mut p, &y, shift, &w)
+                .await
+                .unwrap();
+            ((), p)
+        },
+    );
     let sm = softmax::Softmax::new(fx, 32.0, 8).unwrap();
     let sm = &sm;
     check("softmax", &a, &b, |mut p: P, x: Vec<u64>| async move {

@@ -130,7 +130,9 @@ pub struct LutMaterial {
     pub cws: Vec<DpfCorrection>,
 }
 
-/// The truncation mask of a signed lookup's partner values, with shares of `s·M_c`, where
+/// The truncation mask of a signed lookup's partner values `y`, with shares of `s·M_c`, and a
+/// mask `a` with `a·s`, `a·s·M_c` for the product of a signed value `u` with `s·⌊y/2^shift⌋`
+/// (only `u − a` is opened), where
 /// `⌊y/2^shift⌋ = P(c) − M_c` for the opened `c = y + r (+2^62)`, `P(c)` public and `c_hi` its top
 /// bit (see `ops::trunc`); `M_0 = lo − r_hi·2^(63−shift)`, `M_1 = lo + r_hi·2^(63−shift)`.
 #[derive(Clone, Debug)]
@@ -139,6 +141,12 @@ pub struct PartnerMask {
     pub mask: MaskMaterial,
     /// shares of `s·M_0` and `s·M_1`
     pub sm: [Vec<u64>; 2],
+    /// shares of a mask `a` for the signed value that multiplies the partner
+    pub a: Vec<u64>,
+    /// shares of `a·s`
+    pub a_s: Vec<u64>,
+    /// shares of `a·s·M_0` and `a·s·M_1`
+    pub a_sm: [Vec<u64>; 2],
 }
 
 /// Signed lookup material: bit-output DPF keys at secret masks `s` (mod 2^bits).
@@ -436,6 +444,20 @@ pub fn generate(
                 put_u64s(&mut e1, &sub(&lo, &lo0));
                 put_u64s(&mut e1, &sub(&sm0, &sm00));
                 put_u64s(&mut e1, &sub(&sm1, &sm10));
+                // mask of the signed product operand, with its products by s and s·M_c
+                let (a0, as0, asm00, asm10) = (
+                    s0.ring_vec(*n),
+                    s0.ring_vec(*n),
+                    s0.ring_vec(*n),
+                    s0.ring_vec(*n),
+                );
+                let a = add(&a0, &s1.ring_vec(*n));
+                let a_s: Vec<u64> = (0..*n).map(|i| a[i].wrapping_mul(signs[i])).collect();
+                let asm0: Vec<u64> = (0..*n).map(|i| a[i].wrapping_mul(sm0[i])).collect();
+                let asm1: Vec<u64> = (0..*n).map(|i| a[i].wrapping_mul(sm1[i])).collect();
+                put_u64s(&mut e1, &sub(&a_s, &as0));
+                put_u64s(&mut e1, &sub(&asm0, &asm00));
+                put_u64s(&mut e1, &sub(&asm1, &asm10));
             }
         }
     }
@@ -633,6 +655,12 @@ pub fn materialize(
                 } else {
                     [rd.u64s(*n)?, rd.u64s(*n)?, rd.u64s(*n)?, rd.u64s(*n)?]
                 };
+                let a = prg.ring_vec(*n);
+                let [a_s, asm0, asm1] = if p0 {
+                    [(); 3].map(|_| prg.ring_vec(*n))
+                } else {
+                    [rd.u64s(*n)?, rd.u64s(*n)?, rd.u64s(*n)?]
+                };
                 Some(PartnerMask {
                     mask: MaskMaterial {
                         r,
@@ -642,6 +670,9 @@ pub fn materialize(
                         exact: Vec::new(),
                     },
                     sm: [sm0, sm1],
+                    a,
+                    a_s,
+                    a_sm: [asm0, asm1],
                 })
             } else {
                 None

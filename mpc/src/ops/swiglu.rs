@@ -6,16 +6,19 @@
 //!   of the signed lookup bundle);
 //! - 2–4: the signed piecewise-linear lookup of SiLU on the truncated gate ([`eval_signed`]),
 //!   which returns `s·U` with a per-element sign `s = ±1` that only the dealer knows;
-//! - 5: the product `(s·U)·(s·⌊up⌋) = U·⌊up⌋` (Beaver), where `s·⌊up⌋` is local from the partner
-//!   opening and the dealer's shares of `s·M` (see [`Masked::signed_trunc`](crate::ops::trunc::Masked::signed_trunc)); gated tables add
-//!   `tails·⌊up⌋` in the same round;
+//! - 5: the product `(s·U)·(s·⌊up⌋) = U·⌊up⌋`, where `s·⌊up⌋ = σ·P − (s·M)_c` is known up to
+//!   dealer-known terms (see [`PartnerMask`](crate::correlation::PartnerMask)):
+//!   only `s·U − a` is opened (8 bytes/elt) and the dealer's shares of `a·s`, `a·s·M_c`
+//!   complete it; gated tables add `tails·⌊up⌋` (Beaver) in the same round;
 //! - 6: truncation back to scale f ([`silu_mul`]); [`silu_mul_untruncated`] leaves it to the
 //!   caller, who fuses it into its next opening.
 //!
-//! Rounds 6, online bytes/elt/party as the unfused chain (truncation 16, lookup 26, product 16,
-//! truncation 8 for an ungated table), but the lookup's DPF work drops from `2^n − 2` to
-//! `2^(n−6) + 2^(n−7) − 2` AES calls per element (2046 → 46 at n = 11); the dot products of
-//! the lookup remain `2^n` masked additions per table.
+//! Rounds 6 (5 when the caller fuses the last truncation). Online bytes/elt/party for an
+//! ungated table: 16 (gate and up truncated) + 26 (lookup: 8 + 2 + 16) + 8 (product) + 8
+//! (truncation) = 58, 50 fused — the unfused chain (truncation, lookup, Beaver product,
+//! truncation) costs 66. The lookup's DPF work drops from `2^n − 2` to `2^(n−6) + 2^(n−7) − 2`
+//! AES calls per element (2046 → 46 at n = 11); its dot products remain `2^n` masked additions,
+//! done once for both tables when their entries pack into one word.
 //! Error: the table's interpolation error times `|up|`, plus ≤ 2 ulps of truncation.
 
 use crate::channel::Transport;
@@ -82,24 +85,40 @@ pub async fn silu_mul_untruncated<T: Transport>(
     let up_m = um.finish(it.next().expect("group"));
     // Rounds 2–4: signed lookup.
     let r = eval_signed(p, table, &gate_t, mat).await?;
-    let s_up = up_m.signed_trunc(in_shift, &r.sigma, &partner.sm)?;
-    // Round 5: (s·U)·(s·up) [+ tails·up].
-    let main = MulPending::begin(p, &r.su, &s_up)?;
+    // Round 5: U·⌊up⌋ = (s·U)·(s·⌊up⌋) with s·⌊up⌋ = σ·P − (s·M)_c: only v = s·U − a is
+    // opened; the dealer's shares of a·s and a·s·M_c complete the product locally [+ tails·up].
+    let pub_up = up_m.trunc_public(in_shift);
+    let hi = up_m.top_bits();
+    let v_msg: Vec<u64> =
+        r.su.iter()
+            .zip(&partner.a)
+            .map(|(u, a)| u.wrapping_sub(*a))
+            .collect();
     let tail = if table.gated {
         let up_t = up_m.trunc(in_shift)?;
         Some(MulPending::begin(p, &r.tails, &up_t)?)
     } else {
         None
     };
-    let mut groups = vec![(main.message(), 64)];
+    let mut groups = vec![(v_msg.as_slice(), 64)];
     if let Some(t) = &tail {
         groups.push((t.message(), 64));
     }
     let opened = open_groups(p, &groups).await?;
-    let mut out = main.finish(&opened[0]);
+    let v = &opened[0];
+    let mut out: Vec<u64> = (0..n)
+        .map(|i| {
+            let c = hi[i] as usize;
+            v[i].wrapping_mul(r.sigma[i])
+                .wrapping_add(partner.a_s[i])
+                .wrapping_mul(pub_up[i])
+                .wrapping_sub(v[i].wrapping_mul(partner.sm[c][i]))
+                .wrapping_sub(partner.a_sm[c][i])
+        })
+        .collect();
     if let Some(t) = tail {
-        for (o, v) in out.iter_mut().zip(t.finish(&opened[1])) {
-            *o = o.wrapping_add(v);
+        for (o, x) in out.iter_mut().zip(t.finish(&opened[1])) {
+            *o = o.wrapping_add(x);
         }
     }
     Ok((out, table.untruncated_frac()))
@@ -162,7 +181,12 @@ mod tests {
                 err < 8.0 * 1.5e-4 + 1e-4,
                 "bound {bound} shift {in_shift}: err {err}"
             );
-            assert_eq!(run.out[0].1.rounds, 6, "rounds");
+            let c = run.out[0].1;
+            assert_eq!(c.rounds, 6, "rounds");
+            if !table.gated {
+                // 16 + 26 + 8 + 8 per element, plus the range count
+                assert_eq!(c.bytes_sent, 58 * n as u64 + 8, "bytes");
+            }
         }
     }
 

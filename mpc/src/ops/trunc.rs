@@ -177,37 +177,6 @@ impl Masked {
         self.c.iter().map(|c| c >> 63).collect()
     }
 
-    /// Shares of `s·⌊x / 2^shift⌋` (+0 or +1 before the sign) for a sign `s = ±1` given by its
-    /// shares `sigma` and the dealer's shares `sm` of `s·M_0`, `s·M_1` (see
-    /// [`crate::correlation::PartnerMask`]): the truncation is `P(c) − M_(c_hi)` with `P` public,
-    /// so its signed version is `σ·P(c) − (s·M)_(c_hi)`, local, with no further opening.
-    pub fn signed_trunc(&self, shift: u32, sigma: &[u64], sm: &[Vec<u64>; 2]) -> Result<Vec<u64>> {
-        let n = self.c.len();
-        if sigma.len() != n || sm[0].len() != n || sm[1].len() != n {
-            return Err(MpcError::InvalidParameter {
-                op: "signed_trunc",
-                detail: format!(
-                    "{n} values, {} signs, {} sign masks",
-                    sigma.len(),
-                    sm[0].len()
-                ),
-            });
-        }
-        if shift == 0 || shift > 62 {
-            return Err(MpcError::InvalidParameter {
-                op: "signed_trunc",
-                detail: format!("shift {shift} outside 1..=62"),
-            });
-        }
-        let public = self.trunc_public(shift);
-        Ok((0..n)
-            .map(|i| {
-                let c_hi = (self.c[i] >> 63) as usize;
-                sigma[i].wrapping_mul(public[i]).wrapping_sub(sm[c_hi][i])
-            })
-            .collect())
-    }
-
     /// Shares of exactly `⌊(x − a) / 2^s⌋` for a shift prepared as exact (the dropped borrow
     /// `[c mod 2^s < r mod 2^s]` is subtracted with one DCF evaluation of `s` levels).
     pub fn trunc_offset_exact(&self, s: u32, a: u64) -> Result<Vec<u64>> {
