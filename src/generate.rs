@@ -11,6 +11,7 @@ use marill_model::llama::argmax_last;
 use marill_model::{
     Llama, LoadedModel, LoraAdapters, LoraInit, LoraSpec, MarillSpec, PublicLayers, Target,
 };
+use marill_mpc::channel::CommStats;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -89,26 +90,53 @@ pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
     Ok((model, loaded.tokenizer))
 }
 
+/// The two parties as the client sees them: give them shares of the prefix output (T × d),
+/// get back the reconstructed final normalised hidden state (T × d).
+pub trait SuffixRunner {
+    /// One step (prefill of T tokens, or one decoded token).
+    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>>;
+    /// Online communication of party 0 so far.
+    fn comm(&self) -> CommStats;
+}
+
+impl SuffixRunner for Session {
+    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        Session::step(self, x)
+    }
+    fn comm(&self) -> CommStats {
+        Session::comm(self)
+    }
+}
+
 /// Secure generation state: the client's prefix cache and the parties' session.
 struct Private<'a> {
     model: &'a Llama,
     cache: marill_model::KvCache,
     n_public: usize,
-    session: Session,
+    session: Box<dyn SuffixRunner + 'a>,
     pos: usize,
 }
 
 impl<'a> Private<'a> {
+    /// Both parties in this process (threads and in-memory channels).
     fn new(model: &'a Llama, max_seq: usize, seed: u64) -> Result<Self> {
         let (cfg, w) = suffix_of(model, Bounds::default(), max_seq)?;
-        let n_public = cfg.first_layer;
-        Ok(Self {
+        Ok(Self::with_runner(
+            model,
+            cfg.first_layer,
+            Box::new(Session::start(&cfg, &w, seed)?),
+        ))
+    }
+
+    /// Any runner (e.g. two worker processes over encrypted links).
+    fn with_runner(model: &'a Llama, n_public: usize, session: Box<dyn SuffixRunner + 'a>) -> Self {
+        Self {
             model,
             cache: model.new_cache(),
             n_public,
-            session: Session::start(&cfg, &w, seed)?,
+            session,
             pos: 0,
-        })
+        }
     }
 
     /// Logits `(1, t, vocab)` of `tokens` at the next positions, the suffix run privately.
@@ -142,6 +170,13 @@ pub struct GenerateArgs {
     check: bool,
 }
 
+impl GenerateArgs {
+    /// The model options.
+    pub fn model_args(&self) -> &ModelArgs {
+        &self.model
+    }
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok(marill_model::llama::max_abs_diff(a, b)?)
 }
@@ -149,6 +184,28 @@ fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 /// Runs `marill generate`.
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let (model, tok) = load(&a.model)?;
+    let ids = tok.encode(&a.prompt)?;
+    let private = Private::new(&model, ids.len() + a.max_new_tokens + 1, a.model.seed)?;
+    generate_with(&a, &model, &tok, private)
+}
+
+/// Runs a generation with the suffix run by `runner` (which serves the model's private layers).
+pub fn generate_remote(
+    a: &GenerateArgs,
+    model: &Llama,
+    tok: &marill_model::TextTokenizer,
+    runner: Box<dyn SuffixRunner + '_>,
+) -> Result<()> {
+    let n_public = model.marill_spec().context("spec")?.n_public();
+    generate_with(a, model, tok, Private::with_runner(model, n_public, runner))
+}
+
+fn generate_with(
+    a: &GenerateArgs,
+    model: &Llama,
+    tok: &marill_model::TextTokenizer,
+    mut private: Private<'_>,
+) -> Result<()> {
     let ids = tok.encode(&a.prompt)?;
     if ids.is_empty() {
         return Err(anyhow!("the prompt encodes to no token"));
@@ -162,7 +219,6 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         spec.lora().map(|l| l.rank),
         spec.head_merge()
     );
-    let mut private = Private::new(&model, ids.len() + a.max_new_tokens + 1, a.model.seed)?;
     let mut plain_cache = model.new_cache();
     let bar = ProgressBar::new(a.max_new_tokens as u64);
     bar.set_style(

@@ -2,6 +2,7 @@
 
 mod bench;
 mod generate;
+mod net;
 mod secure;
 
 use anyhow::Result;
@@ -30,6 +31,32 @@ enum Command {
         #[command(subcommand)]
         which: EvalCommand,
     },
+    /// CURVE key pairs for the processes.
+    Keys {
+        #[command(subcommand)]
+        which: KeysCommand,
+    },
+    /// The dealer of one session (serves correlations to a provider and a helper).
+    Dealer(net::dealer::DealerArgs),
+    /// A worker process: the provider (holds the model) or the helper (holds shares).
+    Worker(net::worker::WorkerArgs),
+    /// The client of a private generation against two workers (direct mode).
+    Client {
+        #[command(subcommand)]
+        which: ClientCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Writes key pairs for client, provider, helper and dealer.
+    Generate(net::keys::KeysArgs),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// A private generation: public prefix and head here, private suffix at the workers.
+    Generate(net::client::ClientArgs),
 }
 
 #[derive(Subcommand)]
@@ -46,6 +73,14 @@ fn main() -> Result<()> {
         Command::Generate(a) => generate::generate(a),
         Command::Eval { which } => match which {
             EvalCommand::Fidelity(a) => generate::fidelity(a),
+        },
+        Command::Keys { which } => match which {
+            KeysCommand::Generate(a) => net::keys::generate(a),
+        },
+        Command::Dealer(a) => net::dealer::run(a),
+        Command::Worker(a) => net::worker::run(a),
+        Command::Client { which } => match which {
+            ClientCommand::Generate(a) => net::client::generate(a),
         },
     }
 }

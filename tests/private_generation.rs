@@ -3,6 +3,8 @@
 //! generated token, with a bounded logit error. CI fetches the model first
 //! (`scripts/fetch-smollm2.sh`); without it the test says so and is skipped.
 
+mod common;
+
 use std::process::Command;
 
 const MODEL: &str = "target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -32,18 +34,5 @@ fn private_generation_agrees_with_plaintext() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "marill failed: {stderr}");
     assert!(stdout.contains("Paris"), "unexpected text: {stdout}");
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("plaintext check"))
-        .unwrap_or_else(|| panic!("no check line in {stderr}"));
-    // "plaintext check: next-token agreement A/B, max abs logit error E"
-    let agree = line
-        .split("agreement ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap();
-    let (a, b) = agree.split_once('/').unwrap();
-    assert_eq!(a, b, "secure and plaintext tokens differ: {line}");
-    let err: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(err < 0.5, "logit error too large: {line}");
+    common::assert_agrees(&stderr, 0.5);
 }

@@ -11,7 +11,7 @@ use crate::fixed::FixedPoint;
 use crate::ring::RingTensor;
 
 /// Which computing party this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PartyId {
     /// party 0 (the provider worker in Marill)
     P0,

@@ -2,11 +2,47 @@
 
 use crate::error::{MpcError, Result};
 
-/// A row-major tensor of ring elements (u64, arithmetic modulo 2^64).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// A row-major tensor of ring elements (u64, arithmetic modulo 2^64). Deserialisation checks
+/// that the data fits the shape.
+#[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RawTensor")]
 pub struct RingTensor {
     shape: Vec<usize>,
     data: Vec<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawTensor {
+    shape: Vec<usize>,
+    data: Vec<u64>,
+}
+
+impl TryFrom<RawTensor> for RingTensor {
+    type Error = MpcError;
+    fn try_from(r: RawTensor) -> Result<Self> {
+        let n = r
+            .shape
+            .iter()
+            .try_fold(1usize, |a, b| a.checked_mul(*b))
+            .ok_or(MpcError::Shape {
+                op: "RingTensor",
+                detail: format!("shape {:?} overflows", r.shape),
+            })?;
+        if n != r.data.len() {
+            return Err(MpcError::Shape {
+                op: "RingTensor",
+                detail: format!(
+                    "shape {:?} needs {n} elements, got {}",
+                    r.shape,
+                    r.data.len()
+                ),
+            });
+        }
+        Ok(Self {
+            shape: r.shape,
+            data: r.data,
+        })
+    }
 }
 
 impl RingTensor {

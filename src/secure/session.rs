@@ -15,6 +15,27 @@ use std::thread::JoinHandle;
 
 type Reply = Result<(Vec<u64>, CommStats), String>;
 
+/// The client's side of a step: checks that `x` holds rows of width `d`, encodes it in fixed
+/// point and splits it into the two parties' shares.
+pub fn share_hidden(
+    fx: FixedPoint,
+    d: usize,
+    x: &[f32],
+    prg: &mut Prg,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    if d == 0 || !x.len().is_multiple_of(d) {
+        return Err(anyhow!(
+            "hidden state of {} values is not a multiple of {d}",
+            x.len()
+        ));
+    }
+    let xs: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+    let enc = fx
+        .encode_slice(&xs)
+        .map_err(|e| anyhow!("prefix output: {e}"))?;
+    Ok(share(&enc, prg))
+}
+
 /// The client's handle on the two parties.
 pub struct Session {
     fx: FixedPoint,
@@ -89,19 +110,7 @@ impl Session {
     /// Sends shares of the prefix output `x` (T × d) and returns the reconstructed final
     /// normalised hidden state (T × d).
     pub fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        if !x.len().is_multiple_of(self.d) {
-            return Err(anyhow!(
-                "hidden state of {} values is not a multiple of {}",
-                x.len(),
-                self.d
-            ));
-        }
-        let xs: Vec<f64> = x.iter().map(|v| *v as f64).collect();
-        let enc = self
-            .fx
-            .encode_slice(&xs)
-            .map_err(|e| anyhow!("prefix output: {e}"))?;
-        let (s0, s1) = share(&enc, &mut self.prg);
+        let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
         for (tx, s) in self.to.iter().zip([s0, s1]) {
             tx.send(s).map_err(|_| anyhow!("a party has stopped"))?;
         }

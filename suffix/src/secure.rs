@@ -36,7 +36,7 @@ use marill_mpc::ring::RingTensor;
 use marill_mpc::{Party, PartyId};
 
 /// A base weight as one party holds it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Base {
     /// public (frozen) weight, same at both parties
     Public(RingTensor),
@@ -45,7 +45,7 @@ pub enum Base {
 }
 
 /// A projection as prepared for one party.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PreparedProj {
     /// dealer id base of this projection's masks
     pub id: u64,
@@ -56,7 +56,7 @@ pub struct PreparedProj {
 }
 
 /// One layer as prepared for one party.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PreparedLayer {
     /// q|k|v
     pub qkv: PreparedProj,
@@ -69,7 +69,7 @@ pub struct PreparedLayer {
 }
 
 /// The suffix as prepared for one party (what the provider sends to each worker).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PreparedSuffix {
     /// which party
     pub party: PartyId,

@@ -65,7 +65,7 @@ pub enum CorrelationError {
 }
 
 /// What a protocol step needs from the dealer: kind and shape.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CorrRequest {
     /// `n` elementwise Beaver triples `(a, b, a·b)`.
     MulTriples {
@@ -208,7 +208,7 @@ impl CorrRequest {
 }
 
 /// One correlation as it travels to one party.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bundle {
     /// sequence number within the session
     pub id: u64,

@@ -1,0 +1,273 @@
+//! Marill's typed wire messages, in one place: every message between client, workers and dealer
+//! is a [`Message`] in a versioned envelope (`b"MRL"`, version byte, bincode body with a size
+//! limit). Decoders reject wrong magic or version, truncated and trailing bytes, and oversized
+//! lengths, with an error naming what was wrong.
+
+#![deny(missing_docs)]
+
+use bincode::Options;
+use marill_mpc::correlation::{Bundle, CorrRequest};
+use marill_mpc::PartyId;
+use marill_suffix::secure::PreparedSuffix;
+use marill_suffix::SuffixConfig;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The envelope's magic bytes.
+pub const MAGIC: &[u8; 3] = b"MRL";
+/// The wire version this build speaks.
+pub const VERSION: u8 = 1;
+/// Largest message body accepted (a model's weight shares travel in one message).
+pub const MAX_BODY: u64 = 1 << 30;
+
+/// Decoding failures.
+#[derive(Debug, Error, PartialEq)]
+pub enum ProtoError {
+    /// Not a Marill message.
+    #[error("not a marill message (bad magic)")]
+    Magic,
+    /// Another wire version.
+    #[error("wire version {got} is not supported (this build speaks {VERSION})")]
+    Version {
+        /// the version received
+        got: u8,
+    },
+    /// The body does not decode.
+    #[error("malformed {what} message: {why}")]
+    Malformed {
+        /// which message type was expected
+        what: &'static str,
+        /// the decoder's reason
+        why: String,
+    },
+}
+
+/// Everything that travels between Marill's processes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Message {
+    /// party → dealer: the party's PRG seed for a session
+    SeedRequest {
+        /// which party
+        party: PartyId,
+    },
+    /// dealer → party: the seed it shares with the dealer
+    Seed {
+        /// 16 seed bytes
+        seed: [u8; 16],
+    },
+    /// party → dealer: bundle `id` of kind `req`
+    BundleRequest {
+        /// which party
+        party: PartyId,
+        /// sequence number
+        id: u64,
+        /// kind and shape
+        req: CorrRequest,
+    },
+    /// dealer → party: a bundle
+    Bundle(Bundle),
+    /// party → dealer: the session is over
+    Done {
+        /// which party
+        party: PartyId,
+    },
+    /// provider → helper: the suffix configuration and the helper's weight shares
+    Prepared {
+        /// the suffix configuration
+        cfg: SuffixConfig,
+        /// the helper's prepared suffix
+        suffix: Box<PreparedSuffix>,
+    },
+    /// client → party: hello, with the number of public layers the client runs
+    ClientHello {
+        /// the client's public prefix length
+        n_public: usize,
+    },
+    /// party → client: the suffix it serves
+    ServerHello {
+        /// first private layer (= the client's public layers)
+        first_layer: usize,
+        /// model width
+        d_model: usize,
+    },
+    /// client → party: one step's share of the prefix output (T × d, fixed point)
+    Step {
+        /// the share
+        x: Vec<u64>,
+    },
+    /// party → client: the share of the step's output and the party's online cost
+    Output {
+        /// the share (T × d)
+        y: Vec<u64>,
+        /// bytes this party sent in the step
+        bytes_sent: u64,
+        /// rounds of the step
+        rounds: u64,
+    },
+    /// client → party: end of session
+    End,
+    /// any direction: the peer failed; the text names what (never secrets)
+    Error(String),
+}
+
+impl Message {
+    fn name(&self) -> &'static str {
+        match self {
+            Message::SeedRequest { .. } => "seed request",
+            Message::Seed { .. } => "seed",
+            Message::BundleRequest { .. } => "bundle request",
+            Message::Bundle(_) => "bundle",
+            Message::Done { .. } => "done",
+            Message::Prepared { .. } => "prepared suffix",
+            Message::ClientHello { .. } => "client hello",
+            Message::ServerHello { .. } => "server hello",
+            Message::Step { .. } => "step",
+            Message::Output { .. } => "output",
+            Message::End => "end",
+            Message::Error(_) => "error",
+        }
+    }
+}
+
+/// Debug output of a message names its kind only: shares, seeds and weights stay out of logs.
+pub fn describe(m: &Message) -> &'static str {
+    m.name()
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(MAX_BODY)
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+}
+
+/// Encodes a message in its envelope.
+pub fn encode(m: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    options()
+        .serialize_into(&mut out, m)
+        .expect("in-memory serialisation of a well-formed message");
+    out
+}
+
+/// Decodes a message from its envelope.
+pub fn decode(bytes: &[u8]) -> Result<Message, ProtoError> {
+    if bytes.len() < 4 || &bytes[..3] != MAGIC {
+        return Err(ProtoError::Magic);
+    }
+    if bytes[3] != VERSION {
+        return Err(ProtoError::Version { got: bytes[3] });
+    }
+    options()
+        .deserialize(&bytes[4..])
+        .map_err(|e| ProtoError::Malformed {
+            what: "marill",
+            why: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::SeedRequest { party: PartyId::P1 },
+            Message::Seed { seed: [7; 16] },
+            Message::BundleRequest {
+                party: PartyId::P0,
+                id: 42,
+                req: CorrRequest::Mask {
+                    n: 3,
+                    shifts: vec![16],
+                    cmp_bits: 20,
+                    exact: vec![],
+                },
+            },
+            Message::Bundle(Bundle {
+                id: 9,
+                req: CorrRequest::MulTriples { n: 2 },
+                explicit: vec![1, 2, 3],
+            }),
+            Message::Step {
+                x: vec![1, u64::MAX, 3],
+            },
+            Message::Output {
+                y: vec![5; 4],
+                bytes_sent: 10,
+                rounds: 2,
+            },
+            Message::End,
+            Message::Error("boom".into()),
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for m in samples() {
+            let b = encode(&m);
+            assert_eq!(encode(&decode(&b).unwrap()), b, "{}", describe(&m));
+        }
+    }
+
+    #[test]
+    fn bad_envelopes_are_rejected_with_a_reason() {
+        let good = encode(&Message::Step { x: vec![1, 2, 3] });
+        assert_eq!(decode(b"XYZ\x01abc").unwrap_err(), ProtoError::Magic);
+        let mut v2 = good.clone();
+        v2[3] = 2;
+        assert_eq!(decode(&v2).unwrap_err(), ProtoError::Version { got: 2 });
+        assert!(matches!(
+            decode(&good[..good.len() - 1]),
+            Err(ProtoError::Malformed { .. })
+        ));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            decode(&trailing),
+            Err(ProtoError::Malformed { .. })
+        ));
+        // a length prefix claiming 2^62 elements is refused, not allocated
+        let mut huge = encode(&Message::Step { x: vec![] });
+        let n = huge.len();
+        huge[n - 8..].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(decode(&huge).is_err());
+    }
+
+    #[test]
+    fn a_ring_tensor_with_a_wrong_shape_is_refused() {
+        use marill_mpc::RingTensor;
+        let t = RingTensor::from_vec(&[2, 2], vec![1, 2, 3, 4]).unwrap();
+        let mut b = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .serialize(&t)
+            .unwrap();
+        b[8] = 3; // shape [3, 2] with 4 elements
+        let back: Result<RingTensor, _> = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .deserialize(&b);
+        assert!(back.is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut b = MAGIC.to_vec();
+            b.push(VERSION);
+            b.extend_from_slice(&body);
+            let _ = decode(&b);
+        }
+
+        #[test]
+        fn steps_round_trip(x in proptest::collection::vec(any::<u64>(), 0..64)) {
+            let m = Message::Step { x: x.clone() };
+            match decode(&encode(&m)).unwrap() {
+                Message::Step { x: back } => prop_assert_eq!(back, x),
+                other => prop_assert!(false, "decoded {}", describe(&other)),
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `marill client generate`: the client of a private generation in direct mode. It runs the
+//! public prefix and the public LM head itself, splits each prefix output into two shares, sends
+//! one to each worker over its encrypted link, and reconstructs the suffix's output.
+
+use super::{recv, send};
+use crate::generate::{generate_remote, load, GenerateArgs, SuffixRunner};
+use crate::secure::session::share_hidden;
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use marill_mpc::channel::CommStats;
+use marill_mpc::fixed::FixedPoint;
+use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::testing::reconstruct;
+use marill_proto::Message;
+use marill_transport::{KeyPair, Link, LinkConfig, Role};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `marill client generate`.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// Key directory (`client.key`, `provider.pub`, `helper.pub`).
+    #[arg(long)]
+    keys: PathBuf,
+    /// The provider worker's client endpoint, e.g. tcp://127.0.0.1:7001.
+    #[arg(long)]
+    provider: String,
+    /// The helper worker's client endpoint.
+    #[arg(long)]
+    helper: String,
+    /// Give up after this long without an answer.
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
+    #[command(flatten)]
+    generate: GenerateArgs,
+}
+
+/// The two workers over their links.
+struct Remote {
+    links: [Link; 2],
+    fx: FixedPoint,
+    d: usize,
+    prg: Prg,
+    comm: CommStats,
+}
+
+impl Remote {
+    fn connect(a: &ClientArgs, n_public: usize) -> Result<Self> {
+        let own = KeyPair::load(&a.keys, "client")?;
+        let open = |endpoint: &str, name: &str| -> Result<Link> {
+            let mut cfg = LinkConfig::new(name);
+            cfg.timeout = Duration::from_secs(a.timeout_s);
+            Ok(Link::open(
+                Role::Client {
+                    endpoint: endpoint.to_string(),
+                    server_public: KeyPair::load_public(&a.keys, name)?,
+                },
+                &own,
+                cfg,
+            )?)
+        };
+        let links = [open(&a.provider, "provider")?, open(&a.helper, "helper")?];
+        let mut d = 0;
+        for l in &links {
+            send(l, &Message::ClientHello { n_public })?;
+        }
+        for l in &links {
+            match recv(l)? {
+                Message::ServerHello {
+                    first_layer,
+                    d_model,
+                } if first_layer == n_public => d = d_model,
+                Message::ServerHello { first_layer, .. } => bail!(
+                    "the workers serve layers from {first_layer}, the client runs {n_public} public layers"
+                ),
+                m => bail!("expected a hello, got {}", marill_proto::describe(&m)),
+            }
+        }
+        Ok(Self {
+            links,
+            fx: FixedPoint::default(),
+            d,
+            prg: Prg::new(Seed::random(), 0),
+            comm: CommStats::default(),
+        })
+    }
+}
+
+impl SuffixRunner for Remote {
+    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
+        for (l, s) in self.links.iter().zip([s0, s1]) {
+            send(l, &Message::Step { x: s })?;
+        }
+        let mut ys = Vec::new();
+        for l in &self.links {
+            match recv(l)? {
+                Message::Output {
+                    y,
+                    bytes_sent,
+                    rounds,
+                } => {
+                    if y.len() != x.len() {
+                        bail!("a worker returned {} values for {}", y.len(), x.len());
+                    }
+                    if ys.is_empty() {
+                        self.comm.bytes_sent += bytes_sent;
+                        self.comm.rounds += rounds;
+                    }
+                    ys.push(y);
+                }
+                m => bail!("expected an output, got {}", marill_proto::describe(&m)),
+            }
+        }
+        let y = reconstruct(&ys[0], &ys[1]);
+        Ok(y.iter().map(|v| self.fx.decode(*v) as f32).collect())
+    }
+
+    fn comm(&self) -> CommStats {
+        self.comm
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        for l in &self.links {
+            let _ = send(l, &Message::End);
+        }
+    }
+}
+
+/// Runs a private generation against two workers.
+pub fn generate(a: ClientArgs) -> Result<()> {
+    let (model, tok) = load(a.generate.model_args())?;
+    let n_public = model
+        .marill_spec()
+        .ok_or_else(|| anyhow!("model without a Marill spec"))?
+        .n_public();
+    let remote = Remote::connect(&a, n_public)?;
+    generate_remote(&a.generate, &model, &tok, Box::new(remote))
+}

@@ -1,0 +1,31 @@
+//! The private suffix as separate processes on encrypted links: a dealer, a provider worker, a
+//! helper worker and the client (`marill keys`, `marill dealer`, `marill worker`,
+//! `marill client generate`). Direct mode: the client connects to its two workers itself (the
+//! cluster's coordinator and Kafka intake come later). Every link is zeromq over TCP with CURVE
+//! encryption and mutual authentication (`marill-transport`); every message is typed
+//! (`marill-proto`).
+
+pub mod client;
+pub mod dealer;
+pub mod keys;
+pub mod worker;
+
+use anyhow::{anyhow, Result};
+use marill_proto::Message;
+use marill_transport::Link;
+
+/// Sends a typed message.
+pub fn send(link: &Link, m: &Message) -> Result<()> {
+    Ok(link.send(&marill_proto::encode(m))?)
+}
+
+/// Receives a typed message; a peer's `Error` message becomes an error here.
+pub fn recv(link: &Link) -> Result<Message> {
+    match marill_proto::decode(&link.recv()?)? {
+        Message::Error(e) => Err(anyhow!("peer failed: {e}")),
+        m => Ok(m),
+    }
+}
+
+/// The names of the four key pairs `marill keys generate` writes.
+pub const ROLES: [&str; 4] = ["client", "provider", "helper", "dealer"];
