@@ -2,6 +2,7 @@
 
 mod chart;
 mod ops;
+mod scheduler;
 mod suffix;
 
 use anyhow::Result;
@@ -17,6 +18,8 @@ pub enum BenchCommand {
     /// The Marill configurations side by side (bytes, rounds, dealer bytes, loopback and
     /// projected LAN/WAN time) for prefill and decoding.
     Suffix(suffix::SuffixArgs),
+    /// Placement latency of the scheduler (place, release, resize) at scale.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 /// Runs a benchmark subcommand.
@@ -24,6 +27,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ops(args) => ops::run(args),
         BenchCommand::Suffix(args) => suffix::run(args),
+        BenchCommand::Scheduler(args) => scheduler::run(args),
     }
 }
 
