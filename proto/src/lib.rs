@@ -89,6 +89,8 @@ pub enum Message {
         first_layer: usize,
         /// model width
         d_model: usize,
+        /// the client multiplies the output by the final norm's γ (public, no zero entry)
+        gamma_at_client: bool,
     },
     /// client → party: one step's share of the prefix output (T × d, fixed point)
     Step {

@@ -19,7 +19,7 @@ use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::{reconstruct, run_pair_offline, share};
 use marill_suffix::config::LoraConfig;
 use marill_suffix::plain::{forward, PlainCache};
-use marill_suffix::secure::{prepare, SecureSuffix};
+use marill_suffix::secure::{finish_at_client, prepare, SecureSuffix};
 use marill_suffix::{SuffixConfig, SuffixWeights, Target};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -225,7 +225,8 @@ fn measure(cfg: &SuffixConfig, t: usize, decode: usize, seed: u64) -> Result<(Me
             ((out, pre, dec), p)
         }
     });
-    let got = fx.decode_slice(&reconstruct(&run.out[0].0, &run.out[1].0));
+    let mut got = fx.decode_slice(&reconstruct(&run.out[0].0, &run.out[1].0));
+    finish_at_client(cfg, &w, &mut got);
     let err = got
         .iter()
         .zip(&want)

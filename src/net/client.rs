@@ -4,7 +4,7 @@
 
 use super::{recv, send};
 use crate::generate::{generate_remote, load, GenerateArgs, SuffixRunner};
-use crate::secure::session::share_hidden;
+use crate::secure::session::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use marill_mpc::channel::CommStats;
@@ -42,10 +42,13 @@ struct Remote {
     d: usize,
     prg: Prg,
     comm: CommStats,
+    gamma: Option<Vec<f32>>,
 }
 
 impl Remote {
-    fn connect(a: &ClientArgs, n_public: usize) -> Result<Self> {
+    /// Connects to both workers; `gamma` is the model's final-norm γ (applied here when the
+    /// workers say so).
+    fn connect(a: &ClientArgs, n_public: usize, gamma: Vec<f32>) -> Result<Self> {
         let own = KeyPair::load(&a.keys, "client")?;
         let open = |endpoint: &str, name: &str| -> Result<Link> {
             let mut cfg = LinkConfig::new(name);
@@ -60,7 +63,7 @@ impl Remote {
             )?)
         };
         let links = [open(&a.provider, "provider")?, open(&a.helper, "helper")?];
-        let mut d = 0;
+        let (mut d, mut at_client) = (0, false);
         for l in &links {
             send(l, &Message::ClientHello { n_public })?;
         }
@@ -69,9 +72,19 @@ impl Remote {
                 Message::ServerHello {
                     first_layer,
                     d_model,
-                } if first_layer == n_public => d = d_model,
-                Message::ServerHello { first_layer, .. } => bail!(
-                    "the workers serve layers from {first_layer}, the client runs {n_public} public layers"
+                    gamma_at_client,
+                } if first_layer == n_public && d_model == gamma.len() => {
+                    d = d_model;
+                    at_client = gamma_at_client;
+                }
+                Message::ServerHello {
+                    first_layer,
+                    d_model,
+                    ..
+                } => bail!(
+                    "the workers serve layers from {first_layer} at width {d_model}; the client \
+                     runs {n_public} public layers at width {}",
+                    gamma.len()
                 ),
                 m => bail!("expected a hello, got {}", marill_proto::describe(&m)),
             }
@@ -82,6 +95,7 @@ impl Remote {
             d,
             prg: Prg::new(Seed::random(), 0),
             comm: CommStats::default(),
+            gamma: at_client.then_some(gamma),
         })
     }
 }
@@ -113,7 +127,7 @@ impl SuffixRunner for Remote {
             }
         }
         let y = reconstruct(&ys[0], &ys[1]);
-        Ok(y.iter().map(|v| self.fx.decode(*v) as f32).collect())
+        Ok(decode_output(self.fx, &y, self.gamma.as_deref()))
     }
 
     fn comm(&self) -> CommStats {
@@ -136,6 +150,7 @@ pub fn generate(a: ClientArgs) -> Result<()> {
         .marill_spec()
         .ok_or_else(|| anyhow!("model without a Marill spec"))?
         .n_public();
-    let remote = Remote::connect(&a, n_public)?;
+    let gamma: Vec<f32> = model.norm().weight().to_vec1()?;
+    let remote = Remote::connect(&a, n_public, gamma)?;
     generate_remote(&a.generate, &model, &tok, Box::new(remote))
 }

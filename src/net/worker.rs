@@ -15,7 +15,7 @@ use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Seed;
 use marill_mpc::{Party, PartyId};
 use marill_proto::Message;
-use marill_suffix::secure::{prepare, SecureSuffix};
+use marill_suffix::secure::{prepare, FinalGamma, SecureSuffix};
 use marill_transport::{KeyPair, Link, LinkConfig, Role};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -198,6 +198,7 @@ async fn serve(
     client: &Link,
     me: &str,
 ) -> Result<()> {
+    let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
     let mut sfx = SecureSuffix::load(p, cfg, prep)
         .await
         .map_err(|e| anyhow!("load: {e}"))?;
@@ -218,6 +219,7 @@ async fn serve(
                     &Message::ServerHello {
                         first_layer: cfg.first_layer,
                         d_model: cfg.d_model,
+                        gamma_at_client,
                     },
                 )?;
             }

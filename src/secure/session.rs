@@ -8,7 +8,7 @@ use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::{reconstruct, share};
 use marill_mpc::Party;
-use marill_suffix::secure::{prepare, SecureSuffix};
+use marill_suffix::secure::{gamma_at_client, prepare, SecureSuffix};
 use marill_suffix::{SuffixConfig, SuffixWeights};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -36,6 +36,18 @@ pub fn share_hidden(
     Ok(share(&enc, prg))
 }
 
+/// The client's side of a step's end: decodes the reconstructed output and applies the final
+/// γ when the client holds it (`marill_suffix::secure::FinalGamma::AtClient`).
+pub fn decode_output(fx: FixedPoint, y: &[u64], gamma: Option<&[f32]>) -> Vec<f32> {
+    y.iter()
+        .enumerate()
+        .map(|(k, v)| {
+            let g = gamma.map_or(1.0, |g| g[k % g.len()]);
+            fx.decode(*v) as f32 * g
+        })
+        .collect()
+}
+
 /// The client's handle on the two parties.
 pub struct Session {
     fx: FixedPoint,
@@ -45,6 +57,8 @@ pub struct Session {
     handles: Vec<JoinHandle<()>>,
     prg: Prg,
     comm: CommStats,
+    /// γ of the final norm when the client applies it
+    gamma: Option<Vec<f32>>,
 }
 
 impl Session {
@@ -104,6 +118,7 @@ impl Session {
             handles,
             prg: Prg::new(Seed::random(), 0),
             comm: CommStats::default(),
+            gamma: gamma_at_client(cfg, w).then(|| w.final_norm.clone()),
         })
     }
 
@@ -126,7 +141,7 @@ impl Session {
         self.comm.bytes_sent += c.bytes_sent;
         self.comm.rounds += c.rounds;
         let y = reconstruct(&outs[0].0, &outs[1].0);
-        Ok(y.iter().map(|v| self.fx.decode(*v) as f32).collect())
+        Ok(decode_output(self.fx, &y, self.gamma.as_deref()))
     }
 
     /// Online communication of party 0 over all steps so far.

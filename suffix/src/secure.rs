@@ -68,6 +68,34 @@ pub struct PreparedLayer {
     pub down: PreparedProj,
 }
 
+/// Where the final norm's γ is applied.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum FinalGamma {
+    /// Public with no zero entry: the parties return the normalised state without γ and the
+    /// client multiplies the reconstruction by γ (it holds the public model). This reveals
+    /// nothing more: `y ⊙ γ` determines `y` when no `γ_j` is 0.
+    AtClient,
+    /// public with a zero entry: applied under 2PC
+    Public(RingTensor),
+    /// private (fine-tuned): this party's share, applied under 2PC
+    Private(RingTensor),
+}
+
+/// Whether the client applies the final γ for this suffix (see [`FinalGamma::AtClient`]).
+pub fn gamma_at_client(cfg: &SuffixConfig, w: &SuffixWeights) -> bool {
+    !cfg.private_base && w.final_norm.iter().all(|g| *g != 0.0)
+}
+
+/// The client's last step on the reconstructed output (rows of `d_model` reals): multiplies by
+/// γ when it is applied at the client (see [`FinalGamma::AtClient`]), otherwise leaves it.
+pub fn finish_at_client(cfg: &SuffixConfig, w: &SuffixWeights, y: &mut [f64]) {
+    if gamma_at_client(cfg, w) {
+        for (k, v) in y.iter_mut().enumerate() {
+            *v *= w.final_norm[k % cfg.d_model] as f64;
+        }
+    }
+}
+
 /// The suffix as prepared for one party (what the provider sends to each worker).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PreparedSuffix {
@@ -75,8 +103,8 @@ pub struct PreparedSuffix {
     pub party: PartyId,
     /// layers
     pub layers: Vec<PreparedLayer>,
-    /// final γ: public values, or this party's share when the base is private
-    pub final_gamma: Base,
+    /// the final norm's γ
+    pub final_gamma: FinalGamma,
 }
 
 fn encode_mat(fx: FixedPoint, m: &Mat) -> Result<RingTensor, SuffixError> {
@@ -232,9 +260,11 @@ pub fn prepare(
     let gamma = RingTensor::from_flat(gamma);
     let finals = if cfg.private_base {
         let (g0, g1) = split(&gamma, &mut prg);
-        [Base::Private(g0), Base::Private(g1)]
+        [FinalGamma::Private(g0), FinalGamma::Private(g1)]
+    } else if gamma_at_client(cfg, w) {
+        [FinalGamma::AtClient, FinalGamma::AtClient]
     } else {
-        [Base::Public(gamma.clone()), Base::Public(gamma)]
+        [FinalGamma::Public(gamma.clone()), FinalGamma::Public(gamma)]
     };
     let [l0, l1] = layers;
     let [f0, f1] = finals;
@@ -276,7 +306,7 @@ pub struct SecureSuffix {
     cfg: SuffixConfig,
     fx: FixedPoint,
     layers: Vec<LoadedLayer>,
-    final_gamma: Base,
+    final_gamma: FinalGamma,
     norm: Norm,
     softmax: Softmax,
     silu: PiecewiseLinear,
@@ -355,7 +385,8 @@ impl SecureSuffix {
     }
 
     /// Runs the suffix on this party's shares `x` (T × d, scale f) at the next T positions;
-    /// returns shares of the final normalised hidden state (T × d, scale f).
+    /// returns shares of the final normalised hidden state (T × d, scale f), without γ when
+    /// it is [`FinalGamma::AtClient`].
     pub async fn forward<T: Transport>(
         &mut self,
         p: &mut Party<T>,
@@ -421,8 +452,9 @@ impl SecureSuffix {
         self.pos += t;
         // final norm with γ
         let y = match &self.final_gamma {
-            Base::Public(g) => norm_rows(p, &self.norm, &h, Some(g.data()), None).await?,
-            Base::Private(g) => {
+            FinalGamma::AtClient => norm_rows(p, &self.norm, &h, None, None).await?,
+            FinalGamma::Public(g) => norm_rows(p, &self.norm, &h, Some(g.data()), None).await?,
+            FinalGamma::Private(g) => {
                 let n = norm_rows(p, &self.norm, &h, None, None).await?;
                 let gb: Vec<u64> = (0..n.len()).map(|k| g.data()[k % d]).collect();
                 let z = mul(p, &n, &gb).await?;

@@ -7,7 +7,7 @@ use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::{reconstruct, run_pair, share};
 use marill_suffix::config::LoraConfig;
 use marill_suffix::plain::{forward, PlainCache};
-use marill_suffix::secure::{prepare, SecureSuffix};
+use marill_suffix::secure::{finish_at_client, prepare, SecureSuffix};
 use marill_suffix::{SuffixConfig, SuffixWeights, Target};
 
 fn tiny() -> SuffixConfig {
@@ -66,7 +66,8 @@ fn run(cfg: &SuffixConfig, t0: usize, steps: usize, seed: u64) -> (Vec<f64>, Vec
             (out, p)
         }
     });
-    let got = fx.decode_slice(&reconstruct(&run.out[0], &run.out[1]));
+    let mut got = fx.decode_slice(&reconstruct(&run.out[0], &run.out[1]));
+    finish_at_client(cfg, &w, &mut got);
     (got, want)
 }
 
