@@ -27,7 +27,7 @@ fn lookups(c: &mut Criterion) {
     let bit: Vec<BitDpfCorrection> = (0..N)
         .map(|i| bit_dpf_gen(BITS, cs[i], roots[i], roots[(i + 1) % N]).0)
         .collect();
-    let tables = SignedTables::new(BITS, &[&t0, &t1]);
+    let tables = SignedTables::new(BITS, &t0, &t1);
     let mut g = c.benchmark_group("lookup_11bit");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("z2_64_dpf_full_domain", |b| {

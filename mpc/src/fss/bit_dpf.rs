@@ -18,11 +18,10 @@
 //! This is the DPF-with-bit-output lookup of Pika (Wagh, PETS 2022) and Grotto (Storrier et al.,
 //! CCS 2023), with the sign handled by the consumer instead of an extra round.
 
-use super::dpf::{grow, levels_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel, Level};
+use super::dpf::{levels_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel};
 use super::prg::{self, encrypt, from_block};
 use super::FssError;
 use aes::Block;
-use std::cell::RefCell;
 
 /// Largest supported domain width in bits.
 pub const BIT_DPF_MAX_BITS: u32 = 20;
@@ -112,59 +111,9 @@ impl BitDpfCorrection {
     }
 }
 
-/// Reusable buffers of the bit-DPF evaluation.
-#[derive(Default)]
-struct Scratch {
-    nodes: Vec<u128>,
-    spare: Vec<u128>,
-    blocks: Vec<Block>,
-    blocks2: Vec<Block>,
-    bits: Vec<u64>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Full-domain evaluation into `out`, one bit per point, little-endian within u64 words
-/// (`out.len() = max(1, 2^n / 64)`; for `n < 6` only the low `2^n` bits of the word are set).
-fn eval_bits_into(s: &mut Scratch, party: u8, root: u128, cw: &BitDpfCorrection, out: &mut [u64]) {
-    let root = (root & !1) | party as u128;
-    let Scratch {
-        nodes,
-        spare,
-        blocks,
-        blocks2,
-        ..
-    } = s;
-    let mut lvl = Level {
-        nodes,
-        spare,
-        blocks,
-        blocks2,
-    };
-    let m = lvl.expand(root, &cw.levels);
-    // blocks[2k] holds node k's seed with bit 0 cleared: the MMO input of its leaf block.
-    let leaf_in: Vec<u128> = (0..m).map(|k| lvl.nodes[k] & !1).collect();
-    let mut enc: Vec<Block> = (0..m).map(|k| lvl.blocks[2 * k]).collect();
-    encrypt(&mut enc);
-    let keep = if cw.n_bits >= 7 {
-        u128::MAX
-    } else {
-        (1u128 << (1u32 << cw.n_bits)) - 1
-    };
-    for k in 0..m {
-        let tm = 0u128.wrapping_sub(lvl.nodes[k] & 1);
-        let v = (from_block(&enc[k]) ^ leaf_in[k] ^ (tm & cw.last)) & keep;
-        out[2 * k] = v as u64;
-        if 2 * k + 1 < out.len() {
-            out[2 * k + 1] = (v >> 64) as u64;
-        }
-    }
-}
-
 /// Full-domain evaluation: this party's output bits `o_b` (see the module header), one per point,
-/// packed little-endian into `max(1, 2^n/64)` u64 words.
+/// packed little-endian into `max(1, 2^n/64)` u64 words (for `n < 6` only the low `2^n` bits of
+/// the word are set).
 ///
 /// # Panics
 /// If `party > 1`.
@@ -172,21 +121,22 @@ pub fn bit_dpf_eval_full(party: u8, root: u128, cw: &BitDpfCorrection) -> Vec<u6
     assert!(party < 2, "bit_dpf: party must be 0 or 1, got {party}");
     let words = (cw.domain() / 64).max(1);
     let mut out = vec![0u64; words.max(2)];
-    SCRATCH.with_borrow_mut(|s| eval_bits_into(s, party, root, cw, &mut out));
+    let mut b = Buffers::default();
+    eval_bits_batch(&mut b, party, &[root], std::slice::from_ref(cw), &mut out);
     out.truncate(words);
     out
 }
 
-/// Tables prepared for signed lookups: each table reversed and doubled so that the rotated
-/// products of one lookup read one contiguous run.
+/// A pair of tables (node values and deltas) prepared for signed lookups: each reversed and
+/// doubled so that the rotated products of one lookup read one contiguous run.
 #[derive(Clone, Debug)]
 pub struct SignedTables {
     n_bits: u32,
     /// `rev2[k][i] = T_k[(N − 1 − i) mod N]`, `i < 2N`
-    rev2: Vec<Vec<u64>>,
-    /// Two tables of small signed entries packed into one, `T_0 + T_1·2^shift` (reversed and
-    /// doubled like `rev2`), when every masked sum of either fits its half exactly: one pass
-    /// over the bits then serves both tables.
+    rev2: [Vec<u64>; 2],
+    /// The two tables packed into one, `T_0 + T_1·2^shift` (reversed and doubled like `rev2`),
+    /// when every masked sum of either fits its half exactly: one pass over the bits then
+    /// serves both tables.
     packed: Option<(u32, Vec<u64>)>,
 }
 
@@ -203,126 +153,59 @@ fn sum_bits(n_bits: u32, t: &[u64]) -> u32 {
 }
 
 impl SignedTables {
-    /// Prepares `tables` (each of length `2^n_bits`).
+    /// Prepares the pair `t0`, `t1` (each of length `2^n_bits`).
     ///
     /// # Panics
     /// If a table's length is not `2^n_bits`.
-    pub fn new(n_bits: u32, tables: &[&[u64]]) -> Self {
+    pub fn new(n_bits: u32, t0: &[u64], t1: &[u64]) -> Self {
         let n = 1usize << n_bits;
-        let rev2 = tables
-            .iter()
-            .map(|t| {
-                assert_eq!(t.len(), n, "signed lookup: table length must be 2^n_bits");
-                (0..2 * n).map(|i| t[(2 * n - 1 - i) % n]).collect()
-            })
-            .collect::<Vec<Vec<u64>>>();
-        let packed = match rev2.as_slice() {
-            [r0, r1] => {
-                let (b0, b1) = (sum_bits(n_bits, r0), sum_bits(n_bits, r1));
-                (b0 + b1 <= 63).then(|| {
-                    let v = r0
-                        .iter()
-                        .zip(r1)
-                        .map(|(a, b)| a.wrapping_add(b.wrapping_shl(b0)))
-                        .collect();
-                    (b0, v)
-                })
-            }
-            _ => None,
+        let rev = |t: &[u64]| -> Vec<u64> {
+            assert_eq!(t.len(), n, "signed lookup: table length must be 2^n_bits");
+            (0..2 * n).map(|i| t[(2 * n - 1 - i) % n]).collect()
         };
+        let rev2 = [rev(t0), rev(t1)];
+        let (b0, b1) = (sum_bits(n_bits, &rev2[0]), sum_bits(n_bits, &rev2[1]));
+        let packed = (b0 + b1 <= 63).then(|| {
+            let v = rev2[0]
+                .iter()
+                .zip(&rev2[1])
+                .map(|(a, b)| a.wrapping_add(b.wrapping_shl(b0)))
+                .collect();
+            (b0, v)
+        });
         Self {
             n_bits,
             rev2,
             packed,
         }
     }
-
-    /// Number of tables.
-    pub fn len(&self) -> usize {
-        self.rev2.len()
-    }
-
-    /// True when there is no table.
-    pub fn is_empty(&self) -> bool {
-        self.rev2.is_empty()
-    }
-}
-
-/// Signed masked lookup: for the public `c = (y + α) mod 2^n`, writes this party's share of
-/// `s·T_k[y]` to `out[k]` and returns its share of the sign `s` (see the module header).
-///
-/// # Panics
-/// If `party > 1`, the widths differ or `out.len()` is not the number of tables.
-pub fn bit_dpf_lookup(
-    party: u8,
-    root: u128,
-    cw: &BitDpfCorrection,
-    c: u64,
-    tables: &SignedTables,
-    out: &mut [u64],
-) -> u64 {
-    assert!(party < 2, "bit_dpf: party must be 0 or 1, got {party}");
-    assert_eq!(cw.n_bits, tables.n_bits, "signed lookup: width mismatch");
-    assert_eq!(
-        out.len(),
-        tables.len(),
-        "signed lookup: one output per table"
-    );
-    let n = cw.domain();
-    let words = (n / 64).max(1);
-    SCRATCH.with_borrow_mut(|s| {
-        let mut bits = std::mem::take(&mut s.bits);
-        grow(&mut bits, words.max(2), 0);
-        eval_bits_into(s, party, root, cw, &mut bits);
-        let bits_used = &bits[..words];
-        let k0 = n - 1 - (c as usize & (n - 1));
-        let neg = party == 1;
-        let mut pop = 0u64;
-        for w in bits_used {
-            pop += w.count_ones() as u64;
-        }
-        let mut acc = [0u64; 2];
-        match tables.rev2.as_slice() {
-            [r0, r1] if n >= 64 => {
-                acc = masked_sums2(bits_used, &r0[k0..k0 + n], &r1[k0..k0 + n]);
-            }
-            _ => {
-                for (a, rev) in acc.iter_mut().zip(&tables.rev2) {
-                    *a = masked_sum_scalar(bits_used, &rev[k0..k0 + n]);
-                }
-            }
-        }
-        for (k, o) in out.iter_mut().enumerate() {
-            let v = if k < 2 {
-                acc[k]
-            } else {
-                masked_sum_scalar(bits_used, &tables.rev2[k][k0..k0 + n])
-            };
-            *o = if neg { v.wrapping_neg() } else { v };
-        }
-        s.bits = bits;
-        if neg {
-            pop.wrapping_neg()
-        } else {
-            pop
-        }
-    })
 }
 
 /// Elements whose trees are expanded together by [`bit_dpf_lookup_many`].
 const BATCH: usize = 8;
 
+/// Node and block buffers of a batched expansion (reused across batches).
+#[derive(Default)]
+struct Buffers {
+    nodes: Vec<u128>,
+    next: Vec<u128>,
+    blocks: Vec<Block>,
+}
+
 /// Full-domain bits of up to [`BATCH`] keys of one width, level by level with every level's AES
 /// calls of all trees in one batch; `out` receives `words` u64s per key.
 fn eval_bits_batch(
-    nodes: &mut Vec<u128>,
-    next: &mut Vec<u128>,
-    blocks: &mut Vec<Block>,
+    b: &mut Buffers,
     party: u8,
     roots: &[u128],
     cws: &[BitDpfCorrection],
     out: &mut [u64],
 ) {
+    let Buffers {
+        nodes,
+        next,
+        blocks,
+    } = b;
     let n_bits = cws[0].n_bits;
     let depth = cws[0].levels.len();
     let words = (1usize << n_bits).div_ceil(64);
@@ -370,13 +253,13 @@ fn eval_bits_batch(
     }
 }
 
-/// [`bit_dpf_lookup`] for many elements with two tables: element i (root `roots[i]`, words
-/// `cws[i]`, opened index `cs[i]`) gives shares of `s_i·T_0[y_i]`, of `s_i·T_1[y_i]` and of the
+/// Signed masked lookups (see the module header): element i (root `roots[i]`, words `cws[i]`,
+/// public `c_i = (y_i + α_i) mod 2^n`) gives shares of `s_i·T_0[y_i]`, of `s_i·T_1[y_i]` and of the
 /// sign `s_i`, returned as three vectors. Trees of eight elements are expanded together so
 /// that the AES pipeline stays full.
 ///
 /// # Panics
-/// If `party > 1`, the lengths disagree, the widths differ or `tables` does not hold two tables.
+/// If `party > 1`, the lengths disagree or the widths differ.
 pub fn bit_dpf_lookup_many(
     party: u8,
     roots: &[u128],
@@ -390,7 +273,6 @@ pub fn bit_dpf_lookup_many(
         cws.len() == len && cs.len() == len,
         "bit_dpf_lookup_many: length mismatch"
     );
-    assert_eq!(tables.len(), 2, "bit_dpf_lookup_many: two tables");
     assert!(
         cws.iter().all(|c| c.n_bits == tables.n_bits),
         "signed lookup: width mismatch"
@@ -400,16 +282,14 @@ pub fn bit_dpf_lookup_many(
     let words = n.div_ceil(64);
     let neg = party == 1;
     let sign = |v: u64| if neg { v.wrapping_neg() } else { v };
-    let (mut nodes, mut next, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut buffers = Buffers::default();
     let mut bits = vec![0u64; BATCH * words.max(2)];
     let mut start = 0;
     while start < len {
         let m = (len - start).min(BATCH);
         let range = start..start + m;
         eval_bits_batch(
-            &mut nodes,
-            &mut next,
-            &mut blocks,
+            &mut buffers,
             party,
             &roots[range.clone()],
             &cws[range],
@@ -466,30 +346,6 @@ const NIBBLE: [[u64; 4]; 16] = {
     }
     t
 };
-
-/// Two masked sums over the same bits (`vals*.len() = 64·words.len()`), four lanes per nibble.
-#[inline(always)]
-fn masked_sums2_body(words: &[u64], v0: &[u64], v1: &[u64]) -> [u64; 2] {
-    let mut a0 = [0u64; 4];
-    let mut a1 = [0u64; 4];
-    for ((&w, c0), c1) in words
-        .iter()
-        .zip(v0.chunks_exact(64))
-        .zip(v1.chunks_exact(64))
-    {
-        for q in 0..16 {
-            let m = &NIBBLE[((w >> (4 * q)) & 15) as usize];
-            let x0 = &c0[4 * q..4 * q + 4];
-            let x1 = &c1[4 * q..4 * q + 4];
-            for k in 0..4 {
-                a0[k] = a0[k].wrapping_add(x0[k] & m[k]);
-                a1[k] = a1[k].wrapping_add(x1[k] & m[k]);
-            }
-        }
-    }
-    let sum = |a: [u64; 4]| a.iter().fold(0u64, |s, v| s.wrapping_add(*v));
-    [sum(a0), sum(a1)]
-}
 
 /// AVX2: per nibble of bits, one 256-bit mask load, two ANDs and two adds.
 #[cfg(target_arch = "x86_64")]
@@ -565,8 +421,8 @@ unsafe fn masked_sum_avx2(words: &[u64], vals: &[u64]) -> u64 {
     l.iter().fold(0u64, |s, v| s.wrapping_add(*v))
 }
 
-/// [`masked_sums2_body`] compiled for AVX2 when the CPU has it (one 256-bit AND and add per
-/// four products).
+/// Two masked sums over the same bits: AVX2 when the CPU has it (one 256-bit AND and add per
+/// four products and table), else bit by bit.
 fn masked_sums2(words: &[u64], v0: &[u64], v1: &[u64]) -> [u64; 2] {
     #[cfg(target_arch = "x86_64")]
     {
@@ -575,7 +431,7 @@ fn masked_sums2(words: &[u64], v0: &[u64], v1: &[u64]) -> [u64; 2] {
             return unsafe { masked_sums2_avx2(words, v0, v1) };
         }
     }
-    masked_sums2_body(words, v0, v1)
+    [masked_sum_scalar(words, v0), masked_sum_scalar(words, v1)]
 }
 
 #[cfg(test)]
@@ -610,65 +466,48 @@ mod tests {
         }
     }
 
+    /// Batches of 20 lookups (across the 8-tree batch boundary) reconstruct to `s·T[y]` with
+    /// `s = ±1` the dealer's sign, for narrow and wide domains.
     #[test]
     fn signed_lookup_returns_sign_times_entry() {
         let mut rng = StdRng::seed_from_u64(5);
-        for n in [3u32, 6, 7, 8, 11] {
+        for n in [3u32, 4, 6, 7, 8, 11] {
             let size = 1usize << n;
+            let mask = size as u64 - 1;
             let t0: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
             let t1: Vec<u64> = (0..size).map(|_| rng.gen::<u64>() >> 40).collect();
-            let tables = SignedTables::new(n, &[&t0, &t1]);
-            for _ in 0..20 {
-                let alpha = rng.gen::<u64>() & (size as u64 - 1);
-                let y = rng.gen::<u64>() & (size as u64 - 1);
-                let c = (y + alpha) & (size as u64 - 1);
-                let (r0, r1) = (rng.gen(), rng.gen());
+            let tables = SignedTables::new(n, &t0, &t1);
+            let len = 20;
+            let mut keys = Vec::new();
+            let (mut roots0, mut roots1, mut cs, mut ys, mut signs) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            for _ in 0..len {
+                let alpha = rng.gen::<u64>() & mask;
+                let y = rng.gen::<u64>() & mask;
+                let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
                 let (cw, pos) = bit_dpf_gen(n, alpha, r0, r1);
-                let mut a = [0u64; 2];
-                let mut b = [0u64; 2];
-                let s0 = bit_dpf_lookup(0, r0, &cw, c, &tables, &mut a);
-                let s1 = bit_dpf_lookup(1, r1, &cw, c, &tables, &mut b);
-                let s = s0.wrapping_add(s1);
-                assert_eq!(s, if pos { 1 } else { u64::MAX });
-                for (k, t) in [&t0, &t1].iter().enumerate() {
-                    let got = a[k].wrapping_add(b[k]).wrapping_mul(s);
-                    assert_eq!(got, t[y as usize], "n={n} table {k}");
-                }
+                keys.push(cw);
+                roots0.push(r0);
+                roots1.push(r1);
+                cs.push((y + alpha) & mask);
+                ys.push(y as usize);
+                signs.push(if pos { 1 } else { u64::MAX });
             }
-        }
-    }
-
-    #[test]
-    fn batched_lookups_equal_single_lookups() {
-        let mut rng = StdRng::seed_from_u64(8);
-        for n in [4u32, 7, 11] {
-            let size = 1usize << n;
-            let t0: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
-            let t1: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
-            let tables = SignedTables::new(n, &[&t0, &t1]);
-            let len = 19;
-            let roots: Vec<u128> = (0..len).map(|_| rng.gen()).collect();
-            let cws: Vec<BitDpfCorrection> = (0..len)
-                .map(|_| {
-                    bit_dpf_gen(
-                        n,
-                        rng.gen::<u64>() & (size as u64 - 1),
-                        rng.gen(),
-                        rng.gen(),
-                    )
-                    .0
-                })
-                .collect();
-            let cs: Vec<u64> = (0..len)
-                .map(|_| rng.gen::<u64>() & (size as u64 - 1))
-                .collect();
-            for party in 0..2u8 {
-                let [a, b, sg] = bit_dpf_lookup_many(party, &roots, &cws, &cs, &tables);
-                for i in 0..len {
-                    let mut o = [0u64; 2];
-                    let s1 = bit_dpf_lookup(party, roots[i], &cws[i], cs[i], &tables, &mut o);
-                    assert_eq!((a[i], b[i], sg[i]), (o[0], o[1], s1), "n={n} i={i}");
-                }
+            let [a0, b0, s0] = bit_dpf_lookup_many(0, &roots0, &keys, &cs, &tables);
+            let [a1, b1, s1] = bit_dpf_lookup_many(1, &roots1, &keys, &cs, &tables);
+            for i in 0..len {
+                let s = s0[i].wrapping_add(s1[i]);
+                assert_eq!(s, signs[i], "n={n} i={i}");
+                assert_eq!(
+                    a0[i].wrapping_add(a1[i]).wrapping_mul(s),
+                    t0[ys[i]],
+                    "n={n} i={i}"
+                );
+                assert_eq!(
+                    b0[i].wrapping_add(b1[i]).wrapping_mul(s),
+                    t1[ys[i]],
+                    "n={n} i={i}"
+                );
             }
         }
     }
@@ -685,7 +524,7 @@ mod tests {
         let t1: Vec<u64> = (0..size)
             .map(|_| (rng.gen_range(-4000i64..4000)) as u64)
             .collect();
-        let packed = SignedTables::new(n, &[&t0, &t1]);
+        let packed = SignedTables::new(n, &t0, &t1);
         assert!(packed.packed.is_some());
         let mut plain = packed.clone();
         plain.packed = None;
@@ -702,7 +541,7 @@ mod tests {
         }
         // full-range entries: not packed
         let big: Vec<u64> = (0..size).map(|_| rng.gen()).collect();
-        assert!(SignedTables::new(n, &[&big, &t1]).packed.is_none());
+        assert!(SignedTables::new(n, &big, &t1).packed.is_none());
     }
 
     #[test]

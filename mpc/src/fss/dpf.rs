@@ -215,18 +215,18 @@ pub(crate) fn levels_from_bytes(bytes: &[u8]) -> Result<Vec<DpfLevel>, FssError>
 
 /// Grows `v` to at least `n` elements (never shrinks, so warmed-up buffers are not refilled).
 #[inline]
-pub(crate) fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
+fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
     if v.len() < n {
         v.resize(n, fill);
     }
 }
 
 /// Node and block buffers of one breadth-first expansion.
-pub(crate) struct Level<'a> {
-    pub(crate) nodes: &'a mut Vec<u128>,
-    pub(crate) spare: &'a mut Vec<u128>,
-    pub(crate) blocks: &'a mut Vec<Block>,
-    pub(crate) blocks2: &'a mut Vec<Block>,
+struct Level<'a> {
+    nodes: &'a mut Vec<u128>,
+    spare: &'a mut Vec<u128>,
+    blocks: &'a mut Vec<Block>,
+    blocks2: &'a mut Vec<Block>,
 }
 
 impl Level<'_> {
@@ -234,7 +234,7 @@ impl Level<'_> {
     /// (`m` returned) and `blocks[..2m]` holds each node's MMO inputs `(s, s | 1)`, not yet
     /// encrypted: the next level's children, or a terminal node's two leaf blocks. Filling the next
     /// level's blocks while combining the current one saves a pass over the level.
-    pub(crate) fn expand(&mut self, root: u128, levels: &[DpfLevel]) -> usize {
+    fn expand(&mut self, root: u128, levels: &[DpfLevel]) -> usize {
         let m_max = 1usize << levels.len();
         grow(self.nodes, m_max, 0);
         grow(self.spare, m_max, 0);

@@ -30,8 +30,7 @@ pub mod dpf;
 pub mod prg;
 
 pub use bit_dpf::{
-    bit_dpf_eval_full, bit_dpf_gen, bit_dpf_lookup, bit_dpf_lookup_many, BitDpfCorrection,
-    SignedTables,
+    bit_dpf_eval_full, bit_dpf_gen, bit_dpf_lookup_many, BitDpfCorrection, SignedTables,
 };
 pub use dcf::{dcf_eval, dcf_eval_keys, dcf_eval_many, dcf_gen, DcfCorrection, DCF_MAX_BITS};
 pub use dpf::{

@@ -173,7 +173,7 @@ impl PiecewiseLinear {
                     d as i64 as u64
                 })
                 .collect();
-            let signed = SignedTables::new(k, &[&t0, &t1]);
+            let signed = SignedTables::new(k, &t0, &t1);
             segs.push(Segment {
                 start,
                 end,
@@ -369,7 +369,7 @@ async fn eval_core<T: Transport>(
     p: &mut Party<T>,
     table: &PiecewiseLinear,
     x: &[u64],
-    signed: Option<SignedLutMaterial>,
+    mut signed: Option<SignedLutMaterial>,
 ) -> Result<CoreOutput> {
     let n = x.len();
     if let Some(m) = &signed {
@@ -387,7 +387,6 @@ async fn eval_core<T: Transport>(
         }
     }
     let is_signed = signed.is_some();
-    let mut signed = signed;
     let nseg = table.segments.len();
     let t = table.t;
     let p0 = p.is_p0();

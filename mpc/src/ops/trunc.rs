@@ -26,6 +26,14 @@ use crate::party::Party;
 
 const OFFSET: u64 = 1 << 62;
 
+/// The public part of `⌊x'/2^s⌋` from the opened `c = x' + r`:
+/// `c_hi·2^(63−s) + ⌊c_lo/2^s⌋ − 2^62/2^s` (see the module header).
+fn public_part(c: u64, s: u32) -> u64 {
+    ((c >> 63) << (63 - s))
+        .wrapping_add((c & (u64::MAX >> 1)) >> s)
+        .wrapping_sub(OFFSET >> s)
+}
+
 /// A masked opening in progress.
 pub struct MaskPending {
     mat: MaskMaterial,
@@ -139,21 +147,17 @@ impl Masked {
                 op: "trunc",
                 detail: format!("shift {s} was not prepared in the mask"),
             })?;
-        let low = u64::MAX >> 1;
         Ok((0..self.c.len())
             .map(|i| {
                 let c = self.c[i].wrapping_sub(a);
-                let c_hi = c >> 63;
-                // shares of k = c_hi xor r_hi
-                let mut k = self.mat.r_msb[i].wrapping_mul(1u64.wrapping_sub(2 * c_hi));
+                // shares of k = c_hi xor r_hi, less the public c_hi (in P)
+                let k = self.mat.r_msb[i].wrapping_mul(1u64.wrapping_sub(2 * (c >> 63)));
+                let out = k.wrapping_shl(63 - s).wrapping_sub(lo[i]);
                 if self.p0 {
-                    k = k.wrapping_add(c_hi);
+                    out.wrapping_add(public_part(c, s))
+                } else {
+                    out
                 }
-                let mut out = k.wrapping_shl(63 - s).wrapping_sub(lo[i]);
-                if self.p0 {
-                    out = out.wrapping_add((c & low) >> s).wrapping_sub(OFFSET >> s);
-                }
-                out
             })
             .collect())
     }
@@ -161,15 +165,7 @@ impl Masked {
     /// The public part `P(c)` of the truncation by `shift`: `⌊x/2^shift⌋ = P(c) − M` with `M`
     /// a mask the dealer knows up to the public top bit of `c` (see the module header).
     pub fn trunc_public(&self, shift: u32) -> Vec<u64> {
-        let low = u64::MAX >> 1;
-        self.c
-            .iter()
-            .map(|&c| {
-                ((c >> 63) << (63 - shift))
-                    .wrapping_add((c & low) >> shift)
-                    .wrapping_sub(OFFSET >> shift)
-            })
-            .collect()
+        self.c.iter().map(|&c| public_part(c, shift)).collect()
     }
 
     /// The top bit of each opened value (selects the dealer's mask variant).
