@@ -7,7 +7,7 @@ use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::{reconstruct, run_pair, share};
 use marill_suffix::config::LoraConfig;
 use marill_suffix::plain::{forward, PlainCache};
-use marill_suffix::secure::{finish_at_client, prepare, SecureSuffix};
+use marill_suffix::secure::{finish_at_client, gamma_at_client, prepare, SecureSuffix};
 use marill_suffix::{SuffixConfig, SuffixWeights, Target};
 
 fn tiny() -> SuffixConfig {
@@ -34,8 +34,20 @@ fn tiny() -> SuffixConfig {
 /// Runs prefill of `t0` tokens then `steps` single-token decodes; returns (secure, plain)
 /// outputs for all tokens.
 fn run(cfg: &SuffixConfig, t0: usize, steps: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
+    run_with(cfg, t0, steps, seed, |_| {})
+}
+
+/// [`run`] with the random weights edited first.
+fn run_with(
+    cfg: &SuffixConfig,
+    t0: usize,
+    steps: usize,
+    seed: u64,
+    edit: impl Fn(&mut SuffixWeights),
+) -> (Vec<f64>, Vec<f64>) {
     let fx = FixedPoint::default();
-    let w = SuffixWeights::random(cfg, seed, false).unwrap();
+    let mut w = SuffixWeights::random(cfg, seed, false).unwrap();
+    edit(&mut w);
     let d = cfg.d_model;
     let total = t0 + steps;
     let mut prg = Prg::new(Seed::from_u64(seed), 3);
@@ -105,6 +117,33 @@ fn lora_and_head_merging_match_plaintext() {
         eprintln!("LoRA + HM={m} max abs error {e:.2e}");
         assert!(e < BOUND, "HM={m}: max abs error {e}");
     }
+}
+
+/// A public final γ with a zero entry cannot be left to the client (the output would reveal
+/// the zeroed coordinate): it is applied under 2PC, with the same bound.
+#[test]
+fn public_final_gamma_with_a_zero_is_applied_by_the_parties() {
+    let mut cfg = tiny();
+    cfg.private_base = false;
+    cfg.lora = Some(LoraConfig {
+        rank: 4,
+        targets: Target::ALL.to_vec(),
+    });
+    let zero_gamma = |w: &mut SuffixWeights| w.final_norm[3] = 0.0;
+    let mut w = SuffixWeights::random(&cfg, 21, false).unwrap();
+    assert!(gamma_at_client(&cfg, &w));
+    zero_gamma(&mut w);
+    assert!(!gamma_at_client(&cfg, &w));
+    let (got, want) = run_with(&cfg, 4, 2, 21, zero_gamma);
+    let e = max_err(&got, &want);
+    eprintln!("public γ with a zero: max abs error {e:.2e}");
+    assert!(e < BOUND, "max abs error {e}");
+    // the zeroed coordinate stays zero within the truncation's ulp
+    assert!(got
+        .iter()
+        .skip(3)
+        .step_by(cfg.d_model)
+        .all(|v| v.abs() < 1e-4));
 }
 
 #[test]
