@@ -11,7 +11,8 @@
 //! Per layer: RMSNorm (6 rounds) → q|k|v projection (public `x·W` local; LoRA: `x·A`,
 //! truncation, `·B`; private `W`: one masked product) → RoPE on the untruncated product (local,
 //! public cos/sin) fused into the one truncation → scores `Q·Kᵀ` per merged head (one round for
-//! all heads) → truncation → causal softmax → `P·V` → truncation → o projection (LoRA without an
+//! all heads) → causal softmax on the untruncated scores → `P·V` (V kept at scale 2f when the
+//! weights bound `|V|`) → o projection (its input truncated in its LoRA opening; LoRA without an
 //! intermediate truncation: `(x·A)·B` kept at scale 3f and truncated once) → residual →
 //! RMSNorm → gate|up → SwiGLU (`ops::swiglu`: truncation of gate and up in one opening, SiLU by a
 //! signed bit-DPF lookup, `·up`, truncation) → down → residual.
@@ -105,6 +106,39 @@ pub struct PreparedSuffix {
     pub layers: Vec<PreparedLayer>,
     /// the final norm's γ
     pub final_gamma: FinalGamma,
+    /// V stays at scale 2f in the cache and `P·V` is truncated by the o projection (one
+    /// truncation of `T·kv_width` values less per layer); set by [`prepare`] only when the
+    /// weights prove `|V| < 2^(61 − 3f)` (see [`value_limit`]).
+    pub values_untruncated: bool,
+}
+
+/// The largest `|V|` for which V is kept untruncated: `P·V` at scale 3f then stays below
+/// `2^61` (a softmax row sums to 1), inside exact truncation's `2^62`; 8192 at f = 16.
+pub fn value_limit(fx: FixedPoint) -> f64 {
+    2f64.powi(61 - 3 * fx.frac_bits() as i32)
+}
+
+/// A proven bound on `|V|` for one layer's fused q|k|v weights: the RMSNorm output `x̂` (γ is
+/// folded into the weights' rows) has `‖x̂‖₂ ≤ √d`, so `|V_j| = |x̂·w_j| ≤ √d·‖w_j‖₂` for each
+/// V column `w_j` of `W + A·B`; doubled for the secure norm's approximation error.
+fn value_bound(cfg: &SuffixConfig, plain: &Plain) -> f64 {
+    let (qw, kw) = (cfg.q_width(), cfg.kv_width());
+    let d = plain.base.rows;
+    let mut worst = 0f64;
+    for j in qw + kw..qw + 2 * kw {
+        let mut sq = 0f64;
+        for i in 0..d {
+            let mut w = plain.base.at(i, j) as f64;
+            if let Some((a, b)) = &plain.lora {
+                w += (0..a.cols)
+                    .map(|r| a.at(i, r) as f64 * b.at(r, j) as f64)
+                    .sum::<f64>();
+            }
+            sq += w * w;
+        }
+        worst = worst.max(sq.sqrt());
+    }
+    2.0 * (d as f64).sqrt() * worst
 }
 
 fn encode_mat(fx: FixedPoint, m: &Mat) -> Result<RingTensor, SuffixError> {
@@ -199,6 +233,7 @@ pub fn prepare(
     let mut prg = Prg::new(seed, 0x5111);
     let qs = 1.0 / ((cfg.head_merge * cfg.head_dim) as f32).sqrt();
     let mut layers: [Vec<PreparedLayer>; 2] = [Vec::new(), Vec::new()];
+    let mut values_untruncated = true;
     for (li, l) in w.layers.iter().enumerate() {
         let plains = [
             fused(
@@ -216,6 +251,7 @@ pub fn prepare(
             )?,
             fused(cfg, l, &[(Target::Down, 1.0)], None)?,
         ];
+        values_untruncated &= value_bound(cfg, &plains[0]) < value_limit(fx);
         let mut per_party: [Vec<PreparedProj>; 2] = [Vec::new(), Vec::new()];
         for (pi, pl) in plains.into_iter().enumerate() {
             let id = (li as u64) << 8 | (pi as u64) << 4;
@@ -273,11 +309,13 @@ pub fn prepare(
             party: PartyId::P0,
             layers: l0,
             final_gamma: f0,
+            values_untruncated,
         },
         PreparedSuffix {
             party: PartyId::P1,
             layers: l1,
             final_gamma: f1,
+            values_untruncated,
         },
     ])
 }
@@ -307,6 +345,7 @@ pub struct SecureSuffix {
     fx: FixedPoint,
     layers: Vec<LoadedLayer>,
     final_gamma: FinalGamma,
+    values_untruncated: bool,
     norm: Norm,
     softmax: Softmax,
     silu: PiecewiseLinear,
@@ -361,6 +400,7 @@ impl SecureSuffix {
             fx,
             layers,
             final_gamma: prepared.final_gamma,
+            values_untruncated: prepared.values_untruncated,
             norm: Norm::new(
                 fx,
                 NormKind::Rms,
@@ -428,6 +468,7 @@ impl SecureSuffix {
                 &self.layers[li].cache_v,
                 t,
                 pos0,
+                self.values_untruncated,
             )
             .await?;
             let o = proj(p, &self.layers[li].o, attn, t, f).await?;
@@ -465,7 +506,8 @@ impl SecureSuffix {
     }
 
     /// Applies RoPE to the q and k columns of the untruncated q|k|v product (scale 2f → 3f),
-    /// then truncates q, k by 2f and v by f in one round.
+    /// then truncates q, k by 2f and v by f in one round (v stays at 2f when the suffix keeps
+    /// values untruncated).
     async fn rope_and_split<T: Transport>(
         &self,
         p: &mut Party<T>,
@@ -511,11 +553,22 @@ impl SecureSuffix {
             v.extend_from_slice(&row[qw + kw..]);
         }
         let m1 = MaskPending::begin(p, &qk, &[2 * f], 0, &[])?;
-        let m2 = MaskPending::begin(p, &v, &[f], 0, &[])?;
-        let opened = open_groups(p, &[(m1.message(), 64), (m2.message(), 64)]).await?;
+        let m2 = if self.values_untruncated {
+            None
+        } else {
+            Some(MaskPending::begin(p, &v, &[f], 0, &[])?)
+        };
+        let mut groups = vec![(m1.message(), 64)];
+        if let Some(m) = &m2 {
+            groups.push((m.message(), 64));
+        }
+        let opened = open_groups(p, &groups).await?;
         let mut it = opened.into_iter();
         let qk = m1.finish(it.next().expect("group")).trunc(2 * f)?;
-        let v = m2.finish(it.next().expect("group")).trunc(f)?;
+        let v = match m2 {
+            Some(m) => m.finish(it.next().expect("group")).trunc(f)?,
+            None => v,
+        };
         let mut q = Vec::with_capacity(t * qw);
         let mut k = Vec::with_capacity(t * kw);
         for r in 0..t {
@@ -611,6 +664,7 @@ async fn attention<T: Transport>(
     vc: &[u64],
     t: usize,
     pos0: usize,
+    values_untruncated: bool,
 ) -> Result<Act, SuffixError> {
     let f = p.fx.frac_bits();
     let (hd, m) = (cfg.head_dim, cfg.head_merge);
@@ -669,7 +723,7 @@ async fn attention<T: Transport>(
         flat.extend_from_slice(o.data());
     }
     // back to (T × q_width): merged head g holds sub-heads g·m..g·m+m−1 in order; left at
-    // scale 2f for the o projection to truncate
+    // scale 2f (3f with untruncated values) for the o projection to truncate
     let mut out = vec![0u64; t * qw];
     for g in 0..g_count {
         for i in 0..t {
@@ -677,5 +731,5 @@ async fn attention<T: Transport>(
             out[i * qw + g * mw..i * qw + (g + 1) * mw].copy_from_slice(src);
         }
     }
-    Ok((out, f))
+    Ok((out, if values_untruncated { 2 * f } else { f }))
 }

@@ -7,7 +7,9 @@ use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::{reconstruct, run_pair, share};
 use marill_suffix::config::LoraConfig;
 use marill_suffix::plain::{forward, PlainCache};
-use marill_suffix::secure::{finish_at_client, gamma_at_client, prepare, SecureSuffix};
+use marill_suffix::secure::{
+    finish_at_client, gamma_at_client, prepare, PreparedSuffix, SecureSuffix,
+};
 use marill_suffix::{SuffixConfig, SuffixWeights, Target};
 
 fn tiny() -> SuffixConfig {
@@ -45,6 +47,18 @@ fn run_with(
     seed: u64,
     edit: impl Fn(&mut SuffixWeights),
 ) -> (Vec<f64>, Vec<f64>) {
+    run_prepared(cfg, t0, steps, seed, edit, |_| {})
+}
+
+/// [`run_with`] with the prepared halves edited before loading.
+fn run_prepared(
+    cfg: &SuffixConfig,
+    t0: usize,
+    steps: usize,
+    seed: u64,
+    edit: impl Fn(&mut SuffixWeights),
+    tweak: impl Fn(&mut [PreparedSuffix; 2]),
+) -> (Vec<f64>, Vec<f64>) {
     let fx = FixedPoint::default();
     let mut w = SuffixWeights::random(cfg, seed, false).unwrap();
     edit(&mut w);
@@ -63,7 +77,8 @@ fn run_with(
     }
     let xe = fx.encode_slice(&x).unwrap();
     let (x0, x1) = share(&xe, &mut prg);
-    let prepared = prepare(cfg, &w, fx, Seed::from_u64(seed + 1)).unwrap();
+    let mut prepared = prepare(cfg, &w, fx, Seed::from_u64(seed + 1)).unwrap();
+    tweak(&mut prepared);
     let run = run_pair(seed, fx, |mut p| {
         let xs = if p.is_p0() { x0.clone() } else { x1.clone() };
         let prep = prepared[p.id.index()].clone();
@@ -144,6 +159,33 @@ fn public_final_gamma_with_a_zero_is_applied_by_the_parties() {
         .skip(3)
         .step_by(cfg.d_model)
         .all(|v| v.abs() < 1e-4));
+}
+
+/// V stays at scale 2f when the weights bound |V| (random weights here), and is truncated when
+/// they do not: both paths match plaintext, prefill and decoding.
+#[test]
+fn values_are_kept_untruncated_only_when_the_weights_bound_them() {
+    let cfg = tiny();
+    let fx = FixedPoint::default();
+    let w = SuffixWeights::random(&cfg, 31, false).unwrap();
+    let p = prepare(&cfg, &w, fx, Seed::from_u64(1)).unwrap();
+    assert!(p[0].values_untruncated && p[1].values_untruncated);
+    let mut big = w.clone();
+    for v in big.layers[1].wv.data.iter_mut() {
+        *v *= 2000.0;
+    }
+    let p = prepare(&cfg, &big, fx, Seed::from_u64(1)).unwrap();
+    assert!(!p[0].values_untruncated && !p[1].values_untruncated);
+    // the truncated path, forced on weights that would allow either
+    let truncated = |p: &mut [PreparedSuffix; 2]| {
+        for h in p.iter_mut() {
+            h.values_untruncated = false;
+        }
+    };
+    let (got, want) = run_prepared(&cfg, 4, 2, 31, |_| {}, truncated);
+    let e = max_err(&got, &want);
+    eprintln!("values truncated: max abs error {e:.2e}");
+    assert!(e < BOUND, "max abs error {e}");
 }
 
 #[test]

@@ -162,6 +162,46 @@ pub struct SignedLutMaterial {
     pub cws: Vec<BitDpfCorrection>,
     /// the partner truncation, when requested
     pub partner: Option<PartnerMask>,
+    /// the lookup's own input mask with its fused interpolation product, when requested
+    pub input: Option<Box<SignedInputMaterial>>,
+}
+
+/// See [`SignedInput`](super::SignedInput): the input mask, the slope's mask `a`, shares of
+/// `a·M_z(c_hi)` for both top bits, and a DCF key giving shares of `a·β` for the borrow `β` of
+/// the exact cell truncation.
+#[derive(Clone, Debug)]
+pub struct SignedInputMaterial {
+    /// the input mask (cell and remainder shifts, comparison, exact cell truncation)
+    pub mask: MaskMaterial,
+    /// shares of the slope's mask a
+    pub a: Vec<u64>,
+    /// shares of `a·M_z(0)` and `a·M_z(1)`
+    pub am: [Vec<u64>; 2],
+    /// this party's DCF root seeds for `a·β`
+    pub roots: Vec<u128>,
+    /// DCF correction words (α = r mod 2^shift, β = a)
+    pub cws: Vec<DcfCorrection>,
+}
+
+/// The dealer-known part `M_z(c_hi)` of a signed lookup's remainder for mask `r` (see
+/// [`SignedInput`](super::SignedInput)).
+pub(crate) fn remainder_mask(inp: &super::SignedInput, r: u64, c_hi: u64) -> u64 {
+    // M_s(c_hi) = lo_s − r_hi·2^(63−s)·(1 − 2·c_hi), as in ops::trunc
+    let m = |s: u32| {
+        let hi = (r >> 63).wrapping_shl(63 - s);
+        let lo = lo_shift(r, s);
+        if c_hi == 0 {
+            lo.wrapping_sub(hi)
+        } else {
+            lo.wrapping_add(hi)
+        }
+    };
+    let (s, t) = (inp.shift, inp.t);
+    if s > t {
+        m(s - t).wrapping_sub(m(s) << t)
+    } else {
+        r.wrapping_sub(m(s) << s) << (t - s)
+    }
 }
 
 /// Expanded material of one bundle.
@@ -227,6 +267,117 @@ fn lo_shift(r: u64, s: u32) -> u64 {
 
 fn roots(prg: &mut Prg, n: usize) -> Vec<u128> {
     (0..n).map(|_| prg.next_u128()).collect()
+}
+
+/// Generates mask material (see [`MaskMaterial`]) into the explicit streams; returns the mask.
+#[allow(clippy::too_many_arguments)]
+fn gen_mask(
+    n: usize,
+    shifts: &[u32],
+    cmp_bits: u32,
+    exact: &[u32],
+    s0: &mut Prg,
+    s1: &mut Prg,
+    e0: &mut Vec<u8>,
+    e1: &mut Vec<u8>,
+) -> Vec<u64> {
+    let r0 = s0.ring_vec(n);
+    let msb0 = s0.ring_vec(n);
+    let lo0: Vec<Vec<u64>> = shifts.iter().map(|_| s0.ring_vec(n)).collect();
+    let r1 = s1.ring_vec(n);
+    let r = add(&r0, &r1);
+    let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
+    put_u64s(e1, &sub(&msb, &msb0));
+    for (s, l0) in shifts.iter().zip(&lo0) {
+        let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, *s)).collect();
+        put_u64s(e1, &sub(&lo, l0));
+    }
+    if cmp_bits > 0 {
+        let nb = cmp_bits;
+        let cm0 = s0.ring_vec(n);
+        let roots0 = roots(s0, n);
+        let roots1 = roots(s1, n);
+        let cm: Vec<u64> = r.iter().map(|x| (x >> (nb - 1)) & 1).collect();
+        put_u64s(e1, &sub(&cm, &cm0));
+        let low_mask = if nb - 1 == 64 {
+            u64::MAX
+        } else {
+            (1u64 << (nb - 1)) - 1
+        };
+        for i in 0..n {
+            let alpha = r[i] & low_mask;
+            let beta = 1u64.wrapping_sub(2u64.wrapping_mul(cm[i]));
+            let cw = dcf_gen(nb - 1, alpha, beta, roots0[i], roots1[i]);
+            cw.to_bytes(e0);
+            cw.to_bytes(e1);
+        }
+    }
+    for s in exact {
+        let roots0 = roots(s0, n);
+        let roots1 = roots(s1, n);
+        for i in 0..n {
+            let cw = dcf_gen(*s, r[i] & ((1u64 << s) - 1), 1, roots0[i], roots1[i]);
+            cw.to_bytes(e0);
+            cw.to_bytes(e1);
+        }
+    }
+    r
+}
+
+/// Expands mask material (the party side of [`gen_mask`]).
+fn read_mask(
+    p0: bool,
+    n: usize,
+    shifts: &[u32],
+    cmp_bits: u32,
+    exact: &[u32],
+    prg: &mut Prg,
+    rd: &mut Reader,
+) -> Result<MaskMaterial, CorrelationError> {
+    let r = prg.ring_vec(n);
+    let (r_msb, lo_shifted) = if p0 {
+        let msb = prg.ring_vec(n);
+        let lo = shifts.iter().map(|s| (*s, prg.ring_vec(n))).collect();
+        (msb, lo)
+    } else {
+        let msb = rd.u64s(n)?;
+        let mut lo = Vec::new();
+        for s in shifts {
+            lo.push((*s, rd.u64s(n)?));
+        }
+        (msb, lo)
+    };
+    let cmp = if cmp_bits > 0 {
+        let msb = if p0 { prg.ring_vec(n) } else { Vec::new() };
+        let roots = roots(prg, n);
+        let msb = if p0 { msb } else { rd.u64s(n)? };
+        let cws = dcfs(rd, n, cmp_bits - 1)?;
+        Some(CmpMaterial {
+            bits: cmp_bits,
+            msb,
+            roots,
+            cws,
+        })
+    } else {
+        None
+    };
+    let mut ex = Vec::with_capacity(exact.len());
+    for s in exact {
+        let roots = roots(prg, n);
+        let cws = dcfs(rd, n, *s)?;
+        ex.push(ExactMaterial {
+            shift: *s,
+            roots,
+            cws,
+        });
+    }
+    Ok(MaskMaterial {
+        r,
+        r_msb,
+        lo_shifted,
+        cmp,
+        exact: ex,
+    })
 }
 
 /// Dealer side: generates bundle contents. `s0`/`s1` are the parties' seeded streams for this
@@ -354,46 +505,7 @@ pub fn generate(
             cmp_bits,
             exact,
         } => {
-            let r0 = s0.ring_vec(*n);
-            let msb0 = s0.ring_vec(*n);
-            let lo0: Vec<Vec<u64>> = shifts.iter().map(|_| s0.ring_vec(*n)).collect();
-            let r1 = s1.ring_vec(*n);
-            let r = add(&r0, &r1);
-            let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
-            put_u64s(&mut e1, &sub(&msb, &msb0));
-            for (s, l0) in shifts.iter().zip(&lo0) {
-                let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, *s)).collect();
-                put_u64s(&mut e1, &sub(&lo, l0));
-            }
-            if *cmp_bits > 0 {
-                let nb = *cmp_bits;
-                let cm0 = s0.ring_vec(*n);
-                let roots0 = roots(s0, *n);
-                let roots1 = roots(s1, *n);
-                let cm: Vec<u64> = r.iter().map(|x| (x >> (nb - 1)) & 1).collect();
-                put_u64s(&mut e1, &sub(&cm, &cm0));
-                let low_mask = if nb - 1 == 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << (nb - 1)) - 1
-                };
-                for i in 0..*n {
-                    let alpha = r[i] & low_mask;
-                    let beta = 1u64.wrapping_sub(2u64.wrapping_mul(cm[i]));
-                    let cw = dcf_gen(nb - 1, alpha, beta, roots0[i], roots1[i]);
-                    cw.to_bytes(&mut e0);
-                    cw.to_bytes(&mut e1);
-                }
-            }
-            for s in exact {
-                let roots0 = roots(s0, *n);
-                let roots1 = roots(s1, *n);
-                for i in 0..*n {
-                    let cw = dcf_gen(*s, r[i] & ((1u64 << s) - 1), 1, roots0[i], roots1[i]);
-                    cw.to_bytes(&mut e0);
-                    cw.to_bytes(&mut e1);
-                }
-            }
+            gen_mask(*n, shifts, *cmp_bits, exact, s0, s1, &mut e0, &mut e1);
         }
         CorrRequest::Lut { n, bits } => {
             let m = (1u64 << bits) - 1;
@@ -412,6 +524,7 @@ pub fn generate(
             n,
             bits,
             partner_shift,
+            input,
         } => {
             let m = (1u64 << bits) - 1;
             let sh0 = s0.ring_vec(*n);
@@ -458,6 +571,35 @@ pub fn generate(
                 put_u64s(&mut e1, &sub(&a_s, &as0));
                 put_u64s(&mut e1, &sub(&asm0, &asm00));
                 put_u64s(&mut e1, &sub(&asm1, &asm10));
+            }
+            if let Some(inp) = input {
+                let r = gen_mask(
+                    *n,
+                    &inp.shifts(),
+                    inp.cmp_bits,
+                    &[inp.shift],
+                    s0,
+                    s1,
+                    &mut e0,
+                    &mut e1,
+                );
+                let a = add(&s0.ring_vec(*n), &s1.ring_vec(*n));
+                let (am00, am10) = (s0.ring_vec(*n), s0.ring_vec(*n));
+                let am0: Vec<u64> = (0..*n)
+                    .map(|i| a[i].wrapping_mul(remainder_mask(inp, r[i], 0)))
+                    .collect();
+                let am1: Vec<u64> = (0..*n)
+                    .map(|i| a[i].wrapping_mul(remainder_mask(inp, r[i], 1)))
+                    .collect();
+                put_u64s(&mut e1, &sub(&am0, &am00));
+                put_u64s(&mut e1, &sub(&am1, &am10));
+                let (roots0, roots1) = (roots(s0, *n), roots(s1, *n));
+                let low = (1u64 << inp.shift) - 1;
+                for i in 0..*n {
+                    let cw = dcf_gen(inp.shift, r[i] & low, a[i], roots0[i], roots1[i]);
+                    cw.to_bytes(&mut e0);
+                    cw.to_bytes(&mut e1);
+                }
             }
         }
     }
@@ -574,52 +716,7 @@ pub fn materialize(
             shifts,
             cmp_bits,
             exact,
-        } => {
-            let r = prg.ring_vec(*n);
-            let (r_msb, lo_shifted) = if p0 {
-                let msb = prg.ring_vec(*n);
-                let lo = shifts.iter().map(|s| (*s, prg.ring_vec(*n))).collect();
-                (msb, lo)
-            } else {
-                let msb = rd.u64s(*n)?;
-                let mut lo = Vec::new();
-                for s in shifts {
-                    lo.push((*s, rd.u64s(*n)?));
-                }
-                (msb, lo)
-            };
-            let cmp = if *cmp_bits > 0 {
-                let msb = if p0 { prg.ring_vec(*n) } else { Vec::new() };
-                let roots = roots(prg, *n);
-                let msb = if p0 { msb } else { rd.u64s(*n)? };
-                let cws = dcfs(&mut rd, *n, cmp_bits - 1)?;
-                Some(CmpMaterial {
-                    bits: *cmp_bits,
-                    msb,
-                    roots,
-                    cws,
-                })
-            } else {
-                None
-            };
-            let mut ex = Vec::with_capacity(exact.len());
-            for s in exact {
-                let roots = roots(prg, *n);
-                let cws = dcfs(&mut rd, *n, *s)?;
-                ex.push(ExactMaterial {
-                    shift: *s,
-                    roots,
-                    cws,
-                });
-            }
-            Material::Mask(MaskMaterial {
-                r,
-                r_msb,
-                lo_shifted,
-                cmp,
-                exact: ex,
-            })
-        }
+        } => Material::Mask(read_mask(p0, *n, shifts, *cmp_bits, exact, prg, &mut rd)?),
         CorrRequest::Lut { n, bits } => {
             let s = prg.ring_vec(*n);
             let roots = roots(prg, *n);
@@ -635,6 +732,7 @@ pub fn materialize(
             n,
             bits,
             partner_shift,
+            input,
         } => {
             let s = prg.ring_vec(*n);
             let roots = roots(prg, *n);
@@ -677,12 +775,42 @@ pub fn materialize(
             } else {
                 None
             };
+            let input = match input {
+                Some(inp) => {
+                    let mask = read_mask(
+                        p0,
+                        *n,
+                        &inp.shifts(),
+                        inp.cmp_bits,
+                        &[inp.shift],
+                        prg,
+                        &mut rd,
+                    )?;
+                    let a = prg.ring_vec(*n);
+                    let am = if p0 {
+                        [prg.ring_vec(*n), prg.ring_vec(*n)]
+                    } else {
+                        [rd.u64s(*n)?, rd.u64s(*n)?]
+                    };
+                    let a_roots = (0..*n).map(|_| prg.next_u128()).collect();
+                    let cws = dcfs(&mut rd, *n, inp.shift)?;
+                    Some(Box::new(SignedInputMaterial {
+                        mask,
+                        a,
+                        am,
+                        roots: a_roots,
+                        cws,
+                    }))
+                }
+                None => None,
+            };
             Material::SignedLut(SignedLutMaterial {
                 bits: *bits,
                 s,
                 roots,
                 cws,
                 partner,
+                input,
             })
         }
     };

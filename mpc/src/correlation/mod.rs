@@ -161,7 +161,39 @@ pub enum CorrRequest {
         bits: u32,
         /// truncation of the partner values (0 = no partner)
         partner_shift: u32,
+        /// the lookup's own input mask, fused with its interpolation product (see
+        /// [`SignedInput`]); `None`: the input is opened with a separate `Mask`
+        input: Option<SignedInput>,
     },
+}
+
+/// The input mask of a one-segment signed lookup, generated with the mask `a` of the lookup's
+/// slope `s·T1[y]` so that the interpolation product `s·T1[y]·z` opens only `s·T1[y] − a`.
+/// The remainder `z` is public up to dealer-known terms: with the input opened as
+/// `c = x + r (+2^62)` and the cell index `y` truncated exactly (borrow `β` by a DCF),
+/// `z = P_z(c) − M_z(c_hi) + 2^t·β` where `c_hi` is the top bit of `c − A` (`A` the segment
+/// start). The dealer adds shares of `a·M_z(0)`, `a·M_z(1)` and a second DCF key on the same
+/// point with payload `a` (shares of `a·β`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SignedInput {
+    /// cell width in input ulps, log2 (the exact truncation giving the index)
+    pub shift: u32,
+    /// interpolation bits
+    pub t: u32,
+    /// comparison width of the declared-range check
+    pub cmp_bits: u32,
+}
+
+impl SignedInput {
+    /// The truncation shifts of the input mask: the cell and, when coarser than `t` bits,
+    /// the remainder's.
+    pub fn shifts(&self) -> Vec<u32> {
+        if self.shift > self.t {
+            vec![self.shift, self.shift - self.t]
+        } else {
+            vec![self.shift]
+        }
+    }
 }
 
 impl CorrRequest {
@@ -202,6 +234,17 @@ impl CorrRequest {
             CorrRequest::SignedLut { partner_shift, .. } if *partner_shift > 62 => bad(format!(
                 "partner truncation must be in 0..=62: {partner_shift}"
             )),
+            CorrRequest::SignedLut {
+                input: Some(i), ..
+            } if !(1..=24).contains(&i.shift)
+                || !(1..=24).contains(&i.t)
+                || i.cmp_bits < 2
+                || i.cmp_bits > 62 =>
+            {
+                bad(format!(
+                    "signed lookup input: shift and t must be in 1..=24, comparison width in 2..=62: {i:?}"
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -536,6 +579,65 @@ mod tests {
                 assert_eq!(at(alpha - 1), beta);
             }
         }
+    }
+
+    /// The fused input of a signed lookup: its mask supports the cell/remainder truncations,
+    /// the slope mask's products with `M_z(c_hi)` match the mask, and the second DCF key gives
+    /// `a·[x < r mod 2^shift]`; both `shift > t` and `shift ≤ t` layouts.
+    #[test]
+    fn signed_input_material_is_consistent() {
+        for (shift, t) in [(11u32, 8u32), (5, 8)] {
+            let inp = SignedInput {
+                shift,
+                t,
+                cmp_bits: 23,
+            };
+            let req = CorrRequest::SignedLut {
+                n: 20,
+                bits: 6,
+                partner_shift: 0,
+                input: Some(inp.clone()),
+            };
+            let (m0, m1, _) = pair(&req, 8);
+            let (Material::SignedLut(k0), Material::SignedLut(k1)) = (m0, m1) else {
+                panic!("kind")
+            };
+            let (i0, i1) = (k0.input.unwrap(), k1.input.unwrap());
+            let r = add(&i0.mask.r, &i1.mask.r);
+            let a = add(&i0.a, &i1.a);
+            assert_eq!(i0.mask.lo_shifted.len(), inp.shifts().len());
+            assert_eq!(i0.mask.exact[0].shift, shift);
+            for i in 0..20 {
+                for c in 0..2 {
+                    let am = i0.am[c][i].wrapping_add(i1.am[c][i]);
+                    assert_eq!(
+                        am,
+                        a[i].wrapping_mul(material::remainder_mask(&inp, r[i], c as u64))
+                    );
+                }
+                let alpha = r[i] & ((1 << shift) - 1);
+                for x in [0, alpha.saturating_sub(1), alpha, (1 << shift) - 1] {
+                    let v = dcf_eval(0, i0.roots[i], &i0.cws[i], x).wrapping_add(dcf_eval(
+                        1,
+                        i1.roots[i],
+                        &i1.cws[i],
+                        x,
+                    ));
+                    assert_eq!(v, if x < alpha { a[i] } else { 0 });
+                }
+            }
+        }
+        let bad = CorrRequest::SignedLut {
+            n: 1,
+            bits: 6,
+            partner_shift: 0,
+            input: Some(SignedInput {
+                shift: 0,
+                t: 8,
+                cmp_bits: 23,
+            }),
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //! Online bytes/elt/party for S segments: `8 + S·(⌈k/8⌉ + 16 + 32) [+16 per identity tail]
 //! [+8 final truncation]`. Dealer bytes/elt: a mask (8 + 16 per segment, to P1) + one DCF key
 //! (both parties) + S DPF keys (both parties) + 8 per Beaver product (to P1).
+//! Signed one-segment lookups ([`eval_signed`], on the bit-output DPF) of an ungated table take
+//! their input mask from the lookup bundle ([`SignedInput`]): the slope product `s·T1[Y]·z`
+//! then opens only `s·T1[Y] − a` (8 bytes/elt instead of 16), because `z` is public up to
+//! dealer-known terms and a borrow bit whose product with `a` a second DCF key gives.
 //! Declared range: every op checks that its secret inputs lie in its declared range — two more
 //! DCF evaluations on the round-1 opening give the count of inputs outside, opened with round 2
 //! (8 bytes, no extra round); a nonzero count fails the op with [`MpcError::OutOfRange`] instead
@@ -27,14 +31,13 @@
 //! plus ≤ 2 output ulps of truncation and `2^-t` of a cell's delta for the position rounding.
 
 use crate::channel::Transport;
-use crate::correlation::CorrRequest;
-use crate::correlation::SignedLutMaterial;
+use crate::correlation::{CorrRequest, SignedInput, SignedInputMaterial, SignedLutMaterial};
 use crate::error::{MpcError, Result};
 use crate::fixed::ValueRange;
-use crate::fss::{bit_dpf_lookup_many, dpf_lookup, SignedTables};
+use crate::fss::{bit_dpf_lookup_many, dcf_eval_keys, dpf_lookup, SignedTables};
 use crate::ops::mul::MulPending;
-use crate::ops::open::open_groups;
-use crate::ops::trunc::{mask_open, trunc};
+use crate::ops::open::{open, open_groups};
+use crate::ops::trunc::{mask_open, public_part, trunc, MaskPending};
 use crate::party::Party;
 
 /// Cells are located exactly (borrow-corrected truncation, one extra DCF key of `s` levels)
@@ -347,10 +350,19 @@ pub fn signed_request(
             ),
         });
     }
+    let seg = &table.segments[0];
+    // ungated with an exactly located cell: the input mask comes in the bundle, fused with the
+    // interpolation product (see `SignedInput`)
+    let input = (!table.gated && seg.shift <= table.max_exact_shift).then_some(SignedInput {
+        shift: seg.shift,
+        t: table.t,
+        cmp_bits: table.cmp_bits,
+    });
     Ok(CorrRequest::SignedLut {
         n,
-        bits: table.segments[0].bits,
+        bits: seg.bits,
         partner_shift,
+        input,
     })
 }
 
@@ -391,8 +403,32 @@ async fn eval_core<T: Transport>(
     let t = table.t;
     let p0 = p.is_p0();
     let pid = p.id.index() as u8;
-    // Round 1: one masked opening.
-    let masked = mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?;
+    // Round 1: one masked opening (with the bundle's own input mask when the slope product is
+    // fused, see `SignedInput`).
+    let fused = signed.as_mut().and_then(|m| m.input.take()).map(|b| *b);
+    if fused.is_some() && table.gated {
+        return Err(MpcError::InvalidParameter {
+            op: "lut",
+            detail: format!("{}: a fused input mask needs an ungated table", table.name),
+        });
+    }
+    let (masked, fused) = match fused {
+        Some(SignedInputMaterial {
+            mask,
+            a,
+            am,
+            roots,
+            cws,
+        }) => {
+            let pending = MaskPending::with_material(p, x, mask);
+            let c = open(p, pending.message(), 64).await?;
+            (pending.finish(c), Some((a, am, roots, cws)))
+        }
+        None => (
+            mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?,
+            None,
+        ),
+    };
     // Thresholds: the declared range's min and max + 1 ulp (the range check), then — only when
     // gated — every segment boundary A_0..A_{S-1}, B_{S-1}. Ungated, the range check already
     // places every accepted input inside the one segment, so its bits would all be known.
@@ -568,14 +604,53 @@ async fn eval_core<T: Transport>(
                 out[i] = out[i].wrapping_add(t0[j][i] << t);
             }
         }
-        prods.push((0, MulPending::begin(p, &t1[j], &gz[j])?));
+        if fused.is_none() {
+            prods.push((0, MulPending::begin(p, &t1[j], &gz[j])?));
+        }
     }
-    let msgs: Vec<(&[u64], u32)> = prods.iter().map(|(_, m)| (m.message(), 64)).collect();
+    // fused (one ungated segment): only the masked slope `s·T1 − a` is opened
+    let slope_msg = fused.as_ref().map(|(a, ..)| sub_vec(&t1[0], a));
+    let mut msgs: Vec<(&[u64], u32)> = prods.iter().map(|(_, m)| (m.message(), 64)).collect();
+    if let Some(m) = &slope_msg {
+        msgs.push((m, 64));
+    }
     let opened = open_groups(p, &msgs).await?;
+    let n_prods = prods.len();
     for (j, (shl, m)) in prods.into_iter().enumerate() {
         let v = m.finish(&opened[j]);
         for i in 0..n {
             out[i] = out[i].wrapping_add(v[i] << shl);
+        }
+    }
+    if let Some((a, am, roots, cws)) = &fused {
+        let seg = &table.segments[0];
+        let (sh, start) = (seg.shift, seg.start as u64);
+        let c: Vec<u64> = masked
+            .opened()
+            .iter()
+            .map(|c| c.wrapping_sub(start))
+            .collect();
+        let low = (1u64 << sh) - 1;
+        let pts: Vec<u64> = c.iter().map(|c| c & low).collect();
+        let mut a_borrow = vec![0u64; n];
+        dcf_eval_keys(pid, roots, cws, 1, &pts, &mut a_borrow);
+        let v = &opened[n_prods];
+        let z = &gz[0];
+        for i in 0..n {
+            // z = P_z(c) − M_z(c_hi) + 2^t·β; s·T1·z = v·z + a·P_z − a·M_z(c_hi) + 2^t·a·β
+            let pz = if sh > t {
+                public_part(c[i], sh - t).wrapping_sub(public_part(c[i], sh) << t)
+            } else {
+                c[i].wrapping_sub(1 << 62)
+                    .wrapping_sub(public_part(c[i], sh) << sh)
+                    << (t - sh)
+            };
+            let prod = v[i]
+                .wrapping_mul(z[i])
+                .wrapping_add(a[i].wrapping_mul(pz))
+                .wrapping_sub(am[(c[i] >> 63) as usize][i])
+                .wrapping_add(a_borrow[i] << t);
+            out[i] = out[i].wrapping_add(prod);
         }
     }
     // Tails (gated only: ungated, no accepted input lies outside the segment). Signed

@@ -14,9 +14,10 @@
 //!   caller, who fuses it into its next opening.
 //!
 //! Rounds 6 (5 when the caller fuses the last truncation). Online bytes/elt/party for an
-//! ungated table: 16 (gate and up truncated) + 26 (lookup: 8 + 2 + 16) + 8 (product) + 8
-//! (truncation) = 58, 50 fused — the unfused chain (truncation, lookup, Beaver product,
-//! truncation) costs 66. The lookup's DPF work drops from `2^n − 2` to `2^(n−6) + 2^(n−7) − 2`
+//! ungated table: 16 (gate and up truncated) + 18 (lookup: 8 + 2 + 8, its interpolation
+//! product opening only the masked slope, see
+//! [`SignedInput`](crate::correlation::SignedInput)) + 8 (product) + 8 (truncation) = 50, 42
+//! fused — the unfused chain (truncation, lookup, Beaver product, truncation) costs 66. The lookup's DPF work drops from `2^n − 2` to `2^(n−6) + 2^(n−7) − 2`
 //! AES calls per element (2046 → 46 at n = 11); its dot products remain `2^n` masked additions,
 //! done once for both tables when their entries pack into one word.
 //! Error: the table's interpolation error times `|up|`, plus ≤ 2 ulps of truncation.
@@ -184,8 +185,8 @@ mod tests {
             let c = run.out[0].1;
             assert_eq!(c.rounds, 6, "rounds");
             if !table.gated {
-                // 16 + 26 + 8 + 8 per element, plus the range count
-                assert_eq!(c.bytes_sent, 58 * n as u64 + 8, "bytes");
+                // 16 + 18 + 8 + 8 per element, plus the range count
+                assert_eq!(c.bytes_sent, 50 * n as u64 + 8, "bytes");
             }
         }
     }

@@ -28,7 +28,7 @@ const OFFSET: u64 = 1 << 62;
 
 /// The public part of `⌊x'/2^s⌋` from the opened `c = x' + r`:
 /// `c_hi·2^(63−s) + ⌊c_lo/2^s⌋ − 2^62/2^s` (see the module header).
-fn public_part(c: u64, s: u32) -> u64 {
+pub(crate) fn public_part(c: u64, s: u32) -> u64 {
     ((c >> 63) << (63 - s))
         .wrapping_add((c & (u64::MAX >> 1)) >> s)
         .wrapping_sub(OFFSET >> s)
@@ -166,6 +166,11 @@ impl Masked {
     /// a mask the dealer knows up to the public top bit of `c` (see the module header).
     pub fn trunc_public(&self, shift: u32) -> Vec<u64> {
         self.c.iter().map(|&c| public_part(c, shift)).collect()
+    }
+
+    /// The opened values `c = x + r + 2^62`.
+    pub fn opened(&self) -> &[u64] {
+        &self.c
     }
 
     /// The top bit of each opened value (selects the dealer's mask variant).
