@@ -44,6 +44,30 @@ pub struct ModelArgs {
     seed: u64,
 }
 
+impl ModelArgs {
+    /// The same options as command-line arguments (to start a worker with them).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--model".to_string(),
+            self.model.display().to_string(),
+            "--lf".into(),
+            self.lf.to_string(),
+            "--lora-rank".into(),
+            self.lora_rank.to_string(),
+            "--lora-targets".into(),
+            self.lora_targets.join(","),
+            "--hm".into(),
+            self.hm.to_string(),
+            "--seed".into(),
+            self.seed.to_string(),
+        ];
+        if let Some(n) = self.n_public {
+            v.extend(["--n-public".to_string(), n.to_string()]);
+        }
+        v
+    }
+}
+
 /// Loads the model and applies the Marill spec (adapters start at B = 0: the adapted model
 /// equals the base model until fine-tuned).
 pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
@@ -97,6 +121,10 @@ pub trait SuffixRunner {
     fn step(&mut self, x: &[f32]) -> Result<Vec<f32>>;
     /// Online communication of party 0 so far.
     fn comm(&self) -> CommStats;
+    /// The generation is over (a remote session is closed; nothing to do in process).
+    fn end(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl SuffixRunner for Session {
@@ -255,6 +283,7 @@ fn generate_with(
         }
     }
     bar.finish_and_clear();
+    private.session.end()?;
     let text = tok.decode(&out)?;
     println!("{}{}", a.prompt, text);
     let c = private.session.comm();
@@ -299,6 +328,73 @@ struct FidelityRow {
     max_abs_logit_err: f32,
 }
 
+/// A private greedy continuation compared with plaintext, step by step.
+pub struct Comparison {
+    /// the first private token equals the plaintext one
+    pub next_token_agree: bool,
+    /// the first step where the greedy tokens differ (None: identical throughout)
+    pub first_divergence: Option<usize>,
+    /// largest |private − plaintext| over the compared logits
+    pub max_abs_logit_err: f32,
+    /// the private greedy tokens
+    pub tokens: Vec<u32>,
+}
+
+/// Generates up to `tokens` greedy tokens after `ids` with the suffix run by `runner` and with
+/// the plaintext model side by side; stops at the first divergence. Ends the runner's session.
+pub fn compare_greedy(
+    model: &Llama,
+    ids: &[u32],
+    tokens: usize,
+    runner: Box<dyn SuffixRunner + '_>,
+) -> Result<Comparison> {
+    let n_public = model.marill_spec().context("spec")?.n_public();
+    compare_with(
+        model,
+        ids,
+        tokens,
+        Private::with_runner(model, n_public, runner),
+    )
+}
+
+fn compare_with(
+    model: &Llama,
+    ids: &[u32],
+    tokens: usize,
+    mut private: Private<'_>,
+) -> Result<Comparison> {
+    let mut cache = model.new_cache();
+    let mut sl = private.logits(ids)?;
+    let mut pl = model.forward(ids, 0, &mut cache)?;
+    let mut c = Comparison {
+        next_token_agree: false,
+        first_divergence: None,
+        max_abs_logit_err: 0.0,
+        tokens: Vec::new(),
+    };
+    for step in 0..tokens {
+        let (s, p) = (argmax_last(&sl)?, argmax_last(&pl)?);
+        let sl_last = sl.narrow(1, sl.dim(1)? - 1, 1)?;
+        let pl_last = pl.narrow(1, pl.dim(1)? - 1, 1)?;
+        c.max_abs_logit_err = c.max_abs_logit_err.max(max_diff(&sl_last, &pl_last)?);
+        c.tokens.push(s);
+        if step == 0 {
+            c.next_token_agree = s == p;
+        }
+        if s != p {
+            c.first_divergence = Some(step);
+            break;
+        }
+        if step + 1 == tokens {
+            break;
+        }
+        sl = private.logits(&[s])?;
+        pl = model.forward(&[p], ids.len() + step, &mut cache)?;
+    }
+    private.session.end()?;
+    Ok(c)
+}
+
 /// Real text prompts (public-domain style sentences and questions).
 pub const PROMPTS: &[&str] = include!("prompts.in");
 
@@ -314,31 +410,10 @@ pub fn fidelity(a: FidelityArgs) -> Result<()> {
     let mut rows = Vec::new();
     for prompt in &PROMPTS[..n] {
         let ids = tok.encode(prompt)?;
-        let mut private = Private::new(&model, ids.len() + a.tokens + 1, a.model.seed)?;
-        let mut cache = model.new_cache();
-        let mut sl = private.logits(&ids)?;
-        let mut pl = model.forward(&ids, 0, &mut cache)?;
-        let mut worst = 0f32;
-        let mut first_div = None;
-        let mut next_agree = false;
-        for step in 0..a.tokens {
-            let (s, p) = (argmax_last(&sl)?, argmax_last(&pl)?);
-            let sl_last = sl.narrow(1, sl.dim(1)? - 1, 1)?;
-            let pl_last = pl.narrow(1, pl.dim(1)? - 1, 1)?;
-            worst = worst.max(max_diff(&sl_last, &pl_last)?);
-            if step == 0 {
-                next_agree = s == p;
-            }
-            if s != p {
-                first_div = Some(step);
-                break;
-            }
-            if step + 1 == a.tokens {
-                break;
-            }
-            sl = private.logits(&[s])?;
-            pl = model.forward(&[p], ids.len() + step, &mut cache)?;
-        }
+        let private = Private::new(&model, ids.len() + a.tokens + 1, a.model.seed)?;
+        let c = compare_with(&model, &ids, a.tokens, private)?;
+        let (first_div, worst, next_agree) =
+            (c.first_divergence, c.max_abs_logit_err, c.next_token_agree);
         bar.inc(1);
         if bar.is_hidden() {
             // no terminal (CI, redirected): progress as plain lines

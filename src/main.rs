@@ -1,6 +1,7 @@
 //! `marill`: the one binary of Marill (see `marill --help`).
 
 mod bench;
+mod cluster;
 mod generate;
 mod net;
 mod secure;
@@ -40,7 +41,14 @@ enum Command {
     Dealer(net::dealer::DealerArgs),
     /// A worker process: the provider (holds the model) or the helper (holds shares).
     Worker(net::worker::WorkerArgs),
-    /// The client of a private generation against two workers (direct mode).
+    /// The coordinator: takes jobs from Kafka, places sessions on worker pairs, publishes
+    /// results.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Everything in one process (embedded Kafka-protocol broker, coordinator, provider,
+    /// helper, dealer), then a private generation through Kafka.
+    Dev(cluster::dev::DevArgs),
+    /// The client of a private generation: against two workers (direct mode) or through the
+    /// cluster (Kafka).
     Client {
         #[command(subcommand)]
         which: ClientCommand,
@@ -57,6 +65,9 @@ enum KeysCommand {
 enum ClientCommand {
     /// A private generation: public prefix and head here, private suffix at the workers.
     Generate(net::client::ClientArgs),
+    /// Many private sessions through the cluster at once (Kafka), each compared with
+    /// plaintext; prints sessions, jobs, agreement and jobs/s.
+    Batch(cluster::BatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -79,8 +90,11 @@ fn main() -> Result<()> {
         },
         Command::Dealer(a) => net::dealer::run(a),
         Command::Worker(a) => net::worker::run(a),
+        Command::Coordinator(a) => cluster::coordinator(a),
+        Command::Dev(a) => cluster::dev::run(a),
         Command::Client { which } => match which {
             ClientCommand::Generate(a) => net::client::generate(a),
+            ClientCommand::Batch(a) => cluster::batch(a),
         },
     }
 }

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use common::{free_port, marill, temp, Procs};
+use std::path::Path;
+use std::process::{Output, Stdio};
 
 const MODEL: &str = "target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -22,43 +22,11 @@ fn model() -> Option<String> {
     }
 }
 
-/// Kills the processes it holds when dropped (a failing test leaves nothing behind).
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn marill(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_marill"));
-    c.args(args);
-    c
-}
-
 fn keys(dir: &Path) {
     let st = marill(&["keys", "generate", "--out", dir.to_str().unwrap()])
         .status()
         .unwrap();
     assert!(st.success());
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("marill-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 /// Starts dealer, provider and helper; returns them and the two client endpoints.

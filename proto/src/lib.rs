@@ -5,6 +5,8 @@
 
 #![deny(missing_docs)]
 
+pub mod job;
+
 use bincode::Options;
 use marill_mpc::correlation::{Bundle, CorrRequest};
 use marill_mpc::PartyId;
@@ -109,6 +111,48 @@ pub enum Message {
     },
     /// client → party: end of session
     End,
+    /// coordinator → worker: run one step of a session (step 0 opens it, resetting the KV
+    /// cache); the share is sealed to the worker's trust domain
+    SessionStep {
+        /// the session
+        session: String,
+        /// the job
+        job_id: String,
+        /// the step
+        step: u32,
+        /// the client's sealing key for the output share
+        reply_key: [u8; 32],
+        /// this worker's sealed share
+        share: marill_transport::Sealed,
+    },
+    /// worker → coordinator: a step's output share, sealed to the client
+    SessionOutput {
+        /// the session
+        session: String,
+        /// the job
+        job_id: String,
+        /// the step
+        step: u32,
+        /// the sealed output share
+        share: marill_transport::Sealed,
+        /// the client multiplies the output by the final norm's γ
+        gamma_at_client: bool,
+        /// bytes this worker sent in the step
+        bytes_sent: u64,
+        /// rounds of the step
+        rounds: u64,
+    },
+    /// worker → coordinator: a step failed (the reason names what, never secrets)
+    SessionFailed {
+        /// the session
+        session: String,
+        /// the job
+        job_id: String,
+        /// the step
+        step: u32,
+        /// why
+        reason: String,
+    },
     /// any direction: the peer failed; the text names what (never secrets)
     Error(String),
 }
@@ -127,6 +171,9 @@ impl Message {
             Message::Step { .. } => "step",
             Message::Output { .. } => "output",
             Message::End => "end",
+            Message::SessionStep { .. } => "session step",
+            Message::SessionOutput { .. } => "session output",
+            Message::SessionFailed { .. } => "session failed",
             Message::Error(_) => "error",
         }
     }
@@ -143,38 +190,54 @@ pub fn describe(m: &Message) -> &'static str {
     m.name()
 }
 
-fn options() -> impl Options {
+/// Encodes `m` in an envelope `magic ‖ version ‖ bincode(m)`.
+pub(crate) fn encode_in<T: Serialize>(magic: &[u8; 3], version: u8, limit: u64, m: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(magic);
+    out.push(version);
     bincode::DefaultOptions::new()
-        .with_limit(MAX_BODY)
+        .with_limit(limit)
         .with_fixint_encoding()
         .reject_trailing_bytes()
-}
-
-/// Encodes a message in its envelope.
-pub fn encode(m: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    options()
         .serialize_into(&mut out, m)
         .expect("in-memory serialisation of a well-formed message");
     out
 }
 
-/// Decodes a message from its envelope.
-pub fn decode(bytes: &[u8]) -> Result<Message, ProtoError> {
-    if bytes.len() < 4 || &bytes[..3] != MAGIC {
+/// Decodes an envelope written by [`encode_in`]: wrong magic or version, truncated or trailing
+/// bytes and lengths over `limit` are errors naming `what` was expected.
+pub(crate) fn decode_in<T: for<'de> Deserialize<'de>>(
+    magic: &[u8; 3],
+    version: u8,
+    limit: u64,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, ProtoError> {
+    if bytes.len() < 4 || &bytes[..3] != magic {
         return Err(ProtoError::Magic);
     }
-    if bytes[3] != VERSION {
+    if bytes[3] != version {
         return Err(ProtoError::Version { got: bytes[3] });
     }
-    options()
+    bincode::DefaultOptions::new()
+        .with_limit(limit)
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
         .deserialize(&bytes[4..])
         .map_err(|e| ProtoError::Malformed {
-            what: "marill",
+            what,
             why: e.to_string(),
         })
+}
+
+/// Encodes a message in its envelope.
+pub fn encode(m: &Message) -> Vec<u8> {
+    encode_in(MAGIC, VERSION, MAX_BODY, m)
+}
+
+/// Decodes a message from its envelope.
+pub fn decode(bytes: &[u8]) -> Result<Message, ProtoError> {
+    decode_in(MAGIC, VERSION, MAX_BODY, bytes, "marill")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use marill_transport::KeyPair;
+use marill_transport::{KeyPair, SealKeyPair};
 use std::path::PathBuf;
 
 /// Arguments of `marill keys generate`.
@@ -14,13 +14,23 @@ pub struct KeysArgs {
     out: PathBuf,
 }
 
-/// Writes fresh key pairs for client, provider, helper and dealer.
-pub fn generate(a: KeysArgs) -> Result<()> {
+/// Writes fresh CURVE key pairs for client, provider, helper, dealer and coordinator, and the
+/// provider's and helper's trust-domain sealing keys (`<role>.seal.key`, `<role>.seal.pub`).
+pub fn write_all(dir: &std::path::Path) -> Result<()> {
     for role in super::ROLES {
-        KeyPair::generate()?.save(&a.out, role)?;
+        KeyPair::generate()?.save(dir, role)?;
     }
+    for domain in ["provider", "helper"] {
+        SealKeyPair::generate().save(dir, domain)?;
+    }
+    Ok(())
+}
+
+/// Runs `marill keys generate`.
+pub fn generate(a: KeysArgs) -> Result<()> {
+    write_all(&a.out)?;
     eprintln!(
-        "wrote key pairs for {:?} to {}",
+        "wrote key pairs for {:?} and sealing keys for the provider and helper domains to {}",
         super::ROLES,
         a.out.display()
     );

@@ -27,5 +27,5 @@ pub fn recv(link: &Link) -> Result<Message> {
     }
 }
 
-/// The names of the four key pairs `marill keys generate` writes.
-pub const ROLES: [&str; 4] = ["client", "provider", "helper", "dealer"];
+/// The names of the CURVE key pairs `marill keys generate` writes.
+pub const ROLES: [&str; 5] = ["client", "provider", "helper", "dealer", "coordinator"];

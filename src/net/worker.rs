@@ -1,8 +1,16 @@
 //! `marill worker --role provider|helper`: one party of the private suffix. The provider loads
 //! the model, prepares the suffix (folds γ, splits private weights into shares) and sends the
 //! helper its shares over their encrypted peer link; both fetch correlations from the dealer,
-//! mask the private weights once, then serve the client's steps (prefill, then one token at a
-//! time) with the KV cache kept as shares between steps.
+//! mask the private weights once, then serve steps (prefill, then one token at a time) with the
+//! KV cache kept as shares between steps.
+//!
+//! Two fronts: **direct** (`--client-endpoint`: one client session over a CURVE link, plain
+//! shares inside the encrypted link) and **coordinated** (`--control-endpoint`: the cluster's
+//! coordinator sends [`Message::SessionStep`]s whose shares are sealed to this worker's trust
+//! domain key, and gets the output share sealed to the client; sessions follow one another on
+//! the loaded suffix, each step 0 resetting the KV cache). Before each coordinated step the two
+//! workers agree (one opening of a 0/1 flag) that both could open their shares, so a bad share
+//! at one side fails the step at both instead of leaving the other waiting.
 
 use super::{recv, send};
 use crate::generate::{load, ModelArgs};
@@ -16,7 +24,8 @@ use marill_mpc::prg::Seed;
 use marill_mpc::{Party, PartyId};
 use marill_proto::Message;
 use marill_suffix::secure::{prepare, FinalGamma, SecureSuffix};
-use marill_transport::{KeyPair, Link, LinkConfig, Role};
+use marill_transport::seal::seal as seal_to;
+use marill_transport::{Binding, KeyPair, Link, LinkConfig, Role, SealKeyPair, SealPublic};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,9 +47,17 @@ pub struct WorkerArgs {
     /// Key directory (own key pair; public keys of client, peer and dealer).
     #[arg(long)]
     keys: PathBuf,
-    /// Where the client link binds, e.g. tcp://127.0.0.1:7001.
+    /// Direct front: where the client link binds, e.g. tcp://127.0.0.1:7001.
+    #[arg(
+        long,
+        required_unless_present = "control_endpoint",
+        conflicts_with = "control_endpoint"
+    )]
+    client_endpoint: Option<String>,
+    /// Coordinated front: where the coordinator's control link binds (needs
+    /// `coordinator.pub` and this role's `<role>.seal.key` in the key directory).
     #[arg(long)]
-    client_endpoint: String,
+    control_endpoint: Option<String>,
     /// The peer link: the provider binds it, the helper connects to it.
     #[arg(long)]
     peer_endpoint: String,
@@ -123,15 +140,30 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         },
     };
     let peer = link(peer_role, &own, other, timeout)?;
-    let client = link(
-        Role::Server {
-            endpoint: a.client_endpoint.clone(),
-            allow: vec![KeyPair::load_public(&a.keys, "client")?],
+    let front = match (&a.client_endpoint, &a.control_endpoint) {
+        (Some(ep), _) => Front::Direct(link(
+            Role::Server {
+                endpoint: ep.clone(),
+                allow: vec![KeyPair::load_public(&a.keys, "client")?],
+            },
+            &own,
+            "client",
+            timeout,
+        )?),
+        (None, Some(ep)) => Front::Coordinated {
+            link: link(
+                Role::Server {
+                    endpoint: ep.clone(),
+                    allow: vec![KeyPair::load_public(&a.keys, "coordinator")?],
+                },
+                &own,
+                "coordinator",
+                timeout,
+            )?,
+            seal: SealKeyPair::load(&a.keys, me)?,
         },
-        &own,
-        "client",
-        timeout,
-    )?;
+        (None, None) => bail!("give --client-endpoint or --control-endpoint"),
+    };
     let dealer = link(
         Role::Client {
             endpoint: a.dealer_endpoint.clone(),
@@ -183,12 +215,158 @@ pub fn run(a: WorkerArgs) -> Result<()> {
     };
     let store = CorrelationStore::with_supplier(party, seed, Box::new(supplier));
     let mut p = Party::new(party, peer, store, fx);
-    let result = futures::executor::block_on(serve(&mut p, &cfg, prep, &client, me));
-    if let Err(e) = &result {
-        let _ = send(&client, &Message::Error(format!("{me}: {e}")));
-    }
+    let result = match &front {
+        Front::Direct(client) => {
+            let r = futures::executor::block_on(serve(&mut p, &cfg, prep, client, me));
+            if let Err(e) = &r {
+                let _ = send(client, &Message::Error(format!("{me}: {e}")));
+            }
+            r
+        }
+        Front::Coordinated { link, seal } => {
+            let r =
+                futures::executor::block_on(serve_coordinated(&mut p, &cfg, prep, link, seal, me));
+            if let Err(e) = &r {
+                let _ = send(link, &Message::Error(format!("{me}: {e}")));
+            }
+            r
+        }
+    };
     drop(p); // the store's dealer link says Done
     result
+}
+
+/// Where a worker's steps come from.
+enum Front {
+    /// one client, plain shares inside its encrypted link
+    Direct(Link),
+    /// the coordinator, shares sealed to this worker's trust domain
+    Coordinated {
+        /// the control link
+        link: Link,
+        /// this trust domain's sealing key
+        seal: SealKeyPair,
+    },
+}
+
+/// Serves the coordinator's session steps until it closes the link (idle timeout) or a step
+/// fails inside the 2PC (the two parties' states may then differ: the worker exits and its
+/// supervisor restarts it).
+async fn serve_coordinated(
+    p: &mut Party<Link>,
+    cfg: &marill_suffix::SuffixConfig,
+    prep: marill_suffix::secure::PreparedSuffix,
+    control: &Link,
+    seal: &SealKeyPair,
+    me: &'static str,
+) -> Result<()> {
+    let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
+    let mut sfx = SecureSuffix::load(p, cfg, prep)
+        .await
+        .map_err(|e| anyhow!("load: {e}"))?;
+    eprintln!("{me}: private weights masked, serving the coordinator");
+    let mut current: Option<(String, u32)> = None;
+    loop {
+        let (session, job_id, step, reply_key, share) = match recv(control)? {
+            Message::SessionStep {
+                session,
+                job_id,
+                step,
+                reply_key,
+                share,
+            } => (session, job_id, step, reply_key, share),
+            m => bail!(
+                "unexpected {} from the coordinator",
+                marill_proto::describe(&m)
+            ),
+        };
+        let failed = |reason: String| Message::SessionFailed {
+            session: session.clone(),
+            job_id: job_id.clone(),
+            step,
+            reason,
+        };
+        // this side's checks, then agreement with the peer before any 2PC work
+        let expected = match &current {
+            _ if step == 0 => Ok(()),
+            Some((s, last)) if *s == session && *last + 1 == step => Ok(()),
+            _ => Err(format!(
+                "step {step} of session {session} does not follow this worker's state"
+            )),
+        };
+        let binding = Binding {
+            job_id: &job_id,
+            session: &session,
+            step,
+            party: me,
+            direction: "in",
+        };
+        let start = if step == 0 { 0 } else { sfx.position() };
+        let x = expected.and_then(|_| {
+            let bytes = seal.open(&share, &binding).map_err(|e| e.to_string())?;
+            let x = marill_proto::job::shares_from_bytes(&bytes).map_err(|e| e.to_string())?;
+            let rows = x.len() / cfg.d_model;
+            if x.is_empty() || !x.len().is_multiple_of(cfg.d_model) || start + rows > cfg.max_seq {
+                return Err(format!(
+                    "a share of {} values is not rows × {} fitting max_seq {} from position {start}",
+                    x.len(),
+                    cfg.d_model,
+                    cfg.max_seq
+                ));
+            }
+            Ok(x)
+        });
+        let flag = [x.is_err() as u64];
+        let both = marill_mpc::ops::open::open(p, &flag, 64)
+            .await
+            .map_err(|e| anyhow!("step agreement with the peer: {e}"))?;
+        let x = match (x, both[0]) {
+            (Ok(x), 0) => x,
+            (Err(why), _) => {
+                send(control, &failed(why))?;
+                continue;
+            }
+            (Ok(_), _) => {
+                send(control, &failed("the peer refused its share".into()))?;
+                continue;
+            }
+        };
+        if step == 0 {
+            sfx.reset();
+        }
+        let before = p.comm();
+        let y = match sfx.forward(p, &x).await {
+            Ok(y) => y,
+            Err(e) => {
+                // shapes were agreed above: a failure here is inside the 2PC (e.g. a declared
+                // range exceeded, a lost peer) and may leave the parties out of step
+                send(control, &failed(e.to_string()))?;
+                bail!("step failed inside the 2PC: {e}");
+            }
+        };
+        let c = p.comm().since(&before);
+        current = Some((session.clone(), step));
+        let out = seal_to(
+            &SealPublic(reply_key),
+            &Binding {
+                direction: "out",
+                ..binding
+            },
+            &marill_proto::job::shares_to_bytes(&y),
+        )?;
+        send(
+            control,
+            &Message::SessionOutput {
+                session,
+                job_id,
+                step,
+                share: out,
+                gamma_at_client,
+                bytes_sent: c.bytes_sent,
+                rounds: c.rounds,
+            },
+        )?;
+    }
 }
 
 async fn serve(

@@ -424,6 +424,23 @@ impl SecureSuffix {
         self.pos
     }
 
+    /// Starts a new sequence: drops the KV cache (the masked weights stay loaded).
+    pub fn reset(&mut self) {
+        for l in &mut self.layers {
+            l.cache_k = Vec::new();
+            l.cache_v = Vec::new();
+        }
+        self.pos = 0;
+    }
+
+    /// Bytes of this party's KV-cache shares.
+    pub fn cache_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| 8 * (l.cache_k.len() + l.cache_v.len()))
+            .sum()
+    }
+
     /// Runs the suffix on this party's shares `x` (T × d, scale f) at the next T positions;
     /// returns shares of the final normalised hidden state (T × d, scale f), without γ when
     /// it is [`FinalGamma::AtClient`].

@@ -211,3 +211,42 @@ fn decoding_with_cache_equals_recomputation() {
     let e = max_err(&a, &b);
     assert!(e < BOUND, "secure cache vs recomputation: {e}");
 }
+
+/// A worker serves sessions one after another on the same loaded suffix: after `reset` the
+/// next sequence starts at position 0 with an empty cache and gives the plaintext result.
+#[test]
+fn reset_starts_a_fresh_sequence() {
+    let cfg = tiny();
+    let fx = FixedPoint::default();
+    let w = SuffixWeights::random(&cfg, 41, false).unwrap();
+    let d = cfg.d_model;
+    let mut prg = Prg::new(Seed::from_u64(41), 3);
+    let x: Vec<f64> = (0..3 * d)
+        .map(|_| (prg.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0)
+        .collect();
+    let want = forward(&cfg, &w, &x, 0, &mut PlainCache::default());
+    let (x0, x1) = share(&fx.encode_slice(&x).unwrap(), &mut prg);
+    let prepared = prepare(&cfg, &w, fx, Seed::from_u64(42)).unwrap();
+    let run = run_pair(41, fx, |mut p| {
+        let xs = if p.is_p0() { x0.clone() } else { x1.clone() };
+        let prep = prepared[p.id.index()].clone();
+        let cfg = cfg.clone();
+        async move {
+            let mut sfx = SecureSuffix::load(&mut p, &cfg, prep).await.unwrap();
+            let first = sfx.forward(&mut p, &xs).await.unwrap();
+            assert_eq!(sfx.position(), 3);
+            assert_eq!(sfx.cache_bytes(), 2 * 2 * 3 * cfg.kv_width() * 8);
+            sfx.reset();
+            assert_eq!((sfx.position(), sfx.cache_bytes()), (0, 0));
+            let second = sfx.forward(&mut p, &xs).await.unwrap();
+            ((first, second), p)
+        }
+    });
+    for k in 0..2 {
+        let pick = |o: &(Vec<u64>, Vec<u64>)| if k == 0 { o.0.clone() } else { o.1.clone() };
+        let mut got = fx.decode_slice(&reconstruct(&pick(&run.out[0]), &pick(&run.out[1])));
+        finish_at_client(&cfg, &w, &mut got);
+        let e = max_err(&got, &want);
+        assert!(e < BOUND, "sequence {k}: max abs error {e}");
+    }
+}

@@ -14,10 +14,12 @@
 
 pub mod keys;
 pub mod link;
+pub mod seal;
 mod zap;
 
 pub use keys::KeyPair;
 pub use link::{Link, LinkConfig, Role};
+pub use seal::{seal, Binding, SealKeyPair, SealPublic, Sealed};
 
 use thiserror::Error;
 

@@ -1,0 +1,526 @@
+//! The coordinator's loop: consume jobs (consumer group, manual commits), validate, place each
+//! new session on a worker pair through `marill-scheduler`, route a session's later steps to the
+//! same pair, publish every outcome on `marill.results` (keyed by job id) and every rejected
+//! message on `marill.dead-letter`, and commit a message's offset only after its outcome is
+//! acknowledged by the broker (at least once). A redelivered job whose result this coordinator
+//! published is answered with the same bytes, so a job never has two different visible results.
+//!
+//! Each worker pair serves one session at a time (its workers keep one KV cache); sessions
+//! wait in arrival order for a free pair, and a session idle for longer than its limit is
+//! closed. Kafka is polled on this thread; the pairs' blocking links live on their own threads.
+
+use crate::kafka::{produce, KafkaSettings};
+use crate::offsets::OffsetTracker;
+use crate::pairs::{self, ControlKeys, PairEndpoints, StepDone, StepTask};
+use crate::CoordinatorError;
+use marill_proto::job::{
+    DeadLetter, Job, JobResult, Outcome, DEAD_LETTER_TOPIC, JOBS_TOPIC, RESULTS_TOPIC,
+};
+use marill_scheduler::{Health, Role, Scheduler, SessionRequest, WorkerSpec};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A model this coordinator's pairs serve.
+#[derive(Clone, Debug)]
+pub struct ServedModel {
+    /// name in jobs
+    pub name: String,
+    /// the public layers a client must run
+    pub n_public: usize,
+}
+
+/// Everything the coordinator needs.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// Kafka connection
+    pub kafka: KafkaSettings,
+    /// consumer group
+    pub group: String,
+    /// the worker pairs
+    pub pairs: Vec<PairEndpoints>,
+    /// control-link keys
+    pub keys: ControlKeys,
+    /// the model served by every pair
+    pub model: ServedModel,
+    /// a step not answered within this fails and loses its pair
+    pub step_timeout: Duration,
+    /// an open session with no step for this long is closed
+    pub session_idle: Duration,
+    /// stop after this long with nothing received, pending or running (None: run until stopped)
+    pub exit_when_idle: Option<Duration>,
+    /// create the three topics at start (off where they are provisioned otherwise, e.g. on
+    /// librdkafka's mock broker, which has no CreateTopics)
+    pub create_topics: bool,
+}
+
+/// What the coordinator did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoordinatorStats {
+    /// jobs whose outcome was Done
+    pub done: u64,
+    /// jobs whose outcome was Failed
+    pub failed: u64,
+    /// messages sent to the dead-letter topic
+    pub dead_lettered: u64,
+    /// redelivered jobs answered from the published result
+    pub duplicates: u64,
+    /// sessions opened
+    pub sessions: u64,
+}
+
+struct Session {
+    pair: usize,
+    sched_id: u64,
+    next_step: u32,
+    busy: bool,
+    last_activity: Instant,
+    queue: VecDeque<Job>,
+    /// the step running now is the session's last
+    last_step_was_last: bool,
+}
+
+struct State {
+    cfg: CoordinatorConfig,
+    producer: rdkafka::producer::FutureProducer,
+    sched: Scheduler,
+    pair_tx: Vec<Sender<StepTask>>,
+    pair_busy: Vec<bool>,
+    pair_lost: Vec<bool>,
+    sessions: HashMap<String, Session>,
+    waiting: VecDeque<Job>,
+    /// job id → the offsets waiting for its outcome
+    in_flight: HashMap<String, Vec<(i32, i64)>>,
+    /// published results by job id (bounded, oldest dropped first)
+    published: HashMap<String, Vec<u8>>,
+    published_order: VecDeque<String>,
+    tracker: OffsetTracker,
+    next_sched_id: u64,
+    stats: CoordinatorStats,
+}
+
+const MAX_REMEMBERED_RESULTS: usize = 100_000;
+const KV_RESERVE: u64 = 1;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the coordinator until `stop` is set (or, with `exit_when_idle`, until idle).
+pub fn run(
+    cfg: CoordinatorConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<CoordinatorStats, CoordinatorError> {
+    if cfg.create_topics {
+        cfg.kafka
+            .ensure_topics(&[JOBS_TOPIC, RESULTS_TOPIC, DEAD_LETTER_TOPIC], 4)?;
+    }
+    let consumer: BaseConsumer = cfg.kafka.group_consumer(&cfg.group)?;
+    consumer.subscribe(&[JOBS_TOPIC])?;
+    let producer = cfg.kafka.producer()?;
+    let (done_tx, done_rx) = channel::<StepDone>();
+    let mut pair_tx = Vec::new();
+    let mut workers = Vec::new();
+    for (i, ends) in cfg.pairs.iter().enumerate() {
+        pair_tx.push(
+            pairs::spawn(
+                i,
+                ends.clone(),
+                cfg.keys.clone(),
+                cfg.step_timeout,
+                done_tx.clone(),
+            )
+            .map_err(|e| CoordinatorError::Io(e.to_string()))?,
+        );
+        for (role, domain) in [(Role::Provider, 0), (Role::Helper, 1)] {
+            workers.push(WorkerSpec {
+                id: (2 * i + domain) as u32,
+                role,
+                domain: domain as u32,
+                mem_limit: u64::MAX / 4,
+                max_sessions: 1,
+                health: Health::Healthy,
+            });
+        }
+    }
+    drop(done_tx);
+    let sched = Scheduler::new(&workers, &BTreeMap::from([(0, 0)]))
+        .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+    let n = cfg.pairs.len();
+    let mut st = State {
+        cfg,
+        producer,
+        sched,
+        pair_tx,
+        pair_busy: vec![false; n],
+        pair_lost: vec![false; n],
+        sessions: HashMap::new(),
+        waiting: VecDeque::new(),
+        in_flight: HashMap::new(),
+        published: HashMap::new(),
+        published_order: VecDeque::new(),
+        tracker: OffsetTracker::default(),
+        next_sched_id: 1,
+        stats: CoordinatorStats::default(),
+    };
+    let mut last_event = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let mut event = st.drain_done(&done_rx)?;
+        if let Some(r) = consumer.poll(Duration::from_millis(20)) {
+            event = true;
+            match r {
+                Ok(m) => {
+                    let (p, o) = (m.partition(), m.offset());
+                    st.tracker.begin(p, o);
+                    st.handle(p, o, m.payload().unwrap_or(&[]))?;
+                }
+                Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
+            }
+        }
+        st.expire();
+        st.dispatch();
+        let commits = st.tracker.to_commit();
+        if !commits.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, pos) in commits {
+                tpl.add_partition_offset(JOBS_TOPIC, p, Offset::Offset(pos))?;
+            }
+            consumer.commit(&tpl, CommitMode::Sync)?;
+        }
+        let busy = st.tracker.pending() > 0 || !st.sessions.is_empty() || !st.waiting.is_empty();
+        if event || busy {
+            last_event = Instant::now();
+        }
+        if let Some(idle) = st.cfg.exit_when_idle {
+            if last_event.elapsed() > idle {
+                break;
+            }
+        }
+    }
+    Ok(st.stats)
+}
+
+impl State {
+    fn handle(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+    ) -> Result<(), CoordinatorError> {
+        let job = match Job::decode(payload) {
+            Ok(j) => j,
+            Err(e) => {
+                let dl = DeadLetter {
+                    topic: JOBS_TOPIC.into(),
+                    partition,
+                    offset,
+                    reason: e.to_string(),
+                    payload: payload.to_vec(),
+                };
+                produce(
+                    &self.producer,
+                    DEAD_LETTER_TOPIC,
+                    &format!("{partition}:{offset}"),
+                    &dl.encode(),
+                )?;
+                self.stats.dead_lettered += 1;
+                tracing::info!(partition, offset, reason = %e, "job rejected to the dead-letter topic");
+                self.tracker.done(partition, offset);
+                return Ok(());
+            }
+        };
+        if let Some(bytes) = self.published.get(&job.job_id) {
+            // redelivered: the same result again (idempotent by job id)
+            produce(&self.producer, RESULTS_TOPIC, &job.job_id, &bytes.clone())?;
+            self.stats.duplicates += 1;
+            self.tracker.done(partition, offset);
+            return Ok(());
+        }
+        if let Some(offs) = self.in_flight.get_mut(&job.job_id) {
+            offs.push((partition, offset));
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        self.in_flight
+            .insert(job.job_id.clone(), vec![(partition, offset)]);
+        let model = &self.cfg.model;
+        let refuse = if job.model != model.name {
+            Some(format!(
+                "model {} is not served here (serving {})",
+                job.model, model.name
+            ))
+        } else if job.n_public != model.n_public {
+            Some(format!(
+                "the client ran {} public layers, the served suffix starts at layer {}",
+                job.n_public, model.n_public
+            ))
+        } else if job.deadline_ms < now_ms() {
+            Some("deadline passed before the job was taken".into())
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            return self.finish(
+                &job.job_id,
+                &job.session,
+                job.step,
+                Outcome::Failed { reason },
+            );
+        }
+        if job.step == 0 {
+            if self.sessions.contains_key(&job.session) {
+                let reason = format!("session {} is already open", job.session);
+                return self.finish(&job.job_id, &job.session, 0, Outcome::Failed { reason });
+            }
+            self.waiting.push_back(job);
+            return Ok(());
+        }
+        match self.sessions.get_mut(&job.session) {
+            Some(s) if s.next_step + s.queue.len() as u32 == job.step => {
+                s.last_activity = Instant::now();
+                s.queue.push_back(job);
+                Ok(())
+            }
+            Some(s) => {
+                let reason = format!(
+                    "step {} of session {} is out of order (next is {})",
+                    job.step,
+                    job.session,
+                    s.next_step + s.queue.len() as u32
+                );
+                self.finish(
+                    &job.job_id,
+                    &job.session,
+                    job.step,
+                    Outcome::Failed { reason },
+                )
+            }
+            None => {
+                let reason = format!(
+                    "session {} is not open (ended, expired or never opened)",
+                    job.session
+                );
+                self.finish(
+                    &job.job_id,
+                    &job.session,
+                    job.step,
+                    Outcome::Failed { reason },
+                )
+            }
+        }
+    }
+
+    /// Publishes an outcome, remembers it, and releases the offsets that waited for it.
+    fn finish(
+        &mut self,
+        job_id: &str,
+        session: &str,
+        step: u32,
+        outcome: Outcome,
+    ) -> Result<(), CoordinatorError> {
+        match &outcome {
+            Outcome::Done { .. } | Outcome::Closed => self.stats.done += 1,
+            Outcome::Failed { reason } => {
+                self.stats.failed += 1;
+                tracing::info!(job_id, session, step, reason = %reason, "job failed");
+            }
+        }
+        let r = JobResult {
+            job_id: job_id.to_string(),
+            session: session.to_string(),
+            step,
+            outcome,
+        };
+        let bytes = r.encode();
+        produce(&self.producer, RESULTS_TOPIC, job_id, &bytes)?;
+        self.published.insert(job_id.to_string(), bytes);
+        self.published_order.push_back(job_id.to_string());
+        while self.published_order.len() > MAX_REMEMBERED_RESULTS {
+            if let Some(old) = self.published_order.pop_front() {
+                self.published.remove(&old);
+            }
+        }
+        for (p, o) in self.in_flight.remove(job_id).unwrap_or_default() {
+            self.tracker.done(p, o);
+        }
+        Ok(())
+    }
+
+    fn drain_done(&mut self, rx: &Receiver<StepDone>) -> Result<bool, CoordinatorError> {
+        let mut any = false;
+        while let Ok(d) = rx.try_recv() {
+            any = true;
+            self.pair_busy[d.pair] = false;
+            if d.pair_lost && !self.pair_lost[d.pair] {
+                self.pair_lost[d.pair] = true;
+                for w in [2 * d.pair, 2 * d.pair + 1] {
+                    let _ = self.sched.set_health(w as u32, Health::Lost);
+                }
+                tracing::warn!(pair = d.pair, "worker pair lost");
+            }
+            let failed = matches!(d.outcome, Outcome::Failed { .. });
+            let last = self
+                .sessions
+                .get(&d.session)
+                .map(|s| s.queue.is_empty() && s.last_step_was_last)
+                .unwrap_or(true);
+            self.finish(&d.job_id, &d.session, d.step, d.outcome)?;
+            if let Some(s) = self.sessions.get_mut(&d.session) {
+                s.busy = false;
+                s.next_step = d.step + 1;
+                s.last_activity = Instant::now();
+            }
+            if failed || last || d.pair_lost {
+                self.close(&d.session, "ended")?;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Closes a session: fails its queued steps, frees its pair.
+    fn close(&mut self, session: &str, why: &str) -> Result<(), CoordinatorError> {
+        if let Some(s) = self.sessions.remove(session) {
+            let _ = self.sched.release(s.sched_id);
+            for j in s.queue {
+                let reason = format!("session {session} {why} before this step ran");
+                self.finish(&j.job_id, &j.session, j.step, Outcome::Failed { reason })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails waiting jobs past their deadline; closes idle sessions.
+    fn expire(&mut self) {
+        let now = now_ms();
+        let mut expired = Vec::new();
+        self.waiting.retain(|j| {
+            let keep = j.deadline_ms >= now;
+            if !keep {
+                expired.push((j.job_id.clone(), j.session.clone(), j.step));
+            }
+            keep
+        });
+        for (id, s, step) in expired {
+            let reason = "deadline passed while waiting for a worker pair".to_string();
+            if let Err(e) = self.finish(&id, &s, step, Outcome::Failed { reason }) {
+                tracing::warn!(error = %e, "publishing an expiry");
+            }
+        }
+        let idle = self.cfg.session_idle;
+        let stale: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.busy && s.queue.is_empty() && s.last_activity.elapsed() > idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            tracing::info!(session = %k, "session idle: closed");
+            if let Err(e) = self.close(&k, "expired") {
+                tracing::warn!(error = %e, "closing an idle session");
+            }
+        }
+    }
+
+    /// Starts every step that can run: queued steps of open sessions, then new sessions on
+    /// free pairs (placed by the scheduler).
+    fn dispatch(&mut self) {
+        let ready: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.busy && !s.queue.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in ready {
+            let s = self.sessions.get_mut(&k).expect("listed");
+            let job = s.queue.pop_front().expect("non-empty");
+            if job.rows == 0 {
+                // an end step: nothing runs on the workers
+                let r = self
+                    .finish(&job.job_id, &job.session, job.step, Outcome::Closed)
+                    .and_then(|_| self.close(&job.session, "closed by the client"));
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "closing a session");
+                }
+                continue;
+            }
+            s.busy = true;
+            s.last_step_was_last = job.last;
+            let pair = s.pair;
+            self.send(pair, job);
+        }
+        while !self.waiting.is_empty() {
+            let id = self.next_sched_id;
+            let placed = (0..self.pair_tx.len()).find_map(|i| {
+                if self.pair_busy[i] || self.pair_lost[i] {
+                    return None;
+                }
+                let req = SessionRequest {
+                    id,
+                    model: 0,
+                    kv_bytes: KV_RESERVE,
+                    pin: Some(((2 * i) as u32, (2 * i + 1) as u32)),
+                };
+                self.sched.place(&req).ok().map(|_| i)
+            });
+            let Some(pair) = placed else {
+                if self.pair_lost.iter().all(|l| *l) {
+                    let job = self.waiting.pop_front().expect("front");
+                    let reason = "no worker pair is available".to_string();
+                    if let Err(e) =
+                        self.finish(&job.job_id, &job.session, 0, Outcome::Failed { reason })
+                    {
+                        tracing::warn!(error = %e, "publishing a failure");
+                    }
+                    continue;
+                }
+                break;
+            };
+            self.next_sched_id += 1;
+            let job = self.waiting.pop_front().expect("front");
+            self.stats.sessions += 1;
+            self.sessions.insert(
+                job.session.clone(),
+                Session {
+                    pair,
+                    sched_id: id,
+                    next_step: 0,
+                    busy: true,
+                    last_activity: Instant::now(),
+                    queue: VecDeque::new(),
+                    last_step_was_last: job.last,
+                },
+            );
+            self.send(pair, job);
+        }
+    }
+
+    fn send(&mut self, pair: usize, job: Job) {
+        self.pair_busy[pair] = true;
+        if let Err(e) = self.pair_tx[pair].send(StepTask { job }) {
+            // the pair's thread ended: the pair is lost, the step fails now
+            let job = e.0.job;
+            tracing::warn!(pair, "pair thread gone");
+            self.pair_lost[pair] = true;
+            self.pair_busy[pair] = false;
+            let reason = format!("worker pair {pair} is gone");
+            let r = self
+                .finish(
+                    &job.job_id,
+                    &job.session,
+                    job.step,
+                    Outcome::Failed { reason },
+                )
+                .and_then(|_| self.close(&job.session, "lost its pair"));
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "publishing a failure");
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Kafka clients (rdkafka) with the settings Marill relies on: manual offset commits for the
+//! coordinator's consumer group, acknowledged produces (`acks=all`, idempotent producer), and
+//! short group timeouts where a test broker needs them.
+
+use crate::CoordinatorError;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+/// Connection settings shared by every client.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`
+    pub brokers: String,
+    /// extra librdkafka properties (e.g. `session.timeout.ms`)
+    pub overrides: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    /// Settings for `brokers` with no override.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            overrides: Vec::new(),
+        }
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("log_level", "3");
+        for (k, v) in &self.overrides {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// An acknowledged producer.
+    pub fn producer(&self) -> Result<FutureProducer, CoordinatorError> {
+        let mut c = self.base();
+        c.set("acks", "all");
+        c.set("enable.idempotence", "true");
+        c.set("message.timeout.ms", "30000");
+        Ok(c.create()?)
+    }
+
+    /// A consumer in `group` that never commits by itself.
+    pub fn group_consumer(&self, group: &str) -> Result<BaseConsumer, CoordinatorError> {
+        let mut c = self.base();
+        c.set("group.id", group);
+        c.set("enable.auto.commit", "false");
+        c.set("enable.auto.offset.store", "false");
+        c.set("auto.offset.reset", "earliest");
+        c.set_default_if_absent("session.timeout.ms", "6000");
+        Ok(c.create()?)
+    }
+
+    /// A consumer outside any group (the client reads its results from assigned positions).
+    pub fn reader(&self) -> Result<BaseConsumer, CoordinatorError> {
+        let mut c = self.base();
+        c.set("group.id", "marill-reader");
+        c.set("enable.auto.commit", "false");
+        Ok(c.create()?)
+    }
+
+    /// Creates `topics` with `partitions` each (an existing topic is left as it is).
+    pub fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<(), CoordinatorError> {
+        let admin: AdminClient<DefaultClientContext> = self.base().create()?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        let res = futures::executor::block_on(admin.create_topics(&new, &opts))?;
+        for r in res {
+            if let Err((topic, code)) = r {
+                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(CoordinatorError::Kafka(format!("creating {topic}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+trait SetDefault {
+    fn set_default_if_absent(&mut self, k: &str, v: &str);
+}
+
+impl SetDefault for ClientConfig {
+    fn set_default_if_absent(&mut self, k: &str, v: &str) {
+        if self.get(k).is_none() {
+            self.set(k, v);
+        }
+    }
+}
+
+/// Produces one message and waits for the broker's acknowledgement.
+pub fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+) -> Result<(), CoordinatorError> {
+    let rec = FutureRecord::to(topic).key(key).payload(payload);
+    let fut = p
+        .send_result(rec)
+        .map_err(|(e, _)| CoordinatorError::Kafka(format!("queueing to {topic}: {e}")))?;
+    match futures::executor::block_on(fut) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(CoordinatorError::Kafka(format!(
+            "producing to {topic}: {e}"
+        ))),
+        Err(_) => Err(CoordinatorError::Kafka(format!(
+            "producing to {topic}: cancelled"
+        ))),
+    }
+}

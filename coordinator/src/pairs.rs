@@ -1,0 +1,210 @@
+//! One thread per (provider, helper) worker pair: it owns the two encrypted control links,
+//! sends each step's sealed shares to the two workers and waits for both sealed outputs. The
+//! links are blocking zeromq sockets, so they live here, off the coordinator's loop.
+
+use marill_proto::job::{Job, Outcome};
+use marill_proto::Message;
+use marill_transport::{KeyPair, Link, LinkConfig, Role};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::Duration;
+
+/// Where a pair's workers listen for their coordinator.
+#[derive(Clone, Debug)]
+pub struct PairEndpoints {
+    /// the provider's control endpoint
+    pub provider: String,
+    /// the helper's control endpoint
+    pub helper: String,
+}
+
+/// A step handed to a pair.
+#[derive(Debug)]
+pub struct StepTask {
+    /// the job
+    pub job: Job,
+}
+
+/// A step's end, reported back to the coordinator.
+#[derive(Debug)]
+pub struct StepDone {
+    /// which pair ran it
+    pub pair: usize,
+    /// the job id
+    pub job_id: String,
+    /// the session
+    pub session: String,
+    /// the step
+    pub step: u32,
+    /// what became of it
+    pub outcome: Outcome,
+    /// a worker did not answer (its link failed): the pair must not be used again
+    pub pair_lost: bool,
+}
+
+/// Keys the coordinator needs for its control links.
+#[derive(Clone, Debug)]
+pub struct ControlKeys {
+    /// the coordinator's own CURVE key pair
+    pub own: KeyPair,
+    /// the providers' public key (Z85)
+    pub provider: String,
+    /// the helpers' public key (Z85)
+    pub helper: String,
+}
+
+/// Starts pair `index`'s thread; returns where to send its steps.
+pub fn spawn(
+    index: usize,
+    ends: PairEndpoints,
+    keys: ControlKeys,
+    timeout: Duration,
+    done: Sender<StepDone>,
+) -> std::io::Result<Sender<StepTask>> {
+    let (tx, rx) = channel::<StepTask>();
+    std::thread::Builder::new()
+        .name(format!("pair-{index}"))
+        .spawn(move || run(index, ends, keys, timeout, rx, done))?;
+    Ok(tx)
+}
+
+fn open(
+    endpoint: &str,
+    server: &str,
+    name: &str,
+    own: &KeyPair,
+    timeout: Duration,
+) -> Result<Link, String> {
+    let mut cfg = LinkConfig::new(name);
+    cfg.timeout = timeout;
+    Link::open(
+        Role::Client {
+            endpoint: endpoint.to_string(),
+            server_public: server.to_string(),
+        },
+        own,
+        cfg,
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn run(
+    index: usize,
+    ends: PairEndpoints,
+    keys: ControlKeys,
+    timeout: Duration,
+    rx: Receiver<StepTask>,
+    done: Sender<StepDone>,
+) {
+    let links = open(
+        &ends.provider,
+        &keys.provider,
+        "provider",
+        &keys.own,
+        timeout,
+    )
+    .and_then(|p| {
+        Ok([
+            p,
+            open(&ends.helper, &keys.helper, "helper", &keys.own, timeout)?,
+        ])
+    });
+    while let Ok(task) = rx.recv() {
+        let job = task.job;
+        let (outcome, lost) = match &links {
+            Ok(links) => step(links, &job),
+            Err(e) => (
+                Outcome::Failed {
+                    reason: format!("worker pair {index} unreachable: {e}"),
+                },
+                true,
+            ),
+        };
+        let report = StepDone {
+            pair: index,
+            job_id: job.job_id,
+            session: job.session,
+            step: job.step,
+            outcome,
+            pair_lost: lost,
+        };
+        if done.send(report).is_err() {
+            return; // the coordinator is gone
+        }
+    }
+}
+
+/// Runs one step on both workers; `(outcome, pair_lost)`.
+fn step(links: &[Link; 2], job: &Job) -> (Outcome, bool) {
+    let fail = |reason: String, lost: bool| (Outcome::Failed { reason }, lost);
+    for (i, l) in links.iter().enumerate() {
+        let m = Message::SessionStep {
+            session: job.session.clone(),
+            job_id: job.job_id.clone(),
+            step: job.step,
+            reply_key: job.reply_key,
+            share: job.shares[i].clone(),
+        };
+        if let Err(e) = l.send(&marill_proto::encode(&m)) {
+            return fail(format!("sending to the {}: {e}", role(i)), true);
+        }
+    }
+    let mut outs = Vec::with_capacity(2);
+    let mut failure = None;
+    let mut lost = false;
+    for (i, l) in links.iter().enumerate() {
+        let reply = l
+            .recv()
+            .map_err(|e| e.to_string())
+            .and_then(|b| marill_proto::decode(&b).map_err(|e| e.to_string()));
+        match reply {
+            Ok(Message::SessionOutput {
+                job_id,
+                share,
+                gamma_at_client,
+                bytes_sent,
+                rounds,
+                ..
+            }) if job_id == job.job_id => outs.push((share, gamma_at_client, bytes_sent, rounds)),
+            Ok(Message::SessionFailed { job_id, reason, .. }) if job_id == job.job_id => {
+                failure.get_or_insert(format!("{}: {reason}", role(i)));
+            }
+            Ok(Message::Error(e)) => {
+                failure.get_or_insert(format!("{} failed: {e}", role(i)));
+                lost = true;
+            }
+            Ok(m) => {
+                failure.get_or_insert(format!(
+                    "{} answered {}",
+                    role(i),
+                    marill_proto::describe(&m)
+                ));
+                lost = true;
+            }
+            Err(e) => {
+                failure.get_or_insert(format!("{}: {e}", role(i)));
+                lost = true;
+            }
+        }
+    }
+    if let Some(reason) = failure {
+        return fail(reason, lost);
+    }
+    let (p, h) = (outs.remove(0), outs.remove(0));
+    (
+        Outcome::Done {
+            outputs: [p.0, h.0],
+            gamma_at_client: p.1,
+            bytes_sent: [p.2, h.2],
+            rounds: p.3,
+        },
+        false,
+    )
+}
+
+fn role(i: usize) -> &'static str {
+    if i == 0 {
+        "provider"
+    } else {
+        "helper"
+    }
+}

@@ -1,0 +1,133 @@
+//! The coordinator's Kafka paths against librdkafka's in-process mock broker (a Kafka-protocol
+//! broker; the separate-process test against tansu is the workspace's `tests/cluster.rs`):
+//! malformed messages go to the dead-letter topic with their reason, invalid jobs get a Failed
+//! result, a redelivered job gets the very same result bytes, and offsets are committed once
+//! every outcome is out.
+
+use marill_coordinator::rdkafka::consumer::{BaseConsumer, Consumer};
+use marill_coordinator::rdkafka::mocking::MockCluster;
+use marill_coordinator::rdkafka::{Message, Offset, TopicPartitionList};
+use marill_coordinator::{
+    kafka::produce, ControlKeys, CoordinatorConfig, KafkaSettings, ServedModel,
+};
+use marill_proto::job::{
+    DeadLetter, Job, JobResult, Outcome, DEAD_LETTER_TOPIC, JOBS_TOPIC, RESULTS_TOPIC,
+};
+use marill_transport::{KeyPair, Sealed};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn read_all(k: &KafkaSettings, topic: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let c: BaseConsumer = k.reader().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let (_, high) = c
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .unwrap();
+    while (out.len() as i64) < high {
+        if let Some(m) = c.poll(Duration::from_secs(5)) {
+            let m = m.unwrap();
+            out.push((
+                m.key().map(|k| k.to_vec()),
+                m.payload().unwrap_or(&[]).to_vec(),
+            ));
+        } else {
+            panic!("{topic}: read {} of {high}", out.len());
+        }
+    }
+    out
+}
+
+fn job(id: &str, model: &str) -> Job {
+    let s = Sealed {
+        enc: vec![1; 32],
+        ct: vec![2; 40],
+    };
+    Job {
+        job_id: id.into(),
+        session: format!("s-{id}"),
+        step: 0,
+        last: false,
+        model: model.into(),
+        n_public: 28,
+        rows: 3,
+        deadline_ms: u64::MAX,
+        reply_key: [0; 32],
+        shares: [s.clone(), s],
+    }
+}
+
+#[test]
+fn bad_messages_dead_letters_failures_and_idempotent_results() {
+    let mock = MockCluster::new(1).unwrap();
+    for t in [JOBS_TOPIC, RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
+        mock.create_topic(t, 1, 1).unwrap();
+    }
+    let k = KafkaSettings::new(mock.bootstrap_servers());
+    let p = k.producer().unwrap();
+    produce(&p, JOBS_TOPIC, "x", b"not a job").unwrap();
+    let mut truncated = job("j-trunc", "m").encode();
+    truncated.truncate(20);
+    produce(&p, JOBS_TOPIC, "x", &truncated).unwrap();
+    let unknown = job("j-1", "other-model").encode();
+    produce(&p, JOBS_TOPIC, "s-j-1", &unknown).unwrap();
+    produce(&p, JOBS_TOPIC, "s-j-1", &unknown).unwrap(); // redelivered
+    let cfg = CoordinatorConfig {
+        kafka: k.clone(),
+        group: "g".into(),
+        pairs: Vec::new(),
+        keys: ControlKeys {
+            own: KeyPair::generate().unwrap(),
+            provider: KeyPair::generate().unwrap().public,
+            helper: KeyPair::generate().unwrap().public,
+        },
+        model: ServedModel {
+            name: "m".into(),
+            n_public: 28,
+        },
+        step_timeout: Duration::from_secs(5),
+        session_idle: Duration::from_secs(5),
+        exit_when_idle: Some(Duration::from_secs(6)),
+        create_topics: false,
+    };
+    let stats = marill_coordinator::run(cfg, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(
+        (stats.dead_lettered, stats.failed, stats.duplicates),
+        (2, 1, 1)
+    );
+    let dl = read_all(&k, DEAD_LETTER_TOPIC);
+    assert_eq!(dl.len(), 2);
+    let first = DeadLetter::decode(&dl[0].1).unwrap();
+    assert_eq!(
+        (first.offset, first.payload.as_slice()),
+        (0, &b"not a job"[..])
+    );
+    assert!(first.reason.contains("magic"), "{}", first.reason);
+    let second = DeadLetter::decode(&dl[1].1).unwrap();
+    assert!(second.reason.contains("malformed"), "{}", second.reason);
+    let res = read_all(&k, RESULTS_TOPIC);
+    assert_eq!(res.len(), 2);
+    assert_eq!(
+        res[0], res[1],
+        "a redelivered job gets the same result bytes"
+    );
+    assert_eq!(res[0].0.as_deref(), Some(&b"j-1"[..]));
+    let r = JobResult::decode(&res[0].1).unwrap();
+    match r.outcome {
+        Outcome::Failed { reason } => assert!(reason.contains("not served"), "{reason}"),
+        o => panic!("unexpected {o:?}"),
+    }
+    // every offset committed after its outcome
+    let c: BaseConsumer = k.group_consumer("g").unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(JOBS_TOPIC, 0);
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        committed.find_partition(JOBS_TOPIC, 0).unwrap().offset(),
+        Offset::Offset(4)
+    );
+}

@@ -1,0 +1,244 @@
+//! The cluster's client: a private generation through Kafka. Per step it splits the public
+//! prefix's output into two shares, seals each to its trust domain's key (HPKE, bound to the
+//! job, session, step and party), submits one job on `marill.jobs` keyed by the session, and
+//! waits for the job's result on `marill.results`; the output shares come back sealed to a
+//! per-session key that only this client holds. The broker and the coordinator never see a
+//! share in clear.
+
+use crate::generate::SuffixRunner;
+use crate::secure::session::{decode_output, share_hidden};
+use anyhow::{anyhow, bail, Context, Result};
+use marill_coordinator::rdkafka::consumer::{BaseConsumer, Consumer};
+use marill_coordinator::rdkafka::producer::FutureProducer;
+use marill_coordinator::rdkafka::{Message as _, Offset, TopicPartitionList};
+use marill_coordinator::KafkaSettings;
+use marill_mpc::channel::CommStats;
+use marill_mpc::fixed::FixedPoint;
+use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::testing::reconstruct;
+use marill_proto::job::{
+    shares_from_bytes, shares_to_bytes, Job, JobResult, Outcome, JOBS_TOPIC, RESULTS_TOPIC,
+};
+use marill_transport::{seal, Binding, SealKeyPair, SealPublic, Sealed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where a session's jobs go and whose keys seal its shares.
+#[derive(Clone, Debug)]
+pub struct ClusterTarget {
+    /// Kafka connection
+    pub kafka: KafkaSettings,
+    /// the model name the coordinator serves
+    pub model: String,
+    /// the provider and helper trust domains' sealing keys
+    pub domains: [SealPublic; 2],
+    /// a step without a result for this long fails
+    pub timeout: Duration,
+}
+
+/// One session through the cluster.
+pub struct KafkaRunner {
+    target: ClusterTarget,
+    producer: FutureProducer,
+    reader: BaseConsumer,
+    session: String,
+    step: u32,
+    n_public: usize,
+    reply: SealKeyPair,
+    fx: FixedPoint,
+    d: usize,
+    prg: Prg,
+    comm: CommStats,
+    gamma: Vec<f32>,
+    open: bool,
+}
+
+const PARTIES: [&str; 2] = ["provider", "helper"];
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl KafkaRunner {
+    /// A new session (its id random) for a client running `n_public` layers of width
+    /// `gamma.len()`; starts reading results from the topic's current end.
+    pub fn new(target: ClusterTarget, n_public: usize, gamma: Vec<f32>) -> Result<Self> {
+        let producer = target.kafka.producer()?;
+        let reader = target.kafka.reader()?;
+        // the coordinator creates the topics: wait for them a while
+        let start = Instant::now();
+        let parts = loop {
+            let md = reader
+                .fetch_metadata(Some(RESULTS_TOPIC), Duration::from_secs(10))
+                .context("results topic metadata")?;
+            let n = md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            if n > 0 {
+                break n;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("topic {RESULTS_TOPIC} does not exist (is a coordinator running?)");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..parts as i32 {
+            let (_, high) = reader.fetch_watermarks(RESULTS_TOPIC, p, Duration::from_secs(10))?;
+            tpl.add_partition_offset(RESULTS_TOPIC, p, Offset::Offset(high))?;
+        }
+        reader.assign(&tpl)?;
+        let mut prg = Prg::new(Seed::random(), 0);
+        let session = format!("s{:016x}{:016x}", prg.next_u64(), prg.next_u64());
+        Ok(Self {
+            target,
+            producer,
+            reader,
+            session,
+            step: 0,
+            n_public,
+            reply: SealKeyPair::generate(),
+            fx: FixedPoint::default(),
+            d: gamma.len(),
+            prg,
+            comm: CommStats::default(),
+            gamma,
+            open: false,
+        })
+    }
+
+    /// The session id.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    fn binding<'a>(&'a self, job_id: &'a str, party: usize, direction: &'a str) -> Binding<'a> {
+        Binding {
+            job_id,
+            session: &self.session,
+            step: self.step,
+            party: PARTIES[party],
+            direction,
+        }
+    }
+
+    /// Submits this step's job (shares already split) and waits for its result.
+    fn submit(&mut self, shares: [Vec<u64>; 2], rows: usize, last: bool) -> Result<JobResult> {
+        let job_id = format!("{}-{}", self.session, self.step);
+        let mut sealed: Vec<Sealed> = Vec::with_capacity(2);
+        for (i, s) in shares.iter().enumerate() {
+            let b = self.binding(&job_id, i, "in");
+            sealed.push(seal(&self.target.domains[i], &b, &shares_to_bytes(s))?);
+        }
+        let job = Job {
+            job_id: job_id.clone(),
+            session: self.session.clone(),
+            step: self.step,
+            last,
+            model: self.target.model.clone(),
+            n_public: self.n_public,
+            rows,
+            deadline_ms: now_ms() + self.target.timeout.as_millis() as u64,
+            reply_key: self.reply.public.0,
+            shares: [sealed.remove(0), sealed.remove(0)],
+        };
+        marill_coordinator::kafka::produce(
+            &self.producer,
+            JOBS_TOPIC,
+            &self.session,
+            &job.encode(),
+        )?;
+        let start = Instant::now();
+        while start.elapsed() < self.target.timeout {
+            let Some(m) = self.reader.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = m?;
+            if m.key() != Some(job_id.as_bytes()) {
+                continue;
+            }
+            let r = JobResult::decode(m.payload().unwrap_or(&[]))
+                .map_err(|e| anyhow!("result of {job_id}: {e}"))?;
+            if r.job_id == job_id {
+                return Ok(r);
+            }
+        }
+        bail!(
+            "no result for job {job_id} within {} s",
+            self.target.timeout.as_secs()
+        )
+    }
+}
+
+impl SuffixRunner for KafkaRunner {
+    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
+        let rows = x.len() / self.d;
+        self.open = true;
+        let r = self.submit([s0, s1], rows, false)?;
+        let job_id = r.job_id.clone();
+        let y = match r.outcome {
+            Outcome::Done {
+                outputs,
+                gamma_at_client,
+                bytes_sent,
+                rounds,
+            } => {
+                let mut ys = Vec::with_capacity(2);
+                for (i, o) in outputs.iter().enumerate() {
+                    let b = self.binding(&job_id, i, "out");
+                    let bytes = self
+                        .reply
+                        .open(o, &b)
+                        .map_err(|e| anyhow!("{}'s output share: {e}", PARTIES[i]))?;
+                    let y = shares_from_bytes(&bytes)?;
+                    if y.len() != x.len() {
+                        bail!(
+                            "the {} returned {} values for {}",
+                            PARTIES[i],
+                            y.len(),
+                            x.len()
+                        );
+                    }
+                    ys.push(y);
+                }
+                self.comm.bytes_sent += bytes_sent[0];
+                self.comm.rounds += rounds;
+                let y = reconstruct(&ys[0], &ys[1]);
+                decode_output(
+                    self.fx,
+                    &y,
+                    gamma_at_client.then_some(self.gamma.as_slice()),
+                )
+            }
+            Outcome::Closed => bail!("job {job_id}: the session was closed"),
+            Outcome::Failed { reason } => {
+                self.open = false;
+                bail!("job {job_id} failed: {reason}")
+            }
+        };
+        self.step += 1;
+        Ok(y)
+    }
+
+    fn comm(&self) -> CommStats {
+        self.comm
+    }
+
+    fn end(&mut self) -> Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        self.open = false;
+        let r = self.submit([Vec::new(), Vec::new()], 0, true)?;
+        match r.outcome {
+            Outcome::Closed => Ok(()),
+            Outcome::Failed { reason } => bail!("closing session {}: {reason}", self.session),
+            Outcome::Done { .. } => bail!("closing session {}: unexpected output", self.session),
+        }
+    }
+}

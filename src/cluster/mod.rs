@@ -1,0 +1,284 @@
+//! The cluster's processes as `marill` subcommands: `marill coordinator` (Kafka intake around
+//! `marill-coordinator`), `marill client batch` (many private sessions through Kafka at once,
+//! each compared with plaintext), and `marill dev` (coordinator, provider, helper and dealer in
+//! one process with librdkafka's built-in mock broker, then one private generation).
+
+pub mod client;
+pub mod dev;
+
+use crate::generate::{compare_greedy, load, ModelArgs, PROMPTS};
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use client::{ClusterTarget, KafkaRunner};
+use marill_coordinator::{
+    ControlKeys, CoordinatorConfig, KafkaSettings, PairEndpoints, ServedModel,
+};
+use marill_transport::{KeyPair, SealKeyPair};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Kafka connection options shared by the cluster's commands.
+#[derive(Args, Clone, Debug)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long)]
+    pub brokers: String,
+    /// Extra librdkafka properties as key=value (repeatable), e.g. session.timeout.ms=1000.
+    #[arg(long = "kafka-set", value_parser = parse_kv)]
+    pub kafka_set: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+impl KafkaArgs {
+    fn settings(&self) -> KafkaSettings {
+        KafkaSettings {
+            brokers: self.brokers.clone(),
+            overrides: self.kafka_set.clone(),
+        }
+    }
+}
+
+/// Arguments of `marill coordinator`.
+#[derive(Args, Clone, Debug)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Key directory (`coordinator.key`, `provider.pub`, `helper.pub`).
+    #[arg(long)]
+    keys: PathBuf,
+    /// A worker pair's control endpoints, `PROVIDER,HELPER` (repeatable).
+    #[arg(long = "pair", value_parser = parse_pair, required = true)]
+    pairs: Vec<(String, String)>,
+    /// The model name jobs must carry.
+    #[arg(long, default_value = "default")]
+    model_name: String,
+    /// Public layers of the served model (jobs must match).
+    #[arg(long)]
+    n_public: usize,
+    /// Consumer group.
+    #[arg(long, default_value = "marill-coordinator")]
+    group: String,
+    /// A step not answered in this many seconds fails and retires its pair.
+    #[arg(long, default_value_t = 300)]
+    step_timeout_s: u64,
+    /// An open session with no step for this many seconds is closed.
+    #[arg(long, default_value_t = 60)]
+    session_idle_s: u64,
+    /// Exit after this many seconds with nothing to do (default: run until killed).
+    #[arg(long)]
+    exit_when_idle_s: Option<u64>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once(',')
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        .ok_or_else(|| format!("expected PROVIDER_ENDPOINT,HELPER_ENDPOINT, got {s:?}"))
+}
+
+impl CoordinatorArgs {
+    fn config(&self) -> Result<CoordinatorConfig> {
+        Ok(CoordinatorConfig {
+            kafka: self.kafka.settings(),
+            group: self.group.clone(),
+            pairs: self
+                .pairs
+                .iter()
+                .map(|(p, h)| PairEndpoints {
+                    provider: p.clone(),
+                    helper: h.clone(),
+                })
+                .collect(),
+            keys: ControlKeys {
+                own: KeyPair::load(&self.keys, "coordinator")?,
+                provider: KeyPair::load_public(&self.keys, "provider")?,
+                helper: KeyPair::load_public(&self.keys, "helper")?,
+            },
+            model: ServedModel {
+                name: self.model_name.clone(),
+                n_public: self.n_public,
+            },
+            step_timeout: Duration::from_secs(self.step_timeout_s),
+            session_idle: Duration::from_secs(self.session_idle_s),
+            exit_when_idle: self.exit_when_idle_s.map(Duration::from_secs),
+            create_topics: true,
+        })
+    }
+}
+
+/// Runs `marill coordinator`.
+pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
+    let cfg = a.config()?;
+    eprintln!(
+        "coordinator: {} worker pair(s), model {:?} from layer {}",
+        cfg.pairs.len(),
+        cfg.model.name,
+        cfg.model.n_public
+    );
+    let stats = marill_coordinator::run(cfg, Arc::new(AtomicBool::new(false)))?;
+    eprintln!("coordinator: done: {stats:?}");
+    Ok(())
+}
+
+/// Arguments of `marill client batch`.
+#[derive(Args, Clone)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Key directory (`provider.seal.pub`, `helper.seal.pub`).
+    #[arg(long)]
+    keys: PathBuf,
+    /// The model name the coordinator serves.
+    #[arg(long, default_value = "default")]
+    model_name: String,
+    /// Sessions: the first N built-in prompts.
+    #[arg(long, default_value_t = 20)]
+    prompts: usize,
+    /// Greedy tokens per session (each is one job; the session's end is one more).
+    #[arg(long, default_value_t = 2)]
+    tokens: usize,
+    /// Sessions in flight at once.
+    #[arg(long, default_value_t = 20)]
+    concurrency: usize,
+    /// A step without a result for this many seconds fails.
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// One session's figures in a batch.
+#[derive(serde::Serialize)]
+struct BatchRow {
+    prompt: String,
+    session: String,
+    next_token_agree: bool,
+    greedy_identical: bool,
+    max_abs_logit_err: f32,
+    seconds: f64,
+}
+
+pub(crate) fn target(
+    kafka: KafkaSettings,
+    keys: &std::path::Path,
+    model: &str,
+    timeout: Duration,
+) -> Result<ClusterTarget> {
+    Ok(ClusterTarget {
+        kafka,
+        model: model.to_string(),
+        domains: [
+            SealKeyPair::load_public(keys, "provider")?,
+            SealKeyPair::load_public(keys, "helper")?,
+        ],
+        timeout,
+    })
+}
+
+/// Runs `marill client batch`: sessions through the cluster, each compared with plaintext.
+/// Errors if any session fails or any greedy continuation differs from plaintext.
+pub fn batch(a: BatchArgs) -> Result<()> {
+    let (model, tok) = load(&a.model)?;
+    let n_public = model
+        .marill_spec()
+        .ok_or_else(|| anyhow!("model without a Marill spec"))?
+        .n_public();
+    let gamma: Vec<f32> = model.norm().weight().to_vec1()?;
+    let t = target(
+        a.kafka.settings(),
+        &a.keys,
+        &a.model_name,
+        Duration::from_secs(a.timeout_s),
+    )?;
+    let n = a.prompts.min(PROMPTS.len());
+    let next = Mutex::new(0usize);
+    let rows = Mutex::new(Vec::new());
+    let errors = Mutex::new(Vec::new());
+    let start = Instant::now();
+    std::thread::scope(|sc| {
+        for _ in 0..a.concurrency.clamp(1, n.max(1)) {
+            sc.spawn(|| loop {
+                let i = {
+                    let mut k = next.lock().expect("lock");
+                    if *k >= n {
+                        return;
+                    }
+                    *k += 1;
+                    *k - 1
+                };
+                let run = || -> Result<BatchRow> {
+                    let t0 = Instant::now();
+                    let ids = tok.encode(PROMPTS[i])?;
+                    let runner = KafkaRunner::new(t.clone(), n_public, gamma.clone())?;
+                    let session = runner.session().to_string();
+                    let c = compare_greedy(&model, &ids, a.tokens, Box::new(runner))?;
+                    Ok(BatchRow {
+                        prompt: PROMPTS[i].to_string(),
+                        session,
+                        next_token_agree: c.next_token_agree,
+                        greedy_identical: c.first_divergence.is_none(),
+                        max_abs_logit_err: c.max_abs_logit_err,
+                        seconds: t0.elapsed().as_secs_f64(),
+                    })
+                };
+                match run() {
+                    Ok(r) => {
+                        eprintln!(
+                            "[{}/{n}] {}: identical {}, max abs logit error {:.4}, {:.1} s",
+                            rows.lock().expect("lock").len() + 1,
+                            r.session,
+                            r.greedy_identical,
+                            r.max_abs_logit_err,
+                            r.seconds
+                        );
+                        rows.lock().expect("lock").push(r);
+                    }
+                    Err(e) => errors
+                        .lock()
+                        .expect("lock")
+                        .push(format!("prompt {i}: {e:#}")),
+                }
+            });
+        }
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let rows = rows.into_inner().expect("lock");
+    let errors = errors.into_inner().expect("lock");
+    let same = rows.iter().filter(|r| r.greedy_identical).count();
+    let agree = rows.iter().filter(|r| r.next_token_agree).count();
+    let worst = rows
+        .iter()
+        .map(|r| r.max_abs_logit_err)
+        .fold(0f32, f32::max);
+    let jobs = rows.len() * (a.tokens + 1);
+    println!("| sessions | jobs | failed | next-token agreement | greedy {} identical | max abs logit error | wall s | jobs/s |", a.tokens);
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {jobs} | {} | {agree}/{} | {same}/{} | {worst:.4} | {wall:.1} | {:.2} |",
+        rows.len(),
+        errors.len(),
+        rows.len(),
+        rows.len(),
+        jobs as f64 / wall
+    );
+    for e in &errors {
+        eprintln!("failed: {e}");
+    }
+    if !errors.is_empty() {
+        bail!("{} of {n} sessions failed", errors.len());
+    }
+    if same != rows.len() {
+        bail!(
+            "{} of {n} sessions differ from plaintext",
+            rows.len() - same
+        );
+    }
+    Ok(())
+}
