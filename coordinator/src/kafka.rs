@@ -44,6 +44,8 @@ impl KafkaSettings {
         c.set("acks", "all");
         c.set("enable.idempotence", "true");
         c.set("message.timeout.ms", "30000");
+        // latency over batching: a job is one message waited on
+        c.set_default_if_absent("linger.ms", "0");
         Ok(c.create()?)
     }
 
@@ -55,6 +57,7 @@ impl KafkaSettings {
         c.set("enable.auto.offset.store", "false");
         c.set("auto.offset.reset", "earliest");
         c.set_default_if_absent("session.timeout.ms", "6000");
+        c.set_default_if_absent("fetch.wait.max.ms", "10");
         Ok(c.create()?)
     }
 
@@ -63,6 +66,7 @@ impl KafkaSettings {
         let mut c = self.base();
         c.set("group.id", "marill-reader");
         c.set("enable.auto.commit", "false");
+        c.set_default_if_absent("fetch.wait.max.ms", "10");
         Ok(c.create()?)
     }
 

@@ -1,6 +1,7 @@
 //! `marill bench ...` subcommands.
 
 mod chart;
+mod cluster;
 mod ops;
 mod scheduler;
 mod suffix;
@@ -20,6 +21,9 @@ pub enum BenchCommand {
     Suffix(suffix::SuffixArgs),
     /// Placement latency of the scheduler (place, release, resize) at scale.
     Scheduler(scheduler::SchedulerArgs),
+    /// Completed jobs/s through the whole cluster (separate processes, tansu broker) for
+    /// several worker-pair counts, on a tiny model.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Runs a benchmark subcommand.
@@ -28,6 +32,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Ops(args) => ops::run(args),
         BenchCommand::Suffix(args) => suffix::run(args),
         BenchCommand::Scheduler(args) => scheduler::run(args),
+        BenchCommand::Cluster(args) => cluster::run(args),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod dev;
+pub mod launch;
 
 use crate::generate::{compare_greedy, load, ModelArgs, PROMPTS};
 use anyhow::{anyhow, bail, Result};
@@ -154,17 +155,6 @@ pub struct BatchArgs {
     model: ModelArgs,
 }
 
-/// One session's figures in a batch.
-#[derive(serde::Serialize)]
-struct BatchRow {
-    prompt: String,
-    session: String,
-    next_token_agree: bool,
-    greedy_identical: bool,
-    max_abs_logit_err: f32,
-    seconds: f64,
-}
-
 pub(crate) fn target(
     kafka: KafkaSettings,
     keys: &std::path::Path,
@@ -182,28 +172,64 @@ pub(crate) fn target(
     })
 }
 
-/// Runs `marill client batch`: sessions through the cluster, each compared with plaintext.
-/// Errors if any session fails or any greedy continuation differs from plaintext.
-pub fn batch(a: BatchArgs) -> Result<()> {
-    let (model, tok) = load(&a.model)?;
+/// One session's figures in a batch.
+#[derive(serde::Serialize)]
+pub struct BatchRow {
+    /// the prompt
+    pub prompt: String,
+    /// the session id
+    pub session: String,
+    /// jobs the session took (its steps and its end)
+    pub jobs: usize,
+    /// first private token equals plaintext
+    pub next_token_agree: bool,
+    /// the whole greedy continuation equals plaintext
+    pub greedy_identical: bool,
+    /// largest |private − plaintext| logit
+    pub max_abs_logit_err: f32,
+    /// wall time of the session
+    pub seconds: f64,
+}
+
+/// What a batch did.
+pub struct BatchReport {
+    /// finished sessions
+    pub rows: Vec<BatchRow>,
+    /// failed sessions, with the error
+    pub errors: Vec<String>,
+    /// wall time of the whole batch
+    pub wall_s: f64,
+}
+
+impl BatchReport {
+    /// Jobs of the finished sessions.
+    pub fn jobs(&self) -> usize {
+        self.rows.iter().map(|r| r.jobs).sum()
+    }
+}
+
+/// Runs `n` sessions (the first `n` built-in prompts, `tokens` greedy tokens each) through the
+/// cluster with `concurrency` in flight, each compared with plaintext.
+pub fn run_batch(
+    model: &marill_model::Llama,
+    tok: &marill_model::TextTokenizer,
+    t: &ClusterTarget,
+    n: usize,
+    tokens: usize,
+    concurrency: usize,
+) -> Result<BatchReport> {
     let n_public = model
         .marill_spec()
         .ok_or_else(|| anyhow!("model without a Marill spec"))?
         .n_public();
     let gamma: Vec<f32> = model.norm().weight().to_vec1()?;
-    let t = target(
-        a.kafka.settings(),
-        &a.keys,
-        &a.model_name,
-        Duration::from_secs(a.timeout_s),
-    )?;
-    let n = a.prompts.min(PROMPTS.len());
+    let n = n.min(PROMPTS.len());
     let next = Mutex::new(0usize);
     let rows = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
     let start = Instant::now();
     std::thread::scope(|sc| {
-        for _ in 0..a.concurrency.clamp(1, n.max(1)) {
+        for _ in 0..concurrency.clamp(1, n.max(1)) {
             sc.spawn(|| loop {
                 let i = {
                     let mut k = next.lock().expect("lock");
@@ -218,10 +244,11 @@ pub fn batch(a: BatchArgs) -> Result<()> {
                     let ids = tok.encode(PROMPTS[i])?;
                     let runner = KafkaRunner::new(t.clone(), n_public, gamma.clone())?;
                     let session = runner.session().to_string();
-                    let c = compare_greedy(&model, &ids, a.tokens, Box::new(runner))?;
+                    let c = compare_greedy(model, &ids, tokens, Box::new(runner))?;
                     Ok(BatchRow {
                         prompt: PROMPTS[i].to_string(),
                         session,
+                        jobs: c.tokens.len() + 1,
                         next_token_agree: c.next_token_agree,
                         greedy_identical: c.first_divergence.is_none(),
                         max_abs_logit_err: c.max_abs_logit_err,
@@ -230,15 +257,16 @@ pub fn batch(a: BatchArgs) -> Result<()> {
                 };
                 match run() {
                     Ok(r) => {
+                        let mut rows = rows.lock().expect("lock");
                         eprintln!(
                             "[{}/{n}] {}: identical {}, max abs logit error {:.4}, {:.1} s",
-                            rows.lock().expect("lock").len() + 1,
+                            rows.len() + 1,
                             r.session,
                             r.greedy_identical,
                             r.max_abs_logit_err,
                             r.seconds
                         );
-                        rows.lock().expect("lock").push(r);
+                        rows.push(r);
                     }
                     Err(e) => errors
                         .lock()
@@ -248,37 +276,50 @@ pub fn batch(a: BatchArgs) -> Result<()> {
             });
         }
     });
-    let wall = start.elapsed().as_secs_f64();
-    let rows = rows.into_inner().expect("lock");
-    let errors = errors.into_inner().expect("lock");
-    let same = rows.iter().filter(|r| r.greedy_identical).count();
-    let agree = rows.iter().filter(|r| r.next_token_agree).count();
-    let worst = rows
+    Ok(BatchReport {
+        rows: rows.into_inner().expect("lock"),
+        errors: errors.into_inner().expect("lock"),
+        wall_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs `marill client batch`: sessions through the cluster, each compared with plaintext.
+/// Errors if any session fails or any greedy continuation differs from plaintext.
+pub fn batch(a: BatchArgs) -> Result<()> {
+    let (model, tok) = load(&a.model)?;
+    let t = target(
+        a.kafka.settings(),
+        &a.keys,
+        &a.model_name,
+        Duration::from_secs(a.timeout_s),
+    )?;
+    let n = a.prompts.min(PROMPTS.len());
+    let r = run_batch(&model, &tok, &t, n, a.tokens, a.concurrency)?;
+    let same = r.rows.iter().filter(|r| r.greedy_identical).count();
+    let agree = r.rows.iter().filter(|r| r.next_token_agree).count();
+    let worst = r
+        .rows
         .iter()
         .map(|r| r.max_abs_logit_err)
         .fold(0f32, f32::max);
-    let jobs = rows.len() * (a.tokens + 1);
+    let done = r.rows.len();
     println!("| sessions | jobs | failed | next-token agreement | greedy {} identical | max abs logit error | wall s | jobs/s |", a.tokens);
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | {jobs} | {} | {agree}/{} | {same}/{} | {worst:.4} | {wall:.1} | {:.2} |",
-        rows.len(),
-        errors.len(),
-        rows.len(),
-        rows.len(),
-        jobs as f64 / wall
+        "| {done} | {} | {} | {agree}/{done} | {same}/{done} | {worst:.4} | {:.1} | {:.2} |",
+        r.jobs(),
+        r.errors.len(),
+        r.wall_s,
+        r.jobs() as f64 / r.wall_s
     );
-    for e in &errors {
+    for e in &r.errors {
         eprintln!("failed: {e}");
     }
-    if !errors.is_empty() {
-        bail!("{} of {n} sessions failed", errors.len());
+    if !r.errors.is_empty() {
+        bail!("{} of {n} sessions failed", r.errors.len());
     }
-    if same != rows.len() {
-        bail!(
-            "{} of {n} sessions differ from plaintext",
-            rows.len() - same
-        );
+    if same != done {
+        bail!("{} of {n} sessions differ from plaintext", done - same);
     }
     Ok(())
 }

@@ -1,0 +1,143 @@
+//! Starts a whole cluster as separate processes on 127.0.0.1 — a Kafka-protocol broker (tansu),
+//! one dealer per worker pair, the pairs' provider and helper workers, the coordinator — with
+//! fresh keys; everything is killed when the handle is dropped. Used by `marill bench cluster`.
+
+use anyhow::{bail, Context, Result};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running cluster; dropping it kills every process and removes the keys.
+pub struct Launched {
+    procs: Vec<Child>,
+    /// the broker's address
+    pub brokers: String,
+    /// the key directory
+    pub keys: PathBuf,
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        for c in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.keys);
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Kafka settings that make consumer-group joins fast on tansu.
+pub const FAST_GROUP: [(&str, &str); 2] = [
+    ("session.timeout.ms", "1000"),
+    ("heartbeat.interval.ms", "300"),
+];
+
+/// Starts tansu, `pairs` worker pairs with their dealers, and a coordinator serving a model
+/// whose client runs `n_public` layers; `model_args` are the workers' model options.
+pub fn launch(
+    tansu: &Path,
+    pairs: usize,
+    model_args: &[String],
+    n_public: usize,
+) -> Result<Launched> {
+    if !tansu.exists() {
+        bail!("{} absent: run scripts/fetch-tansu.sh", tansu.display());
+    }
+    let keys = std::env::temp_dir().join(format!(
+        "marill-cluster-{}-{}",
+        std::process::id(),
+        free_port()?
+    ));
+    crate::net::keys::write_all(&keys)?;
+    let port = free_port()?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut l = Launched {
+        procs: Vec::new(),
+        brokers: format!("127.0.0.1:{port}"),
+        keys,
+    };
+    let quiet = |c: &mut Command| {
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+    };
+    let mut broker = Command::new(tansu);
+    broker.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--silent",
+    ]);
+    quiet(&mut broker);
+    l.procs.push(broker.spawn().context("starting tansu")?);
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("tansu did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exe = std::env::current_exe()?;
+    let k = l.keys.display().to_string();
+    let ep = || -> Result<String> { Ok(format!("tcp://127.0.0.1:{}", free_port()?)) };
+    let mut pair_args = Vec::new();
+    for _ in 0..pairs {
+        let (dp, dh, peer, cp, ch) = (ep()?, ep()?, ep()?, ep()?, ep()?);
+        let mut dealer = Command::new(&exe);
+        dealer.args([
+            "dealer",
+            "--keys",
+            &k,
+            "--provider-endpoint",
+            &dp,
+            "--helper-endpoint",
+            &dh,
+        ]);
+        quiet(&mut dealer);
+        l.procs.push(dealer.spawn()?);
+        for (role, d, c) in [("provider", &dp, &cp), ("helper", &dh, &ch)] {
+            let mut w = Command::new(&exe);
+            w.args([
+                "worker",
+                "--role",
+                role,
+                "--keys",
+                &k,
+                "--control-endpoint",
+                c,
+                "--peer-endpoint",
+                &peer,
+                "--dealer-endpoint",
+                d,
+            ]);
+            w.args(model_args);
+            quiet(&mut w);
+            l.procs.push(w.spawn()?);
+        }
+        pair_args.extend(["--pair".to_string(), format!("{cp},{ch}")]);
+    }
+    let mut coord = Command::new(&exe);
+    coord.args([
+        "coordinator",
+        "--brokers",
+        &l.brokers,
+        "--keys",
+        &k,
+        "--n-public",
+        &n_public.to_string(),
+    ]);
+    coord.args(&pair_args);
+    for (key, v) in FAST_GROUP {
+        coord.args(["--kafka-set", &format!("{key}={v}")]);
+    }
+    quiet(&mut coord);
+    l.procs.push(coord.spawn()?);
+    Ok(l)
+}
