@@ -10,6 +10,7 @@
 //! closed. Kafka is polled on this thread; the pairs' blocking links live on their own threads.
 
 use crate::kafka::{produce, KafkaSettings};
+use crate::metrics::CoordinatorMetrics;
 use crate::offsets::OffsetTracker;
 use crate::pairs::{self, ControlKeys, PairEndpoints, StepDone, StepTask};
 use crate::CoordinatorError;
@@ -30,8 +31,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct ServedModel {
     /// name in jobs
     pub name: String,
-    /// the public layers a client must run
-    pub n_public: usize,
 }
 
 /// Everything the coordinator needs.
@@ -101,6 +100,9 @@ struct State {
     tracker: OffsetTracker,
     next_sched_id: u64,
     stats: CoordinatorStats,
+    metrics: CoordinatorMetrics,
+    /// arrival time of each job in flight
+    arrived: HashMap<String, Instant>,
 }
 
 const MAX_REMEMBERED_RESULTS: usize = 100_000;
@@ -113,10 +115,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the coordinator until `stop` is set (or, with `exit_when_idle`, until idle).
+/// Runs the coordinator until `stop` is set (or, with `exit_when_idle`, until idle), updating
+/// `metrics` as it goes.
 pub fn run(
     cfg: CoordinatorConfig,
     stop: Arc<AtomicBool>,
+    metrics: CoordinatorMetrics,
 ) -> Result<CoordinatorStats, CoordinatorError> {
     if cfg.create_topics {
         cfg.kafka
@@ -169,7 +173,10 @@ pub fn run(
         tracker: OffsetTracker::default(),
         next_sched_id: 1,
         stats: CoordinatorStats::default(),
+        metrics,
+        arrived: HashMap::new(),
     };
+    st.update_gauges();
     let mut last_event = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let mut event = st.drain_done(&done_rx)?;
@@ -186,6 +193,7 @@ pub fn run(
         }
         st.expire();
         st.dispatch();
+        st.update_gauges();
         let commits = st.tracker.to_commit();
         if !commits.is_empty() {
             let mut tpl = TopicPartitionList::new();
@@ -231,6 +239,7 @@ impl State {
                     &dl.encode(),
                 )?;
                 self.stats.dead_lettered += 1;
+                self.metrics.jobs.with_label_values(&["dead_letter"]).inc();
                 tracing::info!(partition, offset, reason = %e, "job rejected to the dead-letter topic");
                 self.tracker.done(partition, offset);
                 return Ok(());
@@ -240,26 +249,24 @@ impl State {
             // redelivered: the same result again (idempotent by job id)
             produce(&self.producer, RESULTS_TOPIC, &job.job_id, &bytes.clone())?;
             self.stats.duplicates += 1;
+            self.metrics.jobs.with_label_values(&["duplicate"]).inc();
             self.tracker.done(partition, offset);
             return Ok(());
         }
         if let Some(offs) = self.in_flight.get_mut(&job.job_id) {
             offs.push((partition, offset));
             self.stats.duplicates += 1;
+            self.metrics.jobs.with_label_values(&["duplicate"]).inc();
             return Ok(());
         }
         self.in_flight
             .insert(job.job_id.clone(), vec![(partition, offset)]);
+        self.arrived.insert(job.job_id.clone(), Instant::now());
         let model = &self.cfg.model;
         let refuse = if job.model != model.name {
             Some(format!(
                 "model {} is not served here (serving {})",
                 job.model, model.name
-            ))
-        } else if job.n_public != model.n_public {
-            Some(format!(
-                "the client ran {} public layers, the served suffix starts at layer {}",
-                job.n_public, model.n_public
             ))
         } else if job.deadline_ms < now_ms() {
             Some("deadline passed before the job was taken".into())
@@ -325,12 +332,37 @@ impl State {
         step: u32,
         outcome: Outcome,
     ) -> Result<(), CoordinatorError> {
-        match &outcome {
-            Outcome::Done { .. } | Outcome::Closed => self.stats.done += 1,
+        let label = match &outcome {
+            Outcome::Done {
+                bytes_sent, rounds, ..
+            } => {
+                self.stats.done += 1;
+                for (party, b) in ["provider", "helper"].iter().zip(bytes_sent) {
+                    self.metrics
+                        .online_bytes
+                        .with_label_values(&[party])
+                        .inc_by(*b);
+                }
+                self.metrics.rounds.inc_by(*rounds);
+                "done"
+            }
+            Outcome::Closed => {
+                self.stats.done += 1;
+                "closed"
+            }
             Outcome::Failed { reason } => {
                 self.stats.failed += 1;
                 tracing::info!(job_id, session, step, reason = %reason, "job failed");
+                "failed"
             }
+        };
+        self.metrics.jobs.with_label_values(&[label]).inc();
+        if let Some(t) = self.arrived.remove(job_id) {
+            let phase = if step == 0 { "prefill" } else { "decode" };
+            self.metrics
+                .job_seconds
+                .with_label_values(&[phase])
+                .observe(t.elapsed().as_secs_f64());
         }
         let r = JobResult {
             job_id: job_id.to_string(),
@@ -469,6 +501,14 @@ impl State {
                 };
                 self.sched.place(&req).ok().map(|_| i)
             });
+            self.metrics
+                .scheduler_decisions
+                .with_label_values(&[if placed.is_some() {
+                    "placed"
+                } else {
+                    "rejected"
+                }])
+                .inc();
             let Some(pair) = placed else {
                 if self.pair_lost.iter().all(|l| *l) {
                     let job = self.waiting.pop_front().expect("front");
@@ -484,6 +524,11 @@ impl State {
             };
             self.next_sched_id += 1;
             let job = self.waiting.pop_front().expect("front");
+            if let Some(t) = self.arrived.get(&job.job_id) {
+                self.metrics
+                    .queue_wait_seconds
+                    .observe(t.elapsed().as_secs_f64());
+            }
             self.stats.sessions += 1;
             self.sessions.insert(
                 job.session.clone(),
@@ -499,6 +544,18 @@ impl State {
             );
             self.send(pair, job);
         }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.sessions_active.set(self.sessions.len() as i64);
+        m.sessions_waiting.set(self.waiting.len() as i64);
+        let lost = self.pair_lost.iter().filter(|l| **l).count();
+        m.pairs
+            .with_label_values(&["ready"])
+            .set((self.pair_lost.len() - lost) as i64);
+        m.pairs.with_label_values(&["lost"]).set(lost as i64);
+        m.uncommitted_messages.set(self.tracker.pending() as i64);
     }
 
     fn send(&mut self, pair: usize, job: Job) {

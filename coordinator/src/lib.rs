@@ -11,11 +11,13 @@
 
 pub mod coordinator;
 pub mod kafka;
+pub mod metrics;
 pub mod offsets;
 pub mod pairs;
 
 pub use coordinator::{run, CoordinatorConfig, CoordinatorStats, ServedModel};
 pub use kafka::KafkaSettings;
+pub use metrics::CoordinatorMetrics;
 pub use pairs::{ControlKeys, PairEndpoints};
 
 use thiserror::Error;

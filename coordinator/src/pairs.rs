@@ -141,6 +141,7 @@ fn step(links: &[Link; 2], job: &Job) -> (Outcome, bool) {
             session: job.session.clone(),
             job_id: job.job_id.clone(),
             step: job.step,
+            n_public: job.n_public,
             reply_key: job.reply_key,
             share: job.shares[i].clone(),
         };

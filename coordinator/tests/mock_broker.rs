@@ -8,7 +8,7 @@ use marill_coordinator::rdkafka::consumer::{BaseConsumer, Consumer};
 use marill_coordinator::rdkafka::mocking::MockCluster;
 use marill_coordinator::rdkafka::{Message, Offset, TopicPartitionList};
 use marill_coordinator::{
-    kafka::produce, ControlKeys, CoordinatorConfig, KafkaSettings, ServedModel,
+    kafka::produce, ControlKeys, CoordinatorConfig, CoordinatorMetrics, KafkaSettings, ServedModel,
 };
 use marill_proto::job::{
     DeadLetter, Job, JobResult, Outcome, DEAD_LETTER_TOPIC, JOBS_TOPIC, RESULTS_TOPIC,
@@ -85,20 +85,32 @@ fn bad_messages_dead_letters_failures_and_idempotent_results() {
             provider: KeyPair::generate().unwrap().public,
             helper: KeyPair::generate().unwrap().public,
         },
-        model: ServedModel {
-            name: "m".into(),
-            n_public: 28,
-        },
+        model: ServedModel { name: "m".into() },
         step_timeout: Duration::from_secs(5),
         session_idle: Duration::from_secs(5),
         exit_when_idle: Some(Duration::from_secs(6)),
         create_topics: false,
     };
-    let stats = marill_coordinator::run(cfg, Arc::new(AtomicBool::new(false))).unwrap();
+    let registry = marill_metrics::registry("coordinator").unwrap();
+    let stats = marill_coordinator::run(
+        cfg,
+        Arc::new(AtomicBool::new(false)),
+        CoordinatorMetrics::new(&registry).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         (stats.dead_lettered, stats.failed, stats.duplicates),
         (2, 1, 1)
     );
+    let text = marill_metrics::render(&registry);
+    for series in [
+        "marill_coordinator_jobs_total{outcome=\"dead_letter\"} 2",
+        "marill_coordinator_jobs_total{outcome=\"failed\"} 1",
+        "marill_coordinator_jobs_total{outcome=\"duplicate\"} 1",
+        "marill_coordinator_uncommitted_messages 0",
+    ] {
+        assert!(text.contains(series), "{series} not in\n{text}");
+    }
     let dl = read_all(&k, DEAD_LETTER_TOPIC);
     assert_eq!(dl.len(), 2);
     let first = DeadLetter::decode(&dl[0].1).unwrap();

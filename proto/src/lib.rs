@@ -120,6 +120,8 @@ pub enum Message {
         job_id: String,
         /// the step
         step: u32,
+        /// public layers the client ran (the worker's suffix must start there)
+        n_public: usize,
         /// the client's sealing key for the output share
         reply_key: [u8; 32],
         /// this worker's sealed share

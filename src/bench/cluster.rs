@@ -33,6 +33,9 @@ pub struct ClusterArgs {
     /// The tansu binary.
     #[arg(long, default_value = "target/tools/tansu")]
     tansu: PathBuf,
+    /// The processes' logs go to `<logs>/<N>-pairs/`.
+    #[arg(long, default_value = "target/bench-cluster/logs")]
+    logs: PathBuf,
     /// Run on the model given by the model options instead of a tiny random one.
     #[arg(long)]
     use_model: bool,
@@ -100,7 +103,8 @@ fn run_with(a: &ClusterArgs, model_args: &ModelArgs) -> Result<()> {
             "{pairs} pair(s): starting tansu, {pairs} dealer(s), {} worker(s), the coordinator…",
             2 * pairs
         );
-        let cluster = launch(&a.tansu, pairs, &model_args.to_args(), n_public)?;
+        let logs = a.logs.join(format!("{pairs}-pairs"));
+        let cluster = launch(&a.tansu, pairs, &model_args.to_args(), &logs)?;
         let mut kafka = KafkaSettings::new(cluster.brokers.clone());
         kafka.overrides = FAST_GROUP
             .iter()

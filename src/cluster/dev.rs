@@ -120,7 +120,6 @@ fn run_in(a: &DevArgs, keys: &std::path::Path) -> Result<()> {
         },
         model: ServedModel {
             name: "default".into(),
-            n_public,
         },
         step_timeout: Duration::from_secs(300),
         session_idle: Duration::from_secs(60),
@@ -128,7 +127,8 @@ fn run_in(a: &DevArgs, keys: &std::path::Path) -> Result<()> {
         create_topics: false,
     };
     let s = stop.clone();
-    let coord = std::thread::spawn(move || marill_coordinator::run(cfg, s));
+    let metrics = marill_coordinator::CoordinatorMetrics::unregistered();
+    let coord = std::thread::spawn(move || marill_coordinator::run(cfg, s, metrics));
     // the coordinator creates the topics; wait for them
     let target = super::target(kafka, keys, "default", Duration::from_secs(300))?;
     let gamma: Vec<f32> = model.norm().weight().to_vec1()?;

@@ -37,14 +37,9 @@ pub const FAST_GROUP: [(&str, &str); 2] = [
     ("heartbeat.interval.ms", "300"),
 ];
 
-/// Starts tansu, `pairs` worker pairs with their dealers, and a coordinator serving a model
-/// whose client runs `n_public` layers; `model_args` are the workers' model options.
-pub fn launch(
-    tansu: &Path,
-    pairs: usize,
-    model_args: &[String],
-    n_public: usize,
-) -> Result<Launched> {
+/// Starts tansu, `pairs` worker pairs with their dealers, and a coordinator; `model_args` are
+/// the workers' model options; each process's stderr goes to `<logs>/<process>.log`.
+pub fn launch(tansu: &Path, pairs: usize, model_args: &[String], logs: &Path) -> Result<Launched> {
     if !tansu.exists() {
         bail!("{} absent: run scripts/fetch-tansu.sh", tansu.display());
     }
@@ -61,8 +56,11 @@ pub fn launch(
         brokers: format!("127.0.0.1:{port}"),
         keys,
     };
-    let quiet = |c: &mut Command| {
-        c.stdout(Stdio::null()).stderr(Stdio::null());
+    std::fs::create_dir_all(logs)?;
+    let log_to = |c: &mut Command, name: &str| -> Result<()> {
+        c.stdout(Stdio::null())
+            .stderr(std::fs::File::create(logs.join(format!("{name}.log")))?);
+        Ok(())
     };
     let mut broker = Command::new(tansu);
     broker.args([
@@ -75,7 +73,7 @@ pub fn launch(
         "memory://tansu/",
         "--silent",
     ]);
-    quiet(&mut broker);
+    broker.stdout(Stdio::null()).stderr(Stdio::null());
     l.procs.push(broker.spawn().context("starting tansu")?);
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -88,7 +86,7 @@ pub fn launch(
     let k = l.keys.display().to_string();
     let ep = || -> Result<String> { Ok(format!("tcp://127.0.0.1:{}", free_port()?)) };
     let mut pair_args = Vec::new();
-    for _ in 0..pairs {
+    for i in 0..pairs {
         let (dp, dh, peer, cp, ch) = (ep()?, ep()?, ep()?, ep()?, ep()?);
         let mut dealer = Command::new(&exe);
         dealer.args([
@@ -100,7 +98,7 @@ pub fn launch(
             "--helper-endpoint",
             &dh,
         ]);
-        quiet(&mut dealer);
+        log_to(&mut dealer, &format!("dealer-{i}"))?;
         l.procs.push(dealer.spawn()?);
         for (role, d, c) in [("provider", &dp, &cp), ("helper", &dh, &ch)] {
             let mut w = Command::new(&exe);
@@ -118,26 +116,18 @@ pub fn launch(
                 d,
             ]);
             w.args(model_args);
-            quiet(&mut w);
+            log_to(&mut w, &format!("{role}-{i}"))?;
             l.procs.push(w.spawn()?);
         }
         pair_args.extend(["--pair".to_string(), format!("{cp},{ch}")]);
     }
     let mut coord = Command::new(&exe);
-    coord.args([
-        "coordinator",
-        "--brokers",
-        &l.brokers,
-        "--keys",
-        &k,
-        "--n-public",
-        &n_public.to_string(),
-    ]);
+    coord.args(["coordinator", "--brokers", &l.brokers, "--keys", &k]);
     coord.args(&pair_args);
     for (key, v) in FAST_GROUP {
         coord.args(["--kafka-set", &format!("{key}={v}")]);
     }
-    quiet(&mut coord);
+    log_to(&mut coord, "coordinator")?;
     l.procs.push(coord.spawn()?);
     Ok(l)
 }

@@ -31,7 +31,7 @@ pub struct KafkaArgs {
     pub kafka_set: Vec<(String, String)>,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
@@ -61,9 +61,6 @@ pub struct CoordinatorArgs {
     /// The model name jobs must carry.
     #[arg(long, default_value = "default")]
     model_name: String,
-    /// Public layers of the served model (jobs must match).
-    #[arg(long)]
-    n_public: usize,
     /// Consumer group.
     #[arg(long, default_value = "marill-coordinator")]
     group: String,
@@ -76,6 +73,9 @@ pub struct CoordinatorArgs {
     /// Exit after this many seconds with nothing to do (default: run until killed).
     #[arg(long)]
     exit_when_idle_s: Option<u64>,
+    /// Serve Prometheus metrics on `GET /metrics` at this address, e.g. 0.0.0.0:9100.
+    #[arg(long)]
+    metrics_addr: Option<String>,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -104,7 +104,6 @@ impl CoordinatorArgs {
             },
             model: ServedModel {
                 name: self.model_name.clone(),
-                n_public: self.n_public,
             },
             step_timeout: Duration::from_secs(self.step_timeout_s),
             session_idle: Duration::from_secs(self.session_idle_s),
@@ -118,12 +117,14 @@ impl CoordinatorArgs {
 pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
     let cfg = a.config()?;
     eprintln!(
-        "coordinator: {} worker pair(s), model {:?} from layer {}",
+        "coordinator: {} worker pair(s), model {:?}",
         cfg.pairs.len(),
-        cfg.model.name,
-        cfg.model.n_public
+        cfg.model.name
     );
-    let stats = marill_coordinator::run(cfg, Arc::new(AtomicBool::new(false)))?;
+    let registry = marill_metrics::registry("coordinator")?;
+    let metrics = marill_coordinator::CoordinatorMetrics::new(&registry)?;
+    let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, "coordinator")?;
+    let stats = marill_coordinator::run(cfg, Arc::new(AtomicBool::new(false)), metrics)?;
     eprintln!("coordinator: done: {stats:?}");
     Ok(())
 }

@@ -19,15 +19,25 @@ use std::time::Duration;
 /// Arguments of `marill client generate`.
 #[derive(Args)]
 pub struct ClientArgs {
-    /// Key directory (`client.key`, `provider.pub`, `helper.pub`).
+    /// Key directory: direct mode `client.key`, `provider.pub`, `helper.pub`; through the
+    /// cluster `provider.seal.pub`, `helper.seal.pub`.
     #[arg(long)]
     keys: PathBuf,
-    /// The provider worker's client endpoint, e.g. tcp://127.0.0.1:7001.
-    #[arg(long)]
-    provider: String,
-    /// The helper worker's client endpoint.
-    #[arg(long)]
-    helper: String,
+    /// Direct mode: the provider worker's client endpoint, e.g. tcp://127.0.0.1:7001.
+    #[arg(long, required_unless_present = "brokers", requires = "helper")]
+    provider: Option<String>,
+    /// Direct mode: the helper worker's client endpoint.
+    #[arg(long, requires = "provider")]
+    helper: Option<String>,
+    /// Through the cluster: Kafka bootstrap servers (jobs to the coordinator).
+    #[arg(long, conflicts_with = "provider")]
+    brokers: Option<String>,
+    /// Through the cluster: extra librdkafka properties, key=value (repeatable).
+    #[arg(long = "kafka-set", value_parser = crate::cluster::parse_kv)]
+    kafka_set: Vec<(String, String)>,
+    /// Through the cluster: the model name the coordinator serves.
+    #[arg(long, default_value = "default")]
+    model_name: String,
     /// Give up after this long without an answer.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
@@ -62,7 +72,10 @@ impl Remote {
                 cfg,
             )?)
         };
-        let links = [open(&a.provider, "provider")?, open(&a.helper, "helper")?];
+        let (Some(p), Some(h)) = (&a.provider, &a.helper) else {
+            bail!("direct mode needs --provider and --helper");
+        };
+        let links = [open(p, "provider")?, open(h, "helper")?];
         let (mut d, mut at_client) = (0, false);
         for l in &links {
             send(l, &Message::ClientHello { n_public })?;
@@ -151,6 +164,20 @@ pub fn generate(a: ClientArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("model without a Marill spec"))?
         .n_public();
     let gamma: Vec<f32> = model.norm().weight().to_vec1()?;
+    if let Some(brokers) = &a.brokers {
+        let kafka = marill_coordinator::KafkaSettings {
+            brokers: brokers.clone(),
+            overrides: a.kafka_set.clone(),
+        };
+        let t = crate::cluster::target(
+            kafka,
+            &a.keys,
+            &a.model_name,
+            Duration::from_secs(a.timeout_s),
+        )?;
+        let runner = crate::cluster::client::KafkaRunner::new(t, n_public, gamma)?;
+        return generate_remote(&a.generate, &model, &tok, Box::new(runner));
+    }
     let remote = Remote::connect(&a, n_public, gamma)?;
     generate_remote(&a.generate, &model, &tok, Box::new(remote))
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dealer;
 pub mod keys;
 pub mod worker;
+pub mod worker_metrics;
 
 use anyhow::{anyhow, Result};
 use marill_proto::Message;

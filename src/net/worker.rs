@@ -12,6 +12,7 @@
 //! workers agree (one opening of a 0/1 flag) that both could open their shares, so a bad share
 //! at one side fails the step at both instead of leaving the other waiting.
 
+use super::worker_metrics::WorkerMetrics;
 use super::{recv, send};
 use crate::generate::{load, ModelArgs};
 use crate::secure::bridge::{suffix_of, Bounds};
@@ -70,6 +71,9 @@ pub struct WorkerArgs {
     /// Give up after this long without a message.
     #[arg(long, default_value_t = 300)]
     idle_timeout_s: u64,
+    /// Serve Prometheus metrics on `GET /metrics` at this address, e.g. 0.0.0.0:9101.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// The model (provider only; the helper receives shares).
     #[command(flatten)]
     model: ModelArgs,
@@ -128,6 +132,9 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         WorkerRole::Helper => (PartyId::P1, "helper", "provider"),
     };
     let own = KeyPair::load(&a.keys, me)?;
+    let registry = marill_metrics::registry(me)?;
+    let metrics = WorkerMetrics::new(&registry)?;
+    let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, me)?;
     let timeout = Duration::from_secs(a.idle_timeout_s);
     let peer_role = match a.role {
         WorkerRole::Provider => Role::Server {
@@ -224,8 +231,9 @@ pub fn run(a: WorkerArgs) -> Result<()> {
             r
         }
         Front::Coordinated { link, seal } => {
-            let r =
-                futures::executor::block_on(serve_coordinated(&mut p, &cfg, prep, link, seal, me));
+            let r = futures::executor::block_on(serve_coordinated(
+                &mut p, &cfg, prep, link, seal, me, &metrics,
+            ));
             if let Err(e) = &r {
                 let _ = send(link, &Message::Error(format!("{me}: {e}")));
             }
@@ -259,6 +267,7 @@ async fn serve_coordinated(
     control: &Link,
     seal: &SealKeyPair,
     me: &'static str,
+    m: &WorkerMetrics,
 ) -> Result<()> {
     let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
     let mut sfx = SecureSuffix::load(p, cfg, prep)
@@ -267,14 +276,15 @@ async fn serve_coordinated(
     eprintln!("{me}: private weights masked, serving the coordinator");
     let mut current: Option<(String, u32)> = None;
     loop {
-        let (session, job_id, step, reply_key, share) = match recv(control)? {
+        let (session, job_id, step, n_public, reply_key, share) = match recv(control)? {
             Message::SessionStep {
                 session,
                 job_id,
                 step,
+                n_public,
                 reply_key,
                 share,
-            } => (session, job_id, step, reply_key, share),
+            } => (session, job_id, step, n_public, reply_key, share),
             m => bail!(
                 "unexpected {} from the coordinator",
                 marill_proto::describe(&m)
@@ -288,6 +298,10 @@ async fn serve_coordinated(
         };
         // this side's checks, then agreement with the peer before any 2PC work
         let expected = match &current {
+            _ if n_public != cfg.first_layer => Err(format!(
+                "the client ran {n_public} public layers, this suffix starts at layer {}",
+                cfg.first_layer
+            )),
             _ if step == 0 => Ok(()),
             Some((s, last)) if *s == session && *last + 1 == step => Ok(()),
             _ => Err(format!(
@@ -323,28 +337,45 @@ async fn serve_coordinated(
         let x = match (x, both[0]) {
             (Ok(x), 0) => x,
             (Err(why), _) => {
+                m.steps.with_label_values(&["refused"]).inc();
                 send(control, &failed(why))?;
                 continue;
             }
             (Ok(_), _) => {
+                m.steps.with_label_values(&["refused"]).inc();
                 send(control, &failed("the peer refused its share".into()))?;
                 continue;
             }
         };
         if step == 0 {
             sfx.reset();
+            m.sessions.inc();
         }
+        let started = std::time::Instant::now();
+        let store_before = p.store.stats();
         let before = p.comm();
         let y = match sfx.forward(p, &x).await {
             Ok(y) => y,
             Err(e) => {
                 // shapes were agreed above: a failure here is inside the 2PC (e.g. a declared
                 // range exceeded, a lost peer) and may leave the parties out of step
+                m.steps.with_label_values(&["failed"]).inc();
                 send(control, &failed(e.to_string()))?;
                 bail!("step failed inside the 2PC: {e}");
             }
         };
         let c = p.comm().since(&before);
+        let st = p.store.stats();
+        m.steps.with_label_values(&["done"]).inc();
+        m.step_seconds
+            .with_label_values(&[if step == 0 { "prefill" } else { "decode" }])
+            .observe(started.elapsed().as_secs_f64());
+        m.online_bytes.inc_by(c.bytes_sent);
+        m.rounds.inc_by(c.rounds);
+        m.correlations.inc_by(st.consumed - store_before.consumed);
+        m.dealer_bytes
+            .inc_by(st.explicit_bytes - store_before.explicit_bytes);
+        m.kv_cache_bytes.set(sfx.cache_bytes() as i64);
         current = Some((session.clone(), step));
         let out = seal_to(
             &SealPublic(reply_key),

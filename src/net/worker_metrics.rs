@@ -1,0 +1,81 @@
+//! A worker's Prometheus series (`marill_worker_*`): steps by outcome and their latency, online
+//! bytes and rounds, correlations consumed and their bytes, the KV cache's bytes.
+
+use marill_metrics::prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+use marill_metrics::{register, MetricsError};
+
+/// The series of one worker process.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    /// steps by outcome: done, refused (before any 2PC work), failed (inside the 2PC)
+    pub steps: IntCounterVec,
+    /// step latency by phase (prefill, decode)
+    pub step_seconds: HistogramVec,
+    /// sessions started (step 0)
+    pub sessions: IntCounter,
+    /// online bytes this worker sent to its peer
+    pub online_bytes: IntCounter,
+    /// 2PC rounds
+    pub rounds: IntCounter,
+    /// correlation bundles consumed
+    pub correlations: IntCounter,
+    /// explicit correlation bytes received from the dealer
+    pub dealer_bytes: IntCounter,
+    /// this worker's KV-cache shares
+    pub kv_cache_bytes: IntGauge,
+}
+
+impl WorkerMetrics {
+    /// The series, registered in `r`, every labelled series present from the start at 0.
+    pub fn new(r: &Registry) -> Result<Self, MetricsError> {
+        let m = Self::create(r)?;
+        for o in ["done", "refused", "failed"] {
+            m.steps.with_label_values(&[o]);
+        }
+        for phase in ["prefill", "decode"] {
+            m.step_seconds.with_label_values(&[phase]);
+        }
+        Ok(m)
+    }
+
+    fn create(r: &Registry) -> Result<Self, MetricsError> {
+        let p = "marill_worker_";
+        let counter = |n: &str, h: &str| -> Result<IntCounter, MetricsError> {
+            register(r, IntCounter::new(format!("{p}{n}"), h)?)
+        };
+        Ok(Self {
+            steps: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(format!("{p}steps_total"), "Steps by outcome"),
+                    &["outcome"],
+                )?,
+            )?,
+            step_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(format!("{p}step_seconds"), "Step latency by phase")
+                        .buckets(vec![
+                            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                            60.0,
+                        ]),
+                    &["phase"],
+                )?,
+            )?,
+            sessions: counter("sessions_total", "Sessions started")?,
+            online_bytes: counter("online_bytes_total", "Online bytes sent to the peer")?,
+            rounds: counter("rounds_total", "2PC rounds")?,
+            correlations: counter("correlations_total", "Correlation bundles consumed")?,
+            dealer_bytes: counter(
+                "dealer_bytes_total",
+                "Explicit correlation bytes received from the dealer",
+            )?,
+            kv_cache_bytes: register(
+                r,
+                IntGauge::new(format!("{p}kv_cache_bytes"), "KV-cache share bytes")?,
+            )?,
+        })
+    }
+}

@@ -1,0 +1,171 @@
+//! Scrapes `/metrics` of running processes (a coordinator against a tansu broker, a provider
+//! worker) and checks that every series `docs/metrics.md` documents for that component is
+//! served, with the build info.
+
+mod common;
+
+use common::{free_port, marill, temp, Procs};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn path(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `GET /metrics` at `addr`, retried until the endpoint answers (20 s at most).
+fn scrape(addr: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && out.contains(" 200 ") {
+                return out;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no /metrics at {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The series `docs/metrics.md` lists for `component`.
+fn documented(component: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(path("docs/metrics.md")).unwrap();
+    doc.lines()
+        .filter(|l| l.starts_with("| `marill_"))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cols[1].trim_matches('`').to_string();
+            (cols[3] == component || cols[3] == "all").then_some(name)
+        })
+        .collect()
+}
+
+fn check(body: &str, component: &str) {
+    let want = documented(component);
+    assert!(
+        want.len() > 5,
+        "docs/metrics.md lists {want:?} for {component}"
+    );
+    for name in want {
+        assert!(
+            body.lines().any(|l| l.starts_with(&name)),
+            "{component}: {name} documented but not served:\n{body}"
+        );
+    }
+}
+
+#[test]
+fn coordinator_and_worker_serve_the_documented_series() {
+    let tansu = path("target/tools/tansu");
+    assert!(
+        Path::new(&tansu).exists(),
+        "{tansu} absent: run scripts/fetch-tansu.sh"
+    );
+    let mut procs = Procs(Vec::new());
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    procs.0.push(
+        std::process::Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let dir = temp("metrics");
+    let k = dir.to_str().unwrap().to_string();
+    assert!(marill(&["keys", "generate", "--out", &k])
+        .status()
+        .unwrap()
+        .success());
+    let ep = || format!("tcp://127.0.0.1:{}", free_port());
+    let (caddr, waddr) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let brokers = format!("127.0.0.1:{port}");
+    let pair = format!("{},{}", ep(), ep());
+    procs.0.push(
+        marill(&[
+            "coordinator",
+            "--brokers",
+            &brokers,
+            "--keys",
+            &k,
+            "--pair",
+            &pair,
+        ])
+        .args(["--metrics-addr", &caddr])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    // a provider waiting for its helper still serves its metrics
+    let model = path("target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        Path::new(&model).exists(),
+        "{model} absent: run scripts/fetch-smollm2.sh"
+    );
+    procs.0.push(
+        marill(&["worker", "--role", "provider", "--keys", &k])
+            .args([
+                "--control-endpoint",
+                &ep(),
+                "--peer-endpoint",
+                &ep(),
+                "--dealer-endpoint",
+                &ep(),
+            ])
+            .args([
+                "--metrics-addr",
+                &waddr,
+                "--model",
+                &model,
+                "--n-public",
+                "28",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // the coordinator reports its pair once its loop runs (after joining the group)
+    let start = Instant::now();
+    let mut body = scrape(&caddr);
+    while !body.contains("marill_coordinator_pairs{state=\"ready\"} 1")
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        body = scrape(&caddr);
+    }
+    check(&body, "coordinator");
+    assert!(
+        body.contains("marill_build_info{component=\"coordinator\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("marill_coordinator_pairs{state=\"ready\"} 1"),
+        "{body}"
+    );
+    let body = scrape(&waddr);
+    check(&body, "worker");
+    assert!(
+        body.contains("marill_build_info{component=\"provider\""),
+        "{body}"
+    );
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
