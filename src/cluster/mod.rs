@@ -6,6 +6,7 @@
 pub mod client;
 pub mod dev;
 pub mod launch;
+pub mod settings;
 
 use crate::generate::{compare_greedy, load, ModelArgs, PROMPTS};
 use anyhow::{anyhow, bail, Result};
@@ -47,29 +48,40 @@ impl KafkaArgs {
     }
 }
 
-/// Arguments of `marill coordinator`.
+/// Arguments of `marill coordinator` (each also a configuration key, see
+/// [`settings::REFERENCE`]; flags override the file and the environment).
 #[derive(Args, Clone, Debug)]
 pub struct CoordinatorArgs {
-    #[command(flatten)]
-    kafka: KafkaArgs,
+    /// Configuration file (TOML or YAML, by extension).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the configuration reference (markdown) and exit.
+    #[arg(long)]
+    print_reference: bool,
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Extra librdkafka properties as key=value (repeatable).
+    #[arg(long = "kafka-set")]
+    kafka_set: Vec<String>,
     /// Key directory (`coordinator.key`, `provider.pub`, `helper.pub`).
     #[arg(long)]
-    keys: PathBuf,
+    keys: Option<PathBuf>,
     /// A worker pair's control endpoints, `PROVIDER,HELPER` (repeatable).
-    #[arg(long = "pair", value_parser = parse_pair, required = true)]
-    pairs: Vec<(String, String)>,
-    /// The model name jobs must carry.
-    #[arg(long, default_value = "default")]
-    model_name: String,
-    /// Consumer group.
-    #[arg(long, default_value = "marill-coordinator")]
-    group: String,
-    /// A step not answered in this many seconds fails and retires its pair.
-    #[arg(long, default_value_t = 300)]
-    step_timeout_s: u64,
-    /// An open session with no step for this many seconds is closed.
-    #[arg(long, default_value_t = 60)]
-    session_idle_s: u64,
+    #[arg(long = "pair")]
+    pairs: Vec<String>,
+    /// The model name jobs must carry [default: default].
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Consumer group [default: marill-coordinator].
+    #[arg(long)]
+    group: Option<String>,
+    /// A step not answered in this many seconds fails and retires its pair [default: 300].
+    #[arg(long)]
+    step_timeout_s: Option<u64>,
+    /// An open session with no step for this many seconds is closed [default: 60].
+    #[arg(long)]
+    session_idle_s: Option<u64>,
     /// Exit after this many seconds with nothing to do (default: run until killed).
     #[arg(long)]
     exit_when_idle_s: Option<u64>,
@@ -78,44 +90,73 @@ pub struct CoordinatorArgs {
     metrics_addr: Option<String>,
 }
 
-fn parse_pair(s: &str) -> Result<(String, String), String> {
-    s.split_once(',')
-        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
-        .ok_or_else(|| format!("expected PROVIDER_ENDPOINT,HELPER_ENDPOINT, got {s:?}"))
+impl CoordinatorArgs {
+    fn overrides(&self) -> settings::CliOverrides {
+        let mut v: Vec<(&'static str, config::Value)> = Vec::new();
+        let mut put = |k: &'static str, x: Option<config::Value>| {
+            if let Some(x) = x {
+                v.push((k, x));
+            }
+        };
+        put("brokers", self.brokers.clone().map(Into::into));
+        put(
+            "keys",
+            self.keys.as_ref().map(|p| p.display().to_string().into()),
+        );
+        put("model_name", self.model_name.clone().map(Into::into));
+        put("group", self.group.clone().map(Into::into));
+        put("step_timeout_s", self.step_timeout_s.map(Into::into));
+        put("session_idle_s", self.session_idle_s.map(Into::into));
+        put("exit_when_idle_s", self.exit_when_idle_s.map(Into::into));
+        put("metrics_addr", self.metrics_addr.clone().map(Into::into));
+        if !self.pairs.is_empty() {
+            put("pairs", Some(self.pairs.clone().into()));
+        }
+        if !self.kafka_set.is_empty() {
+            put("kafka", Some(self.kafka_set.clone().into()));
+        }
+        settings::CliOverrides {
+            file: self.config.clone(),
+            values: v,
+        }
+    }
 }
 
-impl CoordinatorArgs {
-    fn config(&self) -> Result<CoordinatorConfig> {
-        Ok(CoordinatorConfig {
-            kafka: self.kafka.settings(),
-            group: self.group.clone(),
-            pairs: self
-                .pairs
-                .iter()
-                .map(|(p, h)| PairEndpoints {
-                    provider: p.clone(),
-                    helper: h.clone(),
-                })
-                .collect(),
-            keys: ControlKeys {
-                own: KeyPair::load(&self.keys, "coordinator")?,
-                provider: KeyPair::load_public(&self.keys, "provider")?,
-                helper: KeyPair::load_public(&self.keys, "helper")?,
-            },
-            model: ServedModel {
-                name: self.model_name.clone(),
-            },
-            step_timeout: Duration::from_secs(self.step_timeout_s),
-            session_idle: Duration::from_secs(self.session_idle_s),
-            exit_when_idle: self.exit_when_idle_s.map(Duration::from_secs),
-            create_topics: true,
-        })
-    }
+fn coordinator_config(s: &settings::CoordinatorSettings) -> Result<CoordinatorConfig> {
+    Ok(CoordinatorConfig {
+        kafka: KafkaSettings {
+            brokers: s.brokers.clone(),
+            overrides: s.kafka_overrides(),
+        },
+        group: s.group.clone(),
+        pairs: s
+            .pair_endpoints()
+            .into_iter()
+            .map(|(provider, helper)| PairEndpoints { provider, helper })
+            .collect(),
+        keys: ControlKeys {
+            own: KeyPair::load(&s.keys, "coordinator")?,
+            provider: KeyPair::load_public(&s.keys, "provider")?,
+            helper: KeyPair::load_public(&s.keys, "helper")?,
+        },
+        model: ServedModel {
+            name: s.model_name.clone(),
+        },
+        step_timeout: Duration::from_secs(s.step_timeout_s),
+        session_idle: Duration::from_secs(s.session_idle_s),
+        exit_when_idle: s.exit_when_idle_s.map(Duration::from_secs),
+        create_topics: true,
+    })
 }
 
 /// Runs `marill coordinator`.
 pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
-    let cfg = a.config()?;
+    if a.print_reference {
+        print!("{}", settings::reference_markdown());
+        return Ok(());
+    }
+    let s = settings::CoordinatorSettings::load(&a.overrides())?;
+    let cfg = coordinator_config(&s)?;
     eprintln!(
         "coordinator: {} worker pair(s), model {:?}",
         cfg.pairs.len(),
@@ -123,7 +164,7 @@ pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
     );
     let registry = marill_metrics::registry("coordinator")?;
     let metrics = marill_coordinator::CoordinatorMetrics::new(&registry)?;
-    let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, "coordinator")?;
+    let _server = crate::serve_metrics(s.metrics_addr.as_deref(), registry, "coordinator")?;
     let stats = marill_coordinator::run(cfg, Arc::new(AtomicBool::new(false)), metrics)?;
     eprintln!("coordinator: done: {stats:?}");
     Ok(())
