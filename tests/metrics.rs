@@ -142,10 +142,11 @@ fn coordinator_and_worker_serve_the_documented_series() {
             .spawn()
             .unwrap(),
     );
-    // the coordinator reports its pair once its loop runs (after joining the group)
+    // the coordinator reports its pair once its loop runs; no worker answers its hello, so
+    // the pair stays starting
     let start = Instant::now();
     let mut body = scrape(&caddr);
-    while !body.contains("marill_coordinator_pairs{state=\"ready\"} 1")
+    while !body.contains("marill_coordinator_pairs{state=\"starting\"} 1")
         && start.elapsed() < Duration::from_secs(20)
     {
         std::thread::sleep(Duration::from_millis(200));
@@ -157,7 +158,7 @@ fn coordinator_and_worker_serve_the_documented_series() {
         "{body}"
     );
     assert!(
-        body.contains("marill_coordinator_pairs{state=\"ready\"} 1"),
+        body.contains("marill_coordinator_pairs{state=\"starting\"} 1"),
         "{body}"
     );
     let body = scrape(&waddr);

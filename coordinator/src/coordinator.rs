@@ -12,7 +12,7 @@
 use crate::kafka::{produce, KafkaSettings};
 use crate::metrics::CoordinatorMetrics;
 use crate::offsets::OffsetTracker;
-use crate::pairs::{self, ControlKeys, PairEndpoints, StepDone, StepTask};
+use crate::pairs::{self, ControlKeys, PairEndpoints, PairEvent, StepTask};
 use crate::CoordinatorError;
 use marill_proto::job::{
     DeadLetter, Job, JobResult, Outcome, DEAD_LETTER_TOPIC, JOBS_TOPIC, RESULTS_TOPIC,
@@ -90,6 +90,8 @@ struct State {
     pair_tx: Vec<Sender<StepTask>>,
     pair_busy: Vec<bool>,
     pair_lost: Vec<bool>,
+    /// both workers answered the hello
+    pair_ready: Vec<bool>,
     sessions: HashMap<String, Session>,
     waiting: VecDeque<Job>,
     /// job id → the offsets waiting for its outcome
@@ -129,7 +131,7 @@ pub fn run(
     let consumer: BaseConsumer = cfg.kafka.group_consumer(&cfg.group)?;
     consumer.subscribe(&[JOBS_TOPIC])?;
     let producer = cfg.kafka.producer()?;
-    let (done_tx, done_rx) = channel::<StepDone>();
+    let (done_tx, done_rx) = channel::<PairEvent>();
     let mut pair_tx = Vec::new();
     let mut workers = Vec::new();
     for (i, ends) in cfg.pairs.iter().enumerate() {
@@ -165,6 +167,7 @@ pub fn run(
         pair_tx,
         pair_busy: vec![false; n],
         pair_lost: vec![false; n],
+        pair_ready: vec![false; n],
         sessions: HashMap::new(),
         waiting: VecDeque::new(),
         in_flight: HashMap::new(),
@@ -385,17 +388,26 @@ impl State {
         Ok(())
     }
 
-    fn drain_done(&mut self, rx: &Receiver<StepDone>) -> Result<bool, CoordinatorError> {
+    fn drain_done(&mut self, rx: &Receiver<PairEvent>) -> Result<bool, CoordinatorError> {
         let mut any = false;
-        while let Ok(d) = rx.try_recv() {
+        while let Ok(ev) = rx.try_recv() {
             any = true;
-            self.pair_busy[d.pair] = false;
-            if d.pair_lost && !self.pair_lost[d.pair] {
-                self.pair_lost[d.pair] = true;
-                for w in [2 * d.pair, 2 * d.pair + 1] {
-                    let _ = self.sched.set_health(w as u32, Health::Lost);
+            let d = match ev {
+                PairEvent::Ready { pair } => {
+                    tracing::info!(pair, "worker pair ready");
+                    self.pair_ready[pair] = true;
+                    continue;
                 }
-                tracing::warn!(pair = d.pair, "worker pair lost");
+                PairEvent::Lost { pair, reason } => {
+                    tracing::warn!(pair, reason = %reason, "worker pair did not become ready");
+                    self.retire(pair);
+                    continue;
+                }
+                PairEvent::Done(d) => d,
+            };
+            self.pair_busy[d.pair] = false;
+            if d.pair_lost {
+                self.retire(d.pair);
             }
             let failed = matches!(d.outcome, Outcome::Failed { .. });
             let last = self
@@ -490,7 +502,7 @@ impl State {
         while !self.waiting.is_empty() {
             let id = self.next_sched_id;
             let placed = (0..self.pair_tx.len()).find_map(|i| {
-                if self.pair_busy[i] || self.pair_lost[i] {
+                if self.pair_busy[i] || self.pair_lost[i] || !self.pair_ready[i] {
                     return None;
                 }
                 let req = SessionRequest {
@@ -546,14 +558,29 @@ impl State {
         }
     }
 
+    /// Takes a pair out of service for good (its workers are gone or out of step).
+    fn retire(&mut self, pair: usize) {
+        if !self.pair_lost[pair] {
+            self.pair_lost[pair] = true;
+            for w in [2 * pair, 2 * pair + 1] {
+                let _ = self.sched.set_health(w as u32, Health::Lost);
+            }
+            tracing::warn!(pair, "worker pair lost");
+        }
+    }
+
     fn update_gauges(&self) {
         let m = &self.metrics;
         m.sessions_active.set(self.sessions.len() as i64);
         m.sessions_waiting.set(self.waiting.len() as i64);
         let lost = self.pair_lost.iter().filter(|l| **l).count();
+        let ready = (0..self.pair_lost.len())
+            .filter(|&i| self.pair_ready[i] && !self.pair_lost[i])
+            .count();
+        m.pairs.with_label_values(&["ready"]).set(ready as i64);
         m.pairs
-            .with_label_values(&["ready"])
-            .set((self.pair_lost.len() - lost) as i64);
+            .with_label_values(&["starting"])
+            .set((self.pair_lost.len() - lost - ready) as i64);
         m.pairs.with_label_values(&["lost"]).set(lost as i64);
         m.uncommitted_messages.set(self.tracker.pending() as i64);
     }

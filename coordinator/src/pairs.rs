@@ -1,6 +1,8 @@
 //! One thread per (provider, helper) worker pair: it owns the two encrypted control links,
-//! sends each step's sealed shares to the two workers and waits for both sealed outputs. The
-//! links are blocking zeromq sockets, so they live here, off the coordinator's loop.
+//! first waits until both workers answer a hello (they have loaded and masked the suffix: the
+//! pair is *ready*, or *lost* if they do not answer in time), then sends each step's sealed
+//! shares to the two workers and waits for both sealed outputs. The links are blocking zeromq
+//! sockets, so they live here, off the coordinator's loop.
 
 use marill_proto::job::{Job, Outcome};
 use marill_proto::Message;
@@ -22,6 +24,25 @@ pub struct PairEndpoints {
 pub struct StepTask {
     /// the job
     pub job: Job,
+}
+
+/// What a pair thread reports to the coordinator.
+#[derive(Debug)]
+pub enum PairEvent {
+    /// both workers answered the hello: the pair takes sessions
+    Ready {
+        /// which pair
+        pair: usize,
+    },
+    /// a worker did not answer the hello: the pair takes no session
+    Lost {
+        /// which pair
+        pair: usize,
+        /// why
+        reason: String,
+    },
+    /// a step ended
+    Done(StepDone),
 }
 
 /// A step's end, reported back to the coordinator.
@@ -58,7 +79,7 @@ pub fn spawn(
     ends: PairEndpoints,
     keys: ControlKeys,
     timeout: Duration,
-    done: Sender<StepDone>,
+    done: Sender<PairEvent>,
 ) -> std::io::Result<Sender<StepTask>> {
     let (tx, rx) = channel::<StepTask>();
     std::thread::Builder::new()
@@ -93,7 +114,7 @@ fn run(
     keys: ControlKeys,
     timeout: Duration,
     rx: Receiver<StepTask>,
-    done: Sender<StepDone>,
+    done: Sender<PairEvent>,
 ) {
     let links = open(
         &ends.provider,
@@ -108,6 +129,17 @@ fn run(
             open(&ends.helper, &keys.helper, "helper", &keys.own, timeout)?,
         ])
     });
+    let hello = links.as_ref().map_err(|e| e.clone()).and_then(hello);
+    let ready = match &hello {
+        Ok(()) => PairEvent::Ready { pair: index },
+        Err(reason) => PairEvent::Lost {
+            pair: index,
+            reason: reason.clone(),
+        },
+    };
+    if done.send(ready).is_err() {
+        return;
+    }
     while let Ok(task) = rx.recv() {
         let job = task.job;
         let (outcome, lost) = match &links {
@@ -127,10 +159,35 @@ fn run(
             outcome,
             pair_lost: lost,
         };
-        if done.send(report).is_err() {
+        if done.send(PairEvent::Done(report)).is_err() {
             return; // the coordinator is gone
         }
     }
+}
+
+/// Both workers answer a hello once they serve (suffix loaded and masked).
+fn hello(links: &[Link; 2]) -> Result<(), String> {
+    for l in links {
+        l.send(&marill_proto::encode(&Message::ClientHello { n_public: 0 }))
+            .map_err(|e| e.to_string())?;
+    }
+    for (i, l) in links.iter().enumerate() {
+        let reply = l
+            .recv()
+            .map_err(|e| format!("{}: {e}", role(i)))
+            .and_then(|b| marill_proto::decode(&b).map_err(|e| e.to_string()))?;
+        match reply {
+            Message::ServerHello { .. } => {}
+            m => {
+                return Err(format!(
+                    "{} answered the hello with {}",
+                    role(i),
+                    marill_proto::describe(&m)
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs one step on both workers; `(outcome, pair_lost)`.

@@ -5,6 +5,7 @@
 //! links are CURVE-encrypted zeromq on 127.0.0.1, shares travel sealed.
 
 use super::client::KafkaRunner;
+use super::launch::free_port;
 use crate::generate::{generate_remote, load, GenerateArgs};
 use crate::net::{dealer::DealerArgs, worker::WorkerArgs};
 use anyhow::{anyhow, Context, Result};
@@ -36,12 +37,6 @@ struct Worker {
 struct Dealer {
     #[command(flatten)]
     a: DealerArgs,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Runs `marill dev`.

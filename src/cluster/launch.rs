@@ -27,8 +27,28 @@ impl Drop for Launched {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A TCP port for a process about to bind it: below the kernel's ephemeral range (32768 and
+/// up on Linux), so an outgoing connection of another process cannot take it meanwhile, never
+/// handed out twice by this process, and bindable when asked.
+pub fn free_port() -> Result<u16> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().expect("port registry");
+    let given = given.get_or_insert_with(HashSet::new);
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    for k in 0..12_000u64 {
+        let port = 20_000 + ((seed.wrapping_mul(2_654_435_761) + k) % 12_000) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free TCP port in 20000..32000")
 }
 
 /// Kafka settings that make consumer-group joins fast on tansu.

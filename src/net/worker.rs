@@ -277,6 +277,18 @@ async fn serve_coordinated(
     let mut current: Option<(String, u32)> = None;
     loop {
         let (session, job_id, step, n_public, reply_key, share) = match recv(control)? {
+            Message::ClientHello { .. } => {
+                // the coordinator's readiness probe
+                send(
+                    control,
+                    &Message::ServerHello {
+                        first_layer: cfg.first_layer,
+                        d_model: cfg.d_model,
+                        gamma_at_client,
+                    },
+                )?;
+                continue;
+            }
             Message::SessionStep {
                 session,
                 job_id,

@@ -18,13 +18,20 @@ impl Drop for Procs {
     }
 }
 
-/// A TCP port free at the time of asking.
+/// A TCP port free at the time of asking, below the kernel's ephemeral range (so another
+/// process's outgoing connection cannot take it before it is bound) and not handed out twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 6_000) as u16;
+    loop {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(k < 6_000, "no free port");
+        let port = base + k;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The `marill` binary with `args`.
