@@ -1,5 +1,5 @@
-//! Scrapes `/metrics` of running processes (a coordinator against a tansu broker, a provider
-//! worker) and checks that every series `docs/metrics.md` documents for that component is
+//! Scrapes `/metrics` of running processes (a coordinator against a tansu broker, a dealer, a
+//! provider worker) and checks that every series `docs/metrics.md` documents for that component is
 //! served, with the build info.
 
 mod common;
@@ -98,6 +98,22 @@ fn coordinator_and_worker_serve_the_documented_series() {
         format!("127.0.0.1:{}", free_port()),
     );
     let brokers = format!("127.0.0.1:{port}");
+    let daddr = format!("127.0.0.1:{}", free_port());
+    procs.0.push(
+        marill(&[
+            "dealer",
+            "--keys",
+            &k,
+            "--provider-endpoint",
+            &ep(),
+            "--helper-endpoint",
+            &ep(),
+        ])
+        .args(["--metrics-addr", &daddr])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     let pair = format!("{},{}", ep(), ep());
     procs.0.push(
         marill(&[
@@ -159,6 +175,12 @@ fn coordinator_and_worker_serve_the_documented_series() {
     );
     assert!(
         body.contains("marill_coordinator_pairs{state=\"starting\"} 1"),
+        "{body}"
+    );
+    let body = scrape(&daddr);
+    check(&body, "dealer");
+    assert!(
+        body.contains("marill_dealer_stashed_bundles{party=\"helper\"} 0"),
         "{body}"
     );
     let body = scrape(&waddr);

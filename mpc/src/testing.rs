@@ -64,7 +64,7 @@ where
     F: Fn(Party<MemoryTransport>) -> Fut + Sync,
     Fut: Future<Output = (R, Party<MemoryTransport>)>,
 {
-    let dealer = SharedDealer::new(Dealer::with_party_seeds(seeds));
+    let dealer = SharedDealer::recording(Dealer::with_party_seeds(seeds));
     let (mut t0, mut t1) = memory_pair();
     if let Some([v0, v1]) = views {
         dealer.record_views([v0.clone(), v1.clone()]);

@@ -7,6 +7,8 @@
 use super::{recv, send};
 use anyhow::{anyhow, Result};
 use clap::Args;
+use marill_metrics::prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use marill_metrics::register;
 use marill_mpc::correlation::{BundleSupplier, Dealer, SharedDealer};
 use marill_mpc::prg::Seed;
 use marill_mpc::PartyId;
@@ -30,9 +32,90 @@ pub struct DealerArgs {
     /// Give up after this long without a request.
     #[arg(long, default_value_t = 300)]
     idle_timeout_s: u64,
+    /// Serve Prometheus metrics on `GET /metrics` at this address, e.g. 0.0.0.0:9102.
+    #[arg(long)]
+    metrics_addr: Option<String>,
 }
 
-fn serve(link: Link, party: PartyId, dealer: SharedDealer) -> Result<u64> {
+/// The dealer's series (`marill_dealer_*`).
+#[derive(Clone)]
+struct DealerMetrics {
+    served: IntCounterVec,
+    sent_bytes: IntCounterVec,
+    bundles: IntGauge,
+    generation_seconds: Gauge,
+    stashed: IntGaugeVec,
+}
+
+impl DealerMetrics {
+    fn new(r: &Registry) -> Result<Self> {
+        let m = Self {
+            served: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("marill_dealer_served_total", "Bundles served, by party"),
+                    &["party"],
+                )?,
+            )?,
+            sent_bytes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "marill_dealer_sent_bytes_total",
+                        "Explicit correlation bytes sent, by party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
+            bundles: register(
+                r,
+                IntGauge::new(
+                    "marill_dealer_generated_bundles",
+                    "Bundles generated since start (both halves)",
+                )?,
+            )?,
+            generation_seconds: register(
+                r,
+                Gauge::new(
+                    "marill_dealer_generation_seconds",
+                    "Time spent generating since start",
+                )?,
+            )?,
+            stashed: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "marill_dealer_stashed_bundles",
+                        "Halves generated and waiting for their party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
+        };
+        for p in ["provider", "helper"] {
+            m.served.with_label_values(&[p]);
+            m.sent_bytes.with_label_values(&[p]);
+            m.stashed.with_label_values(&[p]);
+        }
+        Ok(m)
+    }
+
+    fn observe(&self, party: PartyId, bytes: usize, d: &SharedDealer) {
+        let name = ["provider", "helper"][party.index()];
+        self.served.with_label_values(&[name]).inc();
+        self.sent_bytes
+            .with_label_values(&[name])
+            .inc_by(bytes as u64);
+        let st = d.stats();
+        self.bundles.set(st.bundles as i64);
+        self.generation_seconds.set(st.gen_nanos as f64 / 1e9);
+        for (p, n) in ["provider", "helper"].iter().zip(d.stashed()) {
+            self.stashed.with_label_values(&[p]).set(n as i64);
+        }
+    }
+}
+
+fn serve(link: Link, party: PartyId, dealer: SharedDealer, m: DealerMetrics) -> Result<u64> {
     let mut served = 0u64;
     let mut sup = dealer.clone();
     loop {
@@ -48,8 +131,10 @@ fn serve(link: Link, party: PartyId, dealer: SharedDealer) -> Result<u64> {
             Message::BundleRequest { party: p, id, req } if p == party => {
                 match sup.fetch(party, id, &req) {
                     Ok(b) => {
+                        let bytes = b.explicit.len();
                         send(&link, &Message::Bundle(b))?;
                         served += 1;
+                        m.observe(party, bytes, &dealer);
                     }
                     Err(e) => {
                         send(&link, &Message::Error(e.to_string()))?;
@@ -70,6 +155,9 @@ fn serve(link: Link, party: PartyId, dealer: SharedDealer) -> Result<u64> {
 /// Runs the dealer for one session; returns when both workers are done.
 pub fn run(a: DealerArgs) -> Result<()> {
     let own = KeyPair::load(&a.keys, "dealer")?;
+    let registry = marill_metrics::registry("dealer")?;
+    let metrics = DealerMetrics::new(&registry)?;
+    let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, "dealer")?;
     let dealer = SharedDealer::new(Dealer::new(Seed::random()));
     let mut threads = Vec::new();
     for (party, endpoint, name) in [
@@ -87,7 +175,8 @@ pub fn run(a: DealerArgs) -> Result<()> {
             cfg,
         )?;
         let d = dealer.clone();
-        threads.push(std::thread::spawn(move || serve(link, party, d)));
+        let m = metrics.clone();
+        threads.push(std::thread::spawn(move || serve(link, party, d, m)));
     }
     eprintln!("dealer: serving provider and helper");
     let mut total = 0;

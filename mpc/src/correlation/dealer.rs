@@ -111,29 +111,44 @@ impl Dealer {
 struct SharedState {
     dealer: Dealer,
     stash: [BTreeMap<u64, Bundle>; 2],
-    manifest: Vec<CorrRequest>,
+    manifest: Option<Vec<CorrRequest>>,
     views: Option<[crate::channel::ViewLog; 2]>,
 }
 
 /// An on-demand dealer shared by the two parties of one process (tests, single-process runs):
 /// whichever party first asks for bundle `id` makes the dealer generate it; the other party's
-/// half waits in a stash. It also records the manifest (the sequence of requests).
+/// half waits in a stash. [`SharedDealer::recording`] also records the manifest (the sequence
+/// of requests).
 #[derive(Clone)]
 pub struct SharedDealer {
     inner: Arc<Mutex<SharedState>>,
 }
 
 impl SharedDealer {
-    /// Wraps a dealer.
+    /// Wraps a dealer (for a long-running service: nothing is kept once both halves are out).
     pub fn new(dealer: Dealer) -> Self {
         Self {
             inner: Arc::new(Mutex::new(SharedState {
                 dealer,
                 stash: [BTreeMap::new(), BTreeMap::new()],
-                manifest: Vec::new(),
+                manifest: None,
                 views: None,
             })),
         }
+    }
+
+    /// Wraps a dealer that also records every request (benchmarks and tests replay the
+    /// manifest; it grows with every bundle).
+    pub fn recording(dealer: Dealer) -> Self {
+        let d = Self::new(dealer);
+        d.lock().manifest = Some(Vec::new());
+        d
+    }
+
+    /// Halves generated for one party and not yet fetched by it, per party.
+    pub fn stashed(&self) -> [usize; 2] {
+        let st = self.lock();
+        [st.stash[0].len(), st.stash[1].len()]
     }
 
     /// Records the explicit bytes each party receives into its view log (security tests).
@@ -156,9 +171,9 @@ impl SharedDealer {
         self.lock().dealer.stats()
     }
 
-    /// The requests generated so far, in order.
+    /// The requests generated so far, in order (empty unless [`SharedDealer::recording`]).
     pub fn manifest(&self) -> Vec<CorrRequest> {
-        self.lock().manifest.clone()
+        self.lock().manifest.clone().unwrap_or_default()
     }
 }
 
@@ -198,7 +213,9 @@ impl SharedDealer {
             });
         }
         let [b0, b1] = st.dealer.next_bundle(req)?;
-        st.manifest.push(req.clone());
+        if let Some(m) = &mut st.manifest {
+            m.push(req.clone());
+        }
         let (mine, other) = match party {
             PartyId::P0 => (b0, b1),
             PartyId::P1 => (b1, b0),
