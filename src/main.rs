@@ -93,6 +93,14 @@ pub(crate) fn serve_metrics(
 }
 
 fn main() -> Result<()> {
+    // structured logs on stderr; `MARILL_LOG` filters (e.g. `MARILL_LOG=debug`), default info
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MARILL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench { which } => bench::run(which),
