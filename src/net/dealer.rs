@@ -4,7 +4,7 @@
 //! `marill_mpc::correlation::SharedDealer`). Each worker's random half comes from the seed it
 //! receives here, so only corrections travel.
 
-use super::{recv, send};
+use super::{recv_idle, send};
 use anyhow::{anyhow, Result};
 use clap::Args;
 use marill_metrics::prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
@@ -29,7 +29,8 @@ pub struct DealerArgs {
     /// Where the helper's link binds.
     #[arg(long)]
     helper_endpoint: String,
-    /// Give up after this long without a request.
+    /// Give up when a worker does not take a reply within this long (between requests the
+    /// dealer waits without limit).
     #[arg(long, default_value_t = 300)]
     idle_timeout_s: u64,
     /// Serve Prometheus metrics on `GET /metrics` at this address, e.g. 0.0.0.0:9102.
@@ -119,7 +120,7 @@ fn serve(link: Link, party: PartyId, dealer: SharedDealer, m: DealerMetrics) -> 
     let mut served = 0u64;
     let mut sup = dealer.clone();
     loop {
-        match recv(&link)? {
+        match recv_idle(&link)? {
             Message::SeedRequest { party: p } if p == party => {
                 send(
                     &link,

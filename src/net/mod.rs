@@ -20,9 +20,25 @@ pub fn send(link: &Link, m: &Message) -> Result<()> {
     Ok(link.send(&marill_proto::encode(m))?)
 }
 
-/// Receives a typed message; a peer's `Error` message becomes an error here.
+/// Receives a typed message within the link's timeout; a peer's `Error` message becomes an
+/// error here.
 pub fn recv(link: &Link) -> Result<Message> {
-    match marill_proto::decode(&link.recv()?)? {
+    typed(&link.recv()?)
+}
+
+/// Receives the next typed message, waiting without limit: what a worker does between a
+/// session's steps and a dealer between bundle requests (an idle cluster waits for work; the
+/// link's timeout still bounds every exchange inside a step).
+pub fn recv_idle(link: &Link) -> Result<Message> {
+    loop {
+        if let Some(bytes) = link.try_recv(std::time::Duration::from_secs(60))? {
+            return typed(&bytes);
+        }
+    }
+}
+
+fn typed(bytes: &[u8]) -> Result<Message> {
+    match marill_proto::decode(bytes)? {
         Message::Error(e) => Err(anyhow!("peer failed: {e}")),
         m => Ok(m),
     }

@@ -13,7 +13,7 @@
 //! at one side fails the step at both instead of leaving the other waiting.
 
 use super::worker_metrics::WorkerMetrics;
-use super::{recv, send};
+use super::{recv, recv_idle, send};
 use crate::generate::{load, ModelArgs};
 use crate::secure::bridge::{suffix_of, Bounds};
 use anyhow::{anyhow, bail, Result};
@@ -68,7 +68,8 @@ pub struct WorkerArgs {
     /// Longest sequence served (prompt + generated tokens).
     #[arg(long, default_value_t = 256)]
     max_seq: usize,
-    /// Give up after this long without a message.
+    /// Give up when the peer, the dealer or a direct client is silent this long inside an
+    /// exchange (between a coordinator's steps the worker waits without limit).
     #[arg(long, default_value_t = 300)]
     idle_timeout_s: u64,
     /// Serve Prometheus metrics on `GET /metrics` at this address, e.g. 0.0.0.0:9101.
@@ -276,7 +277,7 @@ async fn serve_coordinated(
     eprintln!("{me}: private weights masked, serving the coordinator");
     let mut current: Option<(String, u32)> = None;
     loop {
-        let (session, job_id, step, n_public, reply_key, share) = match recv(control)? {
+        let (session, job_id, step, n_public, reply_key, share) = match recv_idle(control)? {
             Message::ClientHello { .. } => {
                 // the coordinator's readiness probe
                 send(
