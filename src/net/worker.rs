@@ -258,6 +258,15 @@ enum Front {
     },
 }
 
+/// What a worker tells its client or coordinator about the suffix it serves.
+fn server_hello(cfg: &marill_suffix::SuffixConfig, gamma_at_client: bool) -> Message {
+    Message::ServerHello {
+        first_layer: cfg.first_layer,
+        d_model: cfg.d_model,
+        gamma_at_client,
+    }
+}
+
 /// Serves the coordinator's session steps until it closes the link (idle timeout) or a step
 /// fails inside the 2PC (the two parties' states may then differ: the worker exits and its
 /// supervisor restarts it).
@@ -280,14 +289,7 @@ async fn serve_coordinated(
         let (session, job_id, step, n_public, reply_key, share) = match recv_idle(control)? {
             Message::ClientHello { .. } => {
                 // the coordinator's readiness probe
-                send(
-                    control,
-                    &Message::ServerHello {
-                        first_layer: cfg.first_layer,
-                        d_model: cfg.d_model,
-                        gamma_at_client,
-                    },
-                )?;
+                send(control, &server_hello(cfg, gamma_at_client))?;
                 continue;
             }
             Message::SessionStep {
@@ -349,14 +351,12 @@ async fn serve_coordinated(
             .map_err(|e| anyhow!("step agreement with the peer: {e}"))?;
         let x = match (x, both[0]) {
             (Ok(x), 0) => x,
-            (Err(why), _) => {
+            (x, _) => {
+                let why = x
+                    .err()
+                    .unwrap_or_else(|| "the peer refused its share".into());
                 m.steps.with_label_values(&["refused"]).inc();
                 send(control, &failed(why))?;
-                continue;
-            }
-            (Ok(_), _) => {
-                m.steps.with_label_values(&["refused"]).inc();
-                send(control, &failed("the peer refused its share".into()))?;
                 continue;
             }
         };
@@ -436,14 +436,7 @@ async fn serve(
                     send(client, &Message::Error(why.clone()))?;
                     bail!(why);
                 }
-                send(
-                    client,
-                    &Message::ServerHello {
-                        first_layer: cfg.first_layer,
-                        d_model: cfg.d_model,
-                        gamma_at_client,
-                    },
-                )?;
+                send(client, &server_hello(cfg, gamma_at_client))?;
             }
             Message::Step { x } => {
                 let before = p.comm();

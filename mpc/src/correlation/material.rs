@@ -186,16 +186,7 @@ pub struct SignedInputMaterial {
 /// The dealer-known part `M_z(c_hi)` of a signed lookup's remainder for mask `r` (see
 /// [`SignedInput`](super::SignedInput)).
 pub(crate) fn remainder_mask(inp: &super::SignedInput, r: u64, c_hi: u64) -> u64 {
-    // M_s(c_hi) = lo_s − r_hi·2^(63−s)·(1 − 2·c_hi), as in ops::trunc
-    let m = |s: u32| {
-        let hi = (r >> 63).wrapping_shl(63 - s);
-        let lo = lo_shift(r, s);
-        if c_hi == 0 {
-            lo.wrapping_sub(hi)
-        } else {
-            lo.wrapping_add(hi)
-        }
-    };
+    let m = |s: u32| trunc_mask(r, s, c_hi);
     let (s, t) = (inp.shift, inp.t);
     if s > t {
         m(s - t).wrapping_sub(m(s) << t)
@@ -263,6 +254,18 @@ fn add(a: &[u64], b: &[u64]) -> Vec<u64> {
 /// Masks `(r mod 2^63) >> s`.
 fn lo_shift(r: u64, s: u32) -> u64 {
     (r & (u64::MAX >> 1)) >> s
+}
+
+/// The dealer-known part of a truncation by `s` of a value masked with `r`, given the top bit
+/// `c_hi` of the opened value: `M_c = lo_s(r) ∓ r_hi·2^(63−s)` (minus for `c_hi = 0`), as in
+/// `ops::trunc`.
+fn trunc_mask(r: u64, s: u32, c_hi: u64) -> u64 {
+    let hi = (r >> 63).wrapping_shl(63 - s);
+    if c_hi == 0 {
+        lo_shift(r, s).wrapping_sub(hi)
+    } else {
+        lo_shift(r, s).wrapping_add(hi)
+    }
 }
 
 fn roots(prg: &mut Prg, n: usize) -> Vec<u128> {
@@ -480,9 +483,7 @@ pub fn generate(
             let r = add(&r0, &s1.ring_vec(mk));
             let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
             let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, *shift)).collect();
-            let m0: Vec<u64> = (0..mk)
-                .map(|i| lo[i].wrapping_sub(msb[i].wrapping_shl(63 - shift)))
-                .collect();
+            let m0: Vec<u64> = r.iter().map(|&x| trunc_mask(x, *shift, 0)).collect();
             let c = gemm_u64(*m, *k, *n, &m0, b.data());
             let unit = 1u64.wrapping_shl(64 - shift);
             let mut e = vec![0u64; mk * n];
@@ -546,13 +547,12 @@ pub fn generate(
                 let r = add(&r0, &s1.ring_vec(*n));
                 let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
                 let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, sh)).collect();
-                let hi = |i: usize| msb[i].wrapping_shl(63 - sh);
-                let sm0: Vec<u64> = (0..*n)
-                    .map(|i| signs[i].wrapping_mul(lo[i].wrapping_sub(hi(i))))
-                    .collect();
-                let sm1: Vec<u64> = (0..*n)
-                    .map(|i| signs[i].wrapping_mul(lo[i].wrapping_add(hi(i))))
-                    .collect();
+                let sm = |c_hi: u64| -> Vec<u64> {
+                    (0..*n)
+                        .map(|i| signs[i].wrapping_mul(trunc_mask(r[i], sh, c_hi)))
+                        .collect()
+                };
+                let (sm0, sm1) = (sm(0), sm(1));
                 put_u64s(&mut e1, &sub(&msb, &msb0));
                 put_u64s(&mut e1, &sub(&lo, &lo0));
                 put_u64s(&mut e1, &sub(&sm0, &sm00));
@@ -792,7 +792,7 @@ pub fn materialize(
                     } else {
                         [rd.u64s(*n)?, rd.u64s(*n)?]
                     };
-                    let a_roots = (0..*n).map(|_| prg.next_u128()).collect();
+                    let a_roots = self::roots(prg, *n);
                     let cws = dcfs(&mut rd, *n, inp.shift)?;
                     Some(Box::new(SignedInputMaterial {
                         mask,

@@ -37,7 +37,7 @@ use crate::fixed::ValueRange;
 use crate::fss::{bit_dpf_lookup_many, dcf_eval_keys, dpf_lookup, SignedTables};
 use crate::ops::mul::MulPending;
 use crate::ops::open::{open, open_groups};
-use crate::ops::trunc::{mask_open, public_part, trunc, MaskPending};
+use crate::ops::trunc::{mask_open, public_part, trunc, MaskPending, OFFSET};
 use crate::party::Party;
 
 /// Cells are located exactly (borrow-corrected truncation, one extra DCF key of `s` levels)
@@ -637,11 +637,12 @@ async fn eval_core<T: Transport>(
         let v = &opened[n_prods];
         let z = &gz[0];
         for i in 0..n {
-            // z = P_z(c) − M_z(c_hi) + 2^t·β; s·T1·z = v·z + a·P_z − a·M_z(c_hi) + 2^t·a·β
+            // z = P_z(c) − M_z(c_hi) + 2^t·β;
+            // s·T1·z = v·z + a·P_z − a·M_z(c_hi) + 2^t·a·β
             let pz = if sh > t {
                 public_part(c[i], sh - t).wrapping_sub(public_part(c[i], sh) << t)
             } else {
-                c[i].wrapping_sub(1 << 62)
+                c[i].wrapping_sub(OFFSET)
                     .wrapping_sub(public_part(c[i], sh) << sh)
                     << (t - sh)
             };

@@ -24,7 +24,9 @@ use crate::fss::dcf_eval_keys;
 use crate::ops::open::open;
 use crate::party::Party;
 
-const OFFSET: u64 = 1 << 62;
+/// The offset added before opening a masked value, so that a signed input in range is a
+/// non-negative value below 2^63 (`|x| < 2^62`).
+pub(crate) const OFFSET: u64 = 1 << 62;
 
 /// The public part of `⌊x'/2^s⌋` from the opened `c = x' + r`:
 /// `c_hi·2^(63−s) + ⌊c_lo/2^s⌋ − 2^62/2^s` (see the module header).
