@@ -3,11 +3,12 @@
 mod bench;
 mod cluster;
 mod generate;
+mod layered;
 mod net;
 mod secure;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Marill: private LLM inference with two-party computation and a dealer.
 #[derive(Parser)]
@@ -47,6 +48,11 @@ enum Command {
     /// Everything in one process (embedded Kafka-protocol broker, coordinator, provider,
     /// helper, dealer), then a private generation through Kafka.
     Dev(cluster::dev::DevArgs),
+    /// Configuration: `reference` prints the worker's and the dealer's keys (markdown).
+    Config {
+        #[command(subcommand)]
+        which: ConfigCommand,
+    },
     /// The client of a private generation: against two workers (direct mode) or through the
     /// cluster (Kafka).
     Client {
@@ -68,6 +74,28 @@ enum ClientCommand {
     /// Many private sessions through the cluster at once (Kafka), each compared with
     /// plaintext; prints sessions, jobs, agreement and jobs/s.
     Batch(cluster::BatchArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Every key of `marill worker` and `marill dealer` with its default and variable (the
+    /// coordinator's: `marill coordinator --print-reference`).
+    Reference,
+}
+
+/// The worker's and the dealer's key tables, as `docs/configuration.md` holds them.
+fn layered_reference() -> String {
+    let cmd = layered::apply(Cli::command(), &[]).expect("no file to read");
+    layered::LAYERED
+        .iter()
+        .map(|name| {
+            format!(
+                "### `marill {name}`\n\n{}",
+                layered::reference_markdown(&cmd, name)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[derive(Subcommand)]
@@ -101,7 +129,10 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    // the worker's and the dealer's flags read a configuration file and the environment too
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = layered::apply(Cli::command(), &argv)?.get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Bench { which } => bench::run(which),
         Command::Generate(a) => generate::generate(a),
@@ -115,9 +146,31 @@ fn main() -> Result<()> {
         Command::Worker(a) => net::worker::run(a),
         Command::Coordinator(a) => cluster::coordinator(a),
         Command::Dev(a) => cluster::dev::run(a),
+        Command::Config { which } => match which {
+            ConfigCommand::Reference => {
+                print!("{}", layered_reference());
+                Ok(())
+            }
+        },
         Command::Client { which } => match which {
             ClientCommand::Generate(a) => net::client::generate(a),
             ClientCommand::Batch(a) => cluster::batch(a),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_configuration_document_lists_the_worker_and_dealer_keys() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/configuration.md"
+        ))
+        .unwrap();
+        assert!(
+            doc.contains(&super::layered_reference()),
+            "docs/configuration.md is stale: run `marill config reference`"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! An idle cluster keeps serving: workers and the dealer wait for work without limit between
 //! steps and requests; `--idle-timeout-s` bounds only the exchanges inside a step. The test
-//! starts tansu, a dealer, a provider/helper pair and the coordinator with a 2-second timeout,
-//! lets them idle for several timeouts, checks every process is still running, then runs a
-//! private generation through Kafka and compares it with plaintext.
+//! starts tansu, a dealer, a provider/helper pair and the coordinator with a 2-second timeout
+//! (set through a YAML file, a flag over a TOML file, and environment variables: the settings
+//! layers of `src/layered.rs` on real processes), lets them idle for several timeouts, checks
+//! every process is still running, then runs a private generation through Kafka and compares
+//! it with plaintext. A second test: a bad configuration stops a worker at start, naming the key.
 
 mod common;
 
@@ -59,27 +61,49 @@ fn an_idle_cluster_serves_after_its_timeout_has_passed() {
     let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let ep = || format!("tcp://127.0.0.1:{}", free_port());
     let (dp, dh, peer, cp, ch) = (ep(), ep(), ep(), ep(), ep());
-    let timeout = ["--idle-timeout-s", "2"];
-    let dealer = ["dealer", "--keys", k, "--provider-endpoint", &dp];
+    // the dealer from a YAML file, the provider from a TOML file with one flag on top, the
+    // helper from environment variables: the three configuration layers on real processes
+    let dealer_yaml = dir.join("dealer.yaml");
+    std::fs::write(
+        &dealer_yaml,
+        format!("keys: {k}\nprovider_endpoint: {dp}\nhelper_endpoint: {dh}\nidle_timeout_s: 2\n"),
+    )
+    .unwrap();
     procs.0.push(
-        marill(&dealer)
-            .args(["--helper-endpoint", &dh])
-            .args(timeout)
+        marill(&["dealer", "--config", dealer_yaml.to_str().unwrap()])
             .stderr(log("dealer"))
             .spawn()
             .unwrap(),
     );
-    for (role, d, c) in [("provider", &dp, &cp), ("helper", &dh, &ch)] {
-        procs.0.push(
-            marill(&["worker", "--role", role, "--keys", k, "--model", m])
-                .args(["--control-endpoint", c, "--peer-endpoint", &peer])
-                .args(["--dealer-endpoint", d])
-                .args(timeout)
-                .stderr(log(role))
-                .spawn()
-                .unwrap(),
-        );
+    let provider_toml = dir.join("provider.toml");
+    std::fs::write(
+        &provider_toml,
+        format!(
+            "role = \"provider\"\nkeys = \"{k}\"\nmodel = \"{m}\"\ncontrol_endpoint = \"{cp}\"\n\
+             peer_endpoint = \"{peer}\"\ndealer_endpoint = \"{dp}\"\nidle_timeout_s = 600\n"
+        ),
+    )
+    .unwrap();
+    procs.0.push(
+        marill(&["worker", "--config", provider_toml.to_str().unwrap()])
+            .args(["--idle-timeout-s", "2"])
+            .stderr(log("provider"))
+            .spawn()
+            .unwrap(),
+    );
+    let mut helper = marill(&["worker"]);
+    for (key, v) in [
+        ("ROLE", "helper"),
+        ("KEYS", k),
+        ("MODEL", m),
+        ("CONTROL_ENDPOINT", &ch),
+        ("PEER_ENDPOINT", &peer),
+        ("DEALER_ENDPOINT", &dh),
+        ("IDLE_TIMEOUT_S", "2"),
+    ] {
+        helper.env(format!("MARILL_WORKER_{key}"), v);
     }
+    procs.0.push(helper.stderr(log("helper")).spawn().unwrap());
     let brokers = format!("127.0.0.1:{kport}");
     let fast = [
         "--kafka-set",
@@ -123,5 +147,36 @@ fn an_idle_cluster_serves_after_its_timeout_has_passed() {
     assert!(out.status.success(), "generation failed:\n{stderr}");
     assert_agrees(&stderr, 0.05);
     drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_configuration_stops_a_worker_at_start_naming_the_key() {
+    let dir = temp("badconfig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("w.toml");
+    for (text, env, expect) in [
+        (
+            "role = \"provider\"\nmax_sequence = 9\n",
+            None,
+            "unknown key `max_sequence`",
+        ),
+        ("role = \"custodian\"\n", None, "`role`"),
+        (
+            "role = \"helper\"\n",
+            Some(("MARILL_WORKER_MAX_SEQ", "many")),
+            "MARILL_WORKER_MAX_SEQ",
+        ),
+    ] {
+        std::fs::write(&f, text).unwrap();
+        let mut c = marill(&["worker", "--config", f.to_str().unwrap()]);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}: started anyway");
+        assert!(stderr.contains(expect), "{text}: {stderr}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

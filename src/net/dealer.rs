@@ -20,6 +20,10 @@ use std::time::Duration;
 /// Arguments of `marill dealer`.
 #[derive(Args)]
 pub struct DealerArgs {
+    /// Configuration file (TOML or YAML, by extension): keys are the long flags with `_` for
+    /// `-`; flags and `MARILL_DEALER_<KEY>` variables override it (see docs/configuration.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Key directory (`dealer.key`, `provider.pub`, `helper.pub`).
     #[arg(long)]
     keys: PathBuf,

@@ -42,6 +42,10 @@ pub enum WorkerRole {
 /// Arguments of `marill worker`.
 #[derive(Args)]
 pub struct WorkerArgs {
+    /// Configuration file (TOML or YAML, by extension): keys are the long flags with `_` for
+    /// `-`; flags and `MARILL_WORKER_<KEY>` variables override it (see docs/configuration.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// provider or helper
     #[arg(long, value_enum)]
     role: WorkerRole,
@@ -49,11 +53,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     keys: PathBuf,
     /// Direct front: where the client link binds, e.g. tcp://127.0.0.1:7001.
-    #[arg(
-        long,
-        required_unless_present = "control_endpoint",
-        conflicts_with = "control_endpoint"
-    )]
+    #[arg(long)]
     client_endpoint: Option<String>,
     /// Coordinated front: where the coordinator's control link binds (needs
     /// `coordinator.pub` and this role's `<role>.seal.key` in the key directory).
@@ -149,7 +149,8 @@ pub fn run(a: WorkerArgs) -> Result<()> {
     };
     let peer = link(peer_role, &own, other, timeout)?;
     let front = match (&a.client_endpoint, &a.control_endpoint) {
-        (Some(ep), _) => Front::Direct(link(
+        (Some(_), Some(_)) => bail!("give --client-endpoint or --control-endpoint, not both"),
+        (Some(ep), None) => Front::Direct(link(
             Role::Server {
                 endpoint: ep.clone(),
                 allow: vec![KeyPair::load_public(&a.keys, "client")?],
