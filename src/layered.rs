@@ -302,37 +302,38 @@ mod tests {
 
     #[test]
     fn the_environment_sits_between_the_file_and_the_flags() {
-        // the only test that sets variables, on a key no other test's command has
+        // the only test that sets variables, on a key no other command has (tests share the
+        // process's environment)
         let cmd = || {
             toy().mut_subcommand("worker", |w| {
                 w.arg(
-                    Arg::new("idle_timeout_s")
-                        .long("idle-timeout-s")
+                    Arg::new("toy_wait_s")
+                        .long("toy-wait-s")
                         .default_value("300")
                         .value_parser(clap::value_parser!(u64)),
                 )
             })
         };
-        let f = file("e.toml", "peer_endpoint = \"p\"\nidle_timeout_s = 10\n");
+        let f = file("e.toml", "peer_endpoint = \"p\"\ntoy_wait_s = 10\n");
         let fs = f.to_str().unwrap();
-        std::env::set_var("MARILL_WORKER_IDLE_TIMEOUT_S", "20");
+        std::env::set_var("MARILL_WORKER_TOY_WAIT_S", "20");
         let m = run(cmd(), &["marill", "worker", "--config", fs]).unwrap();
-        assert_eq!(*m.get_one::<u64>("idle_timeout_s").unwrap(), 20);
+        assert_eq!(*m.get_one::<u64>("toy_wait_s").unwrap(), 20);
         let m = run(
             cmd(),
-            &["marill", "worker", "--config", fs, "--idle-timeout-s", "30"],
+            &["marill", "worker", "--config", fs, "--toy-wait-s", "30"],
         )
         .unwrap();
-        assert_eq!(*m.get_one::<u64>("idle_timeout_s").unwrap(), 30);
-        std::env::set_var("MARILL_WORKER_IDLE_TIMEOUT_S", "soon");
+        assert_eq!(*m.get_one::<u64>("toy_wait_s").unwrap(), 30);
+        std::env::set_var("MARILL_WORKER_TOY_WAIT_S", "soon");
         let e = run(cmd(), &["marill", "worker", "--config", fs])
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("MARILL_WORKER_IDLE_TIMEOUT_S") && e.contains("soon"),
+            e.contains("MARILL_WORKER_TOY_WAIT_S") && e.contains("soon"),
             "{e}"
         );
-        std::env::remove_var("MARILL_WORKER_IDLE_TIMEOUT_S");
+        std::env::remove_var("MARILL_WORKER_TOY_WAIT_S");
         std::fs::remove_file(f).unwrap();
     }
 

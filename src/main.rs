@@ -48,7 +48,8 @@ enum Command {
     /// Everything in one process (embedded Kafka-protocol broker, coordinator, provider,
     /// helper, dealer), then a private generation through Kafka.
     Dev(cluster::dev::DevArgs),
-    /// Configuration: `reference` prints the worker's and the dealer's keys (markdown).
+    /// Configuration: `reference` prints the worker's and the dealer's keys (markdown), `check`
+    /// validates a file without starting anything.
     Config {
         #[command(subcommand)]
         which: ConfigCommand,
@@ -81,6 +82,35 @@ enum ConfigCommand {
     /// Every key of `marill worker` and `marill dealer` with its default and variable (the
     /// coordinator's: `marill coordinator --print-reference`).
     Reference,
+    /// Validates a configuration file for a component (unknown keys, invalid values, and for
+    /// the coordinator missing required keys), as the component would read it at start.
+    Check {
+        /// coordinator, worker or dealer
+        #[arg(value_parser = ["coordinator", "worker", "dealer"])]
+        component: String,
+        /// The file (TOML or YAML, by extension)
+        file: std::path::PathBuf,
+    },
+}
+
+/// `marill config check`: reads `file` as `component` would (environment included).
+fn check_config(component: &str, file: &std::path::Path) -> Result<()> {
+    if component == "coordinator" {
+        cluster::settings::CoordinatorSettings::load(&cluster::settings::CliOverrides {
+            file: Some(file.to_path_buf()),
+            values: Vec::new(),
+        })?;
+    } else {
+        let argv: Vec<std::ffi::OsString> = vec![
+            "marill".into(),
+            component.into(),
+            "--config".into(),
+            file.into(),
+        ];
+        layered::apply(Cli::command(), &argv)?;
+    }
+    println!("{}: valid {component} configuration", file.display());
+    Ok(())
 }
 
 /// The worker's and the dealer's key tables, as `docs/configuration.md` holds them.
@@ -151,6 +181,7 @@ fn main() -> Result<()> {
                 print!("{}", layered_reference());
                 Ok(())
             }
+            ConfigCommand::Check { component, file } => check_config(&component, &file),
         },
         Command::Client { which } => match which {
             ClientCommand::Generate(a) => net::client::generate(a),
@@ -172,5 +203,40 @@ mod tests {
             doc.contains(&super::layered_reference()),
             "docs/configuration.md is stale: run `marill config reference`"
         );
+    }
+
+    #[test]
+    fn config_check_accepts_good_files_and_names_the_bad_key() {
+        let dir = std::env::temp_dir().join(format!("marill-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (component, name, text, ok) in [
+            ("worker", "w.yaml", "role: helper\nmax_seq: 64\n", true),
+            ("worker", "x.yaml", "role: helper\nmaxseq: 64\n", false),
+            (
+                "dealer",
+                "d.toml",
+                "keys = \"/k\"\nidle_timeout_s = 5\n",
+                true,
+            ),
+            ("dealer", "e.toml", "idle_timeout_s = \"soon\"\n", false),
+            (
+                "coordinator",
+                "c.toml",
+                "brokers = \"k:9092\"\nkeys = \"/k\"\npairs = [\"tcp://a:1,tcp://b:2\"]\n",
+                true,
+            ),
+            (
+                "coordinator",
+                "n.toml",
+                "brokers = \"k:9092\"\nkeys = \"/k\"\n",
+                false,
+            ),
+        ] {
+            let f = dir.join(name);
+            std::fs::write(&f, text).unwrap();
+            let r = super::check_config(component, &f);
+            assert_eq!(r.is_ok(), ok, "{component} {text}: {r:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
