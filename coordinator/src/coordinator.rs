@@ -9,7 +9,7 @@
 //! wait in arrival order for a free pair, and a session idle for longer than its limit is
 //! closed. Kafka is polled on this thread; the pairs' blocking links live on their own threads.
 
-use crate::kafka::{produce, KafkaSettings};
+use crate::kafka::{self, produce, KafkaSettings};
 use crate::metrics::CoordinatorMetrics;
 use crate::offsets::OffsetTracker;
 use crate::pairs::{self, ControlKeys, PairEndpoints, PairEvent, StepTask};
@@ -108,6 +108,8 @@ struct State {
 }
 
 const MAX_REMEMBERED_RESULTS: usize = 100_000;
+/// How often the queue's lag is read from the broker.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 const KV_RESERVE: u64 = 1;
 
 fn now_ms() -> u64 {
@@ -181,7 +183,18 @@ pub fn run(
     };
     st.update_gauges();
     let mut last_event = Instant::now();
+    let mut lag_read: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        // the queue's lag from the broker's offsets, every LAG_EVERY (a failure is logged, the
+        // gauge keeps its last value)
+        if lag_read.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+            lag_read = Some(Instant::now());
+            match kafka::lag(&consumer, JOBS_TOPIC, Duration::from_secs(1)) {
+                Ok(Some(l)) => st.metrics.kafka_lag.set(l),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the jobs topic's lag"),
+            }
+        }
         let mut event = st.drain_done(&done_rx)?;
         if let Some(r) = consumer.poll(Duration::from_millis(20)) {
             event = true;

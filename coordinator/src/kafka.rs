@@ -125,3 +125,30 @@ pub fn produce(
         ))),
     }
 }
+
+/// The queue's lag for this consumer: over its assigned partitions of `topic`, messages without
+/// a committed outcome (high watermark − committed offset, from the low watermark where the
+/// group has committed nothing). `None` while nothing is assigned.
+pub fn lag(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<i64>, CoordinatorError> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::Offset;
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(None);
+    }
+    let committed = consumer.committed_offsets(assignment, timeout)?;
+    let mut lag = 0;
+    for e in committed.elements_for_topic(topic) {
+        let (low, high) = consumer.fetch_watermarks(topic, e.partition(), timeout)?;
+        let from = match e.offset() {
+            Offset::Offset(o) => o.max(low),
+            _ => low,
+        };
+        lag += (high - from).max(0);
+    }
+    Ok(Some(lag))
+}

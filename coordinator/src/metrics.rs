@@ -30,6 +30,8 @@ pub struct CoordinatorMetrics {
     pub scheduler_decisions: IntCounterVec,
     /// consumed messages whose outcome is not yet acknowledged (their offsets uncommitted)
     pub uncommitted_messages: IntGauge,
+    /// jobs in this coordinator's partitions without a committed outcome (broker offsets)
+    pub kafka_lag: IntGauge,
     /// online bytes sent per party in finished steps
     pub online_bytes: IntCounterVec,
     /// 2PC rounds of finished steps
@@ -122,6 +124,13 @@ impl CoordinatorMetrics {
                 IntGauge::new(
                     format!("{p}uncommitted_messages"),
                     "Consumed jobs whose outcome is not yet acknowledged",
+                )?,
+            )?,
+            kafka_lag: register(
+                r,
+                IntGauge::new(
+                    format!("{p}kafka_lag_messages"),
+                    "Jobs in this coordinator's partitions without a committed outcome (high watermark − committed offset)",
                 )?,
             )?,
             online_bytes: register(

@@ -143,3 +143,57 @@ fn bad_messages_dead_letters_failures_and_idempotent_results() {
         Offset::Offset(4)
     );
 }
+
+#[test]
+fn jobs_without_an_outcome_show_as_queue_lag() {
+    // valid jobs and a pair that never answers: the jobs wait, nothing is committed, and the
+    // lag read from the broker's offsets counts them
+    let mock = MockCluster::new(1).unwrap();
+    for t in [JOBS_TOPIC, RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
+        mock.create_topic(t, 1, 1).unwrap();
+    }
+    let k = KafkaSettings::new(mock.bootstrap_servers());
+    let p = k.producer().unwrap();
+    for i in 0..3 {
+        let j = job(&format!("lag-{i}"), "m");
+        produce(&p, JOBS_TOPIC, &j.session, &j.encode()).unwrap();
+    }
+    let nowhere = || format!("tcp://127.0.0.1:{}", 1 + std::process::id() % 1000);
+    let cfg = CoordinatorConfig {
+        kafka: k.clone(),
+        group: "lag".into(),
+        pairs: vec![marill_coordinator::PairEndpoints {
+            provider: nowhere(),
+            helper: nowhere(),
+        }],
+        keys: ControlKeys {
+            own: KeyPair::generate().unwrap(),
+            provider: KeyPair::generate().unwrap().public,
+            helper: KeyPair::generate().unwrap().public,
+        },
+        model: ServedModel { name: "m".into() },
+        step_timeout: Duration::from_secs(60),
+        session_idle: Duration::from_secs(60),
+        exit_when_idle: None,
+        create_topics: false,
+    };
+    let registry = marill_metrics::registry("coordinator").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // the lag is read every 5 s: two reads, the first maybe before the assignment
+            std::thread::sleep(Duration::from_secs(11));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    marill_coordinator::run(cfg, stop, CoordinatorMetrics::new(&registry).unwrap()).unwrap();
+    stopper.join().unwrap();
+    let text = marill_metrics::render(&registry);
+    for series in [
+        "marill_coordinator_kafka_lag_messages 3",
+        "marill_coordinator_sessions_waiting 3",
+    ] {
+        assert!(text.contains(series), "{series} not in\n{text}");
+    }
+}

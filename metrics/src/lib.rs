@@ -6,6 +6,8 @@
 
 #![deny(missing_docs)]
 
+pub mod memory;
+
 pub use prometheus;
 
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};

@@ -7,6 +7,7 @@
 use super::{recv_idle, send};
 use anyhow::{anyhow, Result};
 use clap::Args;
+use marill_metrics::memory::DeviceMemory;
 use marill_metrics::prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use marill_metrics::register;
 use marill_mpc::correlation::{BundleSupplier, Dealer, SharedDealer};
@@ -54,6 +55,7 @@ struct DealerMetrics {
 
 impl DealerMetrics {
     fn new(r: &Registry) -> Result<Self> {
+        register(r, DeviceMemory::new("marill_dealer_")?)?;
         let m = Self {
             served: register(
                 r,

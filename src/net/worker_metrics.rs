@@ -1,6 +1,8 @@
 //! A worker's Prometheus series (`marill_worker_*`): steps by outcome and their latency, online
-//! bytes and rounds, correlations consumed and their bytes, the KV cache's bytes.
+//! bytes and rounds, correlations consumed and their bytes, the KV cache's bytes, the device's
+//! memory used and its limit.
 
+use marill_metrics::memory::DeviceMemory;
 use marill_metrics::prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -42,6 +44,7 @@ impl WorkerMetrics {
 
     fn create(r: &Registry) -> Result<Self, MetricsError> {
         let p = "marill_worker_";
+        register(r, DeviceMemory::new(p)?)?;
         let counter = |n: &str, h: &str| -> Result<IntCounter, MetricsError> {
             register(r, IntCounter::new(format!("{p}{n}"), h)?)
         };
