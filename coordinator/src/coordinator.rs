@@ -2,8 +2,10 @@
 //! new session on a worker pair through `marill-scheduler`, route a session's later steps to the
 //! same pair, publish every outcome on `marill.results` (keyed by job id) and every rejected
 //! message on `marill.dead-letter`, and commit a message's offset only after its outcome is
-//! acknowledged by the broker (at least once). A redelivered job whose result this coordinator
-//! published is answered with the same bytes, so a job never has two different visible results.
+//! acknowledged by the broker (at least once). A redelivered job whose result is already on
+//! `marill.results` (published by this run, or read from the topic's tail at start: a restart
+//! or another coordinator) is answered with the same bytes, so a job never has two different
+//! visible results.
 //!
 //! Each worker pair serves one session at a time (its workers keep one KV cache); sessions
 //! wait in arrival order for a free pair, and a session idle for longer than its limit is
@@ -181,6 +183,19 @@ pub fn run(
         metrics,
         arrived: HashMap::new(),
     };
+    // results published before this coordinator started (by it or by another): a redelivered
+    // job is answered with the same bytes after a restart too
+    let earlier = kafka::read_tail(
+        &st.cfg.kafka,
+        RESULTS_TOPIC,
+        (MAX_REMEMBERED_RESULTS / 4) as i64,
+        Duration::from_secs(60),
+    )?;
+    let n = earlier.len();
+    for (key, bytes) in earlier {
+        st.remember(String::from_utf8_lossy(&key).into_owned(), bytes);
+    }
+    tracing::info!(results = n, "published results remembered");
     st.update_gauges();
     let mut last_event = Instant::now();
     let mut lag_read: Option<Instant> = None;
@@ -388,13 +403,7 @@ impl State {
         };
         let bytes = r.encode();
         produce(&self.producer, RESULTS_TOPIC, job_id, &bytes)?;
-        self.published.insert(job_id.to_string(), bytes);
-        self.published_order.push_back(job_id.to_string());
-        while self.published_order.len() > MAX_REMEMBERED_RESULTS {
-            if let Some(old) = self.published_order.pop_front() {
-                self.published.remove(&old);
-            }
-        }
+        self.remember(job_id.to_string(), bytes);
         for (p, o) in self.in_flight.remove(job_id).unwrap_or_default() {
             self.tracker.done(p, o);
         }
@@ -579,6 +588,18 @@ impl State {
                 let _ = self.sched.set_health(w as u32, Health::Lost);
             }
             tracing::warn!(pair, "worker pair lost");
+        }
+    }
+
+    /// Keeps a published result for redeliveries of its job (the oldest forgotten first).
+    fn remember(&mut self, job_id: String, bytes: Vec<u8>) {
+        if self.published.insert(job_id.clone(), bytes).is_none() {
+            self.published_order.push_back(job_id);
+        }
+        while self.published_order.len() > MAX_REMEMBERED_RESULTS {
+            if let Some(old) = self.published_order.pop_front() {
+                self.published.remove(&old);
+            }
         }
     }
 

@@ -152,3 +152,59 @@ pub fn lag(
     }
     Ok(Some(lag))
 }
+
+/// The last `per_partition` messages of every partition of `topic` as (key, payload), read from
+/// assigned positions outside any group. Stops at each partition's high watermark as it was
+/// when called, or at `deadline` (then returns what it read and says so in the log).
+pub fn read_tail(
+    settings: &KafkaSettings,
+    topic: &str,
+    per_partition: i64,
+    deadline: Duration,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CoordinatorError> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let c = settings.reader()?;
+    let timeout = Duration::from_secs(5);
+    let md = c.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
+        if high > low {
+            let from = low.max(high - per_partition);
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(from))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    c.assign(&tpl)?;
+    let start = std::time::Instant::now();
+    while !ends.is_empty() {
+        if start.elapsed() > deadline {
+            tracing::warn!(
+                topic,
+                read = out.len(),
+                "stopped reading the topic's tail at the deadline"
+            );
+            break;
+        }
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m?;
+        if let Some(key) = m.key() {
+            out.push((key.to_vec(), m.payload().unwrap_or(&[]).to_vec()));
+        }
+        if ends
+            .get(&m.partition())
+            .is_some_and(|&end| m.offset() + 1 >= end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(out)
+}

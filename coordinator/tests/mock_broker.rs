@@ -19,14 +19,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn read_all(k: &KafkaSettings, topic: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    read_partition(k, topic, 0)
+}
+
+fn read_partition(
+    k: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     let c: BaseConsumer = k.reader().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .unwrap();
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let (_, high) = c
-        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
         .unwrap();
     while (out.len() as i64) < high {
         if let Some(m) = c.poll(Duration::from_secs(5)) {
@@ -196,4 +204,59 @@ fn jobs_without_an_outcome_show_as_queue_lag() {
     ] {
         assert!(text.contains(series), "{series} not in\n{text}");
     }
+}
+
+#[test]
+fn a_restarted_coordinator_answers_a_redelivered_job_from_the_results_topic() {
+    // a result published before this coordinator started (by an earlier run): its job,
+    // delivered again, gets those very bytes and runs nowhere
+    let mock = MockCluster::new(1).unwrap();
+    for t in [JOBS_TOPIC, RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
+        mock.create_topic(t, 2, 1).unwrap();
+    }
+    let k = KafkaSettings::new(mock.bootstrap_servers());
+    let p = k.producer().unwrap();
+    let earlier = JobResult {
+        job_id: "j-old".into(),
+        session: "s-j-old".into(),
+        step: 0,
+        outcome: Outcome::Failed {
+            reason: "published by the previous run".into(),
+        },
+    }
+    .encode();
+    produce(&p, RESULTS_TOPIC, "j-other", b"another job's result").unwrap();
+    produce(&p, RESULTS_TOPIC, "j-old", &earlier).unwrap();
+    let j = job("j-old", "m");
+    produce(&p, JOBS_TOPIC, &j.session, &j.encode()).unwrap();
+    let cfg = CoordinatorConfig {
+        kafka: k.clone(),
+        group: "restart".into(),
+        pairs: Vec::new(),
+        keys: ControlKeys {
+            own: KeyPair::generate().unwrap(),
+            provider: KeyPair::generate().unwrap().public,
+            helper: KeyPair::generate().unwrap().public,
+        },
+        model: ServedModel { name: "m".into() },
+        step_timeout: Duration::from_secs(5),
+        session_idle: Duration::from_secs(5),
+        exit_when_idle: Some(Duration::from_secs(6)),
+        create_topics: false,
+    };
+    let registry = marill_metrics::registry("coordinator").unwrap();
+    let stats = marill_coordinator::run(
+        cfg,
+        Arc::new(AtomicBool::new(false)),
+        CoordinatorMetrics::new(&registry).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((stats.duplicates, stats.failed), (1, 0));
+    let again: Vec<Vec<u8>> = (0..2)
+        .flat_map(|part| read_partition(&k, RESULTS_TOPIC, part))
+        .filter(|(key, _)| key.as_deref() == Some(&b"j-old"[..]))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(again.len(), 2, "the result once before, once again");
+    assert_eq!(again[0], again[1]);
 }
