@@ -153,6 +153,9 @@ pub fn lag(
     Ok(Some(lag))
 }
 
+/// A message's key and payload.
+pub type Keyed = (Vec<u8>, Vec<u8>);
+
 /// The last `per_partition` messages of every partition of `topic` as (key, payload), read from
 /// assigned positions outside any group. Stops at each partition's high watermark as it was
 /// when called, or at `deadline` (then returns what it read and says so in the log).
@@ -161,7 +164,7 @@ pub fn read_tail(
     topic: &str,
     per_partition: i64,
     deadline: Duration,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CoordinatorError> {
+) -> Result<Vec<Keyed>, CoordinatorError> {
     use rdkafka::consumer::Consumer;
     use rdkafka::{Message, Offset, TopicPartitionList};
     let c = settings.reader()?;
