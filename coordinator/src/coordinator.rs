@@ -416,7 +416,16 @@ impl State {
             any = true;
             let d = match ev {
                 PairEvent::Ready { pair } => {
-                    tracing::info!(pair, "worker pair ready");
+                    if self.pair_lost[pair] {
+                        // its workers answer again (restarted): back into service
+                        self.pair_lost[pair] = false;
+                        for w in [2 * pair, 2 * pair + 1] {
+                            let _ = self.sched.set_health(w as u32, Health::Healthy);
+                        }
+                        tracing::info!(pair, "worker pair back in service");
+                    } else {
+                        tracing::info!(pair, "worker pair ready");
+                    }
                     self.pair_ready[pair] = true;
                     continue;
                 }
@@ -580,7 +589,8 @@ impl State {
         }
     }
 
-    /// Takes a pair out of service for good (its workers are gone or out of step).
+    /// Takes a pair out of service until its thread reports it ready again (its workers are
+    /// gone or out of step).
     fn retire(&mut self, pair: usize) {
         if !self.pair_lost[pair] {
             self.pair_lost[pair] = true;

@@ -1,7 +1,10 @@
 //! One thread per (provider, helper) worker pair: it owns the two encrypted control links,
 //! first waits until both workers answer a hello (they have loaded and masked the suffix: the
 //! pair is *ready*, or *lost* if they do not answer in time), then sends each step's sealed
-//! shares to the two workers and waits for both sealed outputs. The links are blocking zeromq
+//! shares to the two workers and waits for both sealed outputs. A lost pair (no answer, or a
+//! step that failed inside the 2PC) is probed again every few seconds and reported ready once
+//! both workers answer (restarted). Replies that belong to no awaited step — left on the links
+//! by a previous coordinator or a timed-out step — are skipped. The links are blocking zeromq
 //! sockets, so they live here, off the coordinator's loop.
 
 use marill_proto::job::{Job, Outcome};
@@ -108,6 +111,9 @@ fn open(
     .map_err(|e| e.to_string())
 }
 
+/// How long a lost pair waits between attempts to bring it back.
+const RETRY: Duration = Duration::from_secs(2);
+
 fn run(
     index: usize,
     ends: PairEndpoints,
@@ -116,52 +122,121 @@ fn run(
     rx: Receiver<StepTask>,
     done: Sender<PairEvent>,
 ) {
-    let links = open(
-        &ends.provider,
-        &keys.provider,
-        "provider",
-        &keys.own,
-        timeout,
-    )
-    .and_then(|p| {
-        Ok([
-            p,
-            open(&ends.helper, &keys.helper, "helper", &keys.own, timeout)?,
-        ])
-    });
-    let hello = links.as_ref().map_err(|e| e.clone()).and_then(hello);
-    let ready = match &hello {
-        Ok(()) => PairEvent::Ready { pair: index },
-        Err(reason) => PairEvent::Lost {
-            pair: index,
-            reason: reason.clone(),
-        },
-    };
-    if done.send(ready).is_err() {
-        return;
-    }
-    while let Ok(task) = rx.recv() {
-        let job = task.job;
+    let mut links: Option<[Link; 2]> = None;
+    let mut ready = false;
+    let mut reported_lost = false;
+    loop {
+        if !ready {
+            // (re)connect and probe: a pair that did not answer, or lost a step, comes back
+            // into service once both workers answer a hello again (e.g. restarted)
+            let probe = match &links {
+                Some(l) => hello(l),
+                None => open(
+                    &ends.provider,
+                    &keys.provider,
+                    "provider",
+                    &keys.own,
+                    timeout,
+                )
+                .and_then(|p| {
+                    let h = open(&ends.helper, &keys.helper, "helper", &keys.own, timeout)?;
+                    hello(links.insert([p, h]))
+                }),
+            };
+            match probe {
+                Ok(()) => {
+                    ready = true;
+                    reported_lost = false;
+                    if done.send(PairEvent::Ready { pair: index }).is_err() {
+                        return;
+                    }
+                }
+                Err(reason) => {
+                    if !reported_lost {
+                        reported_lost = true;
+                        let lost = PairEvent::Lost {
+                            pair: index,
+                            reason: reason.clone(),
+                        };
+                        if done.send(lost).is_err() {
+                            return;
+                        }
+                    }
+                    // a step sent meanwhile fails at once; otherwise try again after RETRY
+                    match rx.recv_timeout(RETRY) {
+                        Ok(task) => {
+                            let outcome = Outcome::Failed {
+                                reason: format!("worker pair {index} is not ready: {reason}"),
+                            };
+                            if !report(&done, index, task.job, outcome, true) {
+                                return;
+                            }
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    continue;
+                }
+            }
+        }
+        let Ok(task) = rx.recv() else {
+            return; // the coordinator is gone
+        };
         let (outcome, lost) = match &links {
-            Ok(links) => step(links, &job),
-            Err(e) => (
+            Some(l) => step(l, &task.job),
+            None => (
                 Outcome::Failed {
-                    reason: format!("worker pair {index} unreachable: {e}"),
+                    reason: format!("worker pair {index} has no links"),
                 },
                 true,
             ),
         };
-        let report = StepDone {
-            pair: index,
-            job_id: job.job_id,
-            session: job.session,
-            step: job.step,
-            outcome,
-            pair_lost: lost,
-        };
-        if done.send(PairEvent::Done(report)).is_err() {
-            return; // the coordinator is gone
+        if lost {
+            ready = false;
+            reported_lost = true; // the coordinator retires the pair on this report
         }
+        if !report(&done, index, task.job, outcome, lost) {
+            return;
+        }
+    }
+}
+
+/// Reports a step's end; false when the coordinator is gone.
+fn report(done: &Sender<PairEvent>, pair: usize, job: Job, outcome: Outcome, lost: bool) -> bool {
+    let d = StepDone {
+        pair,
+        job_id: job.job_id,
+        session: job.session,
+        step: job.step,
+        outcome,
+        pair_lost: lost,
+    };
+    done.send(PairEvent::Done(d)).is_ok()
+}
+
+/// The next reply on `link` that is not stale: outputs and failures of steps other than
+/// `awaited` (a previous coordinator's, or one that timed out here) and extra hello answers
+/// are skipped — a restarted coordinator inherits them on the same links.
+fn reply(link: &Link, awaited: Option<&str>) -> Result<Message, String> {
+    loop {
+        let m = link
+            .recv()
+            .map_err(|e| e.to_string())
+            .and_then(|b| marill_proto::decode(&b).map_err(|e| e.to_string()))?;
+        let stale = match &m {
+            Message::SessionOutput { job_id, .. } | Message::SessionFailed { job_id, .. } => {
+                Some(job_id.as_str()) != awaited
+            }
+            Message::ServerHello { .. } => awaited.is_some(),
+            _ => false,
+        };
+        if !stale {
+            return Ok(m);
+        }
+        tracing::info!(
+            message = marill_proto::describe(&m),
+            "skipped a stale reply from a worker"
+        );
     }
 }
 
@@ -172,11 +247,7 @@ fn hello(links: &[Link; 2]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     for (i, l) in links.iter().enumerate() {
-        let reply = l
-            .recv()
-            .map_err(|e| format!("{}: {e}", role(i)))
-            .and_then(|b| marill_proto::decode(&b).map_err(|e| e.to_string()))?;
-        match reply {
+        match reply(l, None).map_err(|e| format!("{}: {e}", role(i)))? {
             Message::ServerHello { .. } => {}
             m => {
                 return Err(format!(
@@ -210,11 +281,7 @@ fn step(links: &[Link; 2], job: &Job) -> (Outcome, bool) {
     let mut failure = None;
     let mut lost = false;
     for (i, l) in links.iter().enumerate() {
-        let reply = l
-            .recv()
-            .map_err(|e| e.to_string())
-            .and_then(|b| marill_proto::decode(&b).map_err(|e| e.to_string()));
-        match reply {
+        match reply(l, Some(&job.job_id)) {
             Ok(Message::SessionOutput {
                 job_id,
                 share,

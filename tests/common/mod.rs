@@ -66,3 +66,157 @@ pub fn assert_agrees(stderr: &str, bound: f64) {
     let err: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(err < bound, "logit error too large: {line}");
 }
+
+/// A cluster of separate processes on 127.0.0.1 for fault tests: tansu, and per pair a dealer,
+/// a provider and a helper on a tiny random model, fresh keys; the coordinator is started by
+/// the test ([`TestCluster::coordinator`]) so that it can be killed and restarted. Each process
+/// logs to `<dir>/<name>.log`; everything is killed when dropped.
+pub struct TestCluster {
+    /// the broker
+    pub tansu: Child,
+    /// per pair: dealer, provider, helper
+    pub pairs: Vec<[Child; 3]>,
+    /// coordinators started by the test
+    pub coordinators: Vec<Child>,
+    /// `host:port` of the broker
+    pub brokers: String,
+    /// key directory
+    pub keys: PathBuf,
+    /// the tiny model's directory
+    pub model: PathBuf,
+    /// control endpoints per pair
+    pub control: Vec<(String, String)>,
+    /// logs and files
+    pub dir: PathBuf,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let all = std::iter::once(&mut self.tansu)
+            .chain(self.pairs.iter_mut().flatten())
+            .chain(self.coordinators.iter_mut());
+        for c in all {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Kafka settings that make consumer-group joins fast on tansu.
+pub const FAST_GROUP: [&str; 4] = [
+    "--kafka-set",
+    "session.timeout.ms=1000",
+    "--kafka-set",
+    "heartbeat.interval.ms=300",
+];
+
+impl TestCluster {
+    /// Starts tansu and `pairs` worker pairs with their dealers.
+    pub fn start(name: &str, pairs: usize) -> Self {
+        use std::process::Stdio;
+        let tansu = format!("{}/target/tools/tansu", env!("CARGO_MANIFEST_DIR"));
+        assert!(
+            std::path::Path::new(&tansu).exists(),
+            "{tansu} absent: run scripts/fetch-tansu.sh (scripts/test.sh does)"
+        );
+        let dir = temp(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (keys, model) = (dir.join("keys"), dir.join("tiny"));
+        marill_model::tiny::write_tiny_model(&model, &Default::default()).unwrap();
+        let k = keys.to_str().unwrap().to_string();
+        assert!(marill(&["keys", "generate", "--out", &k])
+            .status()
+            .unwrap()
+            .success());
+        let kport = free_port();
+        let url = format!("tcp://127.0.0.1:{kport}");
+        let tansu = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", kport)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "tansu did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut c = TestCluster {
+            tansu,
+            pairs: Vec::new(),
+            coordinators: Vec::new(),
+            brokers: format!("127.0.0.1:{kport}"),
+            keys,
+            model,
+            control: Vec::new(),
+            dir,
+        };
+        let m = c.model.to_str().unwrap().to_string();
+        let ep = || format!("tcp://127.0.0.1:{}", free_port());
+        for i in 0..pairs {
+            let (dp, dh, peer, cp, ch) = (ep(), ep(), ep(), ep(), ep());
+            let dealer = marill(&["dealer", "--keys", &k, "--provider-endpoint", &dp])
+                .args(["--helper-endpoint", &dh])
+                .stderr(c.log(&format!("dealer-{i}")))
+                .spawn()
+                .unwrap();
+            let worker = |role: &str, d: &str, ctl: &str| {
+                marill(&["worker", "--role", role, "--keys", &k, "--model", &m])
+                    .args(["--control-endpoint", ctl, "--peer-endpoint", &peer])
+                    .args(["--dealer-endpoint", d])
+                    .stderr(c.log(&format!("{role}-{i}")))
+                    .spawn()
+                    .unwrap()
+            };
+            let (p, h) = (worker("provider", &dp, &cp), worker("helper", &dh, &ch));
+            c.pairs.push([dealer, p, h]);
+            c.control.push((cp, ch));
+        }
+        c
+    }
+
+    /// A log file in the cluster's directory.
+    pub fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap()
+    }
+
+    /// Starts a coordinator over every pair (its log: `coordinator-<n>.log`); returns its index.
+    pub fn coordinator(&mut self) -> usize {
+        let n = self.coordinators.len();
+        let mut cmd = marill(&["coordinator", "--brokers", &self.brokers]);
+        cmd.args(["--keys", self.keys.to_str().unwrap()]);
+        for (p, h) in &self.control {
+            cmd.args(["--pair", &format!("{p},{h}")]);
+        }
+        cmd.args(FAST_GROUP)
+            .stderr(self.log(&format!("coordinator-{n}")));
+        self.coordinators.push(cmd.spawn().unwrap());
+        n
+    }
+
+    /// `marill client batch` against this cluster (not started).
+    pub fn batch(&self, sessions: usize, tokens: usize, timeout_s: u64) -> Command {
+        let mut cmd = marill(&["client", "batch", "--brokers", &self.brokers]);
+        cmd.args(["--keys", self.keys.to_str().unwrap()])
+            .args(["--model", self.model.to_str().unwrap()])
+            .args(["--prompts", &sessions.to_string()])
+            .args(["--tokens", &tokens.to_string()])
+            .args(["--timeout-s", &timeout_s.to_string()])
+            .args(FAST_GROUP);
+        cmd
+    }
+}
