@@ -8,21 +8,11 @@
 
 mod common;
 
-use common::{assert_agrees, free_port, marill, temp, Procs};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-const TANSU: &str = "target/tools/tansu";
+use common::{assert_agrees, free_port, marill, start_tansu, temp, Procs};
+use std::time::Duration;
 
 #[test]
 fn an_idle_cluster_serves_after_its_timeout_has_passed() {
-    let tansu = format!("{}/{TANSU}", env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new(&tansu).exists(),
-        "{tansu} absent: run scripts/fetch-tansu.sh (scripts/test.sh does)"
-    );
     let dir = temp("idle");
     let (keys, model) = (dir.join("keys"), dir.join("tiny"));
     marill_model::tiny::write_tiny_model(&model, &Default::default()).unwrap();
@@ -32,32 +22,8 @@ fn an_idle_cluster_serves_after_its_timeout_has_passed() {
         .unwrap()
         .success());
 
-    let kport = free_port();
-    let url = format!("tcp://127.0.0.1:{kport}");
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        std::process::Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", kport)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "tansu did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (tansu, brokers) = start_tansu();
+    let mut procs = Procs(vec![tansu]);
     let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let ep = || format!("tcp://127.0.0.1:{}", free_port());
     let (dp, dh, peer, cp, ch) = (ep(), ep(), ep(), ep(), ep());
@@ -104,7 +70,6 @@ fn an_idle_cluster_serves_after_its_timeout_has_passed() {
         helper.env(format!("MARILL_WORKER_{key}"), v);
     }
     procs.0.push(helper.stderr(log("helper")).spawn().unwrap());
-    let brokers = format!("127.0.0.1:{kport}");
     let fast = [
         "--kafka-set",
         "session.timeout.ms=1000",

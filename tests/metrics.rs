@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_port, marill, temp, Procs};
+use common::{free_port, marill, start_tansu, temp, Procs};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -63,29 +63,8 @@ fn check(body: &str, component: &str) {
 
 #[test]
 fn coordinator_and_worker_serve_the_documented_series() {
-    let tansu = path("target/tools/tansu");
-    assert!(
-        Path::new(&tansu).exists(),
-        "{tansu} absent: run scripts/fetch-tansu.sh"
-    );
-    let mut procs = Procs(Vec::new());
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    procs.0.push(
-        std::process::Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (tansu, brokers) = start_tansu();
+    let mut procs = Procs(vec![tansu]);
     let dir = temp("metrics");
     let k = dir.to_str().unwrap().to_string();
     assert!(marill(&["keys", "generate", "--out", &k])
@@ -97,7 +76,6 @@ fn coordinator_and_worker_serve_the_documented_series() {
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let brokers = format!("127.0.0.1:{port}");
     let daddr = format!("127.0.0.1:{}", free_port());
     procs.0.push(
         marill(&[

@@ -67,6 +67,41 @@ pub fn assert_agrees(stderr: &str, bound: f64) {
     assert!(err < bound, "logit error too large: {line}");
 }
 
+/// Starts tansu (in-memory storage) on a free port and waits until it accepts connections;
+/// returns the process and its `127.0.0.1:port`.
+pub fn start_tansu() -> (Child, String) {
+    use std::process::Stdio;
+    let tansu = format!("{}/target/tools/tansu", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&tansu).exists(),
+        "{tansu} absent: run scripts/fetch-tansu.sh (scripts/test.sh does)"
+    );
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/", "--silent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "tansu did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (child, format!("127.0.0.1:{port}"))
+}
+
 /// A cluster of separate processes on 127.0.0.1 for fault tests: tansu, and per pair a dealer,
 /// a provider and a helper on a tiny random model, fresh keys; the coordinator is started by
 /// the test ([`TestCluster::coordinator`]) so that it can be killed and restarted. Each process
@@ -113,12 +148,6 @@ pub const FAST_GROUP: [&str; 4] = [
 impl TestCluster {
     /// Starts tansu and `pairs` worker pairs with their dealers.
     pub fn start(name: &str, pairs: usize) -> Self {
-        use std::process::Stdio;
-        let tansu = format!("{}/target/tools/tansu", env!("CARGO_MANIFEST_DIR"));
-        assert!(
-            std::path::Path::new(&tansu).exists(),
-            "{tansu} absent: run scripts/fetch-tansu.sh (scripts/test.sh does)"
-        );
         let dir = temp(name);
         std::fs::create_dir_all(&dir).unwrap();
         let (keys, model) = (dir.join("keys"), dir.join("tiny"));
@@ -128,34 +157,12 @@ impl TestCluster {
             .status()
             .unwrap()
             .success());
-        let kport = free_port();
-        let url = format!("tcp://127.0.0.1:{kport}");
-        let tansu = Command::new(&tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", kport)).is_err() {
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(20),
-                "tansu did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let (tansu, brokers) = start_tansu();
         let mut c = TestCluster {
             tansu,
             pairs: Vec::new(),
             coordinators: Vec::new(),
-            brokers: format!("127.0.0.1:{kport}"),
+            brokers,
             keys,
             model,
             control: Vec::new(),
