@@ -148,6 +148,11 @@ pub const FAST_GROUP: [&str; 4] = [
 impl TestCluster {
     /// Starts tansu and `pairs` worker pairs with their dealers.
     pub fn start(name: &str, pairs: usize) -> Self {
+        Self::start_with(name, pairs, &[])
+    }
+
+    /// [`TestCluster::start`] with extra arguments for every worker.
+    pub fn start_with(name: &str, pairs: usize, worker_args: &[&str]) -> Self {
         let dir = temp(name);
         std::fs::create_dir_all(&dir).unwrap();
         let (keys, model) = (dir.join("keys"), dir.join("tiny"));
@@ -181,6 +186,7 @@ impl TestCluster {
                 marill(&["worker", "--role", role, "--keys", &k, "--model", &m])
                     .args(["--control-endpoint", ctl, "--peer-endpoint", &peer])
                     .args(["--dealer-endpoint", d])
+                    .args(worker_args)
                     .stderr(c.log(&format!("{role}-{i}")))
                     .spawn()
                     .unwrap()
@@ -203,6 +209,11 @@ impl TestCluster {
 
     /// Starts a coordinator over every pair (its log: `coordinator-<n>.log`); returns its index.
     pub fn coordinator(&mut self) -> usize {
+        self.coordinator_with(&[])
+    }
+
+    /// [`TestCluster::coordinator`] with extra arguments.
+    pub fn coordinator_with(&mut self, extra: &[&str]) -> usize {
         let n = self.coordinators.len();
         let mut cmd = marill(&["coordinator", "--brokers", &self.brokers]);
         cmd.args(["--keys", self.keys.to_str().unwrap()]);
@@ -210,6 +221,7 @@ impl TestCluster {
             cmd.args(["--pair", &format!("{p},{h}")]);
         }
         cmd.args(FAST_GROUP)
+            .args(extra)
             .stderr(self.log(&format!("coordinator-{n}")));
         self.coordinators.push(cmd.spawn().unwrap());
         n
