@@ -29,7 +29,7 @@ c0="tcp://127.0.0.1:$(port)"; c1="tcp://127.0.0.1:$(port)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 "$bin" dealer --keys "$dir/keys" --provider-endpoint "$d0" --helper-endpoint "$d1" \
-    --idle-timeout-s 120 2> "$dir/dealer.log" & pids+=($!)
+    --idle-timeout-s 120 --exit-when-done 2> "$dir/dealer.log" & pids+=($!)
 "$bin" worker --role provider --keys "$dir/keys" --client-endpoint "$c0" --peer-endpoint "$peer" \
     --dealer-endpoint "$d0" --idle-timeout-s 120 "${model_args[@]}" 2> "$dir/provider.log" & pids+=($!)
 "$bin" worker --role helper --keys "$dir/keys" --client-endpoint "$c1" --peer-endpoint "$peer" \

@@ -11,6 +11,9 @@
 //!   in-step timeout 5 s, the coordinator's step timeout 15 s). The provider's step fails inside
 //!   the 2PC within the timeout and it exits (its supervisor restarts it); the coordinator fails
 //!   that session's step with the reason and retires the pair; the other pair serves the rest.
+//!   Then both workers of the pair are started again: the dealer opens a new epoch (fresh seed:
+//!   no correlation handed out twice), the coordinator brings the pair back into service, and a
+//!   second batch runs equal to plaintext.
 
 mod common;
 
@@ -190,5 +193,35 @@ fn a_helper_killed_mid_batch() {
         "pair 0 not retired ({logs})"
     );
     assert_one_result_per_job(&c.brokers, &logs);
+
+    // the pair restarted (as its supervisor would): a new epoch at the dealer, back in service
+    c.pairs[0][1] = c.worker(0, "provider");
+    c.pairs[0][2] = c.worker(0, "helper");
+    let log = |name: &str| std::fs::read_to_string(c.dir.join(name)).unwrap_or_default();
+    let start = Instant::now();
+    while !log("coordinator-0.log").contains("worker pair back in service pair=0") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pair 0 did not come back ({logs})"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let dealer = log("dealer-0.log");
+    for party in ["P0", "P1"] {
+        assert!(
+            dealer.contains(&format!("{party} seeded in epoch 1")),
+            "{party} not in a new epoch ({logs}):\n{dealer}"
+        );
+    }
+    let out = c
+        .batch(4, 2, 60)
+        .args(["--concurrency", "4"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "second batch failed ({logs}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&c.dir);
 }

@@ -45,6 +45,7 @@ fn start_workers(keys: &Path, model: &str, idle: &str) -> (Procs, String, String
         &d1,
         "--idle-timeout-s",
         idle,
+        "--exit-when-done",
     ])
     .stderr(Stdio::null())
     .spawn()

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod dealer;
+pub mod dealer_epochs;
 pub mod keys;
 pub mod worker;
 pub mod worker_metrics;

@@ -121,6 +121,10 @@ pub struct TestCluster {
     pub model: PathBuf,
     /// control endpoints per pair
     pub control: Vec<(String, String)>,
+    /// per pair: the dealer's provider and helper endpoints and the peer endpoint
+    pub links: Vec<[String; 3]>,
+    /// the workers' extra arguments
+    pub worker_args: Vec<String>,
     /// logs and files
     pub dir: PathBuf,
 }
@@ -171,9 +175,10 @@ impl TestCluster {
             keys,
             model,
             control: Vec::new(),
+            links: Vec::new(),
+            worker_args: worker_args.iter().map(|a| a.to_string()).collect(),
             dir,
         };
-        let m = c.model.to_str().unwrap().to_string();
         let ep = || format!("tcp://127.0.0.1:{}", free_port());
         for i in 0..pairs {
             let (dp, dh, peer, cp, ch) = (ep(), ep(), ep(), ep(), ep());
@@ -182,20 +187,32 @@ impl TestCluster {
                 .stderr(c.log(&format!("dealer-{i}")))
                 .spawn()
                 .unwrap();
-            let worker = |role: &str, d: &str, ctl: &str| {
-                marill(&["worker", "--role", role, "--keys", &k, "--model", &m])
-                    .args(["--control-endpoint", ctl, "--peer-endpoint", &peer])
-                    .args(["--dealer-endpoint", d])
-                    .args(worker_args)
-                    .stderr(c.log(&format!("{role}-{i}")))
-                    .spawn()
-                    .unwrap()
-            };
-            let (p, h) = (worker("provider", &dp, &cp), worker("helper", &dh, &ch));
-            c.pairs.push([dealer, p, h]);
             c.control.push((cp, ch));
+            c.links.push([dp, dh, peer]);
+            let (p, h) = (c.worker(i, "provider"), c.worker(i, "helper"));
+            c.pairs.push([dealer, p, h]);
         }
         c
+    }
+
+    /// Starts pair `i`'s worker of `role` (again, after a fault: same endpoints and keys).
+    pub fn worker(&self, i: usize, role: &str) -> Child {
+        let [dp, dh, peer] = &self.links[i];
+        let (cp, ch) = &self.control[i];
+        let (d, ctl) = if role == "provider" {
+            (dp, cp)
+        } else {
+            (dh, ch)
+        };
+        marill(&["worker", "--role", role])
+            .args(["--keys", self.keys.to_str().unwrap()])
+            .args(["--model", self.model.to_str().unwrap()])
+            .args(["--control-endpoint", ctl, "--peer-endpoint", peer])
+            .args(["--dealer-endpoint", d])
+            .args(&self.worker_args)
+            .stderr(self.log(&format!("{role}-{i}")))
+            .spawn()
+            .unwrap()
     }
 
     /// A log file in the cluster's directory.
