@@ -5,6 +5,7 @@ mod cluster;
 mod generate;
 mod layered;
 mod net;
+mod plan;
 mod secure;
 
 use anyhow::Result;
@@ -54,6 +55,9 @@ enum Command {
         #[command(subcommand)]
         which: ConfigCommand,
     },
+    /// Capacity planning: `measure` the cost of a request, then pairs, dealers, bandwidth and
+    /// memory for a target load (`--requests-per-day`); `check` against `marill bench cluster`.
+    Plan(plan::PlanArgs),
     /// The client of a private generation: against two workers (direct mode) or through the
     /// cluster (Kafka).
     Client {
@@ -183,6 +187,7 @@ fn main() -> Result<()> {
             }
             ConfigCommand::Check { component, file } => check_config(&component, &file),
         },
+        Command::Plan(a) => plan::run(a),
         Command::Client { which } => match which {
             ClientCommand::Generate(a) => net::client::generate(a),
             ClientCommand::Batch(a) => cluster::batch(a),

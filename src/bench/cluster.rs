@@ -13,9 +13,10 @@ use crate::generate::{load, ModelArgs};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser};
 use marill_coordinator::KafkaSettings;
+use marill_model::{Llama, TextTokenizer};
 use marill_transport::SealKeyPair;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Arguments of `marill bench cluster`.
@@ -49,17 +50,18 @@ pub struct ClusterArgs {
     model: ModelArgs,
 }
 
+/// One run's figures.
 #[derive(Serialize)]
-struct Row {
-    pairs: usize,
-    sessions: usize,
-    jobs: usize,
-    failed: usize,
-    identical: usize,
-    max_abs_logit_err: f32,
-    wall_s: f64,
-    jobs_per_s: f64,
-    speedup: f64,
+pub(crate) struct Row {
+    pub pairs: usize,
+    pub sessions: usize,
+    pub jobs: usize,
+    pub failed: usize,
+    pub identical: usize,
+    pub max_abs_logit_err: f32,
+    pub wall_s: f64,
+    pub jobs_per_s: f64,
+    pub speedup: f64,
 }
 
 #[derive(Parser)]
@@ -99,49 +101,17 @@ fn run_with(a: &ClusterArgs, model_args: &ModelArgs) -> Result<()> {
     );
     let mut rows: Vec<Row> = Vec::new();
     for &pairs in &a.pairs {
-        eprintln!(
-            "{pairs} pair(s): starting tansu, {pairs} dealer(s), {} worker(s), the coordinator…",
-            2 * pairs
-        );
-        let logs = a.logs.join(format!("{pairs}-pairs"));
-        let cluster = launch(&a.tansu, pairs, &model_args.to_args(), &logs)?;
-        let mut kafka = KafkaSettings::new(cluster.brokers.clone());
-        kafka.overrides = FAST_GROUP
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let target = ClusterTarget {
-            kafka,
-            model: "default".into(),
-            domains: [
-                SealKeyPair::load_public(&cluster.keys, "provider")?,
-                SealKeyPair::load_public(&cluster.keys, "helper")?,
-            ],
-            timeout: Duration::from_secs(300),
-        };
-        let r = run_batch(&model, &tok, &target, a.sessions, a.tokens, a.sessions)?;
-        drop(cluster);
-        for e in &r.errors {
-            eprintln!("failed: {e}");
-        }
-        let jobs = r.jobs();
-        let jps = jobs as f64 / r.wall_s;
-        let base = rows.first().map(|b| b.jobs_per_s).unwrap_or(jps);
-        rows.push(Row {
+        let mut row = run_pairs(
+            &a.tansu,
+            &a.logs,
+            model_args,
+            (&model, &tok),
             pairs,
-            sessions: r.rows.len(),
-            jobs,
-            failed: r.errors.len(),
-            identical: r.rows.iter().filter(|x| x.greedy_identical).count(),
-            max_abs_logit_err: r
-                .rows
-                .iter()
-                .map(|x| x.max_abs_logit_err)
-                .fold(0f32, f32::max),
-            wall_s: r.wall_s,
-            jobs_per_s: jps,
-            speedup: jps / base,
-        });
+            a.sessions,
+            a.tokens,
+        )?;
+        row.speedup = row.jobs_per_s / rows.first().map_or(row.jobs_per_s, |b| b.jobs_per_s);
+        rows.push(row);
     }
     println!("| worker pairs | sessions | jobs | failed | identical to plaintext | max abs logit error | wall s | jobs/s | scaling |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -188,4 +158,59 @@ fn run_with(a: &ClusterArgs, model_args: &ModelArgs) -> Result<()> {
         bail!("some sessions failed or differ from plaintext");
     }
     Ok(())
+}
+
+/// One run of the benchmark: launches a cluster of `pairs` worker pairs (logs under
+/// `<logs>/<pairs>-pairs/`), runs `sessions` sessions of `tokens` greedy tokens through it,
+/// each compared with plaintext, and stops it (`speedup` is left at 1).
+pub(crate) fn run_pairs(
+    tansu: &Path,
+    logs: &Path,
+    model_args: &ModelArgs,
+    (model, tok): (&Llama, &TextTokenizer),
+    pairs: usize,
+    sessions: usize,
+    tokens: usize,
+) -> Result<Row> {
+    eprintln!(
+        "{pairs} pair(s): starting tansu, {pairs} dealer(s), {} worker(s), the coordinator…",
+        2 * pairs
+    );
+    let logs = logs.join(format!("{pairs}-pairs"));
+    let cluster = launch(tansu, pairs, &model_args.to_args(), &logs)?;
+    let mut kafka = KafkaSettings::new(cluster.brokers.clone());
+    kafka.overrides = FAST_GROUP
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let target = ClusterTarget {
+        kafka,
+        model: "default".into(),
+        domains: [
+            SealKeyPair::load_public(&cluster.keys, "provider")?,
+            SealKeyPair::load_public(&cluster.keys, "helper")?,
+        ],
+        timeout: Duration::from_secs(300),
+    };
+    let r = run_batch(model, tok, &target, sessions, tokens, sessions)?;
+    drop(cluster);
+    for e in &r.errors {
+        eprintln!("failed: {e}");
+    }
+    let jobs = r.jobs();
+    Ok(Row {
+        pairs,
+        sessions: r.rows.len(),
+        jobs,
+        failed: r.errors.len(),
+        identical: r.rows.iter().filter(|x| x.greedy_identical).count(),
+        max_abs_logit_err: r
+            .rows
+            .iter()
+            .map(|x| x.max_abs_logit_err)
+            .fold(0f32, f32::max),
+        wall_s: r.wall_s,
+        jobs_per_s: jobs as f64 / r.wall_s,
+        speedup: 1.0,
+    })
 }

@@ -1,7 +1,7 @@
 //! `marill bench ...` subcommands.
 
 mod chart;
-mod cluster;
+pub(crate) mod cluster;
 mod ops;
 mod scheduler;
 mod suffix;
