@@ -2,6 +2,7 @@
 
 mod bench;
 mod cluster;
+mod fuzz;
 mod generate;
 mod layered;
 mod net;
@@ -49,6 +50,10 @@ enum Command {
     /// Everything in one process (embedded Kafka-protocol broker, coordinator, provider,
     /// helper, dealer), then a private generation through Kafka.
     Dev(cluster::dev::DevArgs),
+    /// Mutation fuzzing of every decoder that reads another party's or process's bytes (link
+    /// messages, Kafka envelopes, shares, sealed shares, correlation bundles, settings files):
+    /// executions, accepted, rejected and panics per decoder; fails on any panic.
+    Fuzz(fuzz::FuzzArgs),
     /// Configuration: `reference` prints the worker's and the dealer's keys (markdown), `check`
     /// validates a file without starting anything.
     Config {
@@ -180,6 +185,7 @@ fn main() -> Result<()> {
         Command::Worker(a) => net::worker::run(a),
         Command::Coordinator(a) => cluster::coordinator(a),
         Command::Dev(a) => cluster::dev::run(a),
+        Command::Fuzz(a) => fuzz::run(a),
         Command::Config { which } => match which {
             ConfigCommand::Reference => {
                 print!("{}", layered_reference());
