@@ -275,14 +275,14 @@ fn targets() -> Result<Vec<Target>> {
     });
     // sealed shares: the mutated bytes are enc ‖ ct; only the genuine ones may open
     let keys = SealKeyPair::generate();
-    let binding = Binding {
+    let binding = || Binding {
         job_id: "j",
         session: "s",
         step: 0,
         party: "provider",
         direction: "in",
     };
-    let genuine = seal(&keys.public, &binding, &[5u8; 48])?;
+    let genuine = seal(&keys.public, &binding(), &[5u8; 48])?;
     out.push(Target {
         name: "sealed share (SealKeyPair::open)",
         seeds: vec![[genuine.enc.clone(), genuine.ct.clone()].concat()],
@@ -293,14 +293,7 @@ fn targets() -> Result<Vec<Target>> {
                 enc: b[..cut].to_vec(),
                 ct: b[cut..].to_vec(),
             };
-            let binding = Binding {
-                job_id: "j",
-                session: "s",
-                step: 0,
-                party: "provider",
-                direction: "in",
-            };
-            verdict(keys.open(&s, &binding))
+            verdict(keys.open(&s, &binding()))
         }),
     });
     // correlation bundles as a worker expands them (the explicit bytes mutated)
