@@ -36,7 +36,14 @@ fn a_canary_prompt_appears_in_no_log_metric_or_stored_message() {
     let out = common::marill(&["client", "generate", "--brokers", &c.brokers])
         .args(["--keys", c.keys.to_str().unwrap()])
         .args(["--model", c.model.to_str().unwrap()])
-        .args(["--prompt", &prompt, "--max-new-tokens", "2", "--timeout-s", "120"])
+        .args([
+            "--prompt",
+            &prompt,
+            "--max-new-tokens",
+            "2",
+            "--timeout-s",
+            "120",
+        ])
         .args(FAST_GROUP)
         .output()
         .unwrap();
