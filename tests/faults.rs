@@ -64,6 +64,16 @@ fn wait_for_results(brokers: &str, n: usize, logs: &str) {
     }
 }
 
+/// `sessions` sessions of 4 tokens, 4 at a time, 60 s per step, output captured.
+fn spawn_batch(c: &TestCluster, sessions: usize) -> std::process::Child {
+    c.batch(sessions, 4, 60)
+        .args(["--concurrency", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The results published so far, by job id.
 fn results(brokers: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
     let mut by_job: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
@@ -88,13 +98,7 @@ fn a_coordinator_killed_mid_batch_and_restarted() {
     let mut c = TestCluster::start("restart", 2);
     c.coordinator();
     let sessions = 8;
-    let batch = c
-        .batch(sessions, 4, 60)
-        .args(["--concurrency", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let batch = spawn_batch(&c, sessions);
     // let some jobs finish first
     wait_for_results(&c.brokers, 6, &c.dir.display().to_string());
     c.coordinators[0].kill().unwrap(); // SIGKILL
@@ -150,13 +154,7 @@ fn a_helper_killed_mid_batch() {
     c.coordinator_with(&["--step-timeout-s", "15"]);
     let logs = c.dir.display().to_string();
     let sessions = 8;
-    let batch = c
-        .batch(sessions, 4, 60)
-        .args(["--concurrency", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let batch = spawn_batch(&c, sessions);
     wait_for_results(&c.brokers, 4, &logs);
     let killed = Instant::now();
     c.pairs[0][2].kill().unwrap(); // SIGKILL of pair 0's helper

@@ -4,34 +4,13 @@
 
 mod common;
 
-use common::{free_port, marill, start_tansu, temp, Procs};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use common::{free_port, marill, scrape, start_tansu, temp, Procs};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn path(rel: &str) -> String {
     format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `GET /metrics` at `addr`, retried until the endpoint answers (20 s at most).
-fn scrape(addr: &str) -> String {
-    let start = Instant::now();
-    loop {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-            let mut out = String::new();
-            if s.read_to_string(&mut out).is_ok() && out.contains(" 200 ") {
-                return out;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no /metrics at {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The series `docs/metrics.md` lists for `component`.

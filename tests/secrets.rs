@@ -6,24 +6,15 @@
 
 mod common;
 
-use common::{TestCluster, FAST_GROUP};
+use common::{scrape, TestCluster, FAST_GROUP};
 use marill_coordinator::KafkaSettings;
 use marill_proto::job::{DEAD_LETTER_TOPIC, JOBS_TOPIC, RESULTS_TOPIC};
-use std::io::{Read, Write};
 use std::time::Duration;
 
 const CANARY: &str = "ZEBRA7731CANARY";
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }
 
 #[test]

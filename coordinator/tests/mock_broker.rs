@@ -50,6 +50,26 @@ fn read_partition(
     out
 }
 
+/// A coordinator serving model "m" from consumer group `group`, with no pair, that exits after
+/// 6 idle seconds.
+fn config(k: &KafkaSettings, group: &str) -> CoordinatorConfig {
+    CoordinatorConfig {
+        kafka: k.clone(),
+        group: group.into(),
+        pairs: Vec::new(),
+        keys: ControlKeys {
+            own: KeyPair::generate().unwrap(),
+            provider: KeyPair::generate().unwrap().public,
+            helper: KeyPair::generate().unwrap().public,
+        },
+        model: ServedModel { name: "m".into() },
+        step_timeout: Duration::from_secs(5),
+        session_idle: Duration::from_secs(5),
+        exit_when_idle: Some(Duration::from_secs(6)),
+        create_topics: false,
+    }
+}
+
 fn job(id: &str, model: &str) -> Job {
     let s = Sealed {
         enc: vec![1; 32],
@@ -84,21 +104,7 @@ fn bad_messages_dead_letters_failures_and_idempotent_results() {
     let unknown = job("j-1", "other-model").encode();
     produce(&p, JOBS_TOPIC, "s-j-1", &unknown).unwrap();
     produce(&p, JOBS_TOPIC, "s-j-1", &unknown).unwrap(); // redelivered
-    let cfg = CoordinatorConfig {
-        kafka: k.clone(),
-        group: "g".into(),
-        pairs: Vec::new(),
-        keys: ControlKeys {
-            own: KeyPair::generate().unwrap(),
-            provider: KeyPair::generate().unwrap().public,
-            helper: KeyPair::generate().unwrap().public,
-        },
-        model: ServedModel { name: "m".into() },
-        step_timeout: Duration::from_secs(5),
-        session_idle: Duration::from_secs(5),
-        exit_when_idle: Some(Duration::from_secs(6)),
-        create_topics: false,
-    };
+    let cfg = config(&k, "g");
     let registry = marill_metrics::registry("coordinator").unwrap();
     let stats = marill_coordinator::run(
         cfg,
@@ -168,22 +174,14 @@ fn jobs_without_an_outcome_show_as_queue_lag() {
     }
     let nowhere = || format!("tcp://127.0.0.1:{}", 1 + std::process::id() % 1000);
     let cfg = CoordinatorConfig {
-        kafka: k.clone(),
-        group: "lag".into(),
         pairs: vec![marill_coordinator::PairEndpoints {
             provider: nowhere(),
             helper: nowhere(),
         }],
-        keys: ControlKeys {
-            own: KeyPair::generate().unwrap(),
-            provider: KeyPair::generate().unwrap().public,
-            helper: KeyPair::generate().unwrap().public,
-        },
-        model: ServedModel { name: "m".into() },
         step_timeout: Duration::from_secs(60),
         session_idle: Duration::from_secs(60),
         exit_when_idle: None,
-        create_topics: false,
+        ..config(&k, "lag")
     };
     let registry = marill_metrics::registry("coordinator").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -229,21 +227,7 @@ fn a_restarted_coordinator_answers_a_redelivered_job_from_the_results_topic() {
     produce(&p, RESULTS_TOPIC, "j-old", &earlier).unwrap();
     let j = job("j-old", "m");
     produce(&p, JOBS_TOPIC, &j.session, &j.encode()).unwrap();
-    let cfg = CoordinatorConfig {
-        kafka: k.clone(),
-        group: "restart".into(),
-        pairs: Vec::new(),
-        keys: ControlKeys {
-            own: KeyPair::generate().unwrap(),
-            provider: KeyPair::generate().unwrap().public,
-            helper: KeyPair::generate().unwrap().public,
-        },
-        model: ServedModel { name: "m".into() },
-        step_timeout: Duration::from_secs(5),
-        session_idle: Duration::from_secs(5),
-        exit_when_idle: Some(Duration::from_secs(6)),
-        create_topics: false,
-    };
+    let cfg = config(&k, "restart");
     let registry = marill_metrics::registry("coordinator").unwrap();
     let stats = marill_coordinator::run(
         cfg,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -254,5 +255,24 @@ impl TestCluster {
             .args(["--timeout-s", &timeout_s.to_string()])
             .args(FAST_GROUP);
         cmd
+    }
+}
+
+/// `GET /metrics` at `addr`, retried until the endpoint answers (20 s at most).
+pub fn scrape(addr: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && out.contains(" 200 ") {
+                return out;
+            }
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no /metrics at {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
