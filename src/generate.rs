@@ -136,13 +136,45 @@ impl SuffixRunner for Session {
     }
 }
 
-/// Secure generation state: the client's prefix cache and the parties' session.
-struct Private<'a> {
-    model: &'a Llama,
+/// The client's public prefix: the first `n_public` layers run in plaintext on the tokens so
+/// far, with their KV cache.
+pub(crate) struct PublicPrefix<'a> {
+    /// the model (its public layers and head)
+    pub model: &'a Llama,
     cache: marill_model::KvCache,
     n_public: usize,
+    /// tokens processed so far
+    pub pos: usize,
+}
+
+impl<'a> PublicPrefix<'a> {
+    /// Before the first token.
+    pub fn new(model: &'a Llama, n_public: usize) -> Self {
+        Self {
+            model,
+            cache: model.new_cache(),
+            n_public,
+            pos: 0,
+        }
+    }
+
+    /// The hidden state after the public layers for `tokens` at the next positions, flattened,
+    /// with its `(rows, width)`; advances the position.
+    pub fn hidden(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize, usize)> {
+        let h = self.model.embed(tokens)?;
+        let h = self
+            .model
+            .forward_layers(&h, 0..self.n_public, &mut self.cache, self.pos)?;
+        let (_, t, d) = h.dims3()?;
+        self.pos += t;
+        Ok((h.flatten_all()?.to_vec1()?, t, d))
+    }
+}
+
+/// Secure generation state: the client's public prefix and the parties' session.
+struct Private<'a> {
+    prefix: PublicPrefix<'a>,
     session: Box<dyn SuffixRunner + 'a>,
-    pos: usize,
 }
 
 impl<'a> Private<'a> {
@@ -159,26 +191,17 @@ impl<'a> Private<'a> {
     /// Any runner (e.g. two worker processes over encrypted links).
     fn with_runner(model: &'a Llama, n_public: usize, session: Box<dyn SuffixRunner + 'a>) -> Self {
         Self {
-            model,
-            cache: model.new_cache(),
-            n_public,
+            prefix: PublicPrefix::new(model, n_public),
             session,
-            pos: 0,
         }
     }
 
     /// Logits `(1, t, vocab)` of `tokens` at the next positions, the suffix run privately.
     fn logits(&mut self, tokens: &[u32]) -> Result<Tensor> {
-        let h = self.model.embed(tokens)?;
-        let h = self
-            .model
-            .forward_layers(&h, 0..self.n_public, &mut self.cache, self.pos)?;
-        let (_, t, d) = h.dims3()?;
-        let x: Vec<f32> = h.flatten_all()?.to_vec1()?;
+        let (x, t, d) = self.prefix.hidden(tokens)?;
         let y = self.session.step(&x)?;
-        self.pos += t;
         let normed = Tensor::from_vec(y, (1, t, d), &Device::Cpu)?;
-        Ok(self.model.head(&normed)?)
+        Ok(self.prefix.model.head(&normed)?)
     }
 }
 

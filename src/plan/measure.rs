@@ -24,7 +24,7 @@ use super::model::{
     ConfigInfo, Fits, Inputs, LoadCost, Machine, Memory, Method, ModelInfo, Run, StepCost,
     INPUTS_VERSION,
 };
-use crate::generate::{load, ModelArgs, PROMPTS};
+use crate::generate::{load, ModelArgs, PublicPrefix, PROMPTS};
 use crate::secure::bridge::{suffix_of, Bounds};
 use crate::secure::session::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,7 +32,6 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use marill_model::llama::argmax_last;
-use marill_model::Llama;
 use marill_mpc::channel::{memory_pair, CommStats};
 use marill_mpc::correlation::dealer::DealerStats;
 use marill_mpc::correlation::{
@@ -284,14 +283,11 @@ fn since(a: &DealerStats, b: &DealerStats) -> ([u64; 2], u64) {
 
 /// The client's state over one run.
 struct Client<'a> {
-    model: &'a Llama,
-    cache: marill_model::KvCache,
-    n_public: usize,
+    prefix: PublicPrefix<'a>,
     fx: FixedPoint,
     d: usize,
     gamma: Option<Vec<f32>>,
     prg: Prg,
-    pos: usize,
 }
 
 impl Client<'_> {
@@ -299,12 +295,7 @@ impl Client<'_> {
     /// step, the next greedy token and the parties' larger KV cache after the step.
     fn step(&mut self, pair: &Pair, tokens: &[u32]) -> Result<(StepCost, u32, u64)> {
         let c0 = Instant::now();
-        let h = self.model.embed(tokens)?;
-        let h = self
-            .model
-            .forward_layers(&h, 0..self.n_public, &mut self.cache, self.pos)?;
-        let (_, t, d) = h.dims3()?;
-        let x: Vec<f32> = h.flatten_all()?.to_vec1()?;
+        let (x, t, d) = self.prefix.hidden(tokens)?;
         let (s0, s1) = share_hidden(self.fx, self.d, &x, &mut self.prg)?;
         let client_before = c0.elapsed().as_secs_f64();
         let d_before = pair.dealer.stats();
@@ -315,9 +306,8 @@ impl Client<'_> {
         let y = reconstruct(&r0.y, &r1.y);
         let y = decode_output(self.fx, &y, self.gamma.as_deref());
         let normed = Tensor::from_vec(y, (1, t, d), &Device::Cpu)?;
-        let next = argmax_last(&self.model.head(&normed)?)?;
+        let next = argmax_last(&self.prefix.model.head(&normed)?)?;
         let client_after = c1.elapsed().as_secs_f64();
-        self.pos += t;
         if r0.comm.rounds != r1.comm.rounds {
             bail!(
                 "the parties counted {} and {} rounds",
@@ -328,7 +318,7 @@ impl Client<'_> {
         Ok((
             StepCost {
                 new_tokens: t,
-                context: self.pos,
+                context: self.prefix.pos,
                 online_bytes: [r0.comm.bytes_sent, r1.comm.bytes_sent],
                 rounds: r0.comm.rounds,
                 wall_s: r0.wall_s.max(r1.wall_s),
@@ -467,14 +457,11 @@ pub(crate) fn measure(
             pair.send([Cmd::Reset, Cmd::Reset])?;
         }
         let mut client = Client {
-            model: &model,
-            cache: model.new_cache(),
-            n_public,
+            prefix: PublicPrefix::new(&model, n_public),
             fx,
             d: cfg.d_model,
             gamma: gamma_at_client(&cfg, &w).then(|| w.final_norm.clone()),
             prg: Prg::new(Seed::from_u64(seed + i as u64), 3),
-            pos: 0,
         };
         bar.set_message(format!("prefill T={t}"));
         let (prefill, mut next, mut kv) = client.step(&pair, &ids[..t])?;
