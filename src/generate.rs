@@ -42,6 +42,10 @@ pub struct ModelArgs {
     /// Seed of adapters and dealer.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// A `marill tune` export (marill.json + adapters/): serve its trained adapters on --model;
+    /// its spec replaces --lf, --n-public, --lora-rank, --lora-targets and --hm.
+    #[arg(long)]
+    adapters: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -64,41 +68,76 @@ impl ModelArgs {
         if let Some(n) = self.n_public {
             v.extend(["--n-public".to_string(), n.to_string()]);
         }
+        if let Some(dir) = &self.adapters {
+            v.extend(["--adapters".to_string(), dir.display().to_string()]);
+        }
         v
+    }
+
+    /// The model path.
+    pub fn model_path(&self) -> &std::path::Path {
+        &self.model
+    }
+
+    /// The seed of generated adapters (and the dealer).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The export given with --adapters, if any.
+    pub fn adapters(&self) -> Option<&std::path::Path> {
+        self.adapters.as_deref()
+    }
+
+    /// The Marill spec of the flags (--lf/--n-public, --lora-rank/--lora-targets with alpha =
+    /// rank, --hm).
+    pub fn spec(&self) -> Result<MarillSpec> {
+        Ok(MarillSpec {
+            public_layers: match self.n_public {
+                Some(n) => PublicLayers::Count(n),
+                None => PublicLayers::Fraction(self.lf),
+            },
+            lora: if self.lora_rank > 0 {
+                Some(LoraSpec {
+                    rank: self.lora_rank,
+                    alpha: self.lora_rank as f64,
+                    targets: self
+                        .lora_targets
+                        .iter()
+                        .map(|s| s.trim().parse::<Target>().map_err(|e| anyhow!("{e}")))
+                        .collect::<Result<_>>()?,
+                })
+            } else {
+                None
+            },
+            head_merge: self.hm,
+        })
     }
 }
 
-/// Loads the model and applies the Marill spec (adapters start at B = 0: the adapted model
-/// equals the base model until fine-tuned).
-pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
+/// Loads the base model (no spec) and its tokenizer.
+pub fn load_base(a: &ModelArgs) -> Result<LoadedModel> {
     if !a.model.exists() {
         return Err(anyhow!(
             "model {} not found (run `bash scripts/fetch-smollm2.sh` for SmolLM2-135M)",
             a.model.display()
         ));
     }
-    let loaded = LoadedModel::load(&a.model, &Device::Cpu)
-        .with_context(|| format!("loading {}", a.model.display()))?;
-    let spec = MarillSpec {
-        public_layers: match a.n_public {
-            Some(n) => PublicLayers::Count(n),
-            None => PublicLayers::Fraction(a.lf),
-        },
-        lora: if a.lora_rank > 0 {
-            Some(LoraSpec {
-                rank: a.lora_rank,
-                alpha: a.lora_rank as f64,
-                targets: a
-                    .lora_targets
-                    .iter()
-                    .map(|s| s.trim().parse::<Target>().map_err(|e| anyhow!("{e}")))
-                    .collect::<Result<_>>()?,
-            })
-        } else {
-            None
-        },
-        head_merge: a.hm,
-    };
+    LoadedModel::load(&a.model, &Device::Cpu)
+        .with_context(|| format!("loading {}", a.model.display()))
+}
+
+/// Loads the model and applies the Marill spec: with --adapters, the export's spec and trained
+/// adapters; otherwise the flags' spec with generated adapters that start at B = 0 (the adapted
+/// model equals the base model until fine-tuned).
+pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
+    let loaded = load_base(a)?;
+    if let Some(dir) = &a.adapters {
+        let (_, model) = marill_model::train::export::load_export(&loaded.model, dir)
+            .with_context(|| format!("loading the export {}", dir.display()))?;
+        return Ok((model, loaded.tokenizer));
+    }
+    let spec = a.spec()?;
     let cfg = loaded.model.config().clone();
     let resolved = spec.resolve(&cfg).map_err(|e| anyhow!("{e}"))?;
     let adapters = match resolved.lora() {
@@ -203,6 +242,15 @@ impl<'a> Private<'a> {
         let normed = Tensor::from_vec(y, (1, t, d), &Device::Cpu)?;
         Ok(self.prefix.model.head(&normed)?)
     }
+}
+
+/// Logits `(1, t, vocab)` of `tokens` from position 0 with the private suffix run under 2PC in
+/// this process (both parties as threads, as `marill generate` does).
+pub fn secure_logits(model: &Llama, tokens: &[u32], seed: u64) -> Result<Tensor> {
+    let mut private = Private::new(model, tokens.len() + 1, seed)?;
+    let logits = private.logits(tokens)?;
+    private.session.end()?;
+    Ok(logits)
 }
 
 /// Arguments of `marill generate`.

@@ -8,6 +8,7 @@ mod layered;
 mod net;
 mod plan;
 mod secure;
+mod tune;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -68,6 +69,13 @@ enum Command {
     Client {
         #[command(subcommand)]
         which: ClientCommand,
+    },
+    /// Marill fine-tuning: `train` LoRA adapters on the private layers (layer freezing, head
+    /// merging or the head-pruning baseline) and export them; `eval` held-out perplexity and
+    /// next-token accuracy in plaintext and under secure inference.
+    Tune {
+        #[command(subcommand)]
+        which: tune::TuneCommand,
     },
 }
 
@@ -194,6 +202,7 @@ fn main() -> Result<()> {
             ConfigCommand::Check { component, file } => check_config(&component, &file),
         },
         Command::Plan(a) => plan::run(a),
+        Command::Tune { which } => tune::run(which),
         Command::Client { which } => match which {
             ClientCommand::Generate(a) => net::client::generate(a),
             ClientCommand::Batch(a) => cluster::batch(a),

@@ -68,6 +68,9 @@ pub enum ModelError {
     /// A caller-supplied input (tokens, hidden states, positions, layer ranges) is invalid.
     #[error("invalid input: {0}")]
     Input(String),
+    /// Training (optimizer, checkpoint, export) failed or was given inconsistent state.
+    #[error("train: {0}")]
+    Train(String),
     /// The tensor library reported an error.
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),

@@ -8,6 +8,8 @@
 //!   range, with a [`KvCache`]) and [`Llama::final_norm_and_head`], plus greedy generation.
 //! - [`spec`] and [`lora`]: the Marill public/private split (layer freezing, unmerged LoRA on
 //!   private layers, head merging), validated against a model.
+//! - [`train`]: Marill fine-tuning (LoRA on the private layers, head merging or pruning,
+//!   AdamW, checkpoints, export, held-out evaluation).
 //! - [`tiny`]: seeded tiny random models written in the real formats, for tests.
 //!
 //! The secure executor (the MPC library) calls into this crate for the public prefix and for the
@@ -23,6 +25,7 @@ pub mod lora;
 pub mod spec;
 pub mod tiny;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use config::{HfLlamaConfig, ModelConfig};

@@ -83,6 +83,7 @@ impl Projection {
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
+    grad_ops: bool,
 }
 
 impl RmsNorm {
@@ -90,6 +91,7 @@ impl RmsNorm {
         Ok(Self {
             weight: store.get(&format!("{name}.weight"), &[size])?,
             eps,
+            grad_ops: false,
         })
     }
 
@@ -103,8 +105,16 @@ impl RmsNorm {
         self.eps
     }
 
-    /// Normalises over the last dim.
+    /// Normalises over the last dim (with differentiable primitives in training mode, see
+    /// [`Llama::with_grad_ops`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.grad_ops {
+            return Ok(candle_nn::ops::rms_norm_slow(
+                x,
+                &self.weight,
+                self.eps as f32,
+            )?);
+        }
         Ok(candle_nn::ops::rms_norm(
             &x.contiguous()?,
             &self.weight,
@@ -223,6 +233,8 @@ pub struct Attention {
     n_kv_heads: usize,
     head_dim: usize,
     head_merge: usize,
+    head_prune: usize,
+    grad_ops: bool,
 }
 
 impl Attention {
@@ -237,6 +249,8 @@ impl Attention {
             n_kv_heads: cfg.n_kv_heads,
             head_dim: cfg.head_dim,
             head_merge: 1,
+            head_prune: 1,
+            grad_ops: false,
         })
     }
 
@@ -263,6 +277,37 @@ impl Attention {
     /// The head-merging factor of this layer (1 = none).
     pub fn head_merge(&self) -> usize {
         self.head_merge
+    }
+
+    /// The head-pruning factor of this layer (1 = none; see [`Llama::with_head_pruning`]).
+    pub fn head_prune(&self) -> usize {
+        self.head_prune
+    }
+
+    /// `(b, h, t, d)` -> `(b, h/m, t, d)` with `m = head_prune`: the first head of every
+    /// adjacent group of `m` heads is kept.
+    fn keep_pruned(&self, x: &Tensor) -> Result<Tensor> {
+        let m = self.head_prune;
+        if m == 1 {
+            return Ok(x.clone());
+        }
+        let (b, h, t, d) = x.dims4()?;
+        Ok(x.reshape((b, h / m, m, t, d))?
+            .narrow(2, 0, 1)?
+            .squeeze(2)?
+            .contiguous()?)
+    }
+
+    /// Inverse of [`Attention::keep_pruned`]: the dropped heads' outputs are zeros (the same as
+    /// deleting their columns of `o_proj`).
+    fn unprune(&self, x: &Tensor) -> Result<Tensor> {
+        let m = self.head_prune;
+        if m == 1 {
+            return Ok(x.clone());
+        }
+        let (b, hm, t, d) = x.dims4()?;
+        let zeros = Tensor::zeros((b, hm, m - 1, t, d), x.dtype(), x.device())?;
+        Ok(Tensor::cat(&[&x.unsqueeze(2)?, &zeros], 2)?.reshape((b, hm * m, t, d))?)
     }
 
     /// The softmax scale `1/sqrt(head_merge · head_dim)`.
@@ -334,23 +379,33 @@ impl Attention {
             .forward(x)?
             .reshape((b, t, kv, d))?
             .transpose(1, 2)?;
-        let q = Rope::apply(&q, cos, sin)?;
-        let k = Rope::apply(&k, cos, sin)?;
+        let (q, k) = if self.grad_ops {
+            (
+                candle_nn::rotary_emb::rope_slow(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_slow(&k, cos, sin)?,
+            )
+        } else {
+            (Rope::apply(&q, cos, sin)?, Rope::apply(&k, cos, sin)?)
+        };
         let v = v.contiguous()?;
         let (k, v) = match cache.as_ref() {
             Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
             None => (k, v),
         };
-        let k_all = self.merge(&self.repeat_kv(&k)?)?;
-        let v_all = self.merge(&self.repeat_kv(&v)?)?;
-        let q = self.merge(&q)?;
+        let k_all = self.merge(&self.keep_pruned(&self.repeat_kv(&k)?)?)?;
+        let v_all = self.merge(&self.keep_pruned(&self.repeat_kv(&v)?)?)?;
+        let q = self.merge(&self.keep_pruned(&q)?)?;
         let scores = (q.matmul(&k_all.t()?)? * self.softmax_scale())?;
         let scores = match mask {
             Some(mask) => scores.broadcast_add(mask)?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = self.unmerge(&probs.matmul(&v_all)?)?;
+        let probs = if self.grad_ops {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = self.unprune(&self.unmerge(&probs.matmul(&v_all)?)?)?;
         let out = out.transpose(1, 2)?.reshape((b, t, h * d))?;
         let out = self.o_proj.forward(&out)?;
         *cache = Some((k, v));
@@ -615,6 +670,74 @@ impl Llama {
         }
         out.spec = Some(resolved);
         Ok(out)
+    }
+
+    /// Head pruning, the baseline head merging is compared with: in every private layer of the
+    /// spec only the first query head of each adjacent group of `m` is kept (with its key/value
+    /// head); the other heads are dropped (their outputs are zero, i.e. their `o_proj` columns
+    /// are unused). The layer then has `n_heads/m` softmax heads of width `d_head`, the same head
+    /// count as head merging by `m`. Needs a spec without head merging. A plaintext option only:
+    /// the secure suffix refuses a pruned model.
+    pub fn with_head_pruning(&self, m: usize) -> Result<Self> {
+        let spec = self.spec.as_ref().ok_or_else(|| {
+            ModelError::input("head pruning applies to the private layers of a Marill spec")
+        })?;
+        if m == 0 || !self.cfg.n_heads.is_multiple_of(m) {
+            return Err(ModelError::input(format!(
+                "head pruning factor {m} must divide the {} heads",
+                self.cfg.n_heads
+            )));
+        }
+        if m > 1 && spec.head_merge() > 1 {
+            return Err(ModelError::input(
+                "head pruning and head merging cannot be combined",
+            ));
+        }
+        if m > 1 && spec.private_layers().is_empty() {
+            return Err(ModelError::input("head pruning needs private layers"));
+        }
+        let mut out = self.clone();
+        for layer in spec.private_layers() {
+            out.layers[layer].self_attn.head_prune = m;
+        }
+        Ok(out)
+    }
+
+    /// The head-pruning factor of the private layers (1 = none).
+    pub fn head_prune(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.self_attn.head_prune)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The same model computing with differentiable candle primitives (`on = true`): RMSNorm,
+    /// softmax and RoPE use candle-nn's composed ("slow") versions, which record their backward
+    /// pass, instead of the fused kernels, which have none (a gradient would silently stop at
+    /// them). Used for training; results differ from the fused kernels by f32 rounding only.
+    pub fn with_grad_ops(&self, on: bool) -> Self {
+        let mut out = self.clone();
+        out.norm.grad_ops = on;
+        for l in &mut out.layers {
+            l.input_layernorm.grad_ops = on;
+            l.post_attention_layernorm.grad_ops = on;
+            l.self_attn.grad_ops = on;
+        }
+        out
+    }
+
+    /// Embeds a batch of equally long token sequences: `(batch, len, hidden)`.
+    pub fn embed_batch(&self, batch: &[Vec<u32>]) -> Result<Tensor> {
+        let len = batch.first().map_or(0, Vec::len);
+        if len == 0 || batch.iter().any(|s| s.len() != len) {
+            return Err(ModelError::input(
+                "a batch needs non-empty sequences of one length",
+            ));
+        }
+        let flat: Vec<u32> = batch.concat();
+        let h = self.embed(&flat)?;
+        Ok(h.reshape((batch.len(), len, self.cfg.hidden_size))?)
     }
 
     /// Embeds tokens: `(1, tokens.len(), hidden)`. Ids must be in the vocabulary.

@@ -59,6 +59,11 @@ pub fn suffix_of(
     let spec = model
         .marill_spec()
         .context("the model has no Marill spec")?;
+    if model.head_prune() > 1 {
+        anyhow::bail!(
+            "a head-pruned model (the plaintext baseline of marill tune) has no secure suffix"
+        );
+    }
     let n_public = spec.n_public();
     let lora = match spec.lora() {
         Some(l) => Some(LoraConfig {
