@@ -17,108 +17,28 @@
 
 mod common;
 
-use common::TestCluster;
-use marill_coordinator::KafkaSettings;
-use marill_proto::job::{JobResult, Outcome, RESULTS_TOPIC};
-use std::collections::BTreeMap;
-use std::process::Stdio;
+use common::{
+    accounted, assert_one_result_per_job, failed_results, first_failure, outcome, results,
+    wait_for_results, wait_metric_one, TestCluster,
+};
+use marill_proto::job::{JobResult, Outcome};
 use std::time::{Duration, Instant};
-
-/// What a batch printed: sessions finished identical, differing, and failure lines.
-fn outcome(stderr: &str) -> (usize, usize, Vec<String>) {
-    let count = |pat: &str| stderr.lines().filter(|l| l.contains(pat)).count();
-    let failed = stderr
-        .lines()
-        .filter(|l| l.starts_with("failed: "))
-        .map(str::to_string)
-        .collect();
-    (
-        count(": identical true"),
-        count(": identical false"),
-        failed,
-    )
-}
-
-/// Every job id has one payload on `marill.results`, however often it was published.
-fn assert_one_result_per_job(brokers: &str, logs: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let published = results(brokers);
-    for (job, payloads) in &published {
-        assert!(
-            payloads.windows(2).all(|w| w[0] == w[1]),
-            "job {job} has {} different results ({logs})",
-            payloads.len()
-        );
-    }
-    published
-}
-
-/// Waits until at least `n` results are published.
-fn wait_for_results(brokers: &str, n: usize, logs: &str) {
-    let start = Instant::now();
-    while results(brokers).len() < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "fewer than {n} results; logs in {logs}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// `sessions` sessions of 4 tokens, 4 at a time, 60 s per step, output captured.
-fn spawn_batch(c: &TestCluster, sessions: usize) -> std::process::Child {
-    c.batch(sessions, 4, 60)
-        .args(["--concurrency", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// The results published so far, by job id.
-fn results(brokers: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let mut by_job: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    let all = marill_coordinator::kafka::read_tail(
-        &KafkaSettings::new(brokers),
-        RESULTS_TOPIC,
-        100_000,
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    for (key, payload) in all {
-        by_job
-            .entry(String::from_utf8_lossy(&key).into_owned())
-            .or_default()
-            .push(payload);
-    }
-    by_job
-}
 
 #[test]
 fn a_coordinator_killed_mid_batch_and_restarted() {
     let mut c = TestCluster::start("restart", 2);
     c.coordinator();
     let sessions = 8;
-    let batch = spawn_batch(&c, sessions);
+    let batch = c.spawn_batch(sessions, 4);
     // let some jobs finish first
     wait_for_results(&c.brokers, 6, &c.dir.display().to_string());
     c.coordinators[0].kill().unwrap(); // SIGKILL
     c.coordinators[0].wait().unwrap();
     let before = results(&c.brokers).len();
     c.coordinator();
-    let out = batch.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let logs = c.dir.display().to_string();
-    eprintln!("{stdout}\n{stderr}");
-
+    let logs = c.logs();
     // every session either finished identical to plaintext or failed with a clear reason
-    let (finished, differing, failed) = outcome(&stderr);
-    assert_eq!(differing, 0, "a session differs from plaintext ({logs})");
-    assert_eq!(
-        finished + failed.len(),
-        sessions,
-        "sessions unaccounted for ({logs})"
-    );
+    let (finished, failed) = accounted(batch, sessions, &logs);
     for f in &failed {
         assert!(
             f.contains("is not open") || f.contains("not open"),
@@ -154,56 +74,23 @@ fn a_helper_killed_mid_batch() {
     c.coordinator_with(&["--step-timeout-s", "15"]);
     let logs = c.dir.display().to_string();
     let sessions = 8;
-    let batch = spawn_batch(&c, sessions);
+    let batch = c.spawn_batch(sessions, 4);
     wait_for_results(&c.brokers, 4, &logs);
-    let killed = Instant::now();
     c.pairs[0][2].kill().unwrap(); // SIGKILL of pair 0's helper
-    let out = batch.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
-    let (finished, differing, failed) = outcome(&stderr);
-    assert_eq!(differing, 0, "a session differs from plaintext ({logs})");
-    assert_eq!(
-        finished + failed.len(),
-        sessions,
-        "sessions unaccounted for ({logs})"
-    );
+    let (finished, _) = accounted(batch, sessions, &logs);
     assert!(finished > 0, "the other pair finished nothing ({logs})");
-    for f in &failed {
-        // the step that was running on the pair fails with the reason, in time
-        assert!(
-            !f.contains("no result within"),
-            "a job was left without an outcome: {f} ({logs})"
-        );
-    }
     // the provider's 2PC step failed with its peer gone: it exits for its supervisor
-    let provider = &mut c.pairs[0][1];
-    while provider.try_wait().unwrap().is_none() {
-        assert!(
-            killed.elapsed() < Duration::from_secs(30),
-            "the provider of the broken pair is still running ({logs})"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let coordinator = std::fs::read_to_string(c.dir.join("coordinator-0.log")).unwrap();
+    c.wait_exit(0, 0, 30);
     assert!(
-        coordinator.contains("worker pair lost pair=0"),
+        c.log_text("coordinator-0")
+            .contains("worker pair lost pair=0"),
         "pair 0 not retired ({logs})"
     );
     assert_one_result_per_job(&c.brokers, &logs);
 
     // the pair restarted (as its supervisor would): a new epoch at the dealer, back in service
-    c.pairs[0][1] = c.worker(0, "provider");
-    c.pairs[0][2] = c.worker(0, "helper");
+    c.restart_pair(0, 0);
     let log = |name: &str| std::fs::read_to_string(c.dir.join(name)).unwrap_or_default();
-    let start = Instant::now();
-    while !log("coordinator-0.log").contains("worker pair back in service pair=0") {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "pair 0 did not come back ({logs})"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
     let dealer = log("dealer-0.log");
     for party in ["P0", "P1"] {
         assert!(
@@ -211,15 +98,174 @@ fn a_helper_killed_mid_batch() {
             "{party} not in a new epoch ({logs}):\n{dealer}"
         );
     }
-    let out = c
-        .batch(4, 2, 60)
-        .args(["--concurrency", "4"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "second batch failed ({logs}):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    c.serve_batch(4, 2, "second batch");
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// `kill -9` of pair 0's helper while a step of `phase` (prefill or decode) runs its 2PC on it:
+/// pair 0's peer link goes through a proxy that delays every chunk, so its steps last seconds
+/// and the kill lands inside one; the helper's `marill_worker_step_running{phase}` says when.
+/// Returns (kill → failed result, provider's exit, pair back in service) durations.
+fn helper_killed_mid(phase: &str) -> (Duration, Duration, Duration) {
+    let mut c = TestCluster::start_proxied(&format!("kill-{phase}"), 2, &["--idle-timeout-s", "5"]);
+    c.coordinator_with(&["--step-timeout-s", "15"]);
+    let logs = c.logs();
+    c.proxies[0].delay(Duration::from_millis(20));
+    let sessions = 6;
+    let batch = c.spawn_batch(sessions, 4);
+    let running = format!("marill_worker_step_running{{phase=\"{phase}\"}}");
+    wait_metric_one(&c.metrics[0][1], &running, 180, &logs);
+    let killed = Instant::now();
+    c.pairs[0][2].kill().unwrap(); // SIGKILL of pair 0's helper, inside a `phase` step
+                                   // the step's job gets a failed result, well within its 60 s deadline
+    let (to_failure, _) = first_failure(&c.brokers, killed, &logs);
+    let (finished, failed) = accounted(batch, sessions, &logs);
+    assert!(finished > 0, "the other pair finished nothing ({logs})");
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the killed step's session fails ({logs})"
     );
+    let failed = failed_results(&c.brokers);
+    assert_eq!(failed.len(), 1, "one failed job ({logs})");
+    let r = &failed[0];
+    let Outcome::Failed { reason } = &r.outcome else {
+        unreachable!()
+    };
+    eprintln!("failed job {} (step {}): {reason}", r.job_id, r.step);
+    assert_eq!(
+        r.step == 0,
+        phase == "prefill",
+        "the kill was meant for a {phase} step but hit step {} ({logs})",
+        r.step
+    );
+    assert!(
+        reason.contains("helper"),
+        "the reason does not name the helper: {reason}"
+    );
+    assert_one_result_per_job(&c.brokers, &logs);
+    // the provider's 2PC step failed with its peer gone: it exits for its supervisor
+    let provider_exit = c.wait_exit(0, 0, 30);
+    assert!(
+        c.log_text("coordinator-0")
+            .contains("worker pair lost pair=0"),
+        "pair 0 not retired ({logs})"
+    );
+    // restarted, the pair serves again (its link at full speed)
+    c.proxies[0].delay(Duration::ZERO);
+    let back = c.restart_pair(0, 0);
+    let provider_steps = |c: &TestCluster| {
+        common::metric(
+            &c.metrics[0][0],
+            "marill_worker_steps_total{outcome=\"done\"}",
+        )
+    };
+    c.serve_batch(4, 2, "batch after the restart");
+    assert!(
+        provider_steps(&c) > 0.0,
+        "the restarted pair ran no step ({logs})"
+    );
+    eprintln!(
+        "{phase}: failed result {to_failure:?} after the kill, provider exited after {provider_exit:?}, pair back in service {back:?} after its restart"
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+    (to_failure, provider_exit, back)
+}
+
+#[test]
+fn a_helper_killed_mid_prefill() {
+    helper_killed_mid("prefill");
+}
+
+#[test]
+fn a_helper_killed_mid_decode() {
+    helper_killed_mid("decode");
+}
+
+/// tansu stopped (`kill -9`) mid-batch and started again on the same port. This build of
+/// tansu stores in memory only (its Postgres and SQLite engines are not compiled in; S3 needs a
+/// server), so the restarted broker is empty: topics, offsets, groups and the batch's messages
+/// in flight are gone. What must hold: every process survives, every session ends with a result
+/// equal to plaintext or a clear error within its deadline, no job id gets two different
+/// results, and the coordinator and new clients work on the restarted broker.
+///
+/// Ignored: today the coordinator and the client die with SIGSEGV inside librdkafka 2.12.1
+/// (rdkafka-sys 4.10): `rd_kafka_metadata_update_op` looks a topic up by a NULL name
+/// (`strcmp` in `rd_kafka_metadata_cache_find`) when the empty broker answers. Run it with
+/// `cargo test --release --workspace --test faults -- --ignored the_broker_restarted`.
+#[test]
+#[ignore = "librdkafka 2.12.1 segfaults when the broker comes back empty (docs/reliability.md)"]
+fn the_broker_restarted_mid_batch() {
+    let mut c = TestCluster::start("broker-restart", 2);
+    c.coordinator();
+    let logs = c.logs();
+    let sessions = 8;
+    let batch = c
+        .batch(sessions, 4, 20)
+        .args(["--concurrency", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_results(&c.brokers, 6, &logs);
+    c.tansu.kill().unwrap();
+    c.tansu.wait().unwrap();
+    let port: u16 = c.brokers.rsplit(':').next().unwrap().parse().unwrap();
+    let restarted = Instant::now();
+    c.tansu = common::start_tansu_on(port, port);
+    let out = batch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    let coordinator = c.coordinators[0].try_wait().unwrap();
+    assert!(
+        coordinator.is_none(),
+        "the coordinator died after the broker restart: {coordinator:?} ({logs})"
+    );
+    let (finished, differing, failed) = outcome(&stderr);
+    assert!(
+        finished + failed.len() == sessions,
+        "sessions unaccounted for: the client ended with {} ({logs})",
+        out.status
+    );
+    assert_eq!(differing, 0, "a session differs from plaintext ({logs})");
+    assert_one_result_per_job(&c.brokers, &logs);
+    // the coordinator and new clients work on the restarted broker
+    c.serve_batch(4, 2, "batch after the broker restart");
+    eprintln!(
+        "served again {:?} after the broker restart",
+        restarted.elapsed()
+    );
+    assert_one_result_per_job(&c.brokers, &logs);
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// Every connection to the broker cut for 5 s mid-batch (the broker unreachable, or restarted
+/// with its storage kept): tansu listens behind a proxy that it advertises, so the coordinator
+/// and the clients reach it only through the proxy. Producers hold their messages and
+/// consumers reconnect: every session finishes equal to plaintext (none lost, the outage is
+/// shorter than the jobs' deadline), the coordinator keeps running, and every job id has one
+/// result however often it was redelivered.
+#[test]
+fn the_broker_unreachable_mid_batch() {
+    let mut c = TestCluster::start_broker_proxied("broker-cut", 2);
+    c.coordinator();
+    let logs = c.logs();
+    let sessions = 8;
+    let batch = c.spawn_batch(sessions, 4);
+    wait_for_results(&c.brokers, 6, &logs);
+    let px = c.broker_proxy.as_ref().unwrap();
+    let cut = Instant::now();
+    px.cut();
+    std::thread::sleep(Duration::from_secs(5));
+    px.restore();
+    let (finished, failed) = accounted(batch, sessions, &logs);
+    eprintln!("batch done {:?} after the cut", cut.elapsed());
+    let coordinator = c.coordinators[0].try_wait().unwrap();
+    assert!(
+        coordinator.is_none(),
+        "the coordinator exited: {coordinator:?} ({logs})"
+    );
+    assert_eq!(finished, sessions, "sessions failed: {failed:?} ({logs})");
+    assert_one_result_per_job(&c.brokers, &logs);
     let _ = std::fs::remove_dir_all(&c.dir);
 }

@@ -112,6 +112,8 @@ struct State {
 const MAX_REMEMBERED_RESULTS: usize = 100_000;
 /// How often the queue's lag is read from the broker.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// How long after a failed commit the coordinator commits again.
+const COMMIT_RETRY: Duration = Duration::from_secs(1);
 const KV_RESERVE: u64 = 1;
 
 fn now_ms() -> u64 {
@@ -199,6 +201,7 @@ pub fn run(
     st.update_gauges();
     let mut last_event = Instant::now();
     let mut lag_read: Option<Instant> = None;
+    let mut commit_after: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         // the queue's lag from the broker's offsets, every LAG_EVERY (a failure is logged, the
         // gauge keeps its last value)
@@ -225,13 +228,25 @@ pub fn run(
         st.expire();
         st.dispatch();
         st.update_gauges();
-        let commits = st.tracker.to_commit();
+        let commits = if commit_after.is_none_or(|t| Instant::now() >= t) {
+            st.tracker.to_commit()
+        } else {
+            Vec::new()
+        };
         if !commits.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for (p, pos) in commits {
-                tpl.add_partition_offset(JOBS_TOPIC, p, Offset::Offset(pos))?;
+            for (p, pos) in &commits {
+                tpl.add_partition_offset(JOBS_TOPIC, *p, Offset::Offset(*pos))?;
             }
-            consumer.commit(&tpl, CommitMode::Sync)?;
+            commit_after = None;
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                // the broker away, or this member fenced until it rejoins the group after an
+                // outage: not fatal. The positions are committed again later; what the group
+                // redelivers meanwhile is answered from the published results.
+                tracing::warn!(error = %e, "committing offsets failed: retrying in 1 s");
+                st.tracker.retry(&commits);
+                commit_after = Some(Instant::now() + COMMIT_RETRY);
+            }
         }
         let busy = st.tracker.pending() > 0 || !st.sessions.is_empty() || !st.waiting.is_empty();
         if event || busy {
@@ -437,10 +452,14 @@ impl State {
                 PairEvent::Done(d) => d,
             };
             self.pair_busy[d.pair] = false;
+            let failed = matches!(d.outcome, Outcome::Failed { .. });
             if d.pair_lost {
                 self.retire(d.pair);
+            } else if failed {
+                // the pair's thread probes it again (a worker may have exited after reporting
+                // a failure inside the 2PC): no step goes to it until it answers ready
+                self.pair_ready[d.pair] = false;
             }
-            let failed = matches!(d.outcome, Outcome::Failed { .. });
             let last = self
                 .sessions
                 .get(&d.session)

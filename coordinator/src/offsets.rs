@@ -57,6 +57,19 @@ impl OffsetTracker {
         self.parts.values().map(|p| p.in_flight.len()).sum()
     }
 
+    /// Positions returned by [`OffsetTracker::to_commit`] whose commit failed (the broker away,
+    /// the group rebalancing): the next `to_commit` returns them again (or a later position
+    /// of the same partition).
+    pub fn retry(&mut self, failed: &[(i32, i64)]) {
+        for (part, pos) in failed {
+            if let Some(p) = self.parts.get_mut(part) {
+                if p.committed == *pos {
+                    p.committed = pos - 1;
+                }
+            }
+        }
+    }
+
     /// Forgets a partition (revoked in a rebalance: its uncommitted messages will be redelivered
     /// to the new owner).
     pub fn revoke(&mut self, partition: i32) {
@@ -68,6 +81,23 @@ impl OffsetTracker {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_failed_commit_is_returned_again() {
+        let mut t = OffsetTracker::default();
+        t.begin(0, 5);
+        t.done(0, 5);
+        let c = t.to_commit();
+        assert_eq!(c, vec![(0, 6)]);
+        t.retry(&c);
+        assert_eq!(t.to_commit(), vec![(0, 6)]);
+        assert_eq!(t.to_commit(), vec![]);
+        // a later position covers the failed one
+        t.retry(&[(0, 6)]);
+        t.begin(0, 6);
+        t.done(0, 6);
+        assert_eq!(t.to_commit(), vec![(0, 7)]);
+    }
 
     #[test]
     fn commits_only_the_finished_prefix() {

@@ -194,6 +194,11 @@ fn run(
         if lost {
             ready = false;
             reported_lost = true; // the coordinator retires the pair on this report
+        } else if matches!(outcome, Outcome::Failed { .. }) {
+            // a worker whose step failed inside the 2PC reports it, then exits (its state may
+            // be out of step with its peer's): probe the pair before its next step, as the
+            // coordinator does not place one on it until this probe says ready
+            ready = false;
         }
         if !report(&done, index, task.job, outcome, lost) {
             return;

@@ -54,6 +54,27 @@ pub struct KafkaRunner {
 
 const PARTIES: [&str; 2] = ["provider", "helper"];
 
+/// The end of every partition of the results topic (None while the topic does not exist).
+fn results_end(reader: &BaseConsumer) -> Result<Option<TopicPartitionList>> {
+    let md = reader
+        .fetch_metadata(Some(RESULTS_TOPIC), Duration::from_secs(10))
+        .context("results topic metadata")?;
+    let parts = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if parts == 0 {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts as i32 {
+        let (_, high) = reader.fetch_watermarks(RESULTS_TOPIC, p, Duration::from_secs(10))?;
+        tpl.add_partition_offset(RESULTS_TOPIC, p, Offset::Offset(high))?;
+    }
+    Ok(Some(tpl))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -67,30 +88,20 @@ impl KafkaRunner {
     pub fn new(target: ClusterTarget, n_public: usize, gamma: Vec<f32>) -> Result<Self> {
         let producer = target.kafka.producer()?;
         let reader = target.kafka.reader()?;
-        // the coordinator creates the topics: wait for them a while
+        // the coordinator creates the topics, and the broker may be away for a moment: wait
+        // for them a while (30 s), then fail naming the last error
         let start = Instant::now();
-        let parts = loop {
-            let md = reader
-                .fetch_metadata(Some(RESULTS_TOPIC), Duration::from_secs(10))
-                .context("results topic metadata")?;
-            let n = md
-                .topics()
-                .first()
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
-            if n > 0 {
-                break n;
-            }
+        let tpl = loop {
+            let why = match results_end(&reader) {
+                Ok(Some(tpl)) => break tpl,
+                Ok(None) => "does not exist (is a coordinator running?)".to_string(),
+                Err(e) => format!("is out of reach: {e:#}"),
+            };
             if start.elapsed() > Duration::from_secs(30) {
-                bail!("topic {RESULTS_TOPIC} does not exist (is a coordinator running?)");
+                bail!("topic {RESULTS_TOPIC} {why}");
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..parts as i32 {
-            let (_, high) = reader.fetch_watermarks(RESULTS_TOPIC, p, Duration::from_secs(10))?;
-            tpl.add_partition_offset(RESULTS_TOPIC, p, Offset::Offset(high))?;
-        }
         reader.assign(&tpl)?;
         let mut prg = Prg::new(Seed::random(), 0);
         let session = format!("s{:016x}{:016x}", prg.next_u64(), prg.next_u64());
@@ -153,11 +164,20 @@ impl KafkaRunner {
             &job.encode(),
         )?;
         let start = Instant::now();
+        let mut broker_error = String::new();
         while start.elapsed() < self.target.timeout {
             let Some(m) = self.reader.poll(Duration::from_millis(100)) else {
                 continue;
             };
-            let m = m?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // the broker gone for a while (restarting, a connection reset): the
+                    // reader reconnects by itself, the job's timeout still bounds the wait
+                    broker_error = format!(" (last broker error: {e})");
+                    continue;
+                }
+            };
             if m.key() != Some(job_id.as_bytes()) {
                 continue;
             }
@@ -168,7 +188,7 @@ impl KafkaRunner {
             }
         }
         bail!(
-            "no result for job {job_id} within {} s",
+            "no result for job {job_id} within {} s{broker_error}",
             self.target.timeout.as_secs()
         )
     }

@@ -368,7 +368,12 @@ async fn serve_coordinated(
         let started = std::time::Instant::now();
         let store_before = p.store.stats();
         let before = p.comm();
-        let y = match sfx.forward(p, &x).await {
+        let phase = if step == 0 { "prefill" } else { "decode" };
+        let running = m.step_running.with_label_values(&[phase]);
+        running.set(1);
+        let y = sfx.forward(p, &x).await;
+        running.set(0);
+        let y = match y {
             Ok(y) => y,
             Err(e) => {
                 // shapes were agreed above: a failure here is inside the 2PC (e.g. a declared
@@ -382,7 +387,7 @@ async fn serve_coordinated(
         let st = p.store.stats();
         m.steps.with_label_values(&["done"]).inc();
         m.step_seconds
-            .with_label_values(&[if step == 0 { "prefill" } else { "decode" }])
+            .with_label_values(&[phase])
             .observe(started.elapsed().as_secs_f64());
         m.online_bytes.inc_by(c.bytes_sent);
         m.rounds.inc_by(c.rounds);

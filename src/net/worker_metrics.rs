@@ -1,10 +1,10 @@
-//! A worker's Prometheus series (`marill_worker_*`): steps by outcome and their latency, online
-//! bytes and rounds, correlations consumed and their bytes, the KV cache's bytes, the device's
-//! memory used and its limit.
+//! A worker's Prometheus series (`marill_worker_*`): steps by outcome, their latency and the one
+//! running now, online bytes and rounds, correlations consumed and their bytes, the KV cache's
+//! bytes, the device's memory used and its limit.
 
 use marill_metrics::memory::DeviceMemory;
 use marill_metrics::prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use marill_metrics::{register, MetricsError};
 
@@ -15,6 +15,8 @@ pub struct WorkerMetrics {
     pub steps: IntCounterVec,
     /// step latency by phase (prefill, decode)
     pub step_seconds: HistogramVec,
+    /// 1 while a step of the phase runs its 2PC (prefill, decode)
+    pub step_running: IntGaugeVec,
     /// sessions started (step 0)
     pub sessions: IntCounter,
     /// online bytes this worker sent to its peer
@@ -38,6 +40,7 @@ impl WorkerMetrics {
         }
         for phase in ["prefill", "decode"] {
             m.step_seconds.with_label_values(&[phase]);
+            m.step_running.with_label_values(&[phase]);
         }
         Ok(m)
     }
@@ -64,6 +67,16 @@ impl WorkerMetrics {
                             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                             60.0,
                         ]),
+                    &["phase"],
+                )?,
+            )?,
+            step_running: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        format!("{p}step_running"),
+                        "1 while a step of the phase runs",
+                    ),
                     &["phase"],
                 )?,
             )?,

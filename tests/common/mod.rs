@@ -2,10 +2,16 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
+use marill_coordinator::KafkaSettings;
+use marill_proto::job::{JobResult, Outcome, RESULTS_TOPIC};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Kills the processes it holds when dropped (a failing test leaves nothing behind).
 pub struct Procs(pub Vec<Child>);
@@ -71,36 +77,68 @@ pub fn assert_agrees(stderr: &str, bound: f64) {
 /// Starts tansu (in-memory storage) on a free port and waits until it accepts connections;
 /// returns the process and its `127.0.0.1:port`.
 pub fn start_tansu() -> (Child, String) {
+    let port = free_port();
+    (start_tansu_on(port, port), format!("127.0.0.1:{port}"))
+}
+
+/// Starts tansu behind a [`proxy::Proxy`]: it listens on a free port and advertises the
+/// proxy's, so every client's connection goes through the proxy (to cut the broker off);
+/// returns the process, the proxy and the proxy's `127.0.0.1:port`.
+pub fn start_tansu_proxied() -> (Child, proxy::Proxy, String) {
+    let port = free_port();
+    let px = proxy::Proxy::start(port);
+    let advertised = proxy::port_of(&px.endpoint());
+    let child = start_tansu_on(port, advertised);
+    (child, px, format!("127.0.0.1:{advertised}"))
+}
+
+/// Starts tansu (in-memory storage: the only engine of this build besides S3, so a restarted
+/// broker starts empty) on `port` of 127.0.0.1, advertising `advertised`, and waits until it
+/// accepts connections.
+pub fn start_tansu_on(port: u16, advertised: u16) -> Child {
     use std::process::Stdio;
     let tansu = format!("{}/target/tools/tansu", env!("CARGO_MANIFEST_DIR"));
     assert!(
         std::path::Path::new(&tansu).exists(),
         "{tansu} absent: run scripts/fetch-tansu.sh (scripts/test.sh does)"
     );
-    let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(&tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/", "--silent"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let advertised = format!("tcp://127.0.0.1:{advertised}");
     let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        let mut child = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return child;
+            }
+            // a restart may find the port still held for a moment: start it again
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "tansu did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         assert!(
             start.elapsed() < std::time::Duration::from_secs(20),
             "tansu did not start"
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    (child, format!("127.0.0.1:{port}"))
 }
 
 /// A cluster of separate processes on 127.0.0.1 for fault tests: tansu, and per pair a dealer,
@@ -128,6 +166,25 @@ pub struct TestCluster {
     pub worker_args: Vec<String>,
     /// logs and files
     pub dir: PathBuf,
+    /// per pair, where the helper connects for the peer link: the provider's peer endpoint,
+    /// or a [`proxy::Proxy`] in front of it ([`TestCluster::start_proxied`])
+    pub helper_peer: Vec<String>,
+    /// per pair, the proxy on the peer link (empty unless started proxied)
+    pub proxies: Vec<proxy::Proxy>,
+    /// per pair, the provider's and the helper's `/metrics` address (`host:port`)
+    pub metrics: Vec<[String; 2]>,
+    /// the proxy every connection to the broker goes through
+    /// ([`TestCluster::start_broker_proxied`])
+    pub broker_proxy: Option<proxy::Proxy>,
+}
+
+/// What [`TestCluster`] puts proxies on.
+#[derive(Clone, Copy, Default)]
+pub struct Proxied {
+    /// every helper's peer link
+    pub peer: bool,
+    /// every connection to the broker
+    pub broker: bool,
 }
 
 impl Drop for TestCluster {
@@ -158,6 +215,29 @@ impl TestCluster {
 
     /// [`TestCluster::start`] with extra arguments for every worker.
     pub fn start_with(name: &str, pairs: usize, worker_args: &[&str]) -> Self {
+        Self::start_opts(name, pairs, worker_args, Proxied::default())
+    }
+
+    /// [`TestCluster::start_with`] with every helper's peer link through a [`proxy::Proxy`]
+    /// (`proxies[i]` for pair `i`), to delay, stall or cut it.
+    pub fn start_proxied(name: &str, pairs: usize, worker_args: &[&str]) -> Self {
+        let peer = Proxied {
+            peer: true,
+            broker: false,
+        };
+        Self::start_opts(name, pairs, worker_args, peer)
+    }
+
+    /// [`TestCluster::start`] with every connection to the broker through `broker_proxy`.
+    pub fn start_broker_proxied(name: &str, pairs: usize) -> Self {
+        let broker = Proxied {
+            peer: false,
+            broker: true,
+        };
+        Self::start_opts(name, pairs, &[], broker)
+    }
+
+    fn start_opts(name: &str, pairs: usize, worker_args: &[&str], proxied: Proxied) -> Self {
         let dir = temp(name);
         std::fs::create_dir_all(&dir).unwrap();
         let (keys, model) = (dir.join("keys"), dir.join("tiny"));
@@ -167,7 +247,13 @@ impl TestCluster {
             .status()
             .unwrap()
             .success());
-        let (tansu, brokers) = start_tansu();
+        let (tansu, brokers, broker_proxy) = if proxied.broker {
+            let (t, px, b) = start_tansu_proxied();
+            (t, b, Some(px))
+        } else {
+            let (t, b) = start_tansu();
+            (t, b, None)
+        };
         let mut c = TestCluster {
             tansu,
             pairs: Vec::new(),
@@ -179,6 +265,10 @@ impl TestCluster {
             links: Vec::new(),
             worker_args: worker_args.iter().map(|a| a.to_string()).collect(),
             dir,
+            helper_peer: Vec::new(),
+            proxies: Vec::new(),
+            metrics: Vec::new(),
+            broker_proxy,
         };
         let ep = || format!("tcp://127.0.0.1:{}", free_port());
         for i in 0..pairs {
@@ -189,6 +279,15 @@ impl TestCluster {
                 .spawn()
                 .unwrap();
             c.control.push((cp, ch));
+            let addr = || format!("127.0.0.1:{}", free_port());
+            c.metrics.push([addr(), addr()]);
+            if proxied.peer {
+                let px = proxy::Proxy::start(proxy::port_of(&peer));
+                c.helper_peer.push(px.endpoint());
+                c.proxies.push(px);
+            } else {
+                c.helper_peer.push(peer.clone());
+            }
             c.links.push([dp, dh, peer]);
             let (p, h) = (c.worker(i, "provider"), c.worker(i, "helper"));
             c.pairs.push([dealer, p, h]);
@@ -200,16 +299,17 @@ impl TestCluster {
     pub fn worker(&self, i: usize, role: &str) -> Child {
         let [dp, dh, peer] = &self.links[i];
         let (cp, ch) = &self.control[i];
-        let (d, ctl) = if role == "provider" {
-            (dp, cp)
+        let (d, ctl, peer, metrics) = if role == "provider" {
+            (dp, cp, peer, &self.metrics[i][0])
         } else {
-            (dh, ch)
+            (dh, ch, &self.helper_peer[i], &self.metrics[i][1])
         };
         marill(&["worker", "--role", role])
             .args(["--keys", self.keys.to_str().unwrap()])
             .args(["--model", self.model.to_str().unwrap()])
             .args(["--control-endpoint", ctl, "--peer-endpoint", peer])
             .args(["--dealer-endpoint", d])
+            .args(["--metrics-addr", metrics])
             .args(&self.worker_args)
             .stderr(self.log(&format!("{role}-{i}")))
             .spawn()
@@ -245,6 +345,88 @@ impl TestCluster {
         n
     }
 
+    /// `sessions` sessions of `tokens` tokens, 4 at a time, 60 s per step, output captured.
+    pub fn spawn_batch(&self, sessions: usize, tokens: usize) -> Child {
+        self.batch(sessions, tokens, 60)
+            .args(["--concurrency", "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs `sessions` sessions of `tokens` tokens, 4 at a time, and checks that all finish
+    /// equal to plaintext (`what` names the batch in the failure).
+    pub fn serve_batch(&self, sessions: usize, tokens: usize, what: &str) {
+        let out = self
+            .batch(sessions, tokens, 60)
+            .args(["--concurrency", "4"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what} failed ({}):\n{}",
+            self.logs(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The logs' directory, for assertion messages.
+    pub fn logs(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// The text of `<name>.log` so far.
+    pub fn log_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Waits until `<name>.log` contains `needle` (`secs` at most).
+    pub fn wait_log(&self, name: &str, needle: &str, secs: u64) {
+        let start = Instant::now();
+        while !self.log_text(name).contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "no {needle:?} in {name}.log within {secs} s ({})",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until pair `i`'s worker of `role` (0 provider, 1 helper) has exited by itself
+    /// (`secs` at most): a worker whose 2PC step failed exits for its supervisor.
+    pub fn wait_exit(&mut self, i: usize, role: usize, secs: u64) -> Duration {
+        let start = Instant::now();
+        let logs = self.logs();
+        let w = &mut self.pairs[i][1 + role];
+        while w.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "pair {i}'s {} still runs after {secs} s ({logs})",
+                ["provider", "helper"][role]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        start.elapsed()
+    }
+
+    /// Starts pair `i`'s two workers again (as their supervisor would; both must have exited
+    /// or been killed) and waits until coordinator `n` has it back in service; returns how long
+    /// that took.
+    pub fn restart_pair(&mut self, i: usize, n: usize) -> Duration {
+        let start = Instant::now();
+        for role in [1, 2] {
+            let _ = self.pairs[i][role].kill();
+            let _ = self.pairs[i][role].wait();
+        }
+        self.pairs[i][1] = self.worker(i, "provider");
+        self.pairs[i][2] = self.worker(i, "helper");
+        let back = format!("worker pair back in service pair={i}");
+        self.wait_log(&format!("coordinator-{n}"), &back, 90);
+        start.elapsed()
+    }
+
     /// `marill client batch` against this cluster (not started).
     pub fn batch(&self, sessions: usize, tokens: usize, timeout_s: u64) -> Command {
         let mut cmd = marill(&["client", "batch", "--brokers", &self.brokers]);
@@ -256,6 +438,15 @@ impl TestCluster {
             .args(FAST_GROUP);
         cmd
     }
+}
+
+/// The value of the series `name` (with its labels as scraped, e.g.
+/// `marill_worker_step_running{phase="decode"}`) at `addr`, 0 where absent.
+pub fn metric(addr: &str, name: &str) -> f64 {
+    scrape(addr)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// `GET /metrics` at `addr`, retried until the endpoint answers (20 s at most).
@@ -274,5 +465,124 @@ pub fn scrape(addr: &str) -> String {
             "no /metrics at {addr}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// What a batch printed: sessions finished identical, differing, and failure lines.
+pub fn outcome(stderr: &str) -> (usize, usize, Vec<String>) {
+    let count = |pat: &str| stderr.lines().filter(|l| l.contains(pat)).count();
+    let failed = stderr
+        .lines()
+        .filter(|l| l.starts_with("failed: "))
+        .map(str::to_string)
+        .collect();
+    (
+        count(": identical true"),
+        count(": identical false"),
+        failed,
+    )
+}
+
+/// Waits for a batch and checks that every one of its `sessions` is accounted for: finished
+/// identical to plaintext or failed with a reason (none left without an outcome: no "no
+/// result within"); returns the number finished and the failure lines.
+pub fn accounted(batch: Child, sessions: usize, logs: &str) -> (usize, Vec<String>) {
+    let out = batch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    let (finished, differing, failed) = outcome(&stderr);
+    assert_eq!(differing, 0, "a session differs from plaintext ({logs})");
+    assert_eq!(
+        finished + failed.len(),
+        sessions,
+        "sessions unaccounted for ({logs})"
+    );
+    for f in &failed {
+        assert!(
+            !f.contains("no result for job"),
+            "a job was left without an outcome: {f} ({logs})"
+        );
+    }
+    (finished, failed)
+}
+
+/// The results published so far, by job id.
+pub fn results(brokers: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut by_job: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let all = marill_coordinator::kafka::read_tail(
+        &KafkaSettings::new(brokers),
+        RESULTS_TOPIC,
+        100_000,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    for (key, payload) in all {
+        by_job
+            .entry(String::from_utf8_lossy(&key).into_owned())
+            .or_default()
+            .push(payload);
+    }
+    by_job
+}
+
+/// Every job id has one payload on `marill.results`, however often it was published.
+pub fn assert_one_result_per_job(brokers: &str, logs: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let published = results(brokers);
+    for (job, payloads) in &published {
+        assert!(
+            payloads.windows(2).all(|w| w[0] == w[1]),
+            "job {job} has {} different results ({logs})",
+            payloads.len()
+        );
+    }
+    published
+}
+
+/// Waits until at least `n` results are published.
+pub fn wait_for_results(brokers: &str, n: usize, logs: &str) {
+    let start = Instant::now();
+    while results(brokers).len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "fewer than {n} results; logs in {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Waits until the series `name` reads 1 at `addr` (`secs` at most), e.g. a worker's
+/// `marill_worker_step_running{phase="prefill"}`.
+pub fn wait_metric_one(addr: &str, name: &str, secs: u64, logs: &str) {
+    let start = Instant::now();
+    while metric(addr, name) != 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{name} never 1 at {addr} within {secs} s ({logs})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The failed results published so far.
+pub fn failed_results(brokers: &str) -> Vec<JobResult> {
+    results(brokers)
+        .values()
+        .filter_map(|p| JobResult::decode(&p[0]).ok())
+        .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+        .collect()
+}
+
+/// Waits for the first failed result (60 s after `since` at most: the batches' job deadline);
+/// returns how long after `since` it was seen, and the result.
+pub fn first_failure(brokers: &str, since: Instant, logs: &str) -> (Duration, JobResult) {
+    loop {
+        if let Some(r) = failed_results(brokers).into_iter().next() {
+            return (since.elapsed(), r);
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "no failed result within the job's deadline ({logs})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
