@@ -206,6 +206,20 @@ fn targets() -> Result<Vec<Target>> {
             reason: "why".into(),
         },
         Message::Error("boom".into()),
+        Message::StepBegin {
+            party: PartyId::P0,
+            key: marill_mpc::correlation::StepKey {
+                program: 3,
+                rows: 4,
+                pos: 0,
+            },
+            first_id: 17,
+        },
+        Message::StepStream {
+            first_id: 17,
+            count: 40,
+        },
+        Message::StepEnd { party: PartyId::P1 },
     ];
     for (i, (r, [b0, _])) in bundles.iter().enumerate().take(8) {
         messages.push(Message::BundleRequest {

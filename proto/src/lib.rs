@@ -8,7 +8,7 @@
 pub mod job;
 
 use bincode::Options;
-use marill_mpc::correlation::{Bundle, CorrRequest};
+use marill_mpc::correlation::{Bundle, CorrRequest, StepKey};
 use marill_mpc::PartyId;
 use marill_suffix::secure::PreparedSuffix;
 use marill_suffix::SuffixConfig;
@@ -157,6 +157,28 @@ pub enum Message {
     },
     /// any direction: the peer failed; the text names what (never secrets)
     Error(String),
+    /// party → dealer: a step (or the suffix's load) named `key` begins with bundle `first_id`
+    StepBegin {
+        /// which party
+        party: PartyId,
+        /// program, rows and position of the step
+        key: StepKey,
+        /// the party's next bundle id
+        first_id: u64,
+    },
+    /// dealer → party: the step begins with bundle `first_id`, and its first `count` bundles
+    /// follow unasked, in order (0: the party asks for each)
+    StepStream {
+        /// the step's first bundle id (ids the party skips to were never handed out)
+        first_id: u64,
+        /// bundles streamed unasked
+        count: u64,
+    },
+    /// party → dealer: the step ended well (its requests are the manifest of its key)
+    StepEnd {
+        /// which party
+        party: PartyId,
+    },
 }
 
 impl Message {
@@ -177,6 +199,9 @@ impl Message {
             Message::SessionOutput { .. } => "session output",
             Message::SessionFailed { .. } => "session failed",
             Message::Error(_) => "error",
+            Message::StepBegin { .. } => "step begin",
+            Message::StepStream { .. } => "step stream",
+            Message::StepEnd { .. } => "step end",
         }
     }
 }
@@ -232,6 +257,15 @@ pub(crate) fn decode_in<T: for<'de> Deserialize<'de>>(
         })
 }
 
+/// The program fingerprint of a suffix, naming its steps' correlation manifests
+/// ([`StepKey::program`]): its configuration as it travels, this wire version and the build's
+/// version (another build may order its correlations differently).
+pub fn program_of(cfg: &SuffixConfig) -> u64 {
+    let mut d = encode_in(MAGIC, VERSION, MAX_BODY, cfg);
+    d.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    marill_mpc::correlation::manifest::program_id(&d)
+}
+
 /// Encodes a message in its envelope.
 pub fn encode(m: &Message) -> Vec<u8> {
     encode_in(MAGIC, VERSION, MAX_BODY, m)
@@ -276,6 +310,20 @@ mod tests {
             },
             Message::End,
             Message::Error("boom".into()),
+            Message::StepBegin {
+                party: PartyId::P1,
+                key: StepKey {
+                    program: 0xfeed,
+                    rows: 32,
+                    pos: 0,
+                },
+                first_id: 812,
+            },
+            Message::StepStream {
+                first_id: 900,
+                count: 6558,
+            },
+            Message::StepEnd { party: PartyId::P0 },
         ]
     }
 

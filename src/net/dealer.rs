@@ -14,7 +14,7 @@ use clap::Args;
 use marill_metrics::memory::DeviceMemory;
 use marill_metrics::prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use marill_metrics::register;
-use marill_mpc::correlation::BundleSupplier;
+use marill_mpc::correlation::{Bundle, BundleSupplier, CorrRequest, ManifestCache, StepKey};
 use marill_mpc::prg::Seed;
 use marill_mpc::PartyId;
 use marill_proto::Message;
@@ -46,6 +46,15 @@ pub struct DealerArgs {
     /// Serve Prometheus metrics on `GET /metrics` at this address, e.g. 0.0.0.0:9102.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Step manifests kept (least recently used dropped): a step whose shape was seen before
+    /// is generated and streamed to both workers without a request per bundle; 0 serves every
+    /// bundle on request.
+    #[arg(long, default_value_t = 512)]
+    manifests: usize,
+    /// Megabytes of correlations (both workers' halves) generated ahead of demand for the
+    /// predicted next step (the next decoded token) while the pair is idle; 0: none.
+    #[arg(long, default_value_t = 256)]
+    pool_mb: u64,
     /// Exit once both workers have said goodbye (one session; default: serve every
     /// incarnation of the pair until stopped).
     #[arg(long)]
@@ -61,6 +70,9 @@ struct DealerMetrics {
     generation_seconds: Gauge,
     stashed: IntGaugeVec,
     epoch: IntGauge,
+    streamed: IntCounterVec,
+    manifests: IntGauge,
+    ahead: IntGaugeVec,
 }
 
 impl DealerMetrics {
@@ -105,6 +117,34 @@ impl DealerMetrics {
                     "The pair's incarnation: a restarted worker opens a new epoch with a fresh seed",
                 )?,
             )?,
+            streamed: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "marill_dealer_streamed_total",
+                        "Bundles streamed unasked (their step's manifest was known), by party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
+            ahead: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "marill_dealer_ahead_bundles",
+                        "Bundles generated ahead of demand for a predicted step since start: \
+                         used by it, or skipped (another step came)",
+                    ),
+                    &["outcome"],
+                )?,
+            )?,
+            manifests: register(
+                r,
+                IntGauge::new(
+                    "marill_dealer_manifests",
+                    "Step manifests known (shapes whose bundles are streamed ahead of demand)",
+                )?,
+            )?,
             stashed: register(
                 r,
                 IntGaugeVec::new(
@@ -120,71 +160,218 @@ impl DealerMetrics {
             m.served.with_label_values(&[p]);
             m.sent_bytes.with_label_values(&[p]);
             m.stashed.with_label_values(&[p]);
+            m.streamed.with_label_values(&[p]);
+        }
+        for o in ["used", "skipped"] {
+            m.ahead.with_label_values(&[o]);
         }
         Ok(m)
     }
 
-    fn observe(&self, party: PartyId, bytes: usize, d: &Epochs) {
-        let name = ["provider", "helper"][party.index()];
-        self.served.with_label_values(&[name]).inc();
-        self.sent_bytes
-            .with_label_values(&[name])
-            .inc_by(bytes as u64);
-        self.epoch.set(d.epoch() as i64);
+    /// The pool's series: halves stashed, bundles generated ahead.
+    fn observe_pool(&self, d: &Epochs) {
         let st = d.stats();
         self.bundles.set(st.bundles as i64);
         self.generation_seconds.set(st.gen_nanos as f64 / 1e9);
         for (p, n) in ["provider", "helper"].iter().zip(d.stashed()) {
             self.stashed.with_label_values(&[p]).set(n as i64);
         }
+        let (used, skipped) = d.ahead_counts();
+        self.ahead.with_label_values(&["used"]).set(used as i64);
+        self.ahead
+            .with_label_values(&["skipped"])
+            .set(skipped as i64);
+    }
+
+    fn observe(&self, party: PartyId, bytes: usize, d: &Epochs) {
+        let name = party_name(party);
+        self.served.with_label_values(&[name]).inc();
+        self.sent_bytes
+            .with_label_values(&[name])
+            .inc_by(bytes as u64);
+        self.epoch.set(d.epoch() as i64);
+        self.observe_pool(d);
     }
 }
 
-fn serve(
+/// What one party's serving thread keeps between messages.
+struct PartyStream {
     link: Link,
     party: PartyId,
     epochs: Arc<Mutex<Epochs>>,
+    manifests: Arc<Mutex<ManifestCache>>,
     m: DealerMetrics,
-    exit_when_done: bool,
-) -> Result<u64> {
-    let mut served = 0u64;
-    let lock = || epochs.lock().map_err(|_| anyhow!("dealer state poisoned"));
-    loop {
-        match recv_idle(&link)? {
-            Message::SeedRequest { party: p } if p == party => {
-                let (epoch, seed) = lock()?.seed(party);
-                eprintln!("dealer: {party:?} seeded in epoch {epoch}");
-                send(&link, &Message::Seed { seed: seed.0 })?;
+    /// the step being recorded (its manifest was unknown): its key and requests so far
+    recording: Option<(StepKey, Vec<CorrRequest>)>,
+    /// a message that arrived while a stream was being sent
+    pending: Option<Message>,
+    /// the step under way
+    current: Option<StepKey>,
+    served: u64,
+}
+
+impl PartyStream {
+    fn epochs(&self) -> Result<std::sync::MutexGuard<'_, Epochs>> {
+        self.epochs
+            .lock()
+            .map_err(|_| anyhow!("dealer state poisoned"))
+    }
+
+    fn manifests(&self) -> Result<std::sync::MutexGuard<'_, ManifestCache>> {
+        self.manifests
+            .lock()
+            .map_err(|_| anyhow!("dealer state poisoned"))
+    }
+
+    /// Bundle `id` of kind `req` for this party, from the current epoch's dealer.
+    fn bundle(&self, id: u64, req: &CorrRequest) -> Result<Bundle, String> {
+        let dealer = self
+            .epochs()
+            .map_err(|e| e.to_string())?
+            .dealer_for(self.party);
+        dealer.and_then(|mut d| d.fetch(self.party, id, req).map_err(|e| e.to_string()))
+    }
+
+    fn sent(&mut self, bytes: usize, streamed: bool) -> Result<()> {
+        self.served += 1;
+        let name = party_name(self.party);
+        if streamed {
+            self.m.streamed.with_label_values(&[name]).inc();
+        }
+        self.m.observe(self.party, bytes, &*self.epochs()?);
+        Ok(())
+    }
+
+    /// A step begins: streams its bundles when its manifest is known, else records it.
+    fn begin(&mut self, key: StepKey, asked: u64) -> Result<()> {
+        self.recording = None;
+        self.current = Some(key);
+        let first_id = match self.epochs()?.begin_step(self.party, key, asked) {
+            Ok(first) => first,
+            Err(e) => return send(&self.link, &Message::Error(e)),
+        };
+        let Some(manifest) = self.manifests()?.get(&key) else {
+            self.recording = Some((key, Vec::new()));
+            return send(&self.link, &Message::StepStream { first_id, count: 0 });
+        };
+        let count = manifest.len() as u64;
+        send(&self.link, &Message::StepStream { first_id, count })?;
+        for (id, req) in (first_id..).zip(manifest.iter()) {
+            let b = match self.bundle(id, req) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!(
+                        "dealer: stream to {:?} stopped at bundle {id}: {e}",
+                        self.party
+                    );
+                    return send(&self.link, &Message::Error(e));
+                }
+            };
+            let bytes = b.explicit.len();
+            if let Err(e) = send(&self.link, &Message::Bundle(b)) {
+                // the worker is gone; its next incarnation asks for a seed (a new epoch)
+                eprintln!("dealer: stream to {:?} stopped: {e}", self.party);
+                return Ok(());
             }
-            Message::BundleRequest { party: p, id, req } if p == party => {
-                let dealer = lock()?.dealer_for(party);
-                match dealer.and_then(|mut d| d.fetch(party, id, &req).map_err(|e| e.to_string())) {
-                    Ok(b) => {
-                        let bytes = b.explicit.len();
-                        send(&link, &Message::Bundle(b))?;
-                        served += 1;
-                        m.observe(party, bytes, &*lock()?);
-                    }
-                    Err(e) => {
-                        // this worker's request fails (its step fails, it restarts); the
-                        // dealer keeps serving
-                        eprintln!("dealer: refused {party:?} bundle {id}: {e}");
-                        send(&link, &Message::Error(e))?;
-                    }
+            self.sent(bytes, true)?;
+            // a worker that speaks during its stream no longer waits for it (it restarted)
+            if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
+                self.pending = Some(super::typed(&bytes)?);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker's next message; while there is none, the predicted next step is generated
+    /// ahead (up to the pool's budget).
+    fn next_message(&mut self) -> Result<Message> {
+        loop {
+            let generated = self.epochs()?.generate_ahead();
+            match generated {
+                Ok(true) => {}
+                Ok(false) => return recv_idle(&self.link),
+                Err(e) => {
+                    eprintln!("dealer: generating ahead stopped: {e}");
+                    return recv_idle(&self.link);
                 }
             }
-            Message::Done { party: p } if p == party => {
-                if exit_when_done {
-                    return Ok(served);
-                }
-            }
-            other => {
-                let what = marill_proto::describe(&other);
-                eprintln!("dealer: {party:?} sent an unexpected {what}");
-                send(&link, &Message::Error(format!("unexpected {what}")))?;
+            self.m.observe_pool(&*self.epochs()?);
+            if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
+                return super::typed(&bytes);
             }
         }
     }
+
+    fn serve(mut self, exit_when_done: bool) -> Result<u64> {
+        let party = self.party;
+        loop {
+            let msg = match self.pending.take() {
+                Some(m) => m,
+                None => self.next_message()?,
+            };
+            match msg {
+                Message::SeedRequest { party: p } if p == party => {
+                    self.recording = None;
+                    let (epoch, seed) = self.epochs()?.seed(party);
+                    eprintln!("dealer: {party:?} seeded in epoch {epoch}");
+                    send(&self.link, &Message::Seed { seed: seed.0 })?;
+                }
+                Message::StepBegin {
+                    party: p,
+                    key,
+                    first_id,
+                } if p == party => self.begin(key, first_id)?,
+                Message::StepEnd { party: p } if p == party => {
+                    if let Some((key, reqs)) = self.recording.take() {
+                        let mut known = self.manifests()?;
+                        known.insert(key, reqs);
+                        self.m.manifests.set(known.len() as i64);
+                    }
+                    let next = self.current.take().and_then(|k| k.next_decode());
+                    if let Some(next) = next {
+                        let manifest = self.manifests()?.get(&next);
+                        if let Some(m) = manifest {
+                            self.epochs()?.predict(next, m);
+                        }
+                    }
+                }
+                Message::BundleRequest { party: p, id, req } if p == party => {
+                    match self.bundle(id, &req) {
+                        Ok(b) => {
+                            let bytes = b.explicit.len();
+                            send(&self.link, &Message::Bundle(b))?;
+                            if let Some((_, reqs)) = &mut self.recording {
+                                reqs.push(req);
+                            }
+                            self.sent(bytes, false)?;
+                        }
+                        Err(e) => {
+                            // this worker's request fails (its step fails, it restarts); the
+                            // dealer keeps serving
+                            self.recording = None;
+                            eprintln!("dealer: refused {party:?} bundle {id}: {e}");
+                            send(&self.link, &Message::Error(e))?;
+                        }
+                    }
+                }
+                Message::Done { party: p } if p == party => {
+                    if exit_when_done {
+                        return Ok(self.served);
+                    }
+                }
+                other => {
+                    let what = marill_proto::describe(&other);
+                    eprintln!("dealer: {party:?} sent an unexpected {what}");
+                    send(&self.link, &Message::Error(format!("unexpected {what}")))?;
+                }
+            }
+        }
+    }
+}
+
+fn party_name(p: PartyId) -> &'static str {
+    ["provider", "helper"][p.index()]
 }
 
 /// Runs the dealer until stopped (with `--exit-when-done`: until both workers are done).
@@ -193,7 +380,9 @@ pub fn run(a: DealerArgs) -> Result<()> {
     let registry = marill_metrics::registry("dealer")?;
     let metrics = DealerMetrics::new(&registry)?;
     let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, "dealer")?;
-    let epochs = Arc::new(Mutex::new(Epochs::new(Box::new(Seed::random))));
+    let epochs = Epochs::new(Box::new(Seed::random)).with_ahead_budget(a.pool_mb << 20);
+    let epochs = Arc::new(Mutex::new(epochs));
+    let manifests = Arc::new(Mutex::new(ManifestCache::new(a.manifests)));
     let mut threads = Vec::new();
     for (party, endpoint, name) in [
         (PartyId::P0, a.provider_endpoint.clone(), "provider"),
@@ -209,10 +398,19 @@ pub fn run(a: DealerArgs) -> Result<()> {
             &own,
             cfg,
         )?;
-        let e = epochs.clone();
-        let m = metrics.clone();
+        let stream = PartyStream {
+            link,
+            party,
+            epochs: epochs.clone(),
+            manifests: manifests.clone(),
+            m: metrics.clone(),
+            recording: None,
+            pending: None,
+            current: None,
+            served: 0,
+        };
         let once = a.exit_when_done;
-        threads.push(std::thread::spawn(move || serve(link, party, e, m, once)));
+        threads.push(std::thread::spawn(move || stream.serve(once)));
     }
     eprintln!("dealer: serving provider and helper");
     let mut total = 0;

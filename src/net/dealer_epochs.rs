@@ -6,10 +6,12 @@
 //! peer's: it must restart too, which its step failure makes it do), and it joins the new
 //! epoch when it asks for its seed again.
 
+use super::dealer_ahead::AheadPool;
 use marill_mpc::correlation::dealer::DealerStats;
-use marill_mpc::correlation::{Dealer, SharedDealer};
+use marill_mpc::correlation::{CorrRequest, Dealer, SharedDealer, StepKey};
 use marill_mpc::prg::Seed;
 use marill_mpc::PartyId;
+use std::sync::Arc;
 
 /// The current epoch's dealer and which epoch each party's stream belongs to.
 pub struct Epochs {
@@ -18,6 +20,9 @@ pub struct Epochs {
     seeded: [Option<u64>; 2],
     earlier: DealerStats,
     fresh: Box<dyn FnMut() -> Seed + Send>,
+    ahead: AheadPool,
+    ahead_budget: u64,
+    ahead_earlier: (u64, u64),
 }
 
 impl Epochs {
@@ -29,7 +34,18 @@ impl Epochs {
             seeded: [None, None],
             earlier: DealerStats::default(),
             fresh,
+            ahead: AheadPool::new(0),
+            ahead_budget: 0,
+            ahead_earlier: (0, 0),
         }
+    }
+
+    /// Generates up to `budget` explicit bytes ahead for each predicted step (see
+    /// [`AheadPool`]; 0: none).
+    pub fn with_ahead_budget(mut self, budget: u64) -> Self {
+        self.ahead_budget = budget;
+        self.ahead = AheadPool::new(budget);
+        self
     }
 
     /// A party asks for its seed: returns the epoch and the party's seed in it, starting a new
@@ -44,6 +60,10 @@ impl Epochs {
             }
             self.epoch += 1;
             self.dealer = SharedDealer::new(Dealer::new((self.fresh)()));
+            let (used, skipped) = self.ahead.counts();
+            self.ahead_earlier.0 += used;
+            self.ahead_earlier.1 += skipped;
+            self.ahead = AheadPool::new(self.ahead_budget);
         }
         self.seeded[party.index()] = Some(self.epoch);
         (self.epoch, self.dealer.party_seed(party))
@@ -60,6 +80,36 @@ impl Epochs {
             )),
             None => Err("no seed requested yet".into()),
         }
+    }
+
+    /// `party` begins step `key` at `first_id`: the id it begins at (past any bundles
+    /// generated ahead for another step), or why its stream is no longer served.
+    pub fn begin_step(
+        &mut self,
+        party: PartyId,
+        key: StepKey,
+        first_id: u64,
+    ) -> Result<u64, String> {
+        let dealer = self.dealer_for(party)?;
+        Ok(self.ahead.begin(&dealer, party, key, first_id))
+    }
+
+    /// Predicts that step `key`, with requests `manifest`, comes next.
+    pub fn predict(&mut self, key: StepKey, manifest: Arc<[CorrRequest]>) {
+        self.ahead.predict(&self.dealer, key, manifest);
+    }
+
+    /// Generates one more bundle ahead for the predicted step; `false` when idle.
+    pub fn generate_ahead(&mut self) -> Result<bool, String> {
+        self.ahead
+            .generate_one(&self.dealer)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Bundles generated ahead over every epoch: used as predicted, and skipped.
+    pub fn ahead_counts(&self) -> (u64, u64) {
+        let (used, skipped) = self.ahead.counts();
+        (self.ahead_earlier.0 + used, self.ahead_earlier.1 + skipped)
     }
 
     /// The current epoch.

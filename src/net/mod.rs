@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod dealer;
+pub mod dealer_ahead;
 pub mod dealer_epochs;
 pub mod keys;
 pub mod worker;
@@ -38,7 +39,7 @@ pub fn recv_idle(link: &Link) -> Result<Message> {
     }
 }
 
-fn typed(bytes: &[u8]) -> Result<Message> {
+pub(crate) fn typed(bytes: &[u8]) -> Result<Message> {
     match marill_proto::decode(bytes)? {
         Message::Error(e) => Err(anyhow!("peer failed: {e}")),
         m => Ok(m),

@@ -19,7 +19,7 @@ use crate::secure::bridge::{suffix_of, Bounds};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use marill_mpc::correlation::CorrelationStore;
-use marill_mpc::correlation::{Bundle, BundleSupplier, CorrRequest, CorrelationError};
+use marill_mpc::correlation::{Bundle, BundleSupplier, CorrRequest, CorrelationError, StepKey};
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Seed;
 use marill_mpc::{Party, PartyId};
@@ -80,11 +80,37 @@ pub struct WorkerArgs {
     model: ModelArgs,
 }
 
-/// Correlations fetched on demand from the dealer over this worker's link; tells the dealer
-/// the session is over when dropped.
+/// Correlations from the dealer over this worker's link. A step whose manifest the dealer knows
+/// arrives streamed, unasked and in order (`marill_mpc::correlation::manifest`): no round trip
+/// per bundle; any other bundle is asked for. Tells the dealer the session is over when dropped.
 struct DealerLink {
     link: Link,
     party: PartyId,
+    /// the ids the dealer streams in the current step
+    streamed: std::ops::Range<u64>,
+}
+
+impl DealerLink {
+    fn new(link: Link, party: PartyId) -> Self {
+        Self {
+            link,
+            party,
+            streamed: 0..0,
+        }
+    }
+
+    /// Receives bundle `id`, which the dealer sends next.
+    fn receive(&self, id: u64) -> Result<Bundle, CorrelationError> {
+        let unavailable = |why: String| CorrelationError::Unavailable { id, why };
+        match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
+            Message::Bundle(b) if b.id == id => Ok(b),
+            Message::Bundle(b) => Err(unavailable(format!("dealer sent bundle {}", b.id))),
+            other => Err(unavailable(format!(
+                "dealer sent {}",
+                marill_proto::describe(&other)
+            ))),
+        }
+    }
 }
 
 impl Drop for DealerLink {
@@ -100,23 +126,62 @@ impl BundleSupplier for DealerLink {
         id: u64,
         req: &CorrRequest,
     ) -> Result<Bundle, CorrelationError> {
-        let unavailable = |why: String| CorrelationError::Unavailable { id, why };
-        send(
-            &self.link,
-            &Message::BundleRequest {
+        if !self.streamed.contains(&id) {
+            let ask = Message::BundleRequest {
                 party,
                 id,
                 req: req.clone(),
+            };
+            send(&self.link, &ask).map_err(|e| CorrelationError::Unavailable {
+                id,
+                why: e.to_string(),
+            })?;
+        }
+        self.receive(id)
+    }
+
+    fn begin_step(
+        &mut self,
+        party: PartyId,
+        key: StepKey,
+        first_id: u64,
+    ) -> Result<u64, CorrelationError> {
+        let unavailable = |why: String| CorrelationError::Unavailable { id: first_id, why };
+        send(
+            &self.link,
+            &Message::StepBegin {
+                party,
+                key,
+                first_id,
             },
         )
         .map_err(|e| unavailable(e.to_string()))?;
         match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
-            Message::Bundle(b) => Ok(b),
+            Message::StepStream { first_id: f, count } if f >= first_id => {
+                self.streamed = f..f.saturating_add(count);
+                Ok(f)
+            }
             other => Err(unavailable(format!(
-                "dealer sent {}",
+                "dealer answered the step's start with {}",
                 marill_proto::describe(&other)
             ))),
         }
+    }
+
+    fn end_step(&mut self, party: PartyId, next_id: u64) -> Result<u64, CorrelationError> {
+        // streamed bundles the step did not use are drained (and their ids never used)
+        for id in next_id..self.streamed.end {
+            self.receive(id)?;
+        }
+        let next = next_id.max(self.streamed.end);
+        self.streamed = 0..0;
+        send(&self.link, &Message::StepEnd { party }).map_err(|e| {
+            CorrelationError::Unavailable {
+                id: next,
+                why: e.to_string(),
+            }
+        })?;
+        Ok(next)
     }
 }
 
@@ -211,17 +276,18 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         cfg.n_layers, cfg.first_layer
     );
     send(&dealer, &Message::SeedRequest { party })?;
-    let seed = match recv(&dealer)? {
-        Message::Seed { seed } => Seed(seed),
-        m => bail!(
-            "expected a seed from the dealer, got {}",
-            marill_proto::describe(&m)
-        ),
+    let seed = loop {
+        match recv(&dealer)? {
+            Message::Seed { seed } => break Seed(seed),
+            // what the dealer was still streaming to this worker's previous incarnation
+            Message::Bundle(_) | Message::StepStream { .. } => continue,
+            m => bail!(
+                "expected a seed from the dealer, got {}",
+                marill_proto::describe(&m)
+            ),
+        }
     };
-    let supplier = DealerLink {
-        link: dealer,
-        party,
-    };
+    let supplier = DealerLink::new(dealer, party);
     let store = CorrelationStore::with_supplier(party, seed, Box::new(supplier));
     let mut p = Party::new(party, peer, store, fx);
     let result = match &front {
@@ -268,6 +334,40 @@ fn server_hello(cfg: &marill_suffix::SuffixConfig, gamma_at_client: bool) -> Mes
     }
 }
 
+/// Loads the suffix (masks the private weights), bracketed as a step for the dealer.
+async fn load_suffix(
+    p: &mut Party<Link>,
+    cfg: &marill_suffix::SuffixConfig,
+    prep: marill_suffix::secure::PreparedSuffix,
+) -> Result<SecureSuffix> {
+    let key = StepKey::load(marill_proto::program_of(cfg));
+    p.store.begin_step(key).map_err(|e| anyhow!("load: {e}"))?;
+    let sfx = SecureSuffix::load(p, cfg, prep)
+        .await
+        .map_err(|e| anyhow!("load: {e}"))?;
+    p.store.end_step().map_err(|e| anyhow!("load: {e}"))?;
+    Ok(sfx)
+}
+
+/// Runs one step on `x` (rows × d), bracketed for the dealer, which streams the step's
+/// correlations unasked when it knows the manifest of the step's shape.
+async fn forward_step(
+    p: &mut Party<Link>,
+    sfx: &mut SecureSuffix,
+    cfg: &marill_suffix::SuffixConfig,
+    x: &[u64],
+) -> Result<Vec<u64>, String> {
+    let key = StepKey {
+        program: marill_proto::program_of(cfg),
+        rows: (x.len() / cfg.d_model.max(1)) as u32,
+        pos: sfx.position() as u32,
+    };
+    p.store.begin_step(key).map_err(|e| e.to_string())?;
+    let y = sfx.forward(p, x).await.map_err(|e| e.to_string())?;
+    p.store.end_step().map_err(|e| e.to_string())?;
+    Ok(y)
+}
+
 /// Serves the coordinator's session steps until it closes the link (idle timeout) or a step
 /// fails inside the 2PC (the two parties' states may then differ: the worker exits and its
 /// supervisor restarts it).
@@ -281,9 +381,7 @@ async fn serve_coordinated(
     m: &WorkerMetrics,
 ) -> Result<()> {
     let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    let mut sfx = SecureSuffix::load(p, cfg, prep)
-        .await
-        .map_err(|e| anyhow!("load: {e}"))?;
+    let mut sfx = load_suffix(p, cfg, prep).await?;
     eprintln!("{me}: private weights masked, serving the coordinator");
     let mut current: Option<(String, u32)> = None;
     loop {
@@ -371,7 +469,7 @@ async fn serve_coordinated(
         let phase = if step == 0 { "prefill" } else { "decode" };
         let running = m.step_running.with_label_values(&[phase]);
         running.set(1);
-        let y = sfx.forward(p, &x).await;
+        let y = forward_step(p, &mut sfx, cfg, &x).await;
         running.set(0);
         let y = match y {
             Ok(y) => y,
@@ -427,9 +525,7 @@ async fn serve(
     me: &str,
 ) -> Result<()> {
     let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    let mut sfx = SecureSuffix::load(p, cfg, prep)
-        .await
-        .map_err(|e| anyhow!("load: {e}"))?;
+    let mut sfx = load_suffix(p, cfg, prep).await?;
     eprintln!("{me}: private weights masked, serving");
     loop {
         match recv(client)? {
@@ -446,7 +542,9 @@ async fn serve(
             }
             Message::Step { x } => {
                 let before = p.comm();
-                let y = sfx.forward(p, &x).await.map_err(|e| anyhow!("{e}"))?;
+                let y = forward_step(p, &mut sfx, cfg, &x)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
                 let c = p.comm().since(&before);
                 send(
                     client,

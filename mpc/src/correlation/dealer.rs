@@ -171,6 +171,39 @@ impl SharedDealer {
         self.lock().dealer.stats()
     }
 
+    /// The id the dealer generates next.
+    pub fn next_id(&self) -> u64 {
+        self.lock().dealer.next_id
+    }
+
+    /// Generates the next bundle before either party asks for it and stashes both halves
+    /// (a pool ahead of demand); returns its id and the explicit bytes of both halves.
+    pub fn generate_ahead(&self, req: &CorrRequest) -> Result<(u64, usize), CorrelationError> {
+        let mut st = self.lock();
+        let [b0, b1] = st.dealer.next_bundle(req)?;
+        if let Some(m) = &mut st.manifest {
+            m.push(req.clone());
+        }
+        let (id, bytes) = (b0.id, b0.explicit.len() + b1.explicit.len());
+        st.stash[0].insert(id, b0);
+        st.stash[1].insert(id, b1);
+        Ok((id, bytes))
+    }
+
+    /// Drops the stashed halves with ids in `ids` (generated ahead for a step that did not
+    /// come). They were never handed out, and the dealer never generates their ids again.
+    pub fn discard(&self, ids: std::ops::Range<u64>) -> usize {
+        let mut st = self.lock();
+        let mut n = 0;
+        for stash in &mut st.stash {
+            let kept = stash.split_off(&ids.end);
+            let below = stash.split_off(&ids.start);
+            n += below.len();
+            stash.extend(kept);
+        }
+        n
+    }
+
     /// The requests generated so far, in order (empty unless [`SharedDealer::recording`]).
     pub fn manifest(&self) -> Vec<CorrRequest> {
         self.lock().manifest.clone().unwrap_or_default()

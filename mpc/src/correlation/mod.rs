@@ -12,6 +12,7 @@
 //! watermark: a bundle whose id is below it was consumed and can never be accepted or used again.
 
 pub mod dealer;
+pub mod manifest;
 pub mod material;
 pub mod wire;
 
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 pub use dealer::{Dealer, SharedDealer};
+pub use manifest::{ManifestCache, StepKey};
 pub use material::*;
 
 /// Correlation errors.
@@ -270,6 +272,25 @@ pub trait BundleSupplier: Send {
         id: u64,
         req: &CorrRequest,
     ) -> Result<Bundle, CorrelationError>;
+
+    /// A step named `key` begins with bundle `first_id` (the store's watermark). Returns the id
+    /// it really begins with: a streaming dealer that generated ahead for a step that did not
+    /// come skips those ids (never handed out, never reused). On-demand suppliers begin where
+    /// asked.
+    fn begin_step(
+        &mut self,
+        _party: PartyId,
+        _key: StepKey,
+        first_id: u64,
+    ) -> Result<u64, CorrelationError> {
+        Ok(first_id)
+    }
+
+    /// The step ended with `next_id` the next bundle to consume. Returns the id the store
+    /// continues with (past any streamed bundle the step did not use).
+    fn end_step(&mut self, _party: PartyId, next_id: u64) -> Result<u64, CorrelationError> {
+        Ok(next_id)
+    }
 }
 
 /// Counters of what a store consumed.
@@ -319,6 +340,25 @@ impl CorrelationStore {
         self.next_id = self.next_id.max(next_id);
         self.pending = self.pending.split_off(&self.next_id);
         self.ready = self.ready.split_off(&self.next_id);
+    }
+
+    /// Tells the supplier that a step named `key` begins (a streaming dealer then sends the
+    /// step's bundles unasked); continues at the id it names.
+    pub fn begin_step(&mut self, key: StepKey) -> Result<(), CorrelationError> {
+        if let Some(s) = self.supplier.as_mut() {
+            let first = s.begin_step(self.party, key, self.next_id)?;
+            self.resume_at(first);
+        }
+        Ok(())
+    }
+
+    /// Tells the supplier that the current step ended; continues at the id it names.
+    pub fn end_step(&mut self) -> Result<(), CorrelationError> {
+        if let Some(s) = self.supplier.as_mut() {
+            let next = s.end_step(self.party, self.next_id)?;
+            self.resume_at(next);
+        }
+        Ok(())
     }
 
     /// The next id to be consumed (everything below was consumed).

@@ -1,0 +1,214 @@
+//! The dealer's pool ahead of demand. When a step of shape `k` ends, the step most likely next
+//! is one decoded row at the next position (`StepKey::next_decode`); if the dealer knows that
+//! step's manifest (`marill_mpc::correlation::manifest`), it generates the step's bundles while
+//! the pair is idle (the client's prefix and the trip through Kafka), up to a byte budget, into
+//! the stash both workers' streams read from.
+//!
+//! The next step's start settles the prediction: the predicted step streams from the pool; any
+//! other step (a new session's prefill, a session that ended) skips the pool's ids. Those
+//! bundles were never handed out and their ids are never generated again, so no correlation is
+//! used twice or derived twice from one seed stream; both workers are told the same first id.
+
+use marill_mpc::correlation::{CorrRequest, CorrelationError, SharedDealer, StepKey};
+use marill_mpc::PartyId;
+use std::sync::Arc;
+
+/// A prediction being generated.
+struct Predicted {
+    key: StepKey,
+    first: u64,
+    manifest: Arc<[CorrRequest]>,
+    generated: usize,
+    bytes: u64,
+}
+
+/// A step start moved past skipped ids, until both parties have begun it.
+struct Moved {
+    asked: u64,
+    given: u64,
+    begun: [bool; 2],
+}
+
+/// Bundles generated ahead for the predicted next step of one worker pair.
+pub struct AheadPool {
+    budget: u64,
+    predicted: Option<Predicted>,
+    moved: Option<Moved>,
+    used: u64,
+    skipped: u64,
+}
+
+impl AheadPool {
+    /// A pool of at most `budget` explicit bytes (both halves; 0 disables it).
+    pub fn new(budget: u64) -> Self {
+        Self {
+            budget,
+            predicted: None,
+            moved: None,
+            used: 0,
+            skipped: 0,
+        }
+    }
+
+    /// Predicts that step `key`, whose requests are `manifest`, begins at the dealer's next id.
+    /// Ignored while another prediction is pending or when the budget is 0.
+    pub fn predict(&mut self, dealer: &SharedDealer, key: StepKey, manifest: Arc<[CorrRequest]>) {
+        if self.budget == 0 || self.predicted.is_some() {
+            return;
+        }
+        self.predicted = Some(Predicted {
+            key,
+            first: dealer.next_id(),
+            manifest,
+            generated: 0,
+            bytes: 0,
+        });
+    }
+
+    /// Generates one more bundle of the prediction; `false` when there is nothing to do (none
+    /// pending, all generated, or the budget spent).
+    pub fn generate_one(&mut self, dealer: &SharedDealer) -> Result<bool, CorrelationError> {
+        let Some(p) = self.predicted.as_mut() else {
+            return Ok(false);
+        };
+        let Some(req) = p.manifest.get(p.generated) else {
+            return Ok(false);
+        };
+        if p.bytes >= self.budget || dealer.next_id() != p.first + p.generated as u64 {
+            // full, or a party asked beyond the prediction: the stream generates the rest
+            return Ok(false);
+        }
+        let (_, bytes) = dealer.generate_ahead(req)?;
+        p.generated += 1;
+        p.bytes += bytes as u64;
+        Ok(true)
+    }
+
+    /// `party` begins step `key` at its next id `first_id`: returns the id the step begins at.
+    /// The predicted step begins where asked (its bundles wait in the stash); another step
+    /// begins past the pool, whose halves are dropped.
+    pub fn begin(
+        &mut self,
+        dealer: &SharedDealer,
+        party: PartyId,
+        key: StepKey,
+        first_id: u64,
+    ) -> u64 {
+        if let Some(m) = &mut self.moved {
+            if m.asked == first_id {
+                m.begun[party.index()] = true;
+                let given = m.given;
+                if m.begun == [true, true] {
+                    self.moved = None;
+                }
+                return given;
+            }
+        }
+        let Some(p) = self.predicted.take() else {
+            return first_id;
+        };
+        let end = p.first + p.generated as u64;
+        if p.key == key && p.first == first_id {
+            self.used += p.generated as u64;
+            return first_id;
+        }
+        dealer.discard(p.first..end);
+        self.skipped += p.generated as u64;
+        if first_id < p.first || first_id >= end {
+            return first_id;
+        }
+        let mut begun = [false; 2];
+        begun[party.index()] = true;
+        self.moved = Some(Moved {
+            asked: first_id,
+            given: end,
+            begun,
+        });
+        end
+    }
+
+    /// Bundles generated ahead so far: used by the step they were predicted for, and skipped.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.used, self.skipped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marill_mpc::correlation::{BundleSupplier, CorrelationStore, Dealer};
+    use marill_mpc::prg::Seed;
+
+    fn key(rows: u32, pos: u32) -> StepKey {
+        StepKey {
+            program: 1,
+            rows,
+            pos,
+        }
+    }
+
+    fn manifest() -> Arc<[CorrRequest]> {
+        vec![
+            CorrRequest::MulTriples { n: 4 },
+            CorrRequest::SquarePairs { n: 3 },
+            CorrRequest::Lut { n: 2, bits: 5 },
+        ]
+        .into()
+    }
+
+    #[test]
+    fn the_predicted_step_takes_its_bundles_from_the_pool() {
+        let d = SharedDealer::new(Dealer::new(Seed::from_u64(3)));
+        let mut pool = AheadPool::new(1 << 20);
+        pool.predict(&d, key(1, 8), manifest());
+        while pool.generate_one(&d).unwrap() {}
+        assert_eq!(d.stashed(), [3, 3]);
+        for party in [PartyId::P0, PartyId::P1] {
+            assert_eq!(pool.begin(&d, party, key(1, 8), 0), 0);
+            let mut store =
+                CorrelationStore::with_supplier(party, d.party_seed(party), Box::new(d.clone()));
+            for req in manifest().iter() {
+                store.take(req).unwrap();
+            }
+        }
+        assert_eq!(d.stashed(), [0, 0]);
+        assert_eq!(pool.counts(), (3, 0));
+    }
+
+    #[test]
+    fn another_step_skips_the_pool_and_its_ids_are_never_served() {
+        let d = SharedDealer::new(Dealer::new(Seed::from_u64(4)));
+        let mut pool = AheadPool::new(1 << 20);
+        pool.predict(&d, key(1, 8), manifest());
+        assert!(pool.generate_one(&d).unwrap());
+        assert!(pool.generate_one(&d).unwrap());
+        // a new session's prefill comes instead: both parties move past ids 0 and 1
+        assert_eq!(pool.begin(&d, PartyId::P1, key(5, 0), 0), 2);
+        assert_eq!(d.stashed(), [0, 0]);
+        assert_eq!(pool.begin(&d, PartyId::P0, key(5, 0), 0), 2);
+        assert_eq!(pool.counts(), (0, 2));
+        // the skipped ids are gone for good; the step's first bundle is id 2
+        let mut s = d.clone();
+        let req = CorrRequest::MulTriples { n: 4 };
+        assert!(s.fetch(PartyId::P0, 0, &req).is_err());
+        assert!(s.fetch(PartyId::P1, 1, &req).is_err());
+        assert_eq!(s.fetch(PartyId::P0, 2, &req).unwrap().id, 2);
+        // and a later step begins where asked
+        assert_eq!(pool.begin(&d, PartyId::P0, key(1, 5), 3), 3);
+    }
+
+    #[test]
+    fn the_budget_bounds_the_pool() {
+        let d = SharedDealer::new(Dealer::new(Seed::from_u64(5)));
+        let mut pool = AheadPool::new(1);
+        pool.predict(&d, key(1, 2), manifest());
+        assert!(pool.generate_one(&d).unwrap());
+        assert!(
+            !pool.generate_one(&d).unwrap(),
+            "over budget after one bundle"
+        );
+        let mut off = AheadPool::new(0);
+        off.predict(&d, key(1, 2), manifest());
+        assert!(!off.generate_one(&d).unwrap());
+    }
+}
