@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{free_port, marill, temp, Procs};
+use common::{free_port, marill, metric, temp, Procs};
 use std::path::Path;
 use std::process::{Output, Stdio};
 
@@ -29,29 +29,37 @@ fn keys(dir: &Path) {
     assert!(st.success());
 }
 
-/// Starts dealer, provider and helper; returns them and the two client endpoints.
-fn start_workers(keys: &Path, model: &str, idle: &str) -> (Procs, String, String) {
-    let ep = |_: ()| format!("tcp://127.0.0.1:{}", free_port());
-    let (d0, d1, peer, c0, c1) = (ep(()), ep(()), ep(()), ep(()), ep(()));
-    let k = keys.to_str().unwrap();
-    let common = ["--n-public", "28", "--idle-timeout-s", idle];
-    let dealer = marill(&[
+fn endpoint() -> String {
+    format!("tcp://127.0.0.1:{}", free_port())
+}
+
+/// Starts a dealer (with `extra` flags); returns it and its provider and helper endpoints.
+fn start_dealer(keys: &Path, idle: &str, extra: &[&str]) -> (Procs, String, String) {
+    let (d0, d1) = (endpoint(), endpoint());
+    let mut args = vec![
         "dealer",
         "--keys",
-        k,
+        keys.to_str().unwrap(),
         "--provider-endpoint",
         &d0,
         "--helper-endpoint",
         &d1,
         "--idle-timeout-s",
         idle,
-        "--exit-when-done",
-    ])
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut procs = Procs(vec![dealer]);
-    for (role, client_ep, dealer_ep) in [("provider", &c0, &d0), ("helper", &c1, &d1)] {
+    ];
+    args.extend_from_slice(extra);
+    let dealer = marill(&args).stderr(Stdio::null()).spawn().unwrap();
+    (Procs(vec![dealer]), d0, d1)
+}
+
+/// Starts a provider and a helper on the dealer at `d0`/`d1`; returns them and the two client
+/// endpoints.
+fn start_pair(keys: &Path, model: &str, idle: &str, d0: &str, d1: &str) -> (Procs, String, String) {
+    let (peer, c0, c1) = (endpoint(), endpoint(), endpoint());
+    let k = keys.to_str().unwrap();
+    let common = ["--n-public", "28", "--idle-timeout-s", idle];
+    let mut procs = Procs(Vec::new());
+    for (role, client_ep, dealer_ep) in [("provider", &c0, d0), ("helper", &c1, d1)] {
         let mut args = vec![
             "worker",
             "--role",
@@ -72,6 +80,15 @@ fn start_workers(keys: &Path, model: &str, idle: &str) -> (Procs, String, String
             .0
             .push(marill(&args).stderr(Stdio::null()).spawn().unwrap());
     }
+    (procs, c0, c1)
+}
+
+/// Starts dealer (one session), provider and helper; returns them and the two client
+/// endpoints.
+fn start_workers(keys: &Path, model: &str, idle: &str) -> (Procs, String, String) {
+    let (mut procs, d0, d1) = start_dealer(keys, idle, &["--exit-when-done"]);
+    let (mut pair, c0, c1) = start_pair(keys, model, idle, &d0, &d1);
+    procs.0.append(&mut pair.0);
     (procs, c0, c1)
 }
 
@@ -144,4 +161,62 @@ fn a_client_off_the_allow_list_gets_a_clear_error() {
     );
     let _ = std::fs::remove_dir_all(&good);
     let _ = std::fs::remove_dir_all(&bad);
+}
+
+/// A dealer that saw a step's shape streams the next step of that shape to both workers
+/// unasked: a second session with the same prompt, on a new pair (a new epoch, fresh seeds),
+/// gets every bundle streamed, none on request, the decode steps' bundles generated ahead of
+/// demand while the pair was idle, and still agrees with plaintext.
+#[test]
+fn a_second_session_of_the_same_shape_is_streamed_by_the_dealer() {
+    let Some(model) = model() else { return };
+    let dir = temp("keys-stream");
+    keys(&dir);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (_dealer, d0, d1) = start_dealer(&dir, "120", &["--metrics-addr", &addr]);
+    let series = |name: &str, party: &str| metric(&addr, &format!("{name}{{party=\"{party}\"}}"));
+    let mut served = Vec::new();
+    for session in 0..2 {
+        let (mut pair, c0, c1) = start_pair(&dir, &model, "120", &d0, &d1);
+        let out = client(&dir, &model, &c0, &c1, "120");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "session {session} failed: {stderr}");
+        common::assert_agrees(&stderr, 0.5);
+        for c in &mut pair.0 {
+            assert!(c.wait().unwrap().success(), "a worker failed");
+        }
+        pair.0.clear();
+        served.push(["provider", "helper"].map(|p| series("marill_dealer_served_total", p) as u64));
+        if session == 0 {
+            // the load, the prefill and three decode steps: five shapes, nothing streamed yet
+            assert_eq!(metric(&addr, "marill_dealer_manifests"), 5.0);
+            for p in ["provider", "helper"] {
+                assert_eq!(series("marill_dealer_streamed_total", p), 0.0, "{p}");
+            }
+        }
+    }
+    assert_eq!(metric(&addr, "marill_dealer_epoch"), 1.0);
+    // the decode steps after the prefill and after each decode were predicted and generated
+    // ahead while the pair was idle; none was generated for nothing
+    let ahead = |o: &str| {
+        metric(
+            &addr,
+            &format!("marill_dealer_ahead_bundles{{outcome=\"{o}\"}}"),
+        )
+    };
+    assert!(ahead("used") > 0.0, "nothing was generated ahead");
+    assert_eq!(ahead("skipped"), 0.0);
+    for (i, p) in ["provider", "helper"].iter().enumerate() {
+        let second = served[1][i] - served[0][i];
+        assert_eq!(
+            served[0][i], second,
+            "{p}: the same steps take the same bundles"
+        );
+        assert_eq!(
+            series("marill_dealer_streamed_total", p) as u64,
+            second,
+            "{p}: every bundle of the second session is streamed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
