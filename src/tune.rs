@@ -273,20 +273,21 @@ pub fn train(a: TrainArgs) -> Result<()> {
         eval_s += t.elapsed().as_secs_f64();
         Ok(Some(s))
     };
-    let before = if trainer.step_count() == 0 {
-        let s = run_eval(&trainer.inference_model()?)?;
-        if let Some(s) = &s {
-            eprintln!(
-                "held-out before: perplexity {:.3}, next-token accuracy {:.4} ({} tokens)",
-                s.perplexity(),
-                s.accuracy(),
-                s.tokens
-            );
-        }
-        s
-    } else {
-        None
-    };
+    // before training: the initial adapters (B = 0), i.e. the base model with the layout's
+    // merging or pruning (also on resume, so the row is complete)
+    let before = run_eval(
+        &base
+            .with_marill(&spec, Some(&init))?
+            .with_head_pruning(a.prune)?,
+    )?;
+    if let Some(s) = &before {
+        eprintln!(
+            "held-out before: perplexity {:.3}, next-token accuracy {:.4} ({} tokens)",
+            s.perplexity(),
+            s.accuracy(),
+            s.tokens
+        );
+    }
     let bar = progress(a.steps as u64, "steps")?;
     bar.set_position(trainer.step_count() as u64);
     let t_train = Instant::now();

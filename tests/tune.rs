@@ -125,6 +125,11 @@ fn tune_trains_resumes_exports_and_serves() {
         m["training"]["losses"].clone()
     };
     assert_eq!(losses(&a), losses(&b));
+    let result = |d: &Path| json(&std::fs::read_to_string(d.join("result.json")).unwrap());
+    let (ra, rb) = (result(&a), result(&b));
+    for key in ["ppl_before", "ppl_after", "first_loss", "last_loss"] {
+        assert_eq!(ra[key], rb[key], "{key} of the resumed run");
+    }
 
     // the export's adapters load with the PEFT importer
     let (spec, adapters) =

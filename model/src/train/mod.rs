@@ -121,6 +121,9 @@ impl Trainer {
                 "training needs LoRA on the private layers (rank > 0)".into(),
             ));
         }
+        if init.is_empty() {
+            return Err(ModelError::Train("no adapters to train".into()));
+        }
         let device = base.device().clone();
         let mut adapters = LoraAdapters::new(init.rank(), init.alpha());
         let mut keys = Vec::new();
