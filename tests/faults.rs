@@ -102,6 +102,44 @@ fn a_helper_killed_mid_batch() {
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
+/// `kill -9` of pair 0's dealer mid-batch and a new dealer started on its endpoints (as its
+/// supervisor would). Pair 0's running step gets no answer from its dealer within the in-step
+/// timeout, or the new dealer refuses its next request (it holds no seed for the pair: a
+/// correlation is never served from a stream it did not open); the session fails with that
+/// reason, both workers exit, and once restarted they are seeded afresh by the new dealer and
+/// serve again, while the other pair serves on. Every job ends in a result or a clear error.
+#[test]
+fn a_dealer_killed_mid_batch_and_restarted() {
+    let mut c = TestCluster::start_with("dealer-kill", 2, &["--idle-timeout-s", "5"]);
+    c.coordinator_with(&["--step-timeout-s", "15"]);
+    let logs = c.logs();
+    let sessions = 8;
+    let batch = c.spawn_batch(sessions, 4);
+    wait_for_results(&c.brokers, 2, &logs);
+    c.pairs[0][0].kill().unwrap(); // SIGKILL of pair 0's dealer
+    let _ = c.pairs[0][0].wait();
+    c.pairs[0][0] = c.dealer(0, "dealer-0-restarted");
+    let (finished, failed) = accounted(batch, sessions, &logs);
+    assert!(finished > 0, "nothing finished ({logs})");
+    for f in &failed {
+        eprintln!("{f}");
+    }
+    // pair 0's next step failed at the dealer or its peer: both workers exit
+    c.wait_exit(0, 0, 60);
+    c.wait_exit(0, 1, 60);
+    assert_one_result_per_job(&c.brokers, &logs);
+    c.restart_pair(0, 0);
+    let dealer = c.log_text("dealer-0-restarted");
+    for party in ["P0", "P1"] {
+        assert!(
+            dealer.contains(&format!("{party} seeded in epoch 0")),
+            "{party} not seeded by the new dealer ({logs}):\n{dealer}"
+        );
+    }
+    c.serve_batch(4, 2, "batch after the dealer's restart");
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
 /// `kill -9` of pair 0's helper while a step of `phase` (prefill or decode) runs its 2PC on it:
 /// pair 0's peer link goes through a proxy that delays every chunk, so its steps last seconds
 /// and the kill lands inside one; the helper's `marill_worker_step_running{phase}` says when.

@@ -205,8 +205,8 @@ struct PartyStream {
     recording: Option<(StepKey, Vec<CorrRequest>)>,
     /// a message that arrived while a stream was being sent
     pending: Option<Message>,
-    /// the step under way
-    current: Option<StepKey>,
+    /// the step under way and its first id
+    current: Option<(StepKey, u64)>,
     served: u64,
 }
 
@@ -245,11 +245,12 @@ impl PartyStream {
     /// A step begins: streams its bundles when its manifest is known, else records it.
     fn begin(&mut self, key: StepKey, asked: u64) -> Result<()> {
         self.recording = None;
-        self.current = Some(key);
+        self.current = None;
         let first_id = match self.epochs()?.begin_step(self.party, key, asked) {
             Ok(first) => first,
             Err(e) => return send(&self.link, &Message::Error(e)),
         };
+        self.current = Some((key, first_id));
         let Some(manifest) = self.manifests()?.get(&key) else {
             self.recording = Some((key, Vec::new()));
             return send(&self.link, &Message::StepStream { first_id, count: 0 });
@@ -328,11 +329,13 @@ impl PartyStream {
                         known.insert(key, reqs);
                         self.m.manifests.set(known.len() as i64);
                     }
-                    let next = self.current.take().and_then(|k| k.next_decode());
-                    if let Some(next) = next {
+                    let ended = self.current.take();
+                    if let Some((next, ended)) =
+                        ended.and_then(|(k, f)| Some((k.next_decode()?, f)))
+                    {
                         let manifest = self.manifests()?.get(&next);
                         if let Some(m) = manifest {
-                            self.epochs()?.predict(next, m);
+                            self.epochs()?.predict(ended, next, m);
                         }
                     }
                 }

@@ -34,6 +34,10 @@ pub struct AheadPool {
     budget: u64,
     predicted: Option<Predicted>,
     moved: Option<Moved>,
+    /// the first id of the latest step a party began
+    last_begin: u64,
+    /// the first id of the step after which the latest prediction was made
+    predicted_after: Option<u64>,
     used: u64,
     skipped: u64,
 }
@@ -45,17 +49,32 @@ impl AheadPool {
             budget,
             predicted: None,
             moved: None,
+            last_begin: 0,
+            predicted_after: None,
             used: 0,
             skipped: 0,
         }
     }
 
-    /// Predicts that step `key`, whose requests are `manifest`, begins at the dealer's next id.
-    /// Ignored while another prediction is pending or when the budget is 0.
-    pub fn predict(&mut self, dealer: &SharedDealer, key: StepKey, manifest: Arc<[CorrRequest]>) {
-        if self.budget == 0 || self.predicted.is_some() {
+    /// A party ended the step that began at `ended`: predicts that step `key`, whose requests
+    /// are `manifest`, comes next, at the dealer's next id. Made once per step, and only while
+    /// no party has begun a later step (the other party's end may arrive after its next
+    /// begin); ignored while another prediction is pending or when the budget is 0.
+    pub fn predict(
+        &mut self,
+        dealer: &SharedDealer,
+        ended: u64,
+        key: StepKey,
+        manifest: Arc<[CorrRequest]>,
+    ) {
+        if self.budget == 0
+            || self.predicted.is_some()
+            || ended != self.last_begin
+            || self.predicted_after == Some(ended)
+        {
             return;
         }
+        self.predicted_after = Some(ended);
         self.predicted = Some(Predicted {
             key,
             first: dealer.next_id(),
@@ -88,6 +107,18 @@ impl AheadPool {
     /// The predicted step begins where asked (its bundles wait in the stash); another step
     /// begins past the pool, whose halves are dropped.
     pub fn begin(
+        &mut self,
+        dealer: &SharedDealer,
+        party: PartyId,
+        key: StepKey,
+        first_id: u64,
+    ) -> u64 {
+        let first = self.settle(dealer, party, key, first_id);
+        self.last_begin = self.last_begin.max(first);
+        first
+    }
+
+    fn settle(
         &mut self,
         dealer: &SharedDealer,
         party: PartyId,
@@ -160,7 +191,7 @@ mod tests {
     fn the_predicted_step_takes_its_bundles_from_the_pool() {
         let d = SharedDealer::new(Dealer::new(Seed::from_u64(3)));
         let mut pool = AheadPool::new(1 << 20);
-        pool.predict(&d, key(1, 8), manifest());
+        pool.predict(&d, 0, key(1, 8), manifest());
         while pool.generate_one(&d).unwrap() {}
         assert_eq!(d.stashed(), [3, 3]);
         for party in [PartyId::P0, PartyId::P1] {
@@ -179,7 +210,7 @@ mod tests {
     fn another_step_skips_the_pool_and_its_ids_are_never_served() {
         let d = SharedDealer::new(Dealer::new(Seed::from_u64(4)));
         let mut pool = AheadPool::new(1 << 20);
-        pool.predict(&d, key(1, 8), manifest());
+        pool.predict(&d, 0, key(1, 8), manifest());
         assert!(pool.generate_one(&d).unwrap());
         assert!(pool.generate_one(&d).unwrap());
         // a new session's prefill comes instead: both parties move past ids 0 and 1
@@ -198,17 +229,40 @@ mod tests {
     }
 
     #[test]
+    fn a_late_end_predicts_nothing_once_the_next_step_has_begun() {
+        let d = SharedDealer::new(Dealer::new(Seed::from_u64(6)));
+        let mut pool = AheadPool::new(1 << 20);
+        // both parties begin a step at 0; P1 ends it and begins the next at 3 (as predicted
+        // or not) before P0's end of the first step reaches the dealer
+        assert_eq!(pool.begin(&d, PartyId::P0, key(3, 0), 0), 0);
+        assert_eq!(pool.begin(&d, PartyId::P1, key(3, 0), 0), 0);
+        for _ in 0..3 {
+            d.generate_ahead(&CorrRequest::MulTriples { n: 1 }).unwrap();
+        }
+        pool.predict(&d, 0, key(1, 3), manifest());
+        assert!(pool.generate_one(&d).unwrap());
+        assert_eq!(pool.begin(&d, PartyId::P1, key(1, 3), 3), 3);
+        pool.predict(&d, 0, key(1, 3), manifest()); // P0's late end
+        assert!(
+            !pool.generate_one(&d).unwrap(),
+            "predicted twice for one step"
+        );
+        assert_eq!(pool.begin(&d, PartyId::P0, key(1, 3), 3), 3);
+        assert_eq!(pool.counts(), (1, 0));
+    }
+
+    #[test]
     fn the_budget_bounds_the_pool() {
         let d = SharedDealer::new(Dealer::new(Seed::from_u64(5)));
         let mut pool = AheadPool::new(1);
-        pool.predict(&d, key(1, 2), manifest());
+        pool.predict(&d, 0, key(1, 2), manifest());
         assert!(pool.generate_one(&d).unwrap());
         assert!(
             !pool.generate_one(&d).unwrap(),
             "over budget after one bundle"
         );
         let mut off = AheadPool::new(0);
-        off.predict(&d, key(1, 2), manifest());
+        off.predict(&d, 0, key(1, 2), manifest());
         assert!(!off.generate_one(&d).unwrap());
     }
 }

@@ -94,9 +94,10 @@ impl Epochs {
         Ok(self.ahead.begin(&dealer, party, key, first_id))
     }
 
-    /// Predicts that step `key`, with requests `manifest`, comes next.
-    pub fn predict(&mut self, key: StepKey, manifest: Arc<[CorrRequest]>) {
-        self.ahead.predict(&self.dealer, key, manifest);
+    /// A party ended the step that began at `ended`: predicts that step `key`, with requests
+    /// `manifest`, comes next (see [`AheadPool::predict`]).
+    pub fn predict(&mut self, ended: u64, key: StepKey, manifest: Arc<[CorrRequest]>) {
+        self.ahead.predict(&self.dealer, ended, key, manifest);
     }
 
     /// Generates one more bundle ahead for the predicted step; `false` when idle.

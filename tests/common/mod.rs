@@ -273,11 +273,6 @@ impl TestCluster {
         let ep = || format!("tcp://127.0.0.1:{}", free_port());
         for i in 0..pairs {
             let (dp, dh, peer, cp, ch) = (ep(), ep(), ep(), ep(), ep());
-            let dealer = marill(&["dealer", "--keys", &k, "--provider-endpoint", &dp])
-                .args(["--helper-endpoint", &dh])
-                .stderr(c.log(&format!("dealer-{i}")))
-                .spawn()
-                .unwrap();
             c.control.push((cp, ch));
             let addr = || format!("127.0.0.1:{}", free_port());
             c.metrics.push([addr(), addr()]);
@@ -289,10 +284,22 @@ impl TestCluster {
                 c.helper_peer.push(peer.clone());
             }
             c.links.push([dp, dh, peer]);
+            let dealer = c.dealer(i, &format!("dealer-{i}"));
             let (p, h) = (c.worker(i, "provider"), c.worker(i, "helper"));
             c.pairs.push([dealer, p, h]);
         }
         c
+    }
+
+    /// Starts pair `i`'s dealer (again, after a fault: same endpoints and keys), logging to
+    /// `<log>.log`.
+    pub fn dealer(&self, i: usize, log: &str) -> Child {
+        let [dp, dh, _] = &self.links[i];
+        marill(&["dealer", "--keys", self.keys.to_str().unwrap()])
+            .args(["--provider-endpoint", dp, "--helper-endpoint", dh])
+            .stderr(self.log(log))
+            .spawn()
+            .unwrap()
     }
 
     /// Starts pair `i`'s worker of `role` (again, after a fault: same endpoints and keys).
