@@ -17,8 +17,12 @@ while [ $# -gt 0 ]; do
         *) model_args+=("$1"); shift ;;
     esac
 done
-cargo build --release -q
-bin=target/release/marill
+# MARILL_BIN: a binary already built (CI passes the one its tests built)
+bin=${MARILL_BIN:-}
+if [ -z "$bin" ]; then
+    cargo build --release -q
+    bin=target/release/marill
+fi
 dir=target/processes
 mkdir -p "$dir"
 rm -rf "$dir/keys"
