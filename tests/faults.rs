@@ -10,8 +10,9 @@
 //! - `a_helper_killed_mid_batch`: `kill -9` of one pair's helper while a batch runs (workers'
 //!   in-step timeout 5 s, the coordinator's step timeout 15 s). The provider's step fails inside
 //!   the 2PC within the timeout and it exits (its supervisor restarts it); the coordinator fails
-//!   that session's step with the reason and retires the pair; the other pair serves the rest.
-//!   Then both workers of the pair are started again: the dealer opens a new epoch (fresh seed:
+//!   that session's step with the reason and retires the pair; the client re-places the lost
+//!   session (a new session on the other pair, fed its rows so far), so every session finishes
+//!   equal to plaintext. Then both workers of the pair are started again: the dealer opens a new epoch (fresh seed:
 //!   no correlation handed out twice), the coordinator brings the pair back into service, and a
 //!   second batch runs equal to plaintext.
 
@@ -74,11 +75,29 @@ fn a_helper_killed_mid_batch() {
     c.coordinator_with(&["--step-timeout-s", "15"]);
     let logs = c.dir.display().to_string();
     let sessions = 8;
-    let batch = c.spawn_batch(sessions, 4);
+    // the client re-places a session the cluster fails (once)
+    let batch = c.spawn_batch_replacing(sessions, 4, 1);
     wait_for_results(&c.brokers, 4, &logs);
     c.pairs[0][2].kill().unwrap(); // SIGKILL of pair 0's helper
-    let (finished, _) = accounted(batch, sessions, &logs);
-    assert!(finished > 0, "the other pair finished nothing ({logs})");
+    let out = batch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (finished, differing, failed) = outcome(&stderr);
+    // every session finishes equal to plaintext: the one on the killed pair was re-placed on
+    // the other pair with its rows so far
+    assert_eq!(
+        (finished, differing, failed.len()),
+        (sessions, 0, 0),
+        "({logs}):\n{stderr}"
+    );
+    let lost = failed_results(&c.brokers);
+    assert!(
+        !lost.is_empty(),
+        "no step failed: the kill hit nothing ({logs})"
+    );
+    assert!(
+        stderr.contains("re-placed as"),
+        "no session was re-placed ({logs}):\n{stderr}"
+    );
     // the provider's 2PC step failed with its peer gone: it exits for its supervisor
     c.wait_exit(0, 0, 30);
     assert!(

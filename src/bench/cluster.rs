@@ -191,6 +191,7 @@ pub(crate) fn run_pairs(
             SealKeyPair::load_public(&cluster.keys, "helper")?,
         ],
         timeout: Duration::from_secs(300),
+        replace: 0,
     };
     let r = run_batch(model, tok, &target, sessions, tokens, sessions)?;
     drop(cluster);

@@ -33,6 +33,9 @@ pub struct ClusterTarget {
     pub domains: [SealPublic; 2],
     /// a step without a result for this long fails
     pub timeout: Duration,
+    /// how often a failed session is re-placed: opened again as a new session fed every row
+    /// so far (its shares and KV cache died with its pair; the client holds the prefix output)
+    pub replace: u32,
 }
 
 /// One session through the cluster.
@@ -50,6 +53,10 @@ pub struct KafkaRunner {
     comm: CommStats,
     gamma: Vec<f32>,
     open: bool,
+    /// the prefix output of every row the session has taken
+    rows_sent: Vec<f32>,
+    /// re-placements so far
+    replaced: u32,
 }
 
 const PARTIES: [&str; 2] = ["provider", "helper"];
@@ -104,7 +111,7 @@ impl KafkaRunner {
         };
         reader.assign(&tpl)?;
         let mut prg = Prg::new(Seed::random(), 0);
-        let session = format!("s{:016x}{:016x}", prg.next_u64(), prg.next_u64());
+        let session = session_id(&mut prg);
         Ok(Self {
             target,
             producer,
@@ -119,6 +126,8 @@ impl KafkaRunner {
             comm: CommStats::default(),
             gamma,
             open: false,
+            rows_sent: Vec::new(),
+            replaced: 0,
         })
     }
 
@@ -194,8 +203,15 @@ impl KafkaRunner {
     }
 }
 
-impl SuffixRunner for KafkaRunner {
-    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+/// A fresh random session id.
+fn session_id(prg: &mut Prg) -> String {
+    format!("s{:016x}{:016x}", prg.next_u64(), prg.next_u64())
+}
+
+impl KafkaRunner {
+    /// Runs `x` as this session's next step: its output, or why the cluster failed the step
+    /// (`Ok(Err(reason))`: the session is lost, a new one can take its rows).
+    fn exchange(&mut self, x: &[f32]) -> Result<Result<Vec<f32>, String>> {
         let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
         let rows = x.len() / self.d;
         self.open = true;
@@ -235,14 +251,51 @@ impl SuffixRunner for KafkaRunner {
                     gamma_at_client.then_some(self.gamma.as_slice()),
                 )
             }
-            Outcome::Closed => bail!("job {job_id}: the session was closed"),
+            Outcome::Closed => {
+                self.open = false;
+                return Ok(Err(format!("job {job_id}: the session was closed")));
+            }
             Outcome::Failed { reason } => {
                 self.open = false;
-                bail!("job {job_id} failed: {reason}")
+                return Ok(Err(format!("job {job_id} failed: {reason}")));
             }
         };
         self.step += 1;
-        Ok(y)
+        Ok(Ok(y))
+    }
+}
+
+impl SuffixRunner for KafkaRunner {
+    /// One step; when the cluster fails it (a pair lost, a session closed), the session is
+    /// re-placed up to `replace` times: a new session on whichever pair the coordinator picks,
+    /// fed every row so far as its prefill (the secure suffix is position-exact, so its last
+    /// rows are this step's output).
+    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        let mut attempt = self.exchange(x)?;
+        loop {
+            match attempt {
+                Ok(y) => {
+                    self.rows_sent.extend_from_slice(x);
+                    return Ok(y);
+                }
+                Err(reason) if self.replaced < self.target.replace => {
+                    self.replaced += 1;
+                    let lost = std::mem::replace(&mut self.session, session_id(&mut self.prg));
+                    self.step = 0;
+                    let mut all = self.rows_sent.clone();
+                    all.extend_from_slice(x);
+                    eprintln!(
+                        "session {lost} lost ({reason}); re-placed as {} with its {} rows",
+                        self.session,
+                        all.len() / self.d.max(1)
+                    );
+                    attempt = self
+                        .exchange(&all)?
+                        .map(|y| y[y.len() - x.len()..].to_vec());
+                }
+                Err(reason) => bail!(reason),
+            }
+        }
     }
 
     fn comm(&self) -> CommStats {

@@ -125,7 +125,7 @@ fn run_in(a: &DevArgs, keys: &std::path::Path) -> Result<()> {
     let metrics = marill_coordinator::CoordinatorMetrics::unregistered();
     let coord = std::thread::spawn(move || marill_coordinator::run(cfg, s, metrics));
     // the coordinator creates the topics; wait for them
-    let target = super::target(kafka, keys, "default", Duration::from_secs(300))?;
+    let target = super::target(kafka, keys, "default", Duration::from_secs(300), 1)?;
     let gamma: Vec<f32> = model.norm().weight().to_vec1()?;
     let mut runner = Err(anyhow!("not tried"));
     for _ in 0..100 {

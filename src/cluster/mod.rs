@@ -193,6 +193,10 @@ pub struct BatchArgs {
     /// A step without a result for this many seconds fails.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
+    /// How often a session the cluster fails (its pair lost) is re-placed: opened again on a
+    /// pair the coordinator picks, fed every row so far.
+    #[arg(long, default_value_t = 1)]
+    replace_attempts: u32,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -202,6 +206,7 @@ pub(crate) fn target(
     keys: &std::path::Path,
     model: &str,
     timeout: Duration,
+    replace: u32,
 ) -> Result<ClusterTarget> {
     Ok(ClusterTarget {
         kafka,
@@ -211,6 +216,7 @@ pub(crate) fn target(
             SealKeyPair::load_public(keys, "helper")?,
         ],
         timeout,
+        replace,
     })
 }
 
@@ -334,6 +340,7 @@ pub fn batch(a: BatchArgs) -> Result<()> {
         &a.keys,
         &a.model_name,
         Duration::from_secs(a.timeout_s),
+        a.replace_attempts,
     )?;
     let n = a.prompts.min(PROMPTS.len());
     let r = run_batch(&model, &tok, &t, n, a.tokens, a.concurrency)?;

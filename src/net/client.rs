@@ -41,6 +41,10 @@ pub struct ClientArgs {
     /// Give up after this long without an answer.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
+    /// Through the cluster: how often a session the cluster fails (its pair lost) is
+    /// re-placed: opened again on a pair the coordinator picks, fed every row so far.
+    #[arg(long, default_value_t = 1)]
+    replace_attempts: u32,
     #[command(flatten)]
     generate: GenerateArgs,
 }
@@ -174,6 +178,7 @@ pub fn generate(a: ClientArgs) -> Result<()> {
             &a.keys,
             &a.model_name,
             Duration::from_secs(a.timeout_s),
+            a.replace_attempts,
         )?;
         let runner = crate::cluster::client::KafkaRunner::new(t, n_public, gamma)?;
         return generate_remote(&a.generate, &model, &tok, Box::new(runner));

@@ -354,7 +354,13 @@ impl TestCluster {
 
     /// `sessions` sessions of `tokens` tokens, 4 at a time, 60 s per step, output captured.
     pub fn spawn_batch(&self, sessions: usize, tokens: usize) -> Child {
-        self.batch(sessions, tokens, 60)
+        self.spawn_batch_replacing(sessions, tokens, 0)
+    }
+
+    /// [`TestCluster::spawn_batch`] whose client re-places a failed session up to `replace`
+    /// times.
+    pub fn spawn_batch_replacing(&self, sessions: usize, tokens: usize, replace: u32) -> Child {
+        self.batch_replacing(sessions, tokens, 60, replace)
             .args(["--concurrency", "4"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -436,7 +442,20 @@ impl TestCluster {
 
     /// `marill client batch` against this cluster (not started).
     pub fn batch(&self, sessions: usize, tokens: usize, timeout_s: u64) -> Command {
+        self.batch_replacing(sessions, tokens, timeout_s, 0)
+    }
+
+    /// [`TestCluster::batch`] whose client re-places a failed session up to `replace` times
+    /// (the fault tests otherwise see each failure at the client: 0).
+    pub fn batch_replacing(
+        &self,
+        sessions: usize,
+        tokens: usize,
+        timeout_s: u64,
+        replace: u32,
+    ) -> Command {
         let mut cmd = marill(&["client", "batch", "--brokers", &self.brokers]);
+        cmd.args(["--replace-attempts", &replace.to_string()]);
         cmd.args(["--keys", self.keys.to_str().unwrap()])
             .args(["--model", self.model.to_str().unwrap()])
             .args(["--prompts", &sessions.to_string()])
