@@ -2,7 +2,8 @@
 # The tuning table of docs/tuning.md: SmolLM2-135M fine-tuned on the State of the Union corpus
 # (scripts/fetch-corpus.sh) for each (LF, HM) and for head pruning at the same head count, one
 # run after another, each with its held-out perplexity before and after and its wall time.
-# Results: $OUT/<run>/result.json (+ export), logs in $OUT/<run>.log, the table in $OUT/table.md.
+# Results: $OUT/<run>/result.json (+ export), logs in $OUT/<run>.log, the table in $OUT/table.md;
+# a run whose result.json exists is not repeated.
 #
 # Usage: bash scripts/tune-table.sh [OUT] ; env: MARILL (binary), STEPS, ACCUM, SEQ, LR,
 # EVAL_WINDOWS, RUNS (space-separated "lf:hm:prune" triples), DEADLINE (epoch seconds: no run
@@ -46,13 +47,19 @@ rows = []
 for n in sorted(os.listdir(out)):
     p = os.path.join(out, n, "result.json")
     if os.path.isfile(p):
-        rows.append((n, json.load(open(p))))
-print_ = []
-print_.append("| LF (public/total) | method | heads per private layer | held-out ppl before | after | next-token acc before | after | train loss first → last step | train s | wall s |")
-print_.append("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
-for n, r in sorted(rows, key=lambda x: (x[1]["lf"], x[1]["head_prune"] > 1, x[1]["head_merge"] * x[1]["head_prune"])):
-    method = f"prune m={r['head_prune']}" if r["head_prune"] > 1 else f"merge HM={r['head_merge']}"
-    print_.append(f"| {r['lf']:.2f} ({r['n_public']}/{r['n_layers']}) | {method} | {r['heads_per_private_layer']} | {r['ppl_before']:.2f} | {r['ppl_after']:.2f} | {r['acc_before']:.4f} | {r['acc_after']:.4f} | {r['first_loss']:.3f} → {r['last_loss']:.3f} | {r['train_s']:.0f} | {wall.get(n, '')} |")
-open(os.path.join(out, "table.md"), "w").write("\n".join(print_) + "\n")
-print("\n".join(print_))
+        r = json.load(open(p))
+        r["losses"] = json.load(open(os.path.join(out, n, "marill.json")))["training"]["losses"]
+        rows.append((n, r))
+lines = [
+    "| LF (public/total) | private attention | heads per private layer | held-out ppl before | ppl after | next-token acc before | acc after | train loss, mean of steps 1-5 → last 5 | train s | wall s |",
+    "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+]
+key = lambda x: (x[1]["lf"], x[1]["heads_per_private_layer"] * -1, x[1]["head_prune"] > 1)
+for n, r in sorted(rows, key=key):
+    method = f"pruned, m={r['head_prune']}" if r["head_prune"] > 1 else (f"merged, HM={r['head_merge']}" if r["head_merge"] > 1 else "HM=1 (base heads)")
+    l = r["losses"]
+    first, last = sum(l[:5]) / 5, sum(l[-5:]) / 5
+    lines.append(f"| {r['lf']:.2f} ({r['n_public']}/{r['n_layers']}) | {method} | {r['heads_per_private_layer']} | {r['ppl_before']:.2f} | **{r['ppl_after']:.2f}** | {r['acc_before']:.4f} | {r['acc_after']:.4f} | {first:.3f} → {last:.3f} | {r['train_s']:.0f} | {wall.get(n, '')} |")
+open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
 PY
