@@ -183,7 +183,7 @@ fn run(
             return; // the coordinator is gone
         };
         let (outcome, lost) = match &links {
-            Some(l) => step(l, &task.job),
+            Some(l) => step(l, &task.job, timeout),
             None => (
                 Outcome::Failed {
                     reason: format!("worker pair {index} has no links"),
@@ -224,10 +224,28 @@ fn report(done: &Sender<PairEvent>, pair: usize, job: Job, outcome: Outcome, los
 /// are skipped — a restarted coordinator inherits them on the same links.
 fn reply(link: &Link, awaited: Option<&str>) -> Result<Message, String> {
     loop {
-        let m = link
-            .recv()
-            .map_err(|e| e.to_string())
-            .and_then(|b| marill_proto::decode(&b).map_err(|e| e.to_string()))?;
+        if let Some(m) = reply_within(link, awaited, None)? {
+            return Ok(m);
+        }
+    }
+}
+
+/// [`reply`] waiting at most `wait` (`None`: the link's timeout, an error when it passes):
+/// `Ok(None)` when no fresh reply came within `wait`.
+fn reply_within(
+    link: &Link,
+    awaited: Option<&str>,
+    wait: Option<Duration>,
+) -> Result<Option<Message>, String> {
+    loop {
+        let bytes = match wait {
+            None => link.recv().map_err(|e| e.to_string())?,
+            Some(w) => match link.try_recv(w).map_err(|e| e.to_string())? {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+        };
+        let m = marill_proto::decode(&bytes).map_err(|e| e.to_string())?;
         let stale = match &m {
             Message::SessionOutput { job_id, .. } | Message::SessionFailed { job_id, .. } => {
                 Some(job_id.as_str()) != awaited
@@ -236,7 +254,7 @@ fn reply(link: &Link, awaited: Option<&str>) -> Result<Message, String> {
             _ => false,
         };
         if !stale {
-            return Ok(m);
+            return Ok(Some(m));
         }
         tracing::info!(
             message = marill_proto::describe(&m),
@@ -266,8 +284,51 @@ fn hello(links: &[Link; 2]) -> Result<(), String> {
     Ok(())
 }
 
+/// Both workers' replies to step `job`, in whichever order they come, each within `timeout`.
+/// A failure reported by either ends the wait at once: the step has failed whatever the other
+/// says (a worker whose peer died reports it within its in-step timeout, while the dead one
+/// would keep the coordinator waiting its whole step timeout); a late reply is skipped as
+/// stale by the pair's next exchange. Unanswered slots stay `None`.
+fn replies(
+    links: &[Link; 2],
+    job: &Job,
+    timeout: Duration,
+) -> [Option<Result<Message, String>>; 2] {
+    let mut got: [Option<Result<Message, String>>; 2] = [None, None];
+    let start = std::time::Instant::now();
+    loop {
+        for (i, l) in links.iter().enumerate() {
+            if got[i].is_none() {
+                got[i] = reply_within(l, Some(&job.job_id), Some(POLL)).transpose();
+            }
+        }
+        let failed = got
+            .iter()
+            .flatten()
+            .any(|r| !matches!(r, Ok(Message::SessionOutput { .. })));
+        if failed || got.iter().all(Option::is_some) {
+            return got;
+        }
+        if start.elapsed() >= timeout {
+            for (i, g) in got.iter_mut().enumerate() {
+                g.get_or_insert_with(|| {
+                    Err(format!(
+                        "no message from {} within {} s",
+                        role(i),
+                        timeout.as_secs()
+                    ))
+                });
+            }
+            return got;
+        }
+    }
+}
+
+/// How long each link is polled in turn while a step's replies are awaited.
+const POLL: Duration = Duration::from_millis(20);
+
 /// Runs one step on both workers; `(outcome, pair_lost)`.
-fn step(links: &[Link; 2], job: &Job) -> (Outcome, bool) {
+fn step(links: &[Link; 2], job: &Job, timeout: Duration) -> (Outcome, bool) {
     let fail = |reason: String, lost: bool| (Outcome::Failed { reason }, lost);
     for (i, l) in links.iter().enumerate() {
         let m = Message::SessionStep {
@@ -285,8 +346,9 @@ fn step(links: &[Link; 2], job: &Job) -> (Outcome, bool) {
     let mut outs = Vec::with_capacity(2);
     let mut failure = None;
     let mut lost = false;
-    for (i, l) in links.iter().enumerate() {
-        match reply(l, Some(&job.job_id)) {
+    for (i, r) in replies(links, job, timeout).into_iter().enumerate() {
+        let Some(r) = r else { continue };
+        match r {
             Ok(Message::SessionOutput {
                 job_id,
                 share,
