@@ -15,7 +15,7 @@ MARILL="${MARILL:-target/release/marill}"
 STEPS="${STEPS:-30}"; ACCUM="${ACCUM:-2}"; SEQ="${SEQ:-64}"; LR="${LR:-2e-3}"
 EVAL_WINDOWS="${EVAL_WINDOWS:-32}"
 # SmolLM2-135M has 9 heads: head merging/pruning by 3 and 9 (2 and 4 do not divide 9).
-RUNS="${RUNS:-0.5:1:1 0.5:3:1 0.5:9:1 0.5:1:3 0.5:1:9 0.75:1:1 0.75:3:1 0.75:9:1 0.25:1:1 0.25:3:1 0.25:9:1 0:1:1 0:3:1 0:9:1}"
+RUNS="${RUNS:-0.5:1:1 0.5:3:1 0.5:9:1 0.5:1:3 0.5:1:9 0.75:1:1 0.75:3:1 0.75:9:1 0.75:1:3 0.75:1:9 0.25:1:1 0.25:3:1 0.25:9:1 0:1:1 0:3:1 0:9:1}"
 DEADLINE="${DEADLINE:-0}"
 bash scripts/fetch-smollm2.sh >/dev/null
 bash scripts/fetch-corpus.sh >/dev/null
