@@ -223,11 +223,8 @@ fn report(done: &Sender<PairEvent>, pair: usize, job: Job, outcome: Outcome, los
 /// `awaited` (a previous coordinator's, or one that timed out here) and extra hello answers
 /// are skipped — a restarted coordinator inherits them on the same links.
 fn reply(link: &Link, awaited: Option<&str>) -> Result<Message, String> {
-    loop {
-        if let Some(m) = reply_within(link, awaited, None)? {
-            return Ok(m);
-        }
-    }
+    // without a wait of its own, the link's timeout ends the wait with an error
+    reply_within(link, awaited, None)?.ok_or_else(|| "no reply".to_string())
 }
 
 /// [`reply`] waiting at most `wait` (`None`: the link's timeout, an error when it passes):

@@ -288,7 +288,14 @@ impl PartyStream {
     /// ahead (up to the pool's budget).
     fn next_message(&mut self) -> Result<Message> {
         loop {
-            let generated = self.epochs()?.generate_ahead();
+            let generated = {
+                let mut epochs = self.epochs()?;
+                let g = epochs.generate_ahead();
+                if g == Ok(true) {
+                    self.m.observe_pool(&epochs);
+                }
+                g
+            }; // the state's lock is released before any wait on the link
             match generated {
                 Ok(true) => {}
                 Ok(false) => return recv_idle(&self.link),
@@ -297,7 +304,6 @@ impl PartyStream {
                     return recv_idle(&self.link);
                 }
             }
-            self.m.observe_pool(&*self.epochs()?);
             if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
                 return super::typed(&bytes);
             }

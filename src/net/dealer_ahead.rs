@@ -56,6 +56,16 @@ impl AheadPool {
         }
     }
 
+    /// Forgets the prediction and the step positions for a new epoch (a new dealer seed and
+    /// id sequence); the budget and the counts carry on.
+    pub fn restart(&mut self) {
+        *self = Self {
+            used: self.used,
+            skipped: self.skipped,
+            ..Self::new(self.budget)
+        };
+    }
+
     /// A party ended the step that began at `ended`: predicts that step `key`, whose requests
     /// are `manifest`, comes next, at the dealer's next id. Made once per step, and only while
     /// no party has begun a later step (the other party's end may arrive after its next
@@ -158,7 +168,8 @@ impl AheadPool {
         end
     }
 
-    /// Bundles generated ahead so far: used by the step they were predicted for, and skipped.
+    /// Bundles generated ahead so far (over every epoch): used by the step they were predicted
+    /// for, and skipped.
     pub fn counts(&self) -> (u64, u64) {
         (self.used, self.skipped)
     }
@@ -228,20 +239,26 @@ mod tests {
         assert_eq!(pool.begin(&d, PartyId::P0, key(1, 5), 3), 3);
     }
 
+    /// P0 begins a 3-row prefill at id 0 (its 3 bundles generated), its end predicts the
+    /// decode at position 3, one bundle is generated ahead, and `party` begins that decode.
+    fn a_prefill_then_its_predicted_decode(pool: &mut AheadPool, d: &SharedDealer, party: PartyId) {
+        assert_eq!(pool.begin(d, PartyId::P0, key(3, 0), 0), 0);
+        for _ in 0..3 {
+            d.generate_ahead(&CorrRequest::MulTriples { n: 1 }).unwrap();
+        }
+        pool.predict(d, 0, key(1, 3), manifest());
+        assert!(pool.generate_one(d).unwrap());
+        assert_eq!(pool.begin(d, party, key(1, 3), 3), 3);
+    }
+
     #[test]
     fn a_late_end_predicts_nothing_once_the_next_step_has_begun() {
         let d = SharedDealer::new(Dealer::new(Seed::from_u64(6)));
         let mut pool = AheadPool::new(1 << 20);
         // both parties begin a step at 0; P1 ends it and begins the next at 3 (as predicted
         // or not) before P0's end of the first step reaches the dealer
-        assert_eq!(pool.begin(&d, PartyId::P0, key(3, 0), 0), 0);
         assert_eq!(pool.begin(&d, PartyId::P1, key(3, 0), 0), 0);
-        for _ in 0..3 {
-            d.generate_ahead(&CorrRequest::MulTriples { n: 1 }).unwrap();
-        }
-        pool.predict(&d, 0, key(1, 3), manifest());
-        assert!(pool.generate_one(&d).unwrap());
-        assert_eq!(pool.begin(&d, PartyId::P1, key(1, 3), 3), 3);
+        a_prefill_then_its_predicted_decode(&mut pool, &d, PartyId::P1);
         pool.predict(&d, 0, key(1, 3), manifest()); // P0's late end
         assert!(
             !pool.generate_one(&d).unwrap(),
@@ -249,6 +266,28 @@ mod tests {
         );
         assert_eq!(pool.begin(&d, PartyId::P0, key(1, 3), 3), 3);
         assert_eq!(pool.counts(), (1, 0));
+    }
+
+    #[test]
+    fn a_restart_forgets_the_prediction_and_keeps_the_counts() {
+        let d = SharedDealer::new(Dealer::new(Seed::from_u64(7)));
+        let mut pool = AheadPool::new(1 << 20);
+        a_prefill_then_its_predicted_decode(&mut pool, &d, PartyId::P0);
+        // that step ends: the next one is predicted and pending when the epoch ends
+        pool.predict(&d, 3, key(1, 4), manifest());
+        assert!(pool.predicted.is_some());
+        pool.restart();
+        assert!(
+            pool.predicted.is_none(),
+            "the old epoch's prediction survived"
+        );
+        assert!(!pool.generate_one(&d).unwrap());
+        assert_eq!(pool.counts(), (1, 0));
+        // a fresh epoch's pair begins at 0 again and predicts under the same budget
+        let fresh = SharedDealer::new(Dealer::new(Seed::from_u64(8)));
+        assert_eq!(pool.begin(&fresh, PartyId::P0, key(2, 0), 0), 0);
+        pool.predict(&fresh, 0, key(1, 2), manifest());
+        assert!(pool.generate_one(&fresh).unwrap());
     }
 
     #[test]

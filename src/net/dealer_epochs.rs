@@ -21,8 +21,6 @@ pub struct Epochs {
     earlier: DealerStats,
     fresh: Box<dyn FnMut() -> Seed + Send>,
     ahead: AheadPool,
-    ahead_budget: u64,
-    ahead_earlier: (u64, u64),
 }
 
 impl Epochs {
@@ -35,15 +33,12 @@ impl Epochs {
             earlier: DealerStats::default(),
             fresh,
             ahead: AheadPool::new(0),
-            ahead_budget: 0,
-            ahead_earlier: (0, 0),
         }
     }
 
     /// Generates up to `budget` explicit bytes ahead for each predicted step (see
     /// [`AheadPool`]; 0: none).
     pub fn with_ahead_budget(mut self, budget: u64) -> Self {
-        self.ahead_budget = budget;
         self.ahead = AheadPool::new(budget);
         self
     }
@@ -60,10 +55,7 @@ impl Epochs {
             }
             self.epoch += 1;
             self.dealer = SharedDealer::new(Dealer::new((self.fresh)()));
-            let (used, skipped) = self.ahead.counts();
-            self.ahead_earlier.0 += used;
-            self.ahead_earlier.1 += skipped;
-            self.ahead = AheadPool::new(self.ahead_budget);
+            self.ahead.restart();
         }
         self.seeded[party.index()] = Some(self.epoch);
         (self.epoch, self.dealer.party_seed(party))
@@ -109,8 +101,7 @@ impl Epochs {
 
     /// Bundles generated ahead over every epoch: used as predicted, and skipped.
     pub fn ahead_counts(&self) -> (u64, u64) {
-        let (used, skipped) = self.ahead.counts();
-        (self.ahead_earlier.0 + used, self.ahead_earlier.1 + skipped)
+        self.ahead.counts()
     }
 
     /// The current epoch.

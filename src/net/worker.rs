@@ -99,6 +99,14 @@ impl DealerLink {
         }
     }
 
+    /// Sends `m` to the dealer; a failure makes bundle `id` unavailable.
+    fn tell(&self, id: u64, m: &Message) -> Result<(), CorrelationError> {
+        send(&self.link, m).map_err(|e| CorrelationError::Unavailable {
+            id,
+            why: e.to_string(),
+        })
+    }
+
     /// Receives bundle `id`, which the dealer sends next.
     fn receive(&self, id: u64) -> Result<Bundle, CorrelationError> {
         let unavailable = |why: String| CorrelationError::Unavailable { id, why };
@@ -132,10 +140,7 @@ impl BundleSupplier for DealerLink {
                 id,
                 req: req.clone(),
             };
-            send(&self.link, &ask).map_err(|e| CorrelationError::Unavailable {
-                id,
-                why: e.to_string(),
-            })?;
+            self.tell(id, &ask)?;
         }
         self.receive(id)
     }
@@ -146,16 +151,13 @@ impl BundleSupplier for DealerLink {
         key: StepKey,
         first_id: u64,
     ) -> Result<u64, CorrelationError> {
+        let begin = Message::StepBegin {
+            party,
+            key,
+            first_id,
+        };
+        self.tell(first_id, &begin)?;
         let unavailable = |why: String| CorrelationError::Unavailable { id: first_id, why };
-        send(
-            &self.link,
-            &Message::StepBegin {
-                party,
-                key,
-                first_id,
-            },
-        )
-        .map_err(|e| unavailable(e.to_string()))?;
         match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
             Message::StepStream { first_id: f, count } if f >= first_id => {
                 self.streamed = f..f.saturating_add(count);
@@ -175,12 +177,7 @@ impl BundleSupplier for DealerLink {
         }
         let next = next_id.max(self.streamed.end);
         self.streamed = 0..0;
-        send(&self.link, &Message::StepEnd { party }).map_err(|e| {
-            CorrelationError::Unavailable {
-                id: next,
-                why: e.to_string(),
-            }
-        })?;
+        self.tell(next, &Message::StepEnd { party })?;
         Ok(next)
     }
 }
@@ -334,32 +331,37 @@ fn server_hello(cfg: &marill_suffix::SuffixConfig, gamma_at_client: bool) -> Mes
     }
 }
 
-/// Loads the suffix (masks the private weights), bracketed as a step for the dealer.
+/// Loads the suffix (masks the private weights), bracketed as a step for the dealer; returns
+/// it with its program fingerprint, which names its steps for the dealer.
 async fn load_suffix(
     p: &mut Party<Link>,
     cfg: &marill_suffix::SuffixConfig,
     prep: marill_suffix::secure::PreparedSuffix,
-) -> Result<SecureSuffix> {
-    let key = StepKey::load(marill_proto::program_of(cfg));
-    p.store.begin_step(key).map_err(|e| anyhow!("load: {e}"))?;
+) -> Result<(SecureSuffix, u64)> {
+    let program = marill_proto::program_of(cfg);
+    p.store
+        .begin_step(StepKey::load(program))
+        .map_err(|e| anyhow!("load: {e}"))?;
     let sfx = SecureSuffix::load(p, cfg, prep)
         .await
         .map_err(|e| anyhow!("load: {e}"))?;
     p.store.end_step().map_err(|e| anyhow!("load: {e}"))?;
-    Ok(sfx)
+    Ok((sfx, program))
 }
 
-/// Runs one step on `x` (rows × d), bracketed for the dealer, which streams the step's
-/// correlations unasked when it knows the manifest of the step's shape.
+/// Runs one step on `x` (rows × d) of the suffix with fingerprint `program`, bracketed for the
+/// dealer, which streams the step's correlations unasked when it knows the manifest of the
+/// step's shape.
 async fn forward_step(
     p: &mut Party<Link>,
     sfx: &mut SecureSuffix,
-    cfg: &marill_suffix::SuffixConfig,
+    program: u64,
+    d: usize,
     x: &[u64],
 ) -> Result<Vec<u64>, String> {
     let key = StepKey {
-        program: marill_proto::program_of(cfg),
-        rows: (x.len() / cfg.d_model.max(1)) as u32,
+        program,
+        rows: (x.len() / d.max(1)) as u32,
         pos: sfx.position() as u32,
     };
     p.store.begin_step(key).map_err(|e| e.to_string())?;
@@ -381,7 +383,7 @@ async fn serve_coordinated(
     m: &WorkerMetrics,
 ) -> Result<()> {
     let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    let mut sfx = load_suffix(p, cfg, prep).await?;
+    let (mut sfx, program) = load_suffix(p, cfg, prep).await?;
     eprintln!("{me}: private weights masked, serving the coordinator");
     let mut current: Option<(String, u32)> = None;
     loop {
@@ -469,7 +471,7 @@ async fn serve_coordinated(
         let phase = if step == 0 { "prefill" } else { "decode" };
         let running = m.step_running.with_label_values(&[phase]);
         running.set(1);
-        let y = forward_step(p, &mut sfx, cfg, &x).await;
+        let y = forward_step(p, &mut sfx, program, cfg.d_model, &x).await;
         running.set(0);
         let y = match y {
             Ok(y) => y,
@@ -525,7 +527,7 @@ async fn serve(
     me: &str,
 ) -> Result<()> {
     let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    let mut sfx = load_suffix(p, cfg, prep).await?;
+    let (mut sfx, program) = load_suffix(p, cfg, prep).await?;
     eprintln!("{me}: private weights masked, serving");
     loop {
         match recv(client)? {
@@ -542,7 +544,7 @@ async fn serve(
             }
             Message::Step { x } => {
                 let before = p.comm();
-                let y = forward_step(p, &mut sfx, cfg, &x)
+                let y = forward_step(p, &mut sfx, program, cfg.d_model, &x)
                     .await
                     .map_err(|e| anyhow!("{e}"))?;
                 let c = p.comm().since(&before);

@@ -180,10 +180,7 @@ impl SharedDealer {
     /// (a pool ahead of demand); returns its id and the explicit bytes of both halves.
     pub fn generate_ahead(&self, req: &CorrRequest) -> Result<(u64, usize), CorrelationError> {
         let mut st = self.lock();
-        let [b0, b1] = st.dealer.next_bundle(req)?;
-        if let Some(m) = &mut st.manifest {
-            m.push(req.clone());
-        }
+        let [b0, b1] = Self::generate_locked(&mut st, req)?;
         let (id, bytes) = (b0.id, b0.explicit.len() + b1.explicit.len());
         st.stash[0].insert(id, b0);
         st.stash[1].insert(id, b1);
@@ -230,6 +227,18 @@ impl BundleSupplier for SharedDealer {
 }
 
 impl SharedDealer {
+    /// Generates the next bundle pair, recording its request when recording.
+    fn generate_locked(
+        st: &mut SharedState,
+        req: &CorrRequest,
+    ) -> Result<[Bundle; 2], CorrelationError> {
+        let pair = st.dealer.next_bundle(req)?;
+        if let Some(m) = &mut st.manifest {
+            m.push(req.clone());
+        }
+        Ok(pair)
+    }
+
     fn fetch_locked(
         st: &mut SharedState,
         party: PartyId,
@@ -245,10 +254,7 @@ impl SharedDealer {
                 why: format!("dealer is at bundle {}", st.dealer.next_id),
             });
         }
-        let [b0, b1] = st.dealer.next_bundle(req)?;
-        if let Some(m) = &mut st.manifest {
-            m.push(req.clone());
-        }
+        let [b0, b1] = Self::generate_locked(st, req)?;
         let (mine, other) = match party {
             PartyId::P0 => (b0, b1),
             PartyId::P1 => (b1, b0),
