@@ -174,6 +174,7 @@ fn targets() -> Result<Vec<Target>> {
             first_layer: 15,
             d_model: 576,
             gamma_at_client: true,
+            sessions: 4,
         },
         Message::Step { x: vec![1, 2, 3] },
         Message::Output {
@@ -184,6 +185,7 @@ fn targets() -> Result<Vec<Target>> {
         Message::End,
         Message::SessionStep {
             session: "s".into(),
+            lane: 3,
             job_id: "j".into(),
             step: 1,
             n_public: 15,
@@ -220,6 +222,10 @@ fn targets() -> Result<Vec<Target>> {
             count: 40,
         },
         Message::StepEnd { party: PartyId::P1 },
+        Message::SessionEnd {
+            session: "s".into(),
+            lane: 3,
+        },
     ];
     for (i, (r, [b0, _])) in bundles.iter().enumerate().take(8) {
         messages.push(Message::BundleRequest {

@@ -330,6 +330,7 @@ fn step(links: &[Link; 2], job: &Job, timeout: Duration) -> (Outcome, bool) {
     for (i, l) in links.iter().enumerate() {
         let m = Message::SessionStep {
             session: job.session.clone(),
+            lane: 0,
             job_id: job.job_id.clone(),
             step: job.step,
             n_public: job.n_public,

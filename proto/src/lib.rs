@@ -18,7 +18,7 @@ use thiserror::Error;
 /// The envelope's magic bytes.
 pub const MAGIC: &[u8; 3] = b"MRL";
 /// The wire version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest message body accepted (a model's weight shares travel in one message).
 pub const MAX_BODY: u64 = 1 << 30;
 
@@ -94,6 +94,8 @@ pub enum Message {
         d_model: usize,
         /// the client multiplies the output by the final norm's γ (public, no zero entry)
         gamma_at_client: bool,
+        /// sessions the party serves at once (lanes `0..sessions`; 1 on a direct link)
+        sessions: u32,
     },
     /// client → party: one step's share of the prefix output (T × d, fixed point)
     Step {
@@ -111,11 +113,16 @@ pub enum Message {
     },
     /// client → party: end of session
     End,
-    /// coordinator → worker: run one step of a session (step 0 opens it, resetting the KV
-    /// cache); the share is sealed to the worker's trust domain
+    /// coordinator → worker: run one step of a session on one of the pair's lanes (step 0
+    /// opens the session on the lane, replacing whatever session the lane held); the share is
+    /// sealed to the worker's trust domain
     SessionStep {
         /// the session
         session: String,
+        /// the lane (`0..sessions` of the worker's hello) the coordinator placed the session
+        /// on: the same at both workers, so the session's 2PC messages and correlations
+        /// travel on that lane of the peer and dealer links
+        lane: u32,
         /// the job
         job_id: String,
         /// the step
@@ -179,6 +186,14 @@ pub enum Message {
         /// which party
         party: PartyId,
     },
+    /// coordinator → worker: the session ended (or expired): its lane's shares and KV cache
+    /// are freed; no reply
+    SessionEnd {
+        /// the session
+        session: String,
+        /// its lane
+        lane: u32,
+    },
 }
 
 impl Message {
@@ -202,6 +217,7 @@ impl Message {
             Message::StepBegin { .. } => "step begin",
             Message::StepStream { .. } => "step stream",
             Message::StepEnd { .. } => "step end",
+            Message::SessionEnd { .. } => "session end",
         }
     }
 }
@@ -324,6 +340,10 @@ mod tests {
                 count: 6558,
             },
             Message::StepEnd { party: PartyId::P0 },
+            Message::SessionEnd {
+                session: "s".into(),
+                lane: 1,
+            },
         ]
     }
 

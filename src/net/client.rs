@@ -90,6 +90,7 @@ impl Remote {
                     first_layer,
                     d_model,
                     gamma_at_client,
+                    ..
                 } if first_layer == n_public && d_model == gamma.len() => {
                     d = d_model;
                     at_client = gamma_at_client;

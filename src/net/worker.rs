@@ -328,6 +328,7 @@ fn server_hello(cfg: &marill_suffix::SuffixConfig, gamma_at_client: bool) -> Mes
         first_layer: cfg.first_layer,
         d_model: cfg.d_model,
         gamma_at_client,
+        sessions: 1,
     }
 }
 
@@ -395,6 +396,7 @@ async fn serve_coordinated(
             }
             Message::SessionStep {
                 session,
+                lane: _,
                 job_id,
                 step,
                 n_public,
