@@ -15,25 +15,25 @@ pub mod worker_metrics;
 
 use anyhow::{anyhow, Result};
 use marill_proto::Message;
-use marill_transport::Link;
+use marill_transport::Frames;
 
 /// Sends a typed message.
-pub fn send(link: &Link, m: &Message) -> Result<()> {
-    Ok(link.send(&marill_proto::encode(m))?)
+pub fn send(link: &impl Frames, m: &Message) -> Result<()> {
+    Ok(link.send_frame(&marill_proto::encode(m))?)
 }
 
 /// Receives a typed message within the link's timeout; a peer's `Error` message becomes an
 /// error here.
-pub fn recv(link: &Link) -> Result<Message> {
-    typed(&link.recv()?)
+pub fn recv(link: &impl Frames) -> Result<Message> {
+    typed(&link.recv_frame()?)
 }
 
 /// Receives the next typed message, waiting without limit: what a worker does between a
 /// session's steps and a dealer between bundle requests (an idle cluster waits for work; the
 /// link's timeout still bounds every exchange inside a step).
-pub fn recv_idle(link: &Link) -> Result<Message> {
+pub fn recv_idle(link: &impl Frames) -> Result<Message> {
     loop {
-        if let Some(bytes) = link.try_recv(std::time::Duration::from_secs(60))? {
+        if let Some(bytes) = link.try_recv_frame(std::time::Duration::from_secs(60))? {
             return typed(&bytes);
         }
     }

@@ -14,11 +14,13 @@
 
 pub mod keys;
 pub mod link;
+pub mod mux;
 pub mod seal;
 mod zap;
 
 pub use keys::KeyPair;
 pub use link::{Link, LinkConfig, Role};
+pub use mux::{Frames, Lane, Mux};
 pub use seal::{seal, Binding, SealKeyPair, SealPublic, Sealed};
 
 use thiserror::Error;
@@ -51,6 +53,12 @@ pub enum TransportError {
         /// the file
         path: String,
         /// what is wrong
+        why: String,
+    },
+    /// A lane of a split link failed (see [`mux`]).
+    #[error("lane: {why}")]
+    Lane {
+        /// what went wrong
         why: String,
     },
     /// A frame exceeds the link's limit.

@@ -121,6 +121,21 @@ impl Link {
         &self.endpoint
     }
 
+    /// The link's limits.
+    pub fn config(&self) -> &LinkConfig {
+        &self.cfg
+    }
+
+    /// The link's zeromq context (for in-process sockets beside it).
+    pub(crate) fn context(&self) -> zmq::Context {
+        self._ctx.clone()
+    }
+
+    /// The link's socket, for polling it beside other sockets.
+    pub(crate) fn socket(&self) -> &zmq::Socket {
+        &self.sock
+    }
+
     /// Sends one message.
     pub fn send(&self, bytes: &[u8]) -> Result<(), TransportError> {
         if bytes.len() > self.cfg.max_frame {
