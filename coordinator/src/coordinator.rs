@@ -7,14 +7,22 @@
 //! or another coordinator) is answered with the same bytes, so a job never has two different
 //! visible results.
 //!
-//! Each worker pair serves one session at a time (its workers keep one KV cache); sessions
-//! wait in arrival order for a free pair, and a session idle for longer than its limit is
-//! closed. Kafka is polled on this thread; the pairs' blocking links live on their own threads.
+//! Each worker pair serves several sessions at once, one per *lane* (its workers keep a KV
+//! cache per lane; the pair's hello says how many): a new session goes to a free lane of the
+//! ready pair with the fewest open sessions (`lanes.rs`) and keeps that lane for all its
+//! steps; its steps run one at a time, while the steps of different sessions run concurrently.
+//! Sessions wait in arrival order for a free lane. A closed session (ended, expired, closed by
+//! its client, failed) frees its lane, and both workers are told to drop its cache. A pair that
+//! fails a step or is lost goes out of service until it answers a hello again, and every
+//! session on it is closed (its workers restart, their caches gone). A session idle for longer
+//! than its limit is closed. Kafka is polled on this thread; the pairs' blocking links live on
+//! their own threads.
 
 use crate::kafka::{self, produce, KafkaSettings};
+use crate::lanes::Lanes;
 use crate::metrics::CoordinatorMetrics;
 use crate::offsets::OffsetTracker;
-use crate::pairs::{self, ControlKeys, PairEndpoints, PairEvent, StepTask};
+use crate::pairs::{self, ControlKeys, PairEndpoints, PairEvent, PairTask, StepDone, StepTask};
 use crate::CoordinatorError;
 use marill_proto::job::{
     DeadLetter, Job, JobResult, Outcome, DEAD_LETTER_TOPIC, JOBS_TOPIC, RESULTS_TOPIC,
@@ -76,6 +84,8 @@ pub struct CoordinatorStats {
 
 struct Session {
     pair: usize,
+    /// its lane on the pair, the same for all its steps
+    lane: u32,
     sched_id: u64,
     next_step: u32,
     busy: bool,
@@ -89,8 +99,9 @@ struct State {
     cfg: CoordinatorConfig,
     producer: rdkafka::producer::FutureProducer,
     sched: Scheduler,
-    pair_tx: Vec<Sender<StepTask>>,
-    pair_busy: Vec<bool>,
+    pair_tx: Vec<Sender<PairTask>>,
+    /// which session occupies each lane of each pair
+    lanes: Lanes,
     pair_lost: Vec<bool>,
     /// both workers answered the hello
     pair_ready: Vec<bool>,
@@ -115,6 +126,9 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 /// How long after a failed commit the coordinator commits again.
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
 const KV_RESERVE: u64 = 1;
+/// The most lanes the coordinator uses on a pair (a pair announcing more gets this many): the
+/// scheduler's per-worker session limit, while the lanes themselves are counted by [`Lanes`].
+const MAX_LANES: u32 = 1024;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -157,7 +171,7 @@ pub fn run(
                 role,
                 domain: domain as u32,
                 mem_limit: u64::MAX / 4,
-                max_sessions: 1,
+                max_sessions: MAX_LANES,
                 health: Health::Healthy,
             });
         }
@@ -171,7 +185,7 @@ pub fn run(
         producer,
         sched,
         pair_tx,
-        pair_busy: vec![false; n],
+        lanes: Lanes::new(n),
         pair_lost: vec![false; n],
         pair_ready: vec![false; n],
         sessions: HashMap::new(),
@@ -429,43 +443,63 @@ impl State {
         let mut any = false;
         while let Ok(ev) = rx.try_recv() {
             any = true;
-            let d = match ev {
-                PairEvent::Ready { pair } => {
-                    if self.pair_lost[pair] {
-                        // its workers answer again (restarted): back into service
-                        self.pair_lost[pair] = false;
-                        for w in [2 * pair, 2 * pair + 1] {
-                            let _ = self.sched.set_health(w as u32, Health::Healthy);
-                        }
-                        tracing::info!(pair, "worker pair back in service");
-                    } else {
-                        tracing::info!(pair, "worker pair ready");
-                    }
-                    self.pair_ready[pair] = true;
-                    continue;
-                }
+            match ev {
+                PairEvent::Ready { pair, lanes } => self.ready(pair, lanes)?,
                 PairEvent::Lost { pair, reason } => {
                     tracing::warn!(pair, reason = %reason, "worker pair did not become ready");
-                    self.retire(pair);
-                    continue;
+                    self.retire(pair)?;
                 }
-                PairEvent::Done(d) => d,
-            };
-            self.pair_busy[d.pair] = false;
-            let failed = matches!(d.outcome, Outcome::Failed { .. });
-            if d.pair_lost {
-                self.retire(d.pair);
-            } else if failed {
-                // the pair's thread probes it again (a worker may have exited after reporting
-                // a failure inside the 2PC): no step goes to it until it answers ready
-                self.pair_ready[d.pair] = false;
+                PairEvent::Done(d) => self.step_done(d)?,
             }
-            let last = self
+        }
+        Ok(any)
+    }
+
+    /// Pair `pair` answered its hello with `lanes` lanes: it takes sessions.
+    fn ready(&mut self, pair: usize, lanes: u32) -> Result<(), CoordinatorError> {
+        if self.pair_lost[pair] {
+            // its workers answer again (restarted): back into service
+            self.pair_lost[pair] = false;
+            for w in [2 * pair, 2 * pair + 1] {
+                let _ = self.sched.set_health(w as u32, Health::Healthy);
+            }
+            tracing::info!(pair, lanes, "worker pair back in service");
+        } else {
+            tracing::info!(pair, lanes, "worker pair ready");
+        }
+        // a session still placed here did not outlive the probe (normally closed already when
+        // the pair went out of service)
+        self.pair_ready[pair] = false;
+        self.close_all(pair)?;
+        self.lanes.reset(pair, lanes.clamp(1, MAX_LANES));
+        self.pair_ready[pair] = true;
+        Ok(())
+    }
+
+    /// A step ended: its outcome is published, its session goes on or is closed, and a pair
+    /// that failed it goes out of service with all its sessions.
+    fn step_done(&mut self, d: StepDone) -> Result<(), CoordinatorError> {
+        let failed = matches!(d.outcome, Outcome::Failed { .. });
+        if d.pair_lost {
+            self.mark_lost(d.pair);
+        } else if failed {
+            // the pair's thread probes it again (a worker exits after reporting a failure
+            // inside the 2PC): no step goes to it until it answers ready
+            self.pair_ready[d.pair] = false;
+        }
+        // the session's running step (it was not closed meanwhile, e.g. by its pair's failure
+        // while this step was in flight)
+        let mine = self
+            .sessions
+            .get(&d.session)
+            .is_some_and(|s| s.pair == d.pair && s.busy && s.next_step == d.step);
+        let last = mine
+            && self
                 .sessions
                 .get(&d.session)
-                .map(|s| s.queue.is_empty() && s.last_step_was_last)
-                .unwrap_or(true);
-            self.finish(&d.job_id, &d.session, d.step, d.outcome)?;
+                .is_some_and(|s| s.queue.is_empty() && s.last_step_was_last);
+        self.finish(&d.job_id, &d.session, d.step, d.outcome)?;
+        if mine {
             if let Some(s) = self.sessions.get_mut(&d.session) {
                 s.busy = false;
                 s.next_step = d.step + 1;
@@ -475,17 +509,48 @@ impl State {
                 self.close(&d.session, "ended")?;
             }
         }
-        Ok(any)
+        if failed || d.pair_lost {
+            self.close_all(d.pair)?;
+        }
+        Ok(())
     }
 
-    /// Closes a session: fails its queued steps, frees its pair.
+    /// Closes a session: fails its queued steps, frees its lane (both workers are told to drop
+    /// its cache while the pair is in service; otherwise they restart without it, and the next
+    /// session on the lane replaces it anyway).
     fn close(&mut self, session: &str, why: &str) -> Result<(), CoordinatorError> {
         if let Some(s) = self.sessions.remove(session) {
             let _ = self.sched.release(s.sched_id);
+            let freed = self.lanes.free(s.pair, s.lane, session);
+            if freed && self.pair_ready[s.pair] && !self.pair_lost[s.pair] {
+                let end = PairTask::End {
+                    session: session.to_string(),
+                    lane: s.lane,
+                };
+                // a pair thread that is gone shows at the next step sent to it
+                let _ = self.pair_tx[s.pair].send(end);
+            }
             for j in s.queue {
                 let reason = format!("session {session} {why} before this step ran");
                 self.finish(&j.job_id, &j.session, j.step, Outcome::Failed { reason })?;
             }
+        }
+        Ok(())
+    }
+
+    /// Closes every session on `pair`, which is out of service (its workers restart or are
+    /// gone, and their caches with them); a step of theirs still running there is published
+    /// when it ends.
+    fn close_all(&mut self, pair: usize) -> Result<(), CoordinatorError> {
+        let mut on: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.pair == pair)
+            .map(|(k, _)| k.clone())
+            .collect();
+        on.sort_unstable();
+        for k in on {
+            self.close(&k, "lost its worker pair")?;
         }
         Ok(())
     }
@@ -532,7 +597,10 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         for k in ready {
-            let s = self.sessions.get_mut(&k).expect("listed");
+            // (a session listed here may have been closed meanwhile: its pair was lost)
+            let Some(s) = self.sessions.get_mut(&k) else {
+                continue;
+            };
             let job = s.queue.pop_front().expect("non-empty");
             if job.rows == 0 {
                 // an end step: nothing runs on the workers
@@ -546,22 +614,24 @@ impl State {
             }
             s.busy = true;
             s.last_step_was_last = job.last;
-            let pair = s.pair;
-            self.send(pair, job);
+            let (pair, lane) = (s.pair, s.lane);
+            self.send(pair, lane, job);
         }
         while !self.waiting.is_empty() {
             let id = self.next_sched_id;
-            let placed = (0..self.pair_tx.len()).find_map(|i| {
-                if self.pair_busy[i] || self.pair_lost[i] || !self.pair_ready[i] {
-                    return None;
-                }
+            // a free lane of a ready pair, the least loaded first; the scheduler accounts the
+            // session on the pair's two workers
+            let candidates = self
+                .lanes
+                .candidates(|i| self.pair_ready[i] && !self.pair_lost[i]);
+            let placed = candidates.into_iter().find(|&(i, _)| {
                 let req = SessionRequest {
                     id,
                     model: 0,
                     kv_bytes: KV_RESERVE,
                     pin: Some(((2 * i) as u32, (2 * i + 1) as u32)),
                 };
-                self.sched.place(&req).ok().map(|_| i)
+                self.sched.place(&req).is_ok()
             });
             self.metrics
                 .scheduler_decisions
@@ -571,7 +641,7 @@ impl State {
                     "rejected"
                 }])
                 .inc();
-            let Some(pair) = placed else {
+            let Some((pair, lane)) = placed else {
                 if self.pair_lost.iter().all(|l| *l) {
                     let job = self.waiting.pop_front().expect("front");
                     let reason = "no worker pair is available".to_string();
@@ -586,6 +656,8 @@ impl State {
             };
             self.next_sched_id += 1;
             let job = self.waiting.pop_front().expect("front");
+            let taken = self.lanes.occupy(pair, lane, &job.session);
+            debug_assert!(taken, "a candidate lane is free");
             if let Some(t) = self.arrived.get(&job.job_id) {
                 self.metrics
                     .queue_wait_seconds
@@ -596,6 +668,7 @@ impl State {
                 job.session.clone(),
                 Session {
                     pair,
+                    lane,
                     sched_id: id,
                     next_step: 0,
                     busy: true,
@@ -604,13 +677,19 @@ impl State {
                     last_step_was_last: job.last,
                 },
             );
-            self.send(pair, job);
+            self.send(pair, lane, job);
         }
     }
 
     /// Takes a pair out of service until its thread reports it ready again (its workers are
-    /// gone or out of step).
-    fn retire(&mut self, pair: usize) {
+    /// gone or out of step), closing its sessions.
+    fn retire(&mut self, pair: usize) -> Result<(), CoordinatorError> {
+        self.mark_lost(pair);
+        self.close_all(pair)
+    }
+
+    /// Marks a pair lost (here and in the scheduler).
+    fn mark_lost(&mut self, pair: usize) {
         if !self.pair_lost[pair] {
             self.pair_lost[pair] = true;
             for w in [2 * pair, 2 * pair + 1] {
@@ -648,14 +727,15 @@ impl State {
         m.uncommitted_messages.set(self.tracker.pending() as i64);
     }
 
-    fn send(&mut self, pair: usize, job: Job) {
-        self.pair_busy[pair] = true;
-        if let Err(e) = self.pair_tx[pair].send(StepTask { job }) {
+    /// Hands a step to its pair's thread, on the session's lane.
+    fn send(&mut self, pair: usize, lane: u32, job: Job) {
+        if let Err(e) = self.pair_tx[pair].send(PairTask::Step(Box::new(StepTask { job, lane }))) {
             // the pair's thread ended: the pair is lost, the step fails now
-            let job = e.0.job;
+            let PairTask::Step(task) = e.0 else {
+                return;
+            };
+            let job = task.job;
             tracing::warn!(pair, "pair thread gone");
-            self.pair_lost[pair] = true;
-            self.pair_busy[pair] = false;
             let reason = format!("worker pair {pair} is gone");
             let r = self
                 .finish(
@@ -664,10 +744,109 @@ impl State {
                     job.step,
                     Outcome::Failed { reason },
                 )
-                .and_then(|_| self.close(&job.session, "lost its pair"));
+                .and_then(|_| self.retire(pair));
             if let Err(e) = r {
                 tracing::warn!(error = %e, "publishing a failure");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pairs::tests::{failed, fake, output, sealed};
+    use marill_proto::Message;
+    use rdkafka::mocking::MockCluster;
+
+    fn job(session: &str) -> Job {
+        Job {
+            job_id: format!("j-{session}"),
+            session: session.into(),
+            step: 0,
+            last: false,
+            model: "m".into(),
+            n_public: 2,
+            rows: 1,
+            deadline_ms: now_ms() + 60_000,
+            reply_key: [0; 32],
+            shares: [sealed(1), sealed(2)],
+        }
+    }
+
+    #[test]
+    fn sessions_share_a_pair_on_their_own_lanes_and_a_failed_step_closes_the_pair_s_sessions() {
+        let mock = MockCluster::new(1).unwrap();
+        for t in [JOBS_TOPIC, RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
+            mock.create_topic(t, 1, 1).unwrap();
+        }
+        let k = KafkaSettings::new(mock.bootstrap_servers());
+        let own = marill_transport::KeyPair::generate().unwrap();
+        let (p, h) = (fake(&own.public), fake(&own.public));
+        let cfg = CoordinatorConfig {
+            kafka: k.clone(),
+            group: "lanes".into(),
+            pairs: vec![PairEndpoints {
+                provider: p.endpoint.clone(),
+                helper: h.endpoint.clone(),
+            }],
+            keys: ControlKeys {
+                own,
+                provider: p.public.clone(),
+                helper: h.public.clone(),
+            },
+            model: ServedModel { name: "m".into() },
+            step_timeout: Duration::from_secs(20),
+            session_idle: Duration::from_secs(1),
+            exit_when_idle: None,
+            create_topics: false,
+        };
+        let producer = k.producer().unwrap();
+        for s in ["a", "b", "c"] {
+            produce(&producer, JOBS_TOPIC, s, &job(s).encode()).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = CoordinatorMetrics::unregistered();
+        let coordinator = {
+            let (stop, metrics) = (stop.clone(), metrics.clone());
+            std::thread::spawn(move || run(cfg, stop, metrics))
+        };
+        p.hello(2);
+        h.hello(3);
+        // two lanes: a and b run at once, each on its own lane; c waits for a free lane
+        for (w, share) in [(&p, sealed(1)), (&h, sealed(2))] {
+            assert_eq!(w.step(), ("j-a".into(), 0, share.clone()));
+            assert_eq!(w.step(), ("j-b".into(), 1, share));
+        }
+        p.say.send(output("j-a", 10, 1)).unwrap();
+        h.say.send(output("j-a", 11, 1)).unwrap();
+        // a, idle past its limit, is closed: both workers free its lane, and c takes it
+        for w in [&p, &h] {
+            match w.next() {
+                Message::SessionEnd { session, lane } => {
+                    assert_eq!((session.as_str(), lane), ("a", 0))
+                }
+                m => panic!("{m:?}"),
+            }
+            assert_eq!(w.step().1, 0, "c on the lane a freed");
+        }
+        // c fails while b runs: b ends, then the pair is probed; no session end goes to a
+        // pair out of service
+        h.say
+            .send(failed("j-c", "step failed inside the 2PC"))
+            .unwrap();
+        p.say.send(output("j-b", 10, 1)).unwrap();
+        h.say.send(output("j-b", 11, 1)).unwrap();
+        p.hello(2);
+        h.hello(2);
+        let settled = Instant::now() + Duration::from_secs(10);
+        let jobs = |o: &str| metrics.jobs.with_label_values(&[o]).get();
+        while (jobs("done"), jobs("failed"), metrics.sessions_active.get()) != (2, 1, 0) {
+            assert!(Instant::now() < settled, "the outcomes are not all out");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let stats = coordinator.join().unwrap().unwrap();
+        assert_eq!((stats.sessions, stats.done, stats.failed), (3, 2, 1));
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod coordinator;
 pub mod kafka;
+mod lanes;
 pub mod metrics;
 pub mod offsets;
 pub mod pairs;

@@ -1,17 +1,26 @@
 //! One thread per (provider, helper) worker pair: it owns the two encrypted control links,
 //! first waits until both workers answer a hello (they have loaded and masked the suffix: the
-//! pair is *ready*, or *lost* if they do not answer in time), then sends each step's sealed
-//! shares to the two workers and waits for both sealed outputs. A lost pair (no answer, or a
-//! step that failed inside the 2PC) is probed again every few seconds and reported ready once
-//! both workers answer (restarted). Replies that belong to no awaited step — left on the links
-//! by a previous coordinator or a timed-out step — are skipped. The links are blocking zeromq
+//! pair is *ready*, or *lost* if they do not answer in time) and learns how many sessions the
+//! pair serves at once (its *lanes*: the smaller of the two workers' counts), then runs the
+//! steps of all the pair's sessions concurrently: each step's sealed shares go to the two
+//! workers as soon as the coordinator hands it over, and a step ends when both sealed outputs
+//! are in, when either worker reports it failed, or at its deadline ([`InFlight`]). Replies of
+//! different lanes come in any order. A session closed by the coordinator has its lane freed at
+//! both workers (`SessionEnd`).
+//!
+//! A failed step (inside the 2PC its worker exits and restarts) or a broken link takes the pair
+//! out of service: no new step is sent, the steps in flight end (those on a dead worker fail),
+//! and then the pair is probed again every few seconds and reported ready once both workers
+//! answer (restarted). Replies that belong to no step in flight — left on the links by a
+//! previous coordinator or a timed-out step — are skipped. The links are blocking zeromq
 //! sockets, so they live here, off the coordinator's loop.
 
 use marill_proto::job::{Job, Outcome};
 use marill_proto::Message;
-use marill_transport::{KeyPair, Link, LinkConfig, Role};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::time::Duration;
+use marill_transport::{KeyPair, Link, LinkConfig, Role, Sealed};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 
 /// Where a pair's workers listen for their coordinator.
 #[derive(Clone, Debug)]
@@ -27,6 +36,23 @@ pub struct PairEndpoints {
 pub struct StepTask {
     /// the job
     pub job: Job,
+    /// the lane its session runs on at both workers (`0..lanes` of the pair's
+    /// [`PairEvent::Ready`]), the same for every step of the session
+    pub lane: u32,
+}
+
+/// What the coordinator hands a pair's thread, in order.
+#[derive(Debug)]
+pub enum PairTask {
+    /// run a step (boxed: a job is large beside an end)
+    Step(Box<StepTask>),
+    /// a session on the pair was closed: both workers free its lane (no reply)
+    End {
+        /// the session
+        session: String,
+        /// its lane
+        lane: u32,
+    },
 }
 
 /// What a pair thread reports to the coordinator.
@@ -36,6 +62,9 @@ pub enum PairEvent {
     Ready {
         /// which pair
         pair: usize,
+        /// sessions the pair serves at once (lanes `0..lanes`): the smaller of its two
+        /// workers' counts, at least 1
+        lanes: u32,
     },
     /// a worker did not answer the hello: the pair takes no session
     Lost {
@@ -76,15 +105,15 @@ pub struct ControlKeys {
     pub helper: String,
 }
 
-/// Starts pair `index`'s thread; returns where to send its steps.
+/// Starts pair `index`'s thread; returns where to send its tasks.
 pub fn spawn(
     index: usize,
     ends: PairEndpoints,
     keys: ControlKeys,
     timeout: Duration,
     done: Sender<PairEvent>,
-) -> std::io::Result<Sender<StepTask>> {
-    let (tx, rx) = channel::<StepTask>();
+) -> std::io::Result<Sender<PairTask>> {
+    let (tx, rx) = channel::<PairTask>();
     std::thread::Builder::new()
         .name(format!("pair-{index}"))
         .spawn(move || run(index, ends, keys, timeout, rx, done))?;
@@ -119,91 +148,189 @@ fn run(
     ends: PairEndpoints,
     keys: ControlKeys,
     timeout: Duration,
-    rx: Receiver<StepTask>,
+    rx: Receiver<PairTask>,
     done: Sender<PairEvent>,
 ) {
     let mut links: Option<[Link; 2]> = None;
-    let mut ready = false;
     let mut reported_lost = false;
     loop {
-        if !ready {
-            // (re)connect and probe: a pair that did not answer, or lost a step, comes back
-            // into service once both workers answer a hello again (e.g. restarted)
-            let probe = match &links {
-                Some(l) => hello(l),
-                None => open(
-                    &ends.provider,
-                    &keys.provider,
-                    "provider",
-                    &keys.own,
-                    timeout,
-                )
-                .and_then(|p| {
-                    let h = open(&ends.helper, &keys.helper, "helper", &keys.own, timeout)?;
-                    hello(links.insert([p, h]))
-                }),
-            };
-            match probe {
-                Ok(()) => {
-                    ready = true;
-                    reported_lost = false;
-                    if done.send(PairEvent::Ready { pair: index }).is_err() {
+        // (re)connect and probe: a pair that did not answer, or lost a step, comes back into
+        // service once both workers answer a hello again (e.g. restarted)
+        let probe = match &links {
+            Some(l) => hello(l),
+            None => open(
+                &ends.provider,
+                &keys.provider,
+                "provider",
+                &keys.own,
+                timeout,
+            )
+            .and_then(|p| {
+                let h = open(&ends.helper, &keys.helper, "helper", &keys.own, timeout)?;
+                hello(links.insert([p, h]))
+            }),
+        };
+        let lanes = match probe {
+            Ok(lanes) => lanes,
+            Err(reason) => {
+                if !reported_lost {
+                    reported_lost = true;
+                    let lost = PairEvent::Lost {
+                        pair: index,
+                        reason: reason.clone(),
+                    };
+                    if done.send(lost).is_err() {
                         return;
                     }
                 }
-                Err(reason) => {
-                    if !reported_lost {
-                        reported_lost = true;
-                        let lost = PairEvent::Lost {
-                            pair: index,
-                            reason: reason.clone(),
+                // a step sent meanwhile fails at once; otherwise try again after RETRY
+                match rx.recv_timeout(RETRY) {
+                    Ok(PairTask::Step(task)) => {
+                        let outcome = Outcome::Failed {
+                            reason: format!("worker pair {index} is not ready: {reason}"),
                         };
-                        if done.send(lost).is_err() {
+                        if !report(&done, index, task.job, outcome, true) {
                             return;
                         }
                     }
-                    // a step sent meanwhile fails at once; otherwise try again after RETRY
-                    match rx.recv_timeout(RETRY) {
-                        Ok(task) => {
-                            let outcome = Outcome::Failed {
-                                reason: format!("worker pair {index} is not ready: {reason}"),
-                            };
-                            if !report(&done, index, task.job, outcome, true) {
-                                return;
-                            }
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    // the workers are gone or restarting; the lane's next step 0 replaces
+                    // whatever is left on it
+                    Ok(PairTask::End { .. }) => {}
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                continue;
+            }
+        };
+        let Some(l) = &links else {
+            continue; // a successful hello had links
+        };
+        if done.send(PairEvent::Ready { pair: index, lanes }).is_err() {
+            return;
+        }
+        match serve(index, l, timeout, &rx, &done) {
+            Served::Gone => return,
+            // on a lost step the coordinator retires the pair: no second report if the probe
+            // fails; after a failed one it waits for this probe's answer
+            Served::Down { lost } => reported_lost = lost,
+        }
+    }
+}
+
+/// How [`serve`] ended.
+enum Served {
+    /// the coordinator is gone
+    Gone,
+    /// a step failed or a link broke (`lost`): the pair must be probed again
+    Down { lost: bool },
+}
+
+/// How long each link is polled in turn while steps are in flight (a new step waits at most
+/// twice this before it is sent).
+const POLL: Duration = Duration::from_millis(2);
+
+/// Runs the pair's steps concurrently until one fails or a link breaks, then lets the other
+/// steps in flight end (a worker whose step failed inside the 2PC exits, and the steps on it
+/// fail with it) and returns. Steps handed over meanwhile fail at once.
+fn serve(
+    index: usize,
+    links: &[Link; 2],
+    timeout: Duration,
+    rx: &Receiver<PairTask>,
+    done: &Sender<PairEvent>,
+) -> Served {
+    let mut flight = InFlight::new(index, timeout);
+    // Some(lost) once a step failed or a link broke
+    let mut down: Option<bool> = None;
+    loop {
+        let mut ended = Vec::new();
+        // nothing in flight: wait for the coordinator (or go back to probing)
+        let mut next = None;
+        if flight.is_empty() {
+            if let Some(lost) = down {
+                return Served::Down { lost };
+            }
+            match rx.recv() {
+                Ok(t) => next = Some(t),
+                Err(_) => return Served::Gone,
+            }
+        }
+        // everything handed over is sent at once, without waiting for earlier steps
+        loop {
+            let task = match next.take() {
+                Some(t) => t,
+                None => match rx.try_recv() {
+                    Ok(t) => t,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Served::Gone,
+                },
+            };
+            match task {
+                PairTask::Step(t) if down.is_some() => {
+                    let reason =
+                        format!("worker pair {index} is out of service after a failed step");
+                    ended.push(flight.ended(&t.job, Outcome::Failed { reason }, false));
+                }
+                PairTask::Step(t) => match send_step(links, &t) {
+                    Ok(()) => flight.start(&t.job, Instant::now()),
+                    Err(reason) => {
+                        ended.push(flight.ended(&t.job, Outcome::Failed { reason }, true));
                     }
-                    continue;
+                },
+                PairTask::End { session, lane } => {
+                    let m = marill_proto::encode(&Message::SessionEnd { session, lane });
+                    for (i, l) in links.iter().enumerate() {
+                        if let Err(e) = l.send(&m) {
+                            tracing::warn!(pair = index, lane, error = %e, "sending a session end to the {}", role(i));
+                            down = Some(true);
+                        }
+                    }
                 }
             }
         }
-        let Ok(task) = rx.recv() else {
-            return; // the coordinator is gone
-        };
-        let (outcome, lost) = match &links {
-            Some(l) => step(l, &task.job, timeout),
-            None => (
-                Outcome::Failed {
-                    reason: format!("worker pair {index} has no links"),
+        for (i, l) in links.iter().enumerate() {
+            if flight.is_empty() {
+                break;
+            }
+            match next_message(l, POLL) {
+                Ok(None) => {}
+                Ok(Some(m)) => match flight.on_reply(i, m) {
+                    Ok(d) => ended.extend(d),
+                    Err(reason) => ended.extend(flight.fail_all(&reason, true)),
                 },
-                true,
-            ),
-        };
-        if lost {
-            ready = false;
-            reported_lost = true; // the coordinator retires the pair on this report
-        } else if matches!(outcome, Outcome::Failed { .. }) {
-            // a worker whose step failed inside the 2PC reports it, then exits (its state may
-            // be out of step with its peer's): probe the pair before its next step, as the
-            // coordinator does not place one on it until this probe says ready
-            ready = false;
+                Err(e) => ended.extend(flight.fail_all(&format!("{}: {e}", role(i)), true)),
+            }
         }
-        if !report(&done, index, task.job, outcome, lost) {
-            return;
+        ended.extend(flight.expired(Instant::now()));
+        for d in ended {
+            if matches!(d.outcome, Outcome::Failed { .. }) {
+                // a failed step: the pair is probed again once the others have ended
+                down = Some(down.unwrap_or(false) || d.pair_lost);
+            }
+            if done.send(PairEvent::Done(d)).is_err() {
+                return Served::Gone;
+            }
         }
     }
+}
+
+/// Sends a step's shares to both workers; why not.
+fn send_step(links: &[Link; 2], t: &StepTask) -> Result<(), String> {
+    let job = &t.job;
+    for (i, l) in links.iter().enumerate() {
+        let m = Message::SessionStep {
+            session: job.session.clone(),
+            lane: t.lane,
+            job_id: job.job_id.clone(),
+            step: job.step,
+            n_public: job.n_public,
+            reply_key: job.reply_key,
+            share: job.shares[i].clone(),
+        };
+        l.send(&marill_proto::encode(&m))
+            .map_err(|e| format!("sending to the {}: {e}", role(i)))?;
+    }
+    Ok(())
 }
 
 /// Reports a step's end; false when the coordinator is gone.
@@ -219,56 +346,44 @@ fn report(done: &Sender<PairEvent>, pair: usize, job: Job, outcome: Outcome, los
     done.send(PairEvent::Done(d)).is_ok()
 }
 
-/// The next reply on `link` that is not stale: outputs and failures of steps other than
-/// `awaited` (a previous coordinator's, or one that timed out here) and extra hello answers
-/// are skipped — a restarted coordinator inherits them on the same links.
-fn reply(link: &Link, awaited: Option<&str>) -> Result<Message, String> {
-    // without a wait of its own, the link's timeout ends the wait with an error
-    reply_within(link, awaited, None)?.ok_or_else(|| "no reply".to_string())
-}
-
-/// [`reply`] waiting at most `wait` (`None`: the link's timeout, an error when it passes):
-/// `Ok(None)` when no fresh reply came within `wait`.
-fn reply_within(
-    link: &Link,
-    awaited: Option<&str>,
-    wait: Option<Duration>,
-) -> Result<Option<Message>, String> {
-    loop {
-        let bytes = match wait {
-            None => link.recv().map_err(|e| e.to_string())?,
-            Some(w) => match link.try_recv(w).map_err(|e| e.to_string())? {
-                Some(b) => b,
-                None => return Ok(None),
-            },
-        };
-        let m = marill_proto::decode(&bytes).map_err(|e| e.to_string())?;
-        let stale = match &m {
-            Message::SessionOutput { job_id, .. } | Message::SessionFailed { job_id, .. } => {
-                Some(job_id.as_str()) != awaited
-            }
-            Message::ServerHello { .. } => awaited.is_some(),
-            _ => false,
-        };
-        if !stale {
-            return Ok(Some(m));
-        }
-        tracing::info!(
-            message = marill_proto::describe(&m),
-            "skipped a stale reply from a worker"
-        );
+/// The next message on `link` within `wait`, decoded; `Ok(None)` when none came.
+fn next_message(link: &Link, wait: Duration) -> Result<Option<Message>, String> {
+    match link.try_recv(wait).map_err(|e| e.to_string())? {
+        Some(b) => marill_proto::decode(&b)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
     }
 }
 
-/// Both workers answer a hello once they serve (suffix loaded and masked).
-fn hello(links: &[Link; 2]) -> Result<(), String> {
+fn skipped(m: &Message) {
+    tracing::info!(
+        message = marill_proto::describe(m),
+        "skipped a stale reply from a worker"
+    );
+}
+
+/// Both workers answer a hello once they serve (suffix loaded and masked); the sessions the
+/// pair serves at once (the smaller count, at least 1). Step replies still on the links (a
+/// previous coordinator's, or of steps that timed out here) are skipped.
+fn hello(links: &[Link; 2]) -> Result<u32, String> {
     for l in links {
         l.send(&marill_proto::encode(&Message::ClientHello { n_public: 0 }))
             .map_err(|e| e.to_string())?;
     }
+    let mut lanes = u32::MAX;
     for (i, l) in links.iter().enumerate() {
-        match reply(l, None).map_err(|e| format!("{}: {e}", role(i)))? {
-            Message::ServerHello { .. } => {}
+        let m = loop {
+            // the link's timeout ends the wait with an error
+            let b = l.recv().map_err(|e| format!("{}: {e}", role(i)))?;
+            let m = marill_proto::decode(&b).map_err(|e| format!("{}: {e}", role(i)))?;
+            match m {
+                Message::SessionOutput { .. } | Message::SessionFailed { .. } => skipped(&m),
+                m => break m,
+            }
+        };
+        match m {
+            Message::ServerHello { sessions, .. } => lanes = lanes.min(sessions),
             m => {
                 return Err(format!(
                     "{} answered the hello with {}",
@@ -278,117 +393,190 @@ fn hello(links: &[Link; 2]) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(lanes.max(1))
 }
 
-/// Both workers' replies to step `job`, in whichever order they come, each within `timeout`.
-/// A failure reported by either ends the wait at once: the step has failed whatever the other
-/// says (a worker whose peer died reports it within its in-step timeout, while the dead one
-/// would keep the coordinator waiting its whole step timeout); a late reply is skipped as
-/// stale by the pair's next exchange. Unanswered slots stay `None`.
-fn replies(
-    links: &[Link; 2],
-    job: &Job,
+/// One worker's output of a step.
+struct Output {
+    share: Sealed,
+    gamma_at_client: bool,
+    bytes_sent: u64,
+    rounds: u64,
+}
+
+/// A step sent to both workers and not yet ended.
+struct Pending {
+    session: String,
+    step: u32,
+    deadline: Instant,
+    /// the provider's and the helper's output so far
+    outs: [Option<Output>; 2],
+}
+
+/// The steps a pair has sent and not yet ended, by job id: a step ends when both workers'
+/// outputs are in (in whichever order, interleaved with other steps' replies), at once when
+/// either worker reports it failed (a worker whose peer died reports it within its in-step
+/// timeout, while the dead one would keep the step waiting its whole timeout), or when its
+/// deadline (sent + the step timeout) passes. Replies of no step in flight are stale:
+/// skipped. Pure bookkeeping, no I/O.
+pub struct InFlight {
+    pair: usize,
     timeout: Duration,
-) -> [Option<Result<Message, String>>; 2] {
-    let mut got: [Option<Result<Message, String>>; 2] = [None, None];
-    let start = std::time::Instant::now();
-    loop {
-        for (i, l) in links.iter().enumerate() {
-            if got[i].is_none() {
-                got[i] = reply_within(l, Some(&job.job_id), Some(POLL)).transpose();
-            }
-        }
-        let failed = got
-            .iter()
-            .flatten()
-            .any(|r| !matches!(r, Ok(Message::SessionOutput { .. })));
-        if failed || got.iter().all(Option::is_some) {
-            return got;
-        }
-        if start.elapsed() >= timeout {
-            for (i, g) in got.iter_mut().enumerate() {
-                g.get_or_insert_with(|| {
-                    Err(format!(
-                        "no message from {} within {} s",
-                        role(i),
-                        timeout.as_secs()
-                    ))
-                });
-            }
-            return got;
-        }
-    }
+    steps: BTreeMap<String, Pending>,
 }
 
-/// How long each link is polled in turn while a step's replies are awaited.
-const POLL: Duration = Duration::from_millis(20);
-
-/// Runs one step on both workers; `(outcome, pair_lost)`.
-fn step(links: &[Link; 2], job: &Job, timeout: Duration) -> (Outcome, bool) {
-    let fail = |reason: String, lost: bool| (Outcome::Failed { reason }, lost);
-    for (i, l) in links.iter().enumerate() {
-        let m = Message::SessionStep {
-            session: job.session.clone(),
-            lane: 0,
-            job_id: job.job_id.clone(),
-            step: job.step,
-            n_public: job.n_public,
-            reply_key: job.reply_key,
-            share: job.shares[i].clone(),
-        };
-        if let Err(e) = l.send(&marill_proto::encode(&m)) {
-            return fail(format!("sending to the {}: {e}", role(i)), true);
+impl InFlight {
+    /// Nothing in flight on pair `pair`, whose steps end `timeout` after they were sent.
+    pub fn new(pair: usize, timeout: Duration) -> Self {
+        Self {
+            pair,
+            timeout,
+            steps: BTreeMap::new(),
         }
     }
-    let mut outs = Vec::with_capacity(2);
-    let mut failure = None;
-    let mut lost = false;
-    for (i, r) in replies(links, job, timeout).into_iter().enumerate() {
-        let Some(r) = r else { continue };
-        match r {
-            Ok(Message::SessionOutput {
-                job_id,
-                share,
+
+    /// `job` was sent to both workers at `now` (job ids are unique among steps in flight).
+    pub fn start(&mut self, job: &Job, now: Instant) {
+        let p = Pending {
+            session: job.session.clone(),
+            step: job.step,
+            deadline: now + self.timeout,
+            outs: [None, None],
+        };
+        self.steps.insert(job.job_id.clone(), p);
+    }
+
+    /// No step in flight.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Steps in flight.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The end of `job` (not in flight) with `outcome`.
+    pub fn ended(&self, job: &Job, outcome: Outcome, lost: bool) -> StepDone {
+        StepDone {
+            pair: self.pair,
+            job_id: job.job_id.clone(),
+            session: job.session.clone(),
+            step: job.step,
+            outcome,
+            pair_lost: lost,
+        }
+    }
+
+    fn end(&mut self, job_id: &str, outcome: Outcome, lost: bool) -> Option<StepDone> {
+        let p = self.steps.remove(job_id)?;
+        Some(StepDone {
+            pair: self.pair,
+            job_id: job_id.to_string(),
+            session: p.session,
+            step: p.step,
+            outcome,
+            pair_lost: lost,
+        })
+    }
+
+    /// Takes a message from worker `from` (0 provider, 1 helper): the step it ends, if any;
+    /// `Err` when the worker failed as a whole or answered out of protocol (every step in
+    /// flight is then lost: [`InFlight::fail_all`]).
+    pub fn on_reply(&mut self, from: usize, m: Message) -> Result<Option<StepDone>, String> {
+        match m {
+            Message::SessionOutput {
+                ref job_id,
+                ref share,
                 gamma_at_client,
                 bytes_sent,
                 rounds,
                 ..
-            }) if job_id == job.job_id => outs.push((share, gamma_at_client, bytes_sent, rounds)),
-            Ok(Message::SessionFailed { job_id, reason, .. }) if job_id == job.job_id => {
-                failure.get_or_insert(format!("{}: {reason}", role(i)));
+            } => {
+                let Some(p) = self.steps.get_mut(job_id) else {
+                    skipped(&m);
+                    return Ok(None);
+                };
+                if p.outs[from].is_some() {
+                    skipped(&m); // a second output of the same worker
+                    return Ok(None);
+                }
+                p.outs[from] = Some(Output {
+                    share: share.clone(),
+                    gamma_at_client,
+                    bytes_sent,
+                    rounds,
+                });
+                let [Some(_), Some(_)] = &p.outs else {
+                    return Ok(None);
+                };
+                let [Some(prov), Some(help)] = std::mem::take(&mut p.outs) else {
+                    return Ok(None); // both present, as just checked
+                };
+                let outcome = Outcome::Done {
+                    outputs: [prov.share, help.share],
+                    gamma_at_client: prov.gamma_at_client,
+                    bytes_sent: [prov.bytes_sent, help.bytes_sent],
+                    rounds: prov.rounds,
+                };
+                Ok(self.end(job_id, outcome, false))
             }
-            Ok(Message::Error(e)) => {
-                failure.get_or_insert(format!("{} failed: {e}", role(i)));
-                lost = true;
+            Message::SessionFailed {
+                ref job_id,
+                ref reason,
+                ..
+            } => {
+                if !self.steps.contains_key(job_id) {
+                    skipped(&m);
+                    return Ok(None);
+                }
+                let reason = format!("{}: {reason}", role(from));
+                Ok(self.end(job_id, Outcome::Failed { reason }, false))
             }
-            Ok(m) => {
-                failure.get_or_insert(format!(
-                    "{} answered {}",
-                    role(i),
-                    marill_proto::describe(&m)
-                ));
-                lost = true;
+            Message::ServerHello { .. } => {
+                skipped(&m); // an extra hello answer
+                Ok(None)
             }
-            Err(e) => {
-                failure.get_or_insert(format!("{}: {e}", role(i)));
-                lost = true;
-            }
+            Message::Error(e) => Err(format!("{} failed: {e}", role(from))),
+            m => Err(format!(
+                "{} answered {}",
+                role(from),
+                marill_proto::describe(&m)
+            )),
         }
     }
-    if let Some(reason) = failure {
-        return fail(reason, lost);
+
+    /// Ends every step in flight as failed with `reason`.
+    pub fn fail_all(&mut self, reason: &str, lost: bool) -> Vec<StepDone> {
+        let ids: Vec<String> = self.steps.keys().cloned().collect();
+        ids.iter()
+            .filter_map(|id| {
+                let reason = reason.to_string();
+                self.end(id, Outcome::Failed { reason }, lost)
+            })
+            .collect()
     }
-    let (p, h) = (outs.remove(0), outs.remove(0));
-    (
-        Outcome::Done {
-            outputs: [p.0, h.0],
-            gamma_at_client: p.1,
-            bytes_sent: [p.2, h.2],
-            rounds: p.3,
-        },
-        false,
-    )
+
+    /// Ends the steps whose deadline passed by `now` (the pair is lost: a worker did not
+    /// answer).
+    pub fn expired(&mut self, now: Instant) -> Vec<StepDone> {
+        let late: Vec<(String, String)> = self
+            .steps
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, p)| {
+                let silent: Vec<&str> = (0..2).filter(|&i| p.outs[i].is_none()).map(role).collect();
+                (id.clone(), silent.join(" and "))
+            })
+            .collect();
+        let secs = self.timeout.as_secs();
+        late.into_iter()
+            .filter_map(|(id, silent)| {
+                let reason = format!("no message from {silent} within {secs} s");
+                self.end(&id, Outcome::Failed { reason }, true)
+            })
+            .collect()
+    }
 }
 
 fn role(i: usize) -> &'static str {
@@ -396,5 +584,435 @@ fn role(i: usize) -> &'static str {
         "provider"
     } else {
         "helper"
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sealed(tag: u8) -> Sealed {
+        Sealed {
+            enc: vec![tag; 32],
+            ct: vec![tag; 20],
+        }
+    }
+
+    fn job(id: &str, step: u32) -> Job {
+        Job {
+            job_id: id.into(),
+            session: format!("s-{id}"),
+            step,
+            last: false,
+            model: "m".into(),
+            n_public: 2,
+            rows: 1,
+            deadline_ms: u64::MAX,
+            reply_key: [0; 32],
+            shares: [sealed(1), sealed(2)],
+        }
+    }
+
+    pub(crate) fn output(id: &str, tag: u8, bytes_sent: u64) -> Message {
+        Message::SessionOutput {
+            session: format!("s-{id}"),
+            job_id: id.into(),
+            step: 0,
+            share: sealed(tag),
+            gamma_at_client: true,
+            bytes_sent,
+            rounds: 7,
+        }
+    }
+
+    pub(crate) fn failed(id: &str, reason: &str) -> Message {
+        Message::SessionFailed {
+            session: format!("s-{id}"),
+            job_id: id.into(),
+            step: 0,
+            reason: reason.into(),
+        }
+    }
+
+    const T: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn a_step_ends_when_both_outputs_are_in_whatever_their_order() {
+        let now = Instant::now();
+        let mut f = InFlight::new(3, T);
+        f.start(&job("a", 4), now);
+        f.start(&job("b", 0), now);
+        // the helper answers b, then a; the provider answers a, then b
+        assert!(f.on_reply(1, output("b", 21, 200)).unwrap().is_none());
+        assert!(f.on_reply(1, output("a", 11, 100)).unwrap().is_none());
+        let a = f
+            .on_reply(0, output("a", 10, 1000))
+            .unwrap()
+            .expect("a ends");
+        assert_eq!(
+            (a.pair, a.job_id.as_str(), a.session.as_str(), a.step),
+            (3, "a", "s-a", 4)
+        );
+        assert!(!a.pair_lost);
+        match a.outcome {
+            Outcome::Done {
+                outputs,
+                gamma_at_client,
+                bytes_sent,
+                rounds,
+            } => {
+                // provider first, though the helper answered first
+                assert_eq!(outputs, [sealed(10), sealed(11)]);
+                assert_eq!(bytes_sent, [1000, 100]);
+                assert!(gamma_at_client);
+                assert_eq!(rounds, 7);
+            }
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(f.len(), 1);
+        let b = f
+            .on_reply(0, output("b", 20, 2000))
+            .unwrap()
+            .expect("b ends");
+        assert_eq!(b.job_id, "b");
+        assert!(matches!(
+            b.outcome,
+            Outcome::Done {
+                bytes_sent: [2000, 200],
+                ..
+            }
+        ));
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_second_output_of_the_same_worker_does_not_end_a_step() {
+        let mut f = InFlight::new(0, T);
+        f.start(&job("a", 0), Instant::now());
+        assert!(f.on_reply(0, output("a", 10, 1)).unwrap().is_none());
+        assert!(f.on_reply(0, output("a", 10, 1)).unwrap().is_none());
+        assert_eq!(f.len(), 1);
+        assert!(f.on_reply(1, output("a", 11, 1)).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_failure_from_either_worker_ends_its_step_at_once_and_only_that_step() {
+        let mut f = InFlight::new(1, T);
+        f.start(&job("a", 0), Instant::now());
+        f.start(&job("b", 0), Instant::now());
+        assert!(f.on_reply(0, output("a", 10, 1)).unwrap().is_none());
+        let a = f
+            .on_reply(1, failed("a", "no message from provider within 5 s"))
+            .unwrap()
+            .expect("a fails");
+        assert_eq!(a.job_id, "a");
+        assert!(
+            !a.pair_lost,
+            "a failure inside the 2PC is reported, not lost"
+        );
+        match a.outcome {
+            Outcome::Failed { reason } => {
+                assert_eq!(reason, "helper: no message from provider within 5 s")
+            }
+            o => panic!("{o:?}"),
+        }
+        // the other worker's late answer is stale; b runs on
+        assert!(f.on_reply(0, failed("a", "late")).unwrap().is_none());
+        assert!(f.on_reply(1, output("a", 11, 1)).unwrap().is_none());
+        assert_eq!(f.len(), 1);
+        assert!(f.on_reply(0, output("b", 10, 1)).unwrap().is_none());
+        assert!(f.on_reply(1, output("b", 11, 1)).unwrap().is_some());
+    }
+
+    #[test]
+    fn stale_replies_and_extra_hellos_are_skipped() {
+        let mut f = InFlight::new(0, T);
+        f.start(&job("a", 0), Instant::now());
+        assert!(f.on_reply(0, output("old", 1, 1)).unwrap().is_none());
+        assert!(f.on_reply(1, failed("old", "x")).unwrap().is_none());
+        let hello = Message::ServerHello {
+            first_layer: 2,
+            d_model: 8,
+            gamma_at_client: true,
+            sessions: 4,
+        };
+        assert!(f.on_reply(1, hello).unwrap().is_none());
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn a_worker_error_or_an_unexpected_message_loses_every_step_in_flight() {
+        let mut f = InFlight::new(2, T);
+        f.start(&job("a", 0), Instant::now());
+        f.start(&job("b", 3), Instant::now());
+        let e = f.on_reply(1, Message::Error("boom".into())).unwrap_err();
+        assert_eq!(e, "helper failed: boom");
+        let e = f
+            .on_reply(0, Message::ClientHello { n_public: 0 })
+            .unwrap_err();
+        assert!(e.starts_with("provider answered "), "{e}");
+        assert_eq!(f.len(), 2, "the caller decides");
+        let all = f.fail_all("helper failed: boom", true);
+        let ids: Vec<_> = all.iter().map(|d| (d.job_id.as_str(), d.step)).collect();
+        assert_eq!(ids, [("a", 0), ("b", 3)]);
+        for d in &all {
+            assert!(d.pair_lost);
+            assert_eq!(
+                d.outcome,
+                Outcome::Failed {
+                    reason: "helper failed: boom".into()
+                }
+            );
+        }
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_step_past_its_deadline_fails_naming_the_silent_worker() {
+        let t0 = Instant::now();
+        let mut f = InFlight::new(0, T);
+        f.start(&job("a", 0), t0);
+        f.start(&job("b", 0), t0 + Duration::from_secs(5));
+        f.start(&job("c", 0), t0 + Duration::from_secs(5));
+        assert!(f.on_reply(0, output("a", 1, 1)).unwrap().is_none());
+        assert!(f.expired(t0 + T - Duration::from_millis(1)).is_empty());
+        let late = f.expired(t0 + T);
+        assert_eq!(late.len(), 1, "only a's deadline passed");
+        assert_eq!(late[0].job_id, "a");
+        assert!(late[0].pair_lost);
+        assert_eq!(
+            late[0].outcome,
+            Outcome::Failed {
+                reason: "no message from helper within 15 s".into()
+            }
+        );
+        assert!(f.on_reply(1, output("b", 2, 1)).unwrap().is_none());
+        let late = f.expired(t0 + T + Duration::from_secs(5));
+        let reasons: Vec<_> = late
+            .iter()
+            .map(|d| match &d.outcome {
+                Outcome::Failed { reason } => (d.job_id.as_str(), reason.as_str()),
+                o => panic!("{o:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("b", "no message from provider within 15 s"),
+                ("c", "no message from provider and helper within 15 s")
+            ]
+        );
+        assert!(f.is_empty());
+    }
+
+    /// A fake worker on its own thread: what the pair thread sends it comes out of `got`, what
+    /// goes into `say` is sent back.
+    pub(crate) struct Fake {
+        got: Receiver<Message>,
+        pub(crate) say: Sender<Message>,
+        pub(crate) endpoint: String,
+        pub(crate) public: String,
+    }
+
+    pub(crate) fn fake(allow: &str) -> Fake {
+        let own = KeyPair::generate().unwrap();
+        let public = own.public.clone();
+        let allow = vec![allow.to_string()];
+        let (got_tx, got) = channel();
+        let (say, say_rx) = channel::<Message>();
+        let (ep_tx, ep_rx) = channel();
+        std::thread::spawn(move || {
+            let server = Role::Server {
+                endpoint: "tcp://127.0.0.1:*".into(),
+                allow,
+            };
+            let link = Link::open(server, &own, LinkConfig::new("coordinator")).unwrap();
+            ep_tx.send(link.endpoint().to_string()).unwrap();
+            loop {
+                if let Some(b) = link.try_recv(Duration::from_millis(2)).unwrap() {
+                    if got_tx.send(marill_proto::decode(&b).unwrap()).is_err() {
+                        return;
+                    }
+                }
+                loop {
+                    match say_rx.try_recv() {
+                        Ok(m) => link.send(&marill_proto::encode(&m)).unwrap(),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return,
+                    }
+                }
+            }
+        });
+        let endpoint = ep_rx.recv().unwrap();
+        Fake {
+            got,
+            say,
+            endpoint,
+            public,
+        }
+    }
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    impl Fake {
+        pub(crate) fn next(&self) -> Message {
+            self.got
+                .recv_timeout(WAIT)
+                .expect("a message from the pair")
+        }
+
+        /// The next message is a hello: answered with `sessions`.
+        pub(crate) fn hello(&self, sessions: u32) {
+            let m = self.next();
+            assert!(matches!(m, Message::ClientHello { .. }), "{m:?}");
+            self.say
+                .send(Message::ServerHello {
+                    first_layer: 2,
+                    d_model: 8,
+                    gamma_at_client: true,
+                    sessions,
+                })
+                .unwrap();
+        }
+
+        /// The next message is a step: its (job id, lane, share).
+        pub(crate) fn step(&self) -> (String, u32, Sealed) {
+            match self.next() {
+                Message::SessionStep {
+                    job_id,
+                    lane,
+                    share,
+                    ..
+                } => (job_id, lane, share),
+                m => panic!("{m:?}"),
+            }
+        }
+    }
+
+    fn next_done(rx: &Receiver<PairEvent>) -> StepDone {
+        match rx.recv_timeout(WAIT).expect("an event") {
+            PairEvent::Done(d) => d,
+            e => panic!("{e:?}"),
+        }
+    }
+
+    /// A pair thread with fake workers that announce `sessions` each, ready.
+    fn ready_pair(sessions: [u32; 2]) -> (Fake, Fake, Sender<PairTask>, Receiver<PairEvent>) {
+        let own = KeyPair::generate().unwrap();
+        let (p, h) = (fake(&own.public), fake(&own.public));
+        let ends = PairEndpoints {
+            provider: p.endpoint.clone(),
+            helper: h.endpoint.clone(),
+        };
+        let keys = ControlKeys {
+            own,
+            provider: p.public.clone(),
+            helper: h.public.clone(),
+        };
+        let (done_tx, done) = channel();
+        let tx = spawn(5, ends, keys, WAIT, done_tx).unwrap();
+        p.hello(sessions[0]);
+        h.hello(sessions[1]);
+        match done.recv_timeout(WAIT).expect("ready") {
+            PairEvent::Ready { pair, lanes } => {
+                assert_eq!((pair, lanes), (5, sessions[0].min(sessions[1]).max(1)))
+            }
+            e => panic!("{e:?}"),
+        }
+        (p, h, tx, done)
+    }
+
+    fn run_step(tx: &Sender<PairTask>, id: &str, lane: u32) {
+        let task = StepTask {
+            job: job(id, 0),
+            lane,
+        };
+        tx.send(PairTask::Step(Box::new(task))).unwrap();
+    }
+
+    #[test]
+    fn a_pair_runs_steps_of_several_lanes_at_once_and_ends_them_as_they_finish() {
+        let (p, h, tx, done) = ready_pair([3, 2]);
+        run_step(&tx, "a", 0);
+        run_step(&tx, "b", 1);
+        // both steps reach both workers before either is answered
+        for (w, share) in [(&p, sealed(1)), (&h, sealed(2))] {
+            assert_eq!(w.step(), ("a".into(), 0, share.clone()));
+            assert_eq!(w.step(), ("b".into(), 1, share));
+        }
+        // b is answered first: it ends first, a still runs
+        h.say.send(output("b", 21, 1)).unwrap();
+        p.say.send(output("b", 20, 1)).unwrap();
+        let b = next_done(&done);
+        assert_eq!(b.job_id, "b");
+        assert!(
+            matches!(b.outcome, Outcome::Done { outputs, .. } if outputs == [sealed(20), sealed(21)])
+        );
+        p.say.send(output("a", 10, 1)).unwrap();
+        h.say.send(output("a", 11, 1)).unwrap();
+        let a = next_done(&done);
+        assert_eq!(a.job_id, "a");
+        assert!(matches!(a.outcome, Outcome::Done { .. }), "{:?}", a.outcome);
+        // a closed session's lane is freed at both workers
+        tx.send(PairTask::End {
+            session: "s-a".into(),
+            lane: 0,
+        })
+        .unwrap();
+        for w in [&p, &h] {
+            match w.next() {
+                Message::SessionEnd { session, lane } => {
+                    assert_eq!((session.as_str(), lane), ("s-a", 0))
+                }
+                m => panic!("{m:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn after_a_failed_step_the_pair_takes_no_step_lets_the_others_end_and_is_probed_again() {
+        let (p, h, tx, done) = ready_pair([2, 2]);
+        run_step(&tx, "c", 0);
+        run_step(&tx, "d", 1);
+        for w in [&p, &h] {
+            assert_eq!(w.step().0, "c");
+            assert_eq!(w.step().0, "d");
+        }
+        h.say
+            .send(failed("c", "step failed inside the 2PC"))
+            .unwrap();
+        let c = next_done(&done);
+        assert_eq!(c.job_id, "c");
+        assert!(!c.pair_lost);
+        assert_eq!(
+            c.outcome,
+            Outcome::Failed {
+                reason: "helper: step failed inside the 2PC".into()
+            }
+        );
+        // d is still in flight; a new step fails at once without reaching the workers
+        run_step(&tx, "e", 0);
+        let e = next_done(&done);
+        assert_eq!(e.job_id, "e");
+        assert!(
+            matches!(e.outcome, Outcome::Failed { .. }),
+            "{:?}",
+            e.outcome
+        );
+        p.say.send(output("d", 10, 1)).unwrap();
+        h.say.send(output("d", 11, 1)).unwrap();
+        let d = next_done(&done);
+        assert_eq!(d.job_id, "d");
+        assert!(matches!(d.outcome, Outcome::Done { .. }), "{:?}", d.outcome);
+        // then the pair is probed (the next message after d's step: e never went out)
+        p.hello(1);
+        h.hello(1);
+        match done.recv_timeout(WAIT).expect("ready again") {
+            PairEvent::Ready { pair: 5, lanes: 1 } => {}
+            e => panic!("{e:?}"),
+        }
+        run_step(&tx, "f", 0);
+        assert_eq!(p.step().0, "f");
+        assert_eq!(h.step().0, "f");
     }
 }
