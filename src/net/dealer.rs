@@ -5,7 +5,12 @@
 //! receives here, so only corrections travel. The dealer outlives its workers: a restarted
 //! worker opens a new epoch with a fresh seed ([`super::dealer_epochs`]), so no correlation is
 //! ever handed out twice, also across restarts; `--exit-when-done` ends it once both workers
-//! said goodbye (one session in direct mode).
+//! said goodbye on lane 0 (one session in direct mode).
+//!
+//! Each worker link is split into `--lanes` lanes (`marill_transport::mux`): a pair running
+//! several sessions at once uses one lane per session, and each lane is an independent
+//! correlation stream (its own seeds, epochs and ahead pool, its own serving thread); the
+//! manifests of step shapes are shared by all lanes.
 
 use super::dealer_epochs::Epochs;
 use super::{recv_idle, send};
@@ -18,7 +23,7 @@ use marill_mpc::correlation::{Bundle, BundleSupplier, CorrRequest, ManifestCache
 use marill_mpc::prg::Seed;
 use marill_mpc::PartyId;
 use marill_proto::Message;
-use marill_transport::{KeyPair, Link, LinkConfig, Role};
+use marill_transport::{KeyPair, Lane, Link, LinkConfig, Mux, Role};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,6 +60,10 @@ pub struct DealerArgs {
     /// predicted next step (the next decoded token) while the pair is idle; 0: none.
     #[arg(long, default_value_t = 256)]
     pool_mb: u64,
+    /// Lanes of each worker link: the most sessions the pair runs at once (each worker's
+    /// `--sessions` must not exceed it); the pool is shared out among them.
+    #[arg(long, default_value_t = 8)]
+    lanes: u32,
     /// Exit once both workers have said goodbye (one session; default: serve every
     /// incarnation of the pair until stopped).
     #[arg(long)]
@@ -73,10 +82,22 @@ struct DealerMetrics {
     streamed: IntCounterVec,
     manifests: IntGauge,
     ahead: IntGaugeVec,
+    /// each lane's last pool figures; the gauges show their sums
+    lanes: Arc<Mutex<Vec<PoolSnapshot>>>,
+}
+
+/// One lane's pool figures.
+#[derive(Clone, Copy, Default)]
+struct PoolSnapshot {
+    bundles: u64,
+    gen_nanos: u64,
+    stashed: [usize; 2],
+    ahead: (u64, u64),
+    epoch: u64,
 }
 
 impl DealerMetrics {
-    fn new(r: &Registry) -> Result<Self> {
+    fn new(r: &Registry, lanes: u32) -> Result<Self> {
         register(r, DeviceMemory::new("marill_dealer_")?)?;
         let m = Self {
             served: register(
@@ -155,6 +176,7 @@ impl DealerMetrics {
                     &["party"],
                 )?,
             )?,
+            lanes: Arc::new(Mutex::new(vec![PoolSnapshot::default(); lanes as usize])),
         };
         for p in ["provider", "helper"] {
             m.served.with_label_values(&[p]);
@@ -168,35 +190,59 @@ impl DealerMetrics {
         Ok(m)
     }
 
-    /// The pool's series: halves stashed, bundles generated ahead.
-    fn observe_pool(&self, d: &Epochs) {
+    /// The pool's series (halves stashed, bundles generated ahead), summed over the lanes,
+    /// with `lane`'s figures from `d`.
+    fn observe_pool(&self, lane: u32, d: &Epochs) {
         let st = d.stats();
-        self.bundles.set(st.bundles as i64);
-        self.generation_seconds.set(st.gen_nanos as f64 / 1e9);
-        for (p, n) in ["provider", "helper"].iter().zip(d.stashed()) {
+        let Ok(mut lanes) = self.lanes.lock() else {
+            return;
+        };
+        if let Some(slot) = lanes.get_mut(lane as usize) {
+            *slot = PoolSnapshot {
+                bundles: st.bundles,
+                gen_nanos: st.gen_nanos,
+                stashed: d.stashed(),
+                ahead: d.ahead_counts(),
+                epoch: d.epoch(),
+            };
+        }
+        let sum = lanes
+            .iter()
+            .fold(PoolSnapshot::default(), |a, l| PoolSnapshot {
+                bundles: a.bundles + l.bundles,
+                gen_nanos: a.gen_nanos + l.gen_nanos,
+                stashed: [a.stashed[0] + l.stashed[0], a.stashed[1] + l.stashed[1]],
+                ahead: (a.ahead.0 + l.ahead.0, a.ahead.1 + l.ahead.1),
+                epoch: a.epoch.max(l.epoch),
+            });
+        drop(lanes);
+        self.bundles.set(sum.bundles as i64);
+        self.generation_seconds.set(sum.gen_nanos as f64 / 1e9);
+        for (p, n) in ["provider", "helper"].iter().zip(sum.stashed) {
             self.stashed.with_label_values(&[p]).set(n as i64);
         }
-        let (used, skipped) = d.ahead_counts();
-        self.ahead.with_label_values(&["used"]).set(used as i64);
+        self.ahead
+            .with_label_values(&["used"])
+            .set(sum.ahead.0 as i64);
         self.ahead
             .with_label_values(&["skipped"])
-            .set(skipped as i64);
+            .set(sum.ahead.1 as i64);
+        self.epoch.set(sum.epoch as i64);
     }
 
-    fn observe(&self, party: PartyId, bytes: usize, d: &Epochs) {
+    fn observe(&self, party: PartyId, lane: u32, bytes: usize, d: &Epochs) {
         let name = party_name(party);
         self.served.with_label_values(&[name]).inc();
         self.sent_bytes
             .with_label_values(&[name])
             .inc_by(bytes as u64);
-        self.epoch.set(d.epoch() as i64);
-        self.observe_pool(d);
+        self.observe_pool(lane, d);
     }
 }
 
 /// What one party's serving thread keeps between messages.
 struct PartyStream {
-    link: Link,
+    link: Lane,
     party: PartyId,
     epochs: Arc<Mutex<Epochs>>,
     manifests: Arc<Mutex<ManifestCache>>,
@@ -238,7 +284,8 @@ impl PartyStream {
         if streamed {
             self.m.streamed.with_label_values(&[name]).inc();
         }
-        self.m.observe(self.party, bytes, &*self.epochs()?);
+        self.m
+            .observe(self.party, self.link.id(), bytes, &*self.epochs()?);
         Ok(())
     }
 
@@ -292,7 +339,7 @@ impl PartyStream {
                 let mut epochs = self.epochs()?;
                 let g = epochs.generate_ahead();
                 if g == Ok(true) {
-                    self.m.observe_pool(&epochs);
+                    self.m.observe_pool(self.link.id(), &epochs);
                 }
                 g
             }; // the state's lock is released before any wait on the link
@@ -321,7 +368,8 @@ impl PartyStream {
                 Message::SeedRequest { party: p } if p == party => {
                     self.recording = None;
                     let (epoch, seed) = self.epochs()?.seed(party);
-                    eprintln!("dealer: {party:?} seeded in epoch {epoch}");
+                    let lane = self.link.id();
+                    eprintln!("dealer: {party:?} seeded in epoch {epoch} on lane {lane}");
                     send(&self.link, &Message::Seed { seed: seed.0 })?;
                 }
                 Message::StepBegin {
@@ -383,16 +431,26 @@ fn party_name(p: PartyId) -> &'static str {
     ["provider", "helper"][p.index()]
 }
 
-/// Runs the dealer until stopped (with `--exit-when-done`: until both workers are done).
+/// Runs the dealer until stopped (with `--exit-when-done`: until both workers are done on
+/// lane 0).
 pub fn run(a: DealerArgs) -> Result<()> {
+    if a.lanes == 0 {
+        anyhow::bail!("--lanes must be at least 1");
+    }
     let own = KeyPair::load(&a.keys, "dealer")?;
     let registry = marill_metrics::registry("dealer")?;
-    let metrics = DealerMetrics::new(&registry)?;
+    let metrics = DealerMetrics::new(&registry, a.lanes)?;
     let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, "dealer")?;
-    let epochs = Epochs::new(Box::new(Seed::random)).with_ahead_budget(a.pool_mb << 20);
-    let epochs = Arc::new(Mutex::new(epochs));
+    let per_lane = (a.pool_mb << 20) / a.lanes as u64;
+    let epochs: Vec<_> = (0..a.lanes)
+        .map(|_| {
+            let e = Epochs::new(Box::new(Seed::random)).with_ahead_budget(per_lane);
+            Arc::new(Mutex::new(e))
+        })
+        .collect();
     let manifests = Arc::new(Mutex::new(ManifestCache::new(a.manifests)));
-    let mut threads = Vec::new();
+    let (ended_tx, ended) = std::sync::mpsc::channel::<(PartyId, u32, Result<u64>)>();
+    let mut muxes = Vec::new();
     for (party, endpoint, name) in [
         (PartyId::P0, a.provider_endpoint.clone(), "provider"),
         (PartyId::P1, a.helper_endpoint.clone(), "helper"),
@@ -407,32 +465,55 @@ pub fn run(a: DealerArgs) -> Result<()> {
             &own,
             cfg,
         )?;
-        let stream = PartyStream {
-            link,
-            party,
-            epochs: epochs.clone(),
-            manifests: manifests.clone(),
-            m: metrics.clone(),
-            recording: None,
-            pending: None,
-            current: None,
-            served: 0,
-        };
-        let once = a.exit_when_done;
-        threads.push(std::thread::spawn(move || stream.serve(once)));
+        let (mux, lanes) = Mux::split(link, a.lanes)?;
+        muxes.push(mux);
+        for lane in lanes {
+            let id = lane.id();
+            let stream = PartyStream {
+                link: lane,
+                party,
+                epochs: epochs[id as usize].clone(),
+                manifests: manifests.clone(),
+                m: metrics.clone(),
+                recording: None,
+                pending: None,
+                current: None,
+                served: 0,
+            };
+            let once = a.exit_when_done && id == 0;
+            let tx = ended_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("dealer-{name}-{id}"))
+                .spawn(move || {
+                    let _ = tx.send((party, id, stream.serve(once)));
+                })?;
+        }
     }
-    eprintln!("dealer: serving provider and helper");
+    drop(ended_tx);
+    eprintln!("dealer: serving provider and helper on {} lanes", a.lanes);
+    // a lane's thread ends when its link fails (the dealer exits; its supervisor restarts it)
+    // or, with --exit-when-done, when lane 0's worker said goodbye
     let mut total = 0;
-    for t in threads {
-        total += t.join().map_err(|_| anyhow!("dealer thread panicked"))??;
+    let mut done = [false; 2];
+    while !(done[0] && done[1]) {
+        let (party, lane, r) = ended
+            .recv()
+            .map_err(|_| anyhow!("every dealer thread ended"))?;
+        total += r.map_err(|e| anyhow!("{} lane {lane}: {e}", party_name(party)))?;
+        done[party.index()] = true;
     }
-    let st = epochs
-        .lock()
-        .map_err(|_| anyhow!("dealer state poisoned"))?
-        .stats();
+    let mut bytes = 0;
+    for e in &epochs {
+        let st = e
+            .lock()
+            .map_err(|_| anyhow!("dealer state poisoned"))?
+            .stats();
+        bytes += st.total_bytes();
+    }
     eprintln!(
         "dealer: session done, {total} bundles served, {:.1} MB sent",
-        st.total_bytes() as f64 / 1e6
+        bytes as f64 / 1e6
     );
+    drop(muxes);
     Ok(())
 }

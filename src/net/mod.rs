@@ -11,6 +11,8 @@ pub mod dealer_ahead;
 pub mod dealer_epochs;
 pub mod keys;
 pub mod worker;
+pub mod worker_group;
+pub mod worker_lane;
 pub mod worker_metrics;
 
 use anyhow::{anyhow, Result};

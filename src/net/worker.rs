@@ -4,29 +4,33 @@
 //! mask the private weights once, then serve steps (prefill, then one token at a time) with the
 //! KV cache kept as shares between steps.
 //!
+//! The peer and dealer links are split into lanes (`marill_transport::mux`), one per session
+//! the pair runs at once (`--sessions`; the pair uses the smaller of its two workers' counts,
+//! which they tell each other after the suffix's shares have crossed). Each lane loads the
+//! suffix on its own correlation stream ([`super::worker_lane`]); the public base weights are
+//! shared.
+//!
 //! Two fronts: **direct** (`--client-endpoint`: one client session over a CURVE link, plain
-//! shares inside the encrypted link) and **coordinated** (`--control-endpoint`: the cluster's
-//! coordinator sends [`Message::SessionStep`]s whose shares are sealed to this worker's trust
-//! domain key, and gets the output share sealed to the client; sessions follow one another on
-//! the loaded suffix, each step 0 resetting the KV cache). Before each coordinated step the two
-//! workers agree (one opening of a 0/1 flag) that both could open their shares, so a bad share
-//! at one side fails the step at both instead of leaving the other waiting.
+//! shares inside the encrypted link, on lane 0) and **coordinated** (`--control-endpoint`: the
+//! cluster's coordinator sends [`Message::SessionStep`]s naming a lane, whose shares are sealed
+//! to this worker's trust domain key, and gets the output share sealed to the client; the
+//! worker is an actor group, [`super::worker_group`], running its lanes' sessions in
+//! parallel).
 
+use super::worker_group;
+use super::worker_lane::LaneState;
 use super::worker_metrics::WorkerMetrics;
-use super::{recv, recv_idle, send};
+use super::{recv, send};
 use crate::generate::{load, ModelArgs};
 use crate::secure::bridge::{suffix_of, Bounds};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
-use marill_mpc::correlation::CorrelationStore;
-use marill_mpc::correlation::{Bundle, BundleSupplier, CorrRequest, CorrelationError, StepKey};
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Seed;
-use marill_mpc::{Party, PartyId};
+use marill_mpc::PartyId;
 use marill_proto::Message;
-use marill_suffix::secure::{prepare, FinalGamma, SecureSuffix};
-use marill_transport::seal::seal as seal_to;
-use marill_transport::{Binding, KeyPair, Link, LinkConfig, Role, SealKeyPair, SealPublic};
+use marill_suffix::secure::{prepare, FinalGamma};
+use marill_transport::{KeyPair, Link, LinkConfig, Mux, Role, SealKeyPair};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,6 +72,14 @@ pub struct WorkerArgs {
     /// Longest sequence served (prompt + generated tokens).
     #[arg(long, default_value_t = 256)]
     max_seq: usize,
+    /// Sessions this worker runs at once (lanes of its peer and dealer links; at most the
+    /// dealer's `--lanes`). The pair serves the smaller of its two workers' counts.
+    #[arg(long, default_value_t = 4)]
+    sessions: u32,
+    /// Memory the worker may account for weights and KV caches, in MiB (0: no limit): a
+    /// session whose KV cache (its most, `--max-seq` positions) does not fit is refused.
+    #[arg(long, default_value_t = 0)]
+    memory_limit_mb: u64,
     /// Give up when the peer, the dealer or a direct client is silent this long inside an
     /// exchange (between a coordinator's steps the worker waits without limit).
     #[arg(long, default_value_t = 300)]
@@ -78,108 +90,6 @@ pub struct WorkerArgs {
     /// The model (provider only; the helper receives shares).
     #[command(flatten)]
     model: ModelArgs,
-}
-
-/// Correlations from the dealer over this worker's link. A step whose manifest the dealer knows
-/// arrives streamed, unasked and in order (`marill_mpc::correlation::manifest`): no round trip
-/// per bundle; any other bundle is asked for. Tells the dealer the session is over when dropped.
-struct DealerLink {
-    link: Link,
-    party: PartyId,
-    /// the ids the dealer streams in the current step
-    streamed: std::ops::Range<u64>,
-}
-
-impl DealerLink {
-    fn new(link: Link, party: PartyId) -> Self {
-        Self {
-            link,
-            party,
-            streamed: 0..0,
-        }
-    }
-
-    /// Sends `m` to the dealer; a failure makes bundle `id` unavailable.
-    fn tell(&self, id: u64, m: &Message) -> Result<(), CorrelationError> {
-        send(&self.link, m).map_err(|e| CorrelationError::Unavailable {
-            id,
-            why: e.to_string(),
-        })
-    }
-
-    /// Receives bundle `id`, which the dealer sends next.
-    fn receive(&self, id: u64) -> Result<Bundle, CorrelationError> {
-        let unavailable = |why: String| CorrelationError::Unavailable { id, why };
-        match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
-            Message::Bundle(b) if b.id == id => Ok(b),
-            Message::Bundle(b) => Err(unavailable(format!("dealer sent bundle {}", b.id))),
-            other => Err(unavailable(format!(
-                "dealer sent {}",
-                marill_proto::describe(&other)
-            ))),
-        }
-    }
-}
-
-impl Drop for DealerLink {
-    fn drop(&mut self) {
-        let _ = send(&self.link, &Message::Done { party: self.party });
-    }
-}
-
-impl BundleSupplier for DealerLink {
-    fn fetch(
-        &mut self,
-        party: PartyId,
-        id: u64,
-        req: &CorrRequest,
-    ) -> Result<Bundle, CorrelationError> {
-        if !self.streamed.contains(&id) {
-            let ask = Message::BundleRequest {
-                party,
-                id,
-                req: req.clone(),
-            };
-            self.tell(id, &ask)?;
-        }
-        self.receive(id)
-    }
-
-    fn begin_step(
-        &mut self,
-        party: PartyId,
-        key: StepKey,
-        first_id: u64,
-    ) -> Result<u64, CorrelationError> {
-        let begin = Message::StepBegin {
-            party,
-            key,
-            first_id,
-        };
-        self.tell(first_id, &begin)?;
-        let unavailable = |why: String| CorrelationError::Unavailable { id: first_id, why };
-        match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
-            Message::StepStream { first_id: f, count } if f >= first_id => {
-                self.streamed = f..f.saturating_add(count);
-                Ok(f)
-            }
-            other => Err(unavailable(format!(
-                "dealer answered the step's start with {}",
-                marill_proto::describe(&other)
-            ))),
-        }
-    }
-
-    fn end_step(&mut self, party: PartyId, next_id: u64) -> Result<u64, CorrelationError> {
-        // streamed bundles the step did not use are drained (and their ids never used)
-        for id in next_id..self.streamed.end {
-            self.receive(id)?;
-        }
-        let next = next_id.max(self.streamed.end);
-        self.streamed = 0..0;
-        self.tell(next, &Message::StepEnd { party })?;
-        Ok(next)
-    }
 }
 
 fn link(role: Role, own: &KeyPair, peer: &str, timeout: Duration) -> Result<Link> {
@@ -272,41 +182,80 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         "{me}: suffix of {} private layers from layer {}",
         cfg.n_layers, cfg.first_layer
     );
-    send(&dealer, &Message::SeedRequest { party })?;
-    let seed = loop {
-        match recv(&dealer)? {
-            Message::Seed { seed } => break Seed(seed),
-            // what the dealer was still streaming to this worker's previous incarnation
-            Message::Bundle(_) | Message::StepStream { .. } => continue,
-            m => bail!(
-                "expected a seed from the dealer, got {}",
-                marill_proto::describe(&m)
-            ),
-        }
+    let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
+    // the lanes: the smaller of the two workers' session counts (1 in direct mode)
+    let own_sessions = match front {
+        Front::Direct(_) => 1,
+        Front::Coordinated { .. } => a.sessions.max(1),
     };
-    let supplier = DealerLink::new(dealer, party);
-    let store = CorrelationStore::with_supplier(party, seed, Box::new(supplier));
-    let mut p = Party::new(party, peer, store, fx);
-    let result = match &front {
+    send(&peer, &server_hello(&cfg, gamma_at_client, own_sessions))?;
+    let lanes = match recv(&peer)? {
+        Message::ServerHello { sessions, .. } => own_sessions.min(sessions.max(1)),
+        m => bail!(
+            "expected the peer's hello, got {}",
+            marill_proto::describe(&m)
+        ),
+    };
+    let (peer_mux, peer_lanes) = Mux::split(peer, lanes)?;
+    let (dealer_mux, dealer_lanes) = Mux::split(dealer, lanes)?;
+    let loaded: Vec<Result<LaneState>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = peer_lanes
+            .into_iter()
+            .zip(dealer_lanes)
+            .map(|(pl, dl)| {
+                let (cfg, prep) = (&cfg, prep.clone());
+                scope.spawn(move || LaneState::load(party, pl, dl, cfg, prep, fx))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a lane's load panicked")))
+            })
+            .collect()
+    });
+    let mut lanes_loaded = Vec::with_capacity(loaded.len());
+    for l in loaded {
+        lanes_loaded.push(l?);
+    }
+    drop(prep);
+    let muxes = vec![peer_mux, dealer_mux];
+    match front {
         Front::Direct(client) => {
-            let r = futures::executor::block_on(serve(&mut p, &cfg, prep, client, me));
+            eprintln!("{me}: private weights masked, serving");
+            let lane = lanes_loaded.remove(0);
+            let r = serve(lane, &cfg, gamma_at_client, &client, me);
             if let Err(e) = &r {
-                let _ = send(client, &Message::Error(format!("{me}: {e}")));
+                let _ = send(&client, &Message::Error(format!("{me}: {e}")));
             }
+            drop(muxes); // after the lane: its dealer link says Done first
             r
         }
         Front::Coordinated { link, seal } => {
-            let r = futures::executor::block_on(serve_coordinated(
-                &mut p, &cfg, prep, link, seal, me, &metrics,
-            ));
-            if let Err(e) = &r {
-                let _ = send(link, &Message::Error(format!("{me}: {e}")));
-            }
-            r
+            eprintln!(
+                "{me}: private weights masked on {} lanes, serving the coordinator",
+                lanes_loaded.len()
+            );
+            let (outbox, outgoing) = worker_group::control::outbox();
+            let ctx = worker_group::WorkerContext {
+                me,
+                cfg,
+                gamma_at_client,
+                seal,
+                metrics,
+                outbox,
+            };
+            worker_group::run(
+                ctx,
+                outgoing,
+                lanes_loaded,
+                muxes,
+                link,
+                a.memory_limit_mb << 20,
+            )
         }
-    };
-    drop(p); // the store's dealer link says Done
-    result
+    }
 }
 
 /// Where a worker's steps come from.
@@ -322,215 +271,28 @@ enum Front {
     },
 }
 
-/// What a worker tells its client or coordinator about the suffix it serves.
-fn server_hello(cfg: &marill_suffix::SuffixConfig, gamma_at_client: bool) -> Message {
+/// What a worker tells its client, coordinator or peer about the suffix it serves.
+fn server_hello(
+    cfg: &marill_suffix::SuffixConfig,
+    gamma_at_client: bool,
+    sessions: u32,
+) -> Message {
     Message::ServerHello {
         first_layer: cfg.first_layer,
         d_model: cfg.d_model,
         gamma_at_client,
-        sessions: 1,
+        sessions,
     }
 }
 
-/// Loads the suffix (masks the private weights), bracketed as a step for the dealer; returns
-/// it with its program fingerprint, which names its steps for the dealer.
-async fn load_suffix(
-    p: &mut Party<Link>,
+/// Serves one direct client on lane 0 until it ends the session.
+fn serve(
+    mut lane: LaneState,
     cfg: &marill_suffix::SuffixConfig,
-    prep: marill_suffix::secure::PreparedSuffix,
-) -> Result<(SecureSuffix, u64)> {
-    let program = marill_proto::program_of(cfg);
-    p.store
-        .begin_step(StepKey::load(program))
-        .map_err(|e| anyhow!("load: {e}"))?;
-    let sfx = SecureSuffix::load(p, cfg, prep)
-        .await
-        .map_err(|e| anyhow!("load: {e}"))?;
-    p.store.end_step().map_err(|e| anyhow!("load: {e}"))?;
-    Ok((sfx, program))
-}
-
-/// Runs one step on `x` (rows × d) of the suffix with fingerprint `program`, bracketed for the
-/// dealer, which streams the step's correlations unasked when it knows the manifest of the
-/// step's shape.
-async fn forward_step(
-    p: &mut Party<Link>,
-    sfx: &mut SecureSuffix,
-    program: u64,
-    d: usize,
-    x: &[u64],
-) -> Result<Vec<u64>, String> {
-    let key = StepKey {
-        program,
-        rows: (x.len() / d.max(1)) as u32,
-        pos: sfx.position() as u32,
-    };
-    p.store.begin_step(key).map_err(|e| e.to_string())?;
-    let y = sfx.forward(p, x).await.map_err(|e| e.to_string())?;
-    p.store.end_step().map_err(|e| e.to_string())?;
-    Ok(y)
-}
-
-/// Serves the coordinator's session steps until it closes the link (idle timeout) or a step
-/// fails inside the 2PC (the two parties' states may then differ: the worker exits and its
-/// supervisor restarts it).
-async fn serve_coordinated(
-    p: &mut Party<Link>,
-    cfg: &marill_suffix::SuffixConfig,
-    prep: marill_suffix::secure::PreparedSuffix,
-    control: &Link,
-    seal: &SealKeyPair,
-    me: &'static str,
-    m: &WorkerMetrics,
-) -> Result<()> {
-    let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    let (mut sfx, program) = load_suffix(p, cfg, prep).await?;
-    eprintln!("{me}: private weights masked, serving the coordinator");
-    let mut current: Option<(String, u32)> = None;
-    loop {
-        let (session, job_id, step, n_public, reply_key, share) = match recv_idle(control)? {
-            Message::ClientHello { .. } => {
-                // the coordinator's readiness probe
-                send(control, &server_hello(cfg, gamma_at_client))?;
-                continue;
-            }
-            Message::SessionStep {
-                session,
-                lane: _,
-                job_id,
-                step,
-                n_public,
-                reply_key,
-                share,
-            } => (session, job_id, step, n_public, reply_key, share),
-            m => bail!(
-                "unexpected {} from the coordinator",
-                marill_proto::describe(&m)
-            ),
-        };
-        let failed = |reason: String| Message::SessionFailed {
-            session: session.clone(),
-            job_id: job_id.clone(),
-            step,
-            reason,
-        };
-        // this side's checks, then agreement with the peer before any 2PC work
-        let expected = match &current {
-            _ if n_public != cfg.first_layer => Err(format!(
-                "the client ran {n_public} public layers, this suffix starts at layer {}",
-                cfg.first_layer
-            )),
-            _ if step == 0 => Ok(()),
-            Some((s, last)) if *s == session && *last + 1 == step => Ok(()),
-            _ => Err(format!(
-                "step {step} of session {session} does not follow this worker's state"
-            )),
-        };
-        let binding = Binding {
-            job_id: &job_id,
-            session: &session,
-            step,
-            party: me,
-            direction: "in",
-        };
-        let start = if step == 0 { 0 } else { sfx.position() };
-        let x = expected.and_then(|_| {
-            let bytes = seal.open(&share, &binding).map_err(|e| e.to_string())?;
-            let x = marill_proto::job::shares_from_bytes(&bytes).map_err(|e| e.to_string())?;
-            let rows = x.len() / cfg.d_model;
-            if x.is_empty() || !x.len().is_multiple_of(cfg.d_model) || start + rows > cfg.max_seq {
-                return Err(format!(
-                    "a share of {} values is not rows × {} fitting max_seq {} from position {start}",
-                    x.len(),
-                    cfg.d_model,
-                    cfg.max_seq
-                ));
-            }
-            Ok(x)
-        });
-        let flag = [x.is_err() as u64];
-        let both = marill_mpc::ops::open::open(p, &flag, 64)
-            .await
-            .map_err(|e| anyhow!("step agreement with the peer: {e}"))?;
-        let x = match (x, both[0]) {
-            (Ok(x), 0) => x,
-            (x, _) => {
-                let why = x
-                    .err()
-                    .unwrap_or_else(|| "the peer refused its share".into());
-                m.steps.with_label_values(&["refused"]).inc();
-                send(control, &failed(why))?;
-                continue;
-            }
-        };
-        if step == 0 {
-            sfx.reset();
-            m.sessions.inc();
-        }
-        let started = std::time::Instant::now();
-        let store_before = p.store.stats();
-        let before = p.comm();
-        let phase = if step == 0 { "prefill" } else { "decode" };
-        let running = m.step_running.with_label_values(&[phase]);
-        running.set(1);
-        let y = forward_step(p, &mut sfx, program, cfg.d_model, &x).await;
-        running.set(0);
-        let y = match y {
-            Ok(y) => y,
-            Err(e) => {
-                // shapes were agreed above: a failure here is inside the 2PC (e.g. a declared
-                // range exceeded, a lost peer) and may leave the parties out of step
-                m.steps.with_label_values(&["failed"]).inc();
-                send(control, &failed(e.to_string()))?;
-                bail!("step failed inside the 2PC: {e}");
-            }
-        };
-        let c = p.comm().since(&before);
-        let st = p.store.stats();
-        m.steps.with_label_values(&["done"]).inc();
-        m.step_seconds
-            .with_label_values(&[phase])
-            .observe(started.elapsed().as_secs_f64());
-        m.online_bytes.inc_by(c.bytes_sent);
-        m.rounds.inc_by(c.rounds);
-        m.correlations.inc_by(st.consumed - store_before.consumed);
-        m.dealer_bytes
-            .inc_by(st.explicit_bytes - store_before.explicit_bytes);
-        m.kv_cache_bytes.set(sfx.cache_bytes() as i64);
-        current = Some((session.clone(), step));
-        let out = seal_to(
-            &SealPublic(reply_key),
-            &Binding {
-                direction: "out",
-                ..binding
-            },
-            &marill_proto::job::shares_to_bytes(&y),
-        )?;
-        send(
-            control,
-            &Message::SessionOutput {
-                session,
-                job_id,
-                step,
-                share: out,
-                gamma_at_client,
-                bytes_sent: c.bytes_sent,
-                rounds: c.rounds,
-            },
-        )?;
-    }
-}
-
-async fn serve(
-    p: &mut Party<Link>,
-    cfg: &marill_suffix::SuffixConfig,
-    prep: marill_suffix::secure::PreparedSuffix,
+    gamma_at_client: bool,
     client: &Link,
     me: &str,
 ) -> Result<()> {
-    let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    let (mut sfx, program) = load_suffix(p, cfg, prep).await?;
-    eprintln!("{me}: private weights masked, serving");
     loop {
         match recv(client)? {
             Message::ClientHello { n_public } => {
@@ -542,14 +304,12 @@ async fn serve(
                     send(client, &Message::Error(why.clone()))?;
                     bail!(why);
                 }
-                send(client, &server_hello(cfg, gamma_at_client))?;
+                send(client, &server_hello(cfg, gamma_at_client, 1))?;
             }
             Message::Step { x } => {
-                let before = p.comm();
-                let y = forward_step(p, &mut sfx, program, cfg.d_model, &x)
-                    .await
-                    .map_err(|e| anyhow!("{e}"))?;
-                let c = p.comm().since(&before);
+                let before = lane.party.comm();
+                let y = lane.forward(&x).map_err(|e| anyhow!("{e}"))?;
+                let c = lane.party.comm().since(&before);
                 send(
                     client,
                     &Message::Output {

@@ -29,6 +29,10 @@ pub struct WorkerMetrics {
     pub dealer_bytes: IntCounter,
     /// this worker's KV-cache shares
     pub kv_cache_bytes: IntGauge,
+    /// bytes the memory owner accounts, by kind (weights, kv_reserved)
+    pub accounted: IntGaugeVec,
+    /// sessions open on the worker's lanes
+    pub sessions_open: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -37,6 +41,9 @@ impl WorkerMetrics {
         let m = Self::create(r)?;
         for o in ["done", "refused", "failed"] {
             m.steps.with_label_values(&[o]);
+        }
+        for k in ["weights", "kv_reserved"] {
+            m.accounted.with_label_values(&[k]);
         }
         for phase in ["prefill", "decode"] {
             m.step_seconds.with_label_values(&[phase]);
@@ -91,6 +98,21 @@ impl WorkerMetrics {
             kv_cache_bytes: register(
                 r,
                 IntGauge::new(format!("{p}kv_cache_bytes"), "KV-cache share bytes")?,
+            )?,
+            accounted: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        format!("{p}accounted_bytes"),
+                        "Bytes the memory owner accounts: weights, and the KV caches reserved \
+                         for open sessions (their most)",
+                    ),
+                    &["kind"],
+                )?,
+            )?,
+            sessions_open: register(
+                r,
+                IntGauge::new(format!("{p}sessions_open"), "Sessions open on the lanes")?,
             )?,
         })
     }

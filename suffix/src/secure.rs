@@ -39,8 +39,9 @@ use marill_mpc::{Party, PartyId};
 /// A base weight as one party holds it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Base {
-    /// public (frozen) weight, same at both parties
-    Public(RingTensor),
+    /// public (frozen) weight, same at both parties; shared (not copied) by every session a
+    /// worker loads from the same prepared suffix
+    Public(std::sync::Arc<RingTensor>),
     /// this party's share of a private weight
     Private(RingTensor),
 }
@@ -260,6 +261,7 @@ pub fn prepare(
                 let (b0, b1) = split(&base, &mut prg);
                 [Base::Private(b0), Base::Private(b1)]
             } else {
+                let base = std::sync::Arc::new(base);
                 [Base::Public(base.clone()), Base::Public(base)]
             };
             let loras = match &pl.lora {
@@ -321,7 +323,7 @@ pub fn prepare(
 }
 
 enum LoadedBase {
-    Public(RingTensor),
+    Public(std::sync::Arc<RingTensor>),
     Private(MaskedWeight),
 }
 
@@ -417,6 +419,38 @@ impl SecureSuffix {
             silu: silu_table(fx, cfg.act_bound)?,
             pos: 0,
         })
+    }
+
+    /// The suffix's configuration.
+    pub fn config(&self) -> &SuffixConfig {
+        &self.cfg
+    }
+
+    /// Bytes of the loaded weights: `(public, private)`. The public base weights are shared by
+    /// every suffix loaded from the same prepared suffix (count them once); the private part
+    /// (masked weights and mask shares) is this suffix's own.
+    pub fn weight_bytes(&self) -> (usize, usize) {
+        let masked = |w: &MaskedWeight| 8 * (w.f.len() + w.b.len());
+        let (mut public, mut private) = (0, 0);
+        for l in &self.layers {
+            for pr in [&l.qkv, &l.o, &l.gate_up, &l.down] {
+                match &pr.base {
+                    LoadedBase::Public(w) => public += 8 * w.len(),
+                    LoadedBase::Private(w) => private += masked(w),
+                }
+                if let Some((a, b)) = &pr.lora {
+                    private += masked(a) + masked(b);
+                }
+            }
+        }
+        (public, private)
+    }
+
+    /// Bytes of the KV-cache shares of `rows` positions (what a session of `rows` tokens
+    /// holds at most).
+    pub fn cache_bytes_for(&self, rows: usize) -> usize {
+        let kv_width = self.cfg.n_kv_heads * self.cfg.head_dim;
+        self.layers.len() * 2 * kv_width * rows * 8
     }
 
     /// Tokens processed so far (the next position).

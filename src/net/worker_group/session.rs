@@ -1,0 +1,326 @@
+//! One session's actor: it owns the session's lane (peer and dealer lanes, masked private
+//! weights, the KV cache as shares) while the session is open, runs its steps in order — each
+//! on a blocking thread, as the 2PC waits on its links — and hands the lane back to the
+//! supervisor when the session ends (the KV cache dropped, the memory reservation freed).
+//!
+//! Before each step the two workers agree (one opening of a 0/1 flag on the lane) that both
+//! could open their shares, so a bad share at one side fails the step at both instead of
+//! leaving the other waiting. A failure inside the 2PC may leave the two parties' lane states
+//! out of step: it is fatal for the worker (the supervisor stops the group; the process is
+//! restarted).
+
+use super::memory::MemoryMsg;
+use super::supervisor::SupervisorMsg;
+use super::WorkerContext;
+use crate::net::worker_lane::LaneState;
+use marill_proto::Message;
+use marill_transport::seal::seal as seal_to;
+use marill_transport::{Binding, SealPublic, Sealed};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+
+/// One step of the session, as the coordinator sent it.
+pub struct StepInput {
+    /// the session
+    pub session: String,
+    /// the job
+    pub job_id: String,
+    /// the step
+    pub step: u32,
+    /// public layers the client ran
+    pub n_public: usize,
+    /// the client's sealing key for the output share
+    pub reply_key: [u8; 32],
+    /// this worker's sealed share
+    pub share: Sealed,
+}
+
+/// Messages to a session actor.
+pub enum SessionMsg {
+    /// run a step
+    Step(StepInput),
+    /// the session is over: hand the lane back and stop
+    End,
+}
+
+/// A session's actor.
+pub struct SessionActor;
+
+/// What a session actor starts with.
+pub struct SessionArgs {
+    /// the worker's shared context
+    pub ctx: Arc<WorkerContext>,
+    /// the lane the session runs on
+    pub lane: LaneState,
+    /// the session
+    pub session: String,
+    /// the memory owner
+    pub memory: ActorRef<MemoryMsg>,
+    /// the supervisor
+    pub sup: ActorRef<SupervisorMsg>,
+}
+
+/// A session actor's state.
+pub struct SessionState {
+    ctx: Arc<WorkerContext>,
+    session: String,
+    memory: ActorRef<MemoryMsg>,
+    sup: ActorRef<SupervisorMsg>,
+    /// the lane, while no step has it on a blocking thread
+    lane: Option<LaneState>,
+    /// the last step done
+    last: Option<u32>,
+    /// the session's KV cache is reserved with the memory owner
+    reserved: bool,
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let mut lane = args.lane;
+        lane.sfx.reset();
+        Ok(SessionState {
+            ctx: args.ctx,
+            session: args.session,
+            memory: args.memory,
+            sup: args.sup,
+            lane: Some(lane),
+            last: None,
+            reserved: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        st: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SessionMsg::Step(input) => step(st, input).await,
+            SessionMsg::End => {
+                let session = st.session.clone();
+                let _ = st.memory.cast(MemoryMsg::Release { session });
+                if let Some(mut lane) = st.lane.take() {
+                    lane.sfx.reset();
+                    let back = SupervisorMsg::LaneBack(Box::new(lane));
+                    let _ = st.sup.cast(back);
+                }
+                myself.stop(None);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Runs one step: the checks, the agreement with the peer, the 2PC on a blocking thread, the
+/// reply to the coordinator.
+async fn step(st: &mut SessionState, input: StepInput) -> Result<(), ActorProcessingErr> {
+    let ctx = st.ctx.clone();
+    let cfg = &ctx.cfg;
+    let Some(lane) = st.lane.take() else {
+        return Err("a session's lane is gone".into());
+    };
+    let mut expected = if input.n_public != cfg.first_layer {
+        Err(format!(
+            "the client ran {} public layers, this suffix starts at layer {}",
+            input.n_public, cfg.first_layer
+        ))
+    } else if input.session == st.session && st.last.map_or(0, |l| l + 1) == input.step {
+        // the session's first step (0), or the one after its last
+        Ok(())
+    } else {
+        Err(format!(
+            "step {} of session {} does not follow this worker's state",
+            input.step, input.session
+        ))
+    };
+    if expected.is_ok() && !st.reserved {
+        let bytes = lane.sfx.cache_bytes_for(cfg.max_seq) as u64;
+        let session = st.session.clone();
+        let admitted = ractor::call!(st.memory, |reply| MemoryMsg::Reserve {
+            session,
+            bytes,
+            reply
+        });
+        expected = match admitted {
+            Ok(r) => r,
+            Err(e) => Err(format!("the memory owner did not answer: {e}")),
+        };
+        st.reserved = expected.is_ok();
+    }
+    let (lane, done) = tokio::task::spawn_blocking(move || {
+        let mut lane = lane;
+        let done = run_step(&mut lane, &ctx, &input, expected);
+        (lane, done)
+    })
+    .await?;
+    let used = lane.sfx.cache_bytes() as u64;
+    st.lane = Some(lane);
+    match done {
+        StepEnd::Done { reply, step } => {
+            st.last = Some(step);
+            let session = st.session.clone();
+            let _ = st.memory.cast(MemoryMsg::Used {
+                session,
+                bytes: used,
+            });
+            send_reply(&st.ctx, reply)
+        }
+        StepEnd::Refused(reply) => send_reply(&st.ctx, reply),
+        StepEnd::Fatal(reply, why) => {
+            send_reply(&st.ctx, reply)?;
+            let _ = st.sup.cast(SupervisorMsg::Fatal(why));
+            Ok(())
+        }
+    }
+}
+
+fn send_reply(ctx: &WorkerContext, m: Message) -> Result<(), ActorProcessingErr> {
+    ctx.outbox
+        .send(m)
+        .map_err(|_| ActorProcessingErr::from("the control link is closed"))
+}
+
+/// How a step ended.
+enum StepEnd {
+    /// the output, sealed to the client
+    Done { reply: Message, step: u32 },
+    /// refused before any 2PC work, at both workers
+    Refused(Message),
+    /// failed inside the 2PC: the lane may be out of step with the peer's
+    Fatal(Message, String),
+}
+
+/// The step on the lane (blocking: the 2PC waits on the lane's links).
+fn run_step(
+    lane: &mut LaneState,
+    ctx: &WorkerContext,
+    input: &StepInput,
+    expected: Result<(), String>,
+) -> StepEnd {
+    let cfg = &ctx.cfg;
+    let m = &ctx.metrics;
+    let failed = |reason: String| Message::SessionFailed {
+        session: input.session.clone(),
+        job_id: input.job_id.clone(),
+        step: input.step,
+        reason,
+    };
+    let binding = Binding {
+        job_id: &input.job_id,
+        session: &input.session,
+        step: input.step,
+        party: ctx.me,
+        direction: "in",
+    };
+    let start = if input.step == 0 {
+        0
+    } else {
+        lane.sfx.position()
+    };
+    let x = expected.and_then(|_| {
+        let bytes = ctx
+            .seal
+            .open(&input.share, &binding)
+            .map_err(|e| e.to_string())?;
+        let x = marill_proto::job::shares_from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let rows = x.len() / cfg.d_model;
+        if x.is_empty() || !x.len().is_multiple_of(cfg.d_model) || start + rows > cfg.max_seq {
+            return Err(format!(
+                "a share of {} values is not rows × {} fitting max_seq {} from position {start}",
+                x.len(),
+                cfg.d_model,
+                cfg.max_seq
+            ));
+        }
+        Ok(x)
+    });
+    // this side's checks, then agreement with the peer before any 2PC work
+    let flag = [x.is_err() as u64];
+    let both = futures::executor::block_on(marill_mpc::ops::open::open(&mut lane.party, &flag, 64));
+    let both = match both {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!("step agreement with the peer: {e}");
+            m.steps.with_label_values(&["failed"]).inc();
+            return StepEnd::Fatal(failed(why.clone()), why);
+        }
+    };
+    let x = match (x, both[0]) {
+        (Ok(x), 0) => x,
+        (x, _) => {
+            let why = x
+                .err()
+                .unwrap_or_else(|| "the peer refused its share".into());
+            m.steps.with_label_values(&["refused"]).inc();
+            return StepEnd::Refused(failed(why));
+        }
+    };
+    if input.step == 0 {
+        lane.sfx.reset();
+        m.sessions.inc();
+    }
+    let started = std::time::Instant::now();
+    let store_before = lane.party.store.stats();
+    let before = lane.party.comm();
+    let phase = if input.step == 0 { "prefill" } else { "decode" };
+    let running = m.step_running.with_label_values(&[phase]);
+    running.inc();
+    let y = lane.forward(&x);
+    running.dec();
+    let y = match y {
+        Ok(y) => y,
+        Err(e) => {
+            // shapes were agreed above: a failure here is inside the 2PC (e.g. a declared
+            // range exceeded, a lost peer) and may leave the parties out of step
+            m.steps.with_label_values(&["failed"]).inc();
+            return StepEnd::Fatal(
+                failed(e.clone()),
+                format!("step failed inside the 2PC: {e}"),
+            );
+        }
+    };
+    let c = lane.party.comm().since(&before);
+    let st = lane.party.store.stats();
+    m.steps.with_label_values(&["done"]).inc();
+    m.step_seconds
+        .with_label_values(&[phase])
+        .observe(started.elapsed().as_secs_f64());
+    m.online_bytes.inc_by(c.bytes_sent);
+    m.rounds.inc_by(c.rounds);
+    m.correlations.inc_by(st.consumed - store_before.consumed);
+    m.dealer_bytes
+        .inc_by(st.explicit_bytes - store_before.explicit_bytes);
+    let out = seal_to(
+        &SealPublic(input.reply_key),
+        &Binding {
+            direction: "out",
+            ..binding
+        },
+        &marill_proto::job::shares_to_bytes(&y),
+    );
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return StepEnd::Refused(failed(format!("sealing the output: {e}"))),
+    };
+    StepEnd::Done {
+        reply: Message::SessionOutput {
+            session: input.session.clone(),
+            job_id: input.job_id.clone(),
+            step: input.step,
+            share: out,
+            gamma_at_client: ctx.gamma_at_client,
+            bytes_sent: c.bytes_sent,
+            rounds: c.rounds,
+        },
+        step: input.step,
+    }
+}

@@ -1,0 +1,273 @@
+//! The worker's supervisor: it answers the coordinator's readiness probe, routes each
+//! session's steps to the session's actor, starts a session actor on a free lane (or once the
+//! lane's previous session handed it back), ends sessions the coordinator ends, and stops the
+//! group when a step failed inside the 2PC (the two workers' lane states may differ: the
+//! process exits and is restarted) or a session actor failed.
+//!
+//! Routing by lane (the coordinator names the lane, the same at both workers, so both route a
+//! step to the same lane and their 2PC messages meet): step 0 opens the session on its lane,
+//! ending whatever session held it; a later step goes to the lane's session actor, which
+//! refuses it (agreeing with the peer) unless it continues that session.
+
+use super::links::Links;
+use super::memory::{MemoryMsg, MemoryOwner};
+use super::session::{SessionActor, SessionArgs, SessionMsg, StepInput};
+use super::WorkerContext;
+use crate::net::worker_lane::LaneState;
+use marill_proto::Message;
+use marill_transport::Mux;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::sync::{Arc, Mutex};
+
+/// Messages to the supervisor.
+pub enum SupervisorMsg {
+    /// a message from the coordinator
+    Control(Message),
+    /// a session ended: its lane is free
+    LaneBack(Box<LaneState>),
+    /// a step failed inside the 2PC: the worker must restart
+    Fatal(String),
+}
+
+/// What the supervisor starts with.
+pub struct Args {
+    /// the worker's shared context
+    pub ctx: Arc<WorkerContext>,
+    /// the loaded lanes, in lane order
+    pub lanes: Vec<LaneState>,
+    /// the pumps of the peer and dealer links
+    pub muxes: Vec<Mux>,
+    /// the worker's memory limit in bytes (0: none)
+    pub memory_limit: u64,
+    /// why the group stopped, when it failed
+    pub exit: Arc<Mutex<Option<String>>>,
+}
+
+/// A lane as the supervisor sees it.
+enum Slot {
+    /// no session: the supervisor holds the lane
+    Free(Box<LaneState>),
+    /// a session's actor holds it
+    Busy {
+        session: String,
+        actor: ActorRef<SessionMsg>,
+    },
+    /// its session was told to end; steps wait for the lane to come back
+    Returning(Vec<StepInput>),
+}
+
+/// The supervisor.
+pub struct Supervisor;
+
+/// Its state.
+pub struct State {
+    ctx: Arc<WorkerContext>,
+    slots: Vec<Slot>,
+    memory: ActorRef<MemoryMsg>,
+    exit: Arc<Mutex<Option<String>>>,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = State;
+    type Arguments = Args;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        a: Args,
+    ) -> Result<State, ActorProcessingErr> {
+        let limits = (a.memory_limit, a.ctx.metrics.clone());
+        let (memory, _) = Actor::spawn_linked(None, MemoryOwner, limits, myself.get_cell()).await?;
+        Actor::spawn_linked(None, Links, a.muxes, myself.get_cell()).await?;
+        // the public base weights are shared by the lanes: counted once
+        let public = a.lanes.first().map_or(0, |l| l.sfx.weight_bytes().0);
+        let private: usize = a.lanes.iter().map(|l| l.sfx.weight_bytes().1).sum();
+        memory.cast(MemoryMsg::Weights((public + private) as u64))?;
+        let slots = a
+            .lanes
+            .into_iter()
+            .map(|l| Slot::Free(Box::new(l)))
+            .collect();
+        Ok(State {
+            ctx: a.ctx,
+            slots,
+            memory,
+            exit: a.exit,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Control(m) => control(&myself, st, m).await,
+            SupervisorMsg::LaneBack(lane) => {
+                let i = lane.lane as usize;
+                let queued = match std::mem::replace(&mut st.slots[i], Slot::Free(lane)) {
+                    Slot::Returning(q) => q,
+                    other => {
+                        st.slots[i] = other;
+                        return Err(format!("lane {i} came back while not ending").into());
+                    }
+                };
+                for input in queued {
+                    route(&myself, st, i, input).await?;
+                }
+                Ok(())
+            }
+            SupervisorMsg::Fatal(why) => {
+                stop(&myself, st, why);
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        ev: SupervisionEvent,
+        st: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match ev {
+            // a session that ended: its lane came back before it stopped
+            SupervisionEvent::ActorTerminated(..) => {}
+            SupervisionEvent::ActorFailed(who, e) => {
+                stop(&myself, st, format!("actor {} failed: {e}", who.get_id()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn stop(myself: &ActorRef<SupervisorMsg>, st: &State, why: String) {
+    tracing::error!(reason = %why, "worker stops");
+    eprintln!("{}: {why}", st.ctx.me);
+    if let Ok(mut e) = st.exit.lock() {
+        e.get_or_insert(why.clone());
+    }
+    myself.stop(Some(why));
+}
+
+fn reply(st: &State, m: Message) -> Result<(), ActorProcessingErr> {
+    st.ctx
+        .outbox
+        .send(m)
+        .map_err(|_| ActorProcessingErr::from("the control link is closed"))
+}
+
+async fn control(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut State,
+    m: Message,
+) -> Result<(), ActorProcessingErr> {
+    match m {
+        Message::ClientHello { .. } => {
+            // the coordinator's readiness probe
+            let cfg = &st.ctx.cfg;
+            let hello = Message::ServerHello {
+                first_layer: cfg.first_layer,
+                d_model: cfg.d_model,
+                gamma_at_client: st.ctx.gamma_at_client,
+                sessions: st.slots.len() as u32,
+            };
+            reply(st, hello)
+        }
+        Message::SessionStep {
+            session,
+            lane,
+            job_id,
+            step,
+            n_public,
+            reply_key,
+            share,
+        } => {
+            let input = StepInput {
+                session,
+                job_id,
+                step,
+                n_public,
+                reply_key,
+                share,
+            };
+            if lane as usize >= st.slots.len() {
+                // the coordinator places sessions on the lanes both workers have: nothing to
+                // agree with the peer about
+                let reason = format!(
+                    "lane {lane}: this worker serves lanes 0..{}",
+                    st.slots.len()
+                );
+                return reply(
+                    st,
+                    Message::SessionFailed {
+                        session: input.session,
+                        job_id: input.job_id,
+                        step,
+                        reason,
+                    },
+                );
+            }
+            route(myself, st, lane as usize, input).await
+        }
+        Message::SessionEnd { session, lane } => {
+            if let Some(slot) = st.slots.get_mut(lane as usize) {
+                if let Slot::Busy { session: s, actor } = slot {
+                    if *s == session {
+                        actor.cast(SessionMsg::End)?;
+                        *slot = Slot::Returning(Vec::new());
+                    }
+                }
+            }
+            Ok(())
+        }
+        other => {
+            let what = marill_proto::describe(&other);
+            tracing::warn!(message = what, "unexpected message from the coordinator");
+            reply(st, Message::Error(format!("unexpected {what}")))
+        }
+    }
+}
+
+/// Hands `input` to lane `i`'s session, starting one or ending the previous as needed.
+async fn route(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut State,
+    i: usize,
+    input: StepInput,
+) -> Result<(), ActorProcessingErr> {
+    let slot = std::mem::replace(&mut st.slots[i], Slot::Returning(Vec::new()));
+    st.slots[i] = match slot {
+        Slot::Free(lane) => {
+            let args = SessionArgs {
+                ctx: st.ctx.clone(),
+                lane: *lane,
+                session: input.session.clone(),
+                memory: st.memory.clone(),
+                sup: myself.clone(),
+            };
+            let (actor, _) =
+                Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await?;
+            let session = input.session.clone();
+            actor.cast(SessionMsg::Step(input))?;
+            Slot::Busy { session, actor }
+        }
+        Slot::Busy { session, actor } if input.step == 0 => {
+            let _ = session;
+            actor.cast(SessionMsg::End)?;
+            Slot::Returning(vec![input])
+        }
+        Slot::Busy { session, actor } => {
+            actor.cast(SessionMsg::Step(input))?;
+            Slot::Busy { session, actor }
+        }
+        Slot::Returning(mut queued) => {
+            queued.push(input);
+            Slot::Returning(queued)
+        }
+    };
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! One lane of a worker: an independent 2PC instance of the private suffix, on one lane of the
+//! peer link and one lane of the dealer link (`marill_transport::mux`). A lane has its own
+//! correlation stream (its own dealer seed), its own masked private weights (masked once, at
+//! load, with that stream's masks) and the KV cache of the session it serves; the public base
+//! weights are shared by all lanes (`Arc`). A worker runs its lanes' sessions in parallel.
+//!
+//! Correlations: a step whose manifest the dealer knows arrives streamed, unasked and in order
+//! (`marill_mpc::correlation::manifest`): no round trip per bundle; any other bundle is asked
+//! for.
+
+use super::{recv, send};
+use anyhow::{anyhow, bail, Result};
+use marill_mpc::correlation::{
+    Bundle, BundleSupplier, CorrRequest, CorrelationError, CorrelationStore, StepKey,
+};
+use marill_mpc::fixed::FixedPoint;
+use marill_mpc::prg::Seed;
+use marill_mpc::{Party, PartyId};
+use marill_proto::Message;
+use marill_suffix::secure::{PreparedSuffix, SecureSuffix};
+use marill_suffix::SuffixConfig;
+use marill_transport::Lane;
+
+/// Correlations from the dealer over this lane of the worker's dealer link. Tells the dealer
+/// the lane's stream is over when dropped.
+pub struct DealerLink {
+    link: Lane,
+    party: PartyId,
+    /// the ids the dealer streams in the current step
+    streamed: std::ops::Range<u64>,
+}
+
+impl DealerLink {
+    /// Asks the dealer for this lane's seed (skipping what it still streamed to this worker's
+    /// previous incarnation); returns the link and the seed.
+    pub fn open(link: Lane, party: PartyId) -> Result<(Self, Seed)> {
+        send(&link, &Message::SeedRequest { party })?;
+        let seed = loop {
+            match recv(&link)? {
+                Message::Seed { seed } => break Seed(seed),
+                Message::Bundle(_) | Message::StepStream { .. } => continue,
+                m => bail!(
+                    "expected a seed from the dealer, got {}",
+                    marill_proto::describe(&m)
+                ),
+            }
+        };
+        let me = Self {
+            link,
+            party,
+            streamed: 0..0,
+        };
+        Ok((me, seed))
+    }
+
+    /// Sends `m` to the dealer; a failure makes bundle `id` unavailable.
+    fn tell(&self, id: u64, m: &Message) -> Result<(), CorrelationError> {
+        send(&self.link, m).map_err(|e| CorrelationError::Unavailable {
+            id,
+            why: e.to_string(),
+        })
+    }
+
+    /// Receives bundle `id`, which the dealer sends next.
+    fn receive(&self, id: u64) -> Result<Bundle, CorrelationError> {
+        let unavailable = |why: String| CorrelationError::Unavailable { id, why };
+        match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
+            Message::Bundle(b) if b.id == id => Ok(b),
+            Message::Bundle(b) => Err(unavailable(format!("dealer sent bundle {}", b.id))),
+            other => Err(unavailable(format!(
+                "dealer sent {}",
+                marill_proto::describe(&other)
+            ))),
+        }
+    }
+}
+
+impl Drop for DealerLink {
+    fn drop(&mut self) {
+        let _ = send(&self.link, &Message::Done { party: self.party });
+    }
+}
+
+impl BundleSupplier for DealerLink {
+    fn fetch(
+        &mut self,
+        party: PartyId,
+        id: u64,
+        req: &CorrRequest,
+    ) -> Result<Bundle, CorrelationError> {
+        if !self.streamed.contains(&id) {
+            let ask = Message::BundleRequest {
+                party,
+                id,
+                req: req.clone(),
+            };
+            self.tell(id, &ask)?;
+        }
+        self.receive(id)
+    }
+
+    fn begin_step(
+        &mut self,
+        party: PartyId,
+        key: StepKey,
+        first_id: u64,
+    ) -> Result<u64, CorrelationError> {
+        let begin = Message::StepBegin {
+            party,
+            key,
+            first_id,
+        };
+        self.tell(first_id, &begin)?;
+        let unavailable = |why: String| CorrelationError::Unavailable { id: first_id, why };
+        match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
+            Message::StepStream { first_id: f, count } if f >= first_id => {
+                self.streamed = f..f.saturating_add(count);
+                Ok(f)
+            }
+            other => Err(unavailable(format!(
+                "dealer answered the step's start with {}",
+                marill_proto::describe(&other)
+            ))),
+        }
+    }
+
+    fn end_step(&mut self, party: PartyId, next_id: u64) -> Result<u64, CorrelationError> {
+        // streamed bundles the step did not use are drained (and their ids never used)
+        for id in next_id..self.streamed.end {
+            self.receive(id)?;
+        }
+        let next = next_id.max(self.streamed.end);
+        self.streamed = 0..0;
+        self.tell(next, &Message::StepEnd { party })?;
+        Ok(next)
+    }
+}
+
+/// A lane's 2PC state: the party (peer lane, correlation store) and the loaded suffix with the
+/// KV cache of the session it serves.
+pub struct LaneState {
+    /// the lane's number (the same at both workers)
+    pub lane: u32,
+    /// the party on the lane
+    pub party: Party<Lane>,
+    /// the suffix loaded on the lane
+    pub sfx: SecureSuffix,
+    /// the suffix's program fingerprint (names its steps for the dealer)
+    pub program: u64,
+}
+
+impl LaneState {
+    /// Opens lane `lane` (its peer and dealer lanes) and loads `prep` on it: masks the private
+    /// weights with this lane's correlations, bracketed as a step for the dealer.
+    pub fn load(
+        party: PartyId,
+        peer: Lane,
+        dealer: Lane,
+        cfg: &SuffixConfig,
+        prep: PreparedSuffix,
+        fx: FixedPoint,
+    ) -> Result<Self> {
+        let lane = peer.id();
+        let (supplier, seed) = DealerLink::open(dealer, party)?;
+        let store = CorrelationStore::with_supplier(party, seed, Box::new(supplier));
+        let mut p = Party::new(party, peer, store, fx);
+        let program = marill_proto::program_of(cfg);
+        p.store
+            .begin_step(StepKey::load(program))
+            .map_err(|e| anyhow!("load on lane {lane}: {e}"))?;
+        let sfx = futures::executor::block_on(SecureSuffix::load(&mut p, cfg, prep))
+            .map_err(|e| anyhow!("load on lane {lane}: {e}"))?;
+        p.store
+            .end_step()
+            .map_err(|e| anyhow!("load on lane {lane}: {e}"))?;
+        Ok(Self {
+            lane,
+            party: p,
+            sfx,
+            program,
+        })
+    }
+
+    /// Runs one step on `x` (rows × d), bracketed for the dealer, which streams the step's
+    /// correlations unasked when it knows the manifest of the step's shape.
+    pub fn forward(&mut self, x: &[u64]) -> Result<Vec<u64>, String> {
+        let d = self.sfx_width();
+        let key = StepKey {
+            program: self.program,
+            rows: (x.len() / d.max(1)) as u32,
+            pos: self.sfx.position() as u32,
+        };
+        let p = &mut self.party;
+        p.store.begin_step(key).map_err(|e| e.to_string())?;
+        let y = futures::executor::block_on(self.sfx.forward(p, x)).map_err(|e| e.to_string())?;
+        p.store.end_step().map_err(|e| e.to_string())?;
+        Ok(y)
+    }
+
+    fn sfx_width(&self) -> usize {
+        self.sfx.config().d_model
+    }
+}
