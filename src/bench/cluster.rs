@@ -1,6 +1,7 @@
 //! `marill bench cluster`: completed jobs per second through the whole cluster (tansu broker,
 //! coordinator, worker pairs with their dealers, all separate processes on this machine) for
-//! several pair counts in one run, on a tiny seeded random model by default, so the figures
+//! several pair counts and sessions per pair (lanes) in one run, on a tiny seeded random model
+//! by default, so the figures
 //! measure the cluster (Kafka round trips, placement, sealed shares, 2PC steps), not a big
 //! model. Every session is also compared with plaintext; a failed or differing session fails
 //! the run.
@@ -25,6 +26,10 @@ pub struct ClusterArgs {
     /// Worker pairs, comma separated for several runs.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     pairs: Vec<usize>,
+    /// Sessions each pair runs at once (its workers' `--sessions`, its dealer's `--lanes`),
+    /// comma separated for several runs of every pair count.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    lanes: Vec<u32>,
     /// Sessions per run (the first N built-in prompts).
     #[arg(long, default_value_t = 16)]
     sessions: usize,
@@ -34,7 +39,7 @@ pub struct ClusterArgs {
     /// The tansu binary.
     #[arg(long, default_value = "target/tools/tansu")]
     tansu: PathBuf,
-    /// The processes' logs go to `<logs>/<N>-pairs/`.
+    /// The processes' logs go to `<logs>/<N>-pairs-<L>-lanes/`.
     #[arg(long, default_value = "target/bench-cluster/logs")]
     logs: PathBuf,
     /// Run on the model given by the model options instead of a tiny random one.
@@ -54,6 +59,7 @@ pub struct ClusterArgs {
 #[derive(Serialize)]
 pub(crate) struct Row {
     pub pairs: usize,
+    pub lanes: u32,
     pub sessions: usize,
     pub jobs: usize,
     pub failed: usize,
@@ -100,25 +106,30 @@ fn run_with(a: &ClusterArgs, model_args: &ModelArgs) -> Result<()> {
         cfg.n_layers, cfg.hidden_size
     );
     let mut rows: Vec<Row> = Vec::new();
-    for &pairs in &a.pairs {
-        let mut row = run_pairs(
-            &a.tansu,
-            &a.logs,
-            model_args,
-            (&model, &tok),
-            pairs,
-            a.sessions,
-            a.tokens,
-        )?;
-        row.speedup = row.jobs_per_s / rows.first().map_or(row.jobs_per_s, |b| b.jobs_per_s);
-        rows.push(row);
+    for &lanes in &a.lanes {
+        for &pairs in &a.pairs {
+            let mut row = run_pairs(
+                &a.tansu,
+                &a.logs,
+                model_args,
+                (&model, &tok),
+                pairs,
+                lanes,
+                a.sessions,
+                a.tokens,
+            )?;
+            // against the first run (fewest pairs, fewest lanes)
+            row.speedup = row.jobs_per_s / rows.first().map_or(row.jobs_per_s, |b| b.jobs_per_s);
+            rows.push(row);
+        }
     }
-    println!("| worker pairs | sessions | jobs | failed | identical to plaintext | max abs logit error | wall s | jobs/s | scaling |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| worker pairs | sessions per pair | sessions | jobs | failed | identical to plaintext | max abs logit error | wall s | jobs/s | scaling |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {}/{} | {:.4} | {:.1} | {:.2} | {:.2}× |",
+            "| {} | {} | {} | {} | {} | {}/{} | {:.4} | {:.1} | {:.2} | {:.2}× |",
             r.pairs,
+            r.lanes,
             r.sessions,
             r.jobs,
             r.failed,
@@ -137,7 +148,7 @@ fn run_with(a: &ClusterArgs, model_args: &ModelArgs) -> Result<()> {
     if let Some(p) = &a.png {
         let cats: Vec<String> = rows
             .iter()
-            .map(|r| format!("{} pair(s)", r.pairs))
+            .map(|r| format!("{}p×{}", r.pairs, r.lanes))
             .collect();
         bars(
             p,
@@ -160,8 +171,8 @@ fn run_with(a: &ClusterArgs, model_args: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-/// One run of the benchmark: launches a cluster of `pairs` worker pairs (logs under
-/// `<logs>/<pairs>-pairs/`), runs `sessions` sessions of `tokens` greedy tokens through it,
+/// One run of the benchmark: launches a cluster of `pairs` worker pairs running up to `lanes`
+/// sessions each at once (logs under `<logs>/<pairs>-pairs-<lanes>-lanes/`), runs `sessions` sessions of `tokens` greedy tokens through it,
 /// each compared with plaintext, and stops it (`speedup` is left at 1).
 pub(crate) fn run_pairs(
     tansu: &Path,
@@ -169,15 +180,16 @@ pub(crate) fn run_pairs(
     model_args: &ModelArgs,
     (model, tok): (&Llama, &TextTokenizer),
     pairs: usize,
+    lanes: u32,
     sessions: usize,
     tokens: usize,
 ) -> Result<Row> {
     eprintln!(
-        "{pairs} pair(s): starting tansu, {pairs} dealer(s), {} worker(s), the coordinator…",
+        "{pairs} pair(s) × {lanes} lane(s): starting tansu, {pairs} dealer(s), {} worker(s), the coordinator…",
         2 * pairs
     );
-    let logs = logs.join(format!("{pairs}-pairs"));
-    let cluster = launch(tansu, pairs, &model_args.to_args(), &logs)?;
+    let logs = logs.join(format!("{pairs}-pairs-{lanes}-lanes"));
+    let cluster = launch(tansu, pairs, lanes, &model_args.to_args(), &logs)?;
     let mut kafka = KafkaSettings::new(cluster.brokers.clone());
     kafka.overrides = FAST_GROUP
         .iter()
@@ -201,6 +213,7 @@ pub(crate) fn run_pairs(
     let jobs = r.jobs();
     Ok(Row {
         pairs,
+        lanes,
         sessions: r.rows.len(),
         jobs,
         failed: r.errors.len(),

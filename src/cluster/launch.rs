@@ -57,9 +57,16 @@ pub const FAST_GROUP: [(&str, &str); 2] = [
     ("heartbeat.interval.ms", "300"),
 ];
 
-/// Starts tansu, `pairs` worker pairs with their dealers, and a coordinator; `model_args` are
-/// the workers' model options; each process's stderr goes to `<logs>/<process>.log`.
-pub fn launch(tansu: &Path, pairs: usize, model_args: &[String], logs: &Path) -> Result<Launched> {
+/// Starts tansu, `pairs` worker pairs with their dealers, and a coordinator; each pair runs up
+/// to `lanes` sessions at once; `model_args` are the workers' model options; each process's
+/// stderr goes to `<logs>/<process>.log`.
+pub fn launch(
+    tansu: &Path,
+    pairs: usize,
+    lanes: u32,
+    model_args: &[String],
+    logs: &Path,
+) -> Result<Launched> {
     if !tansu.exists() {
         bail!("{} absent: run scripts/fetch-tansu.sh", tansu.display());
     }
@@ -117,6 +124,8 @@ pub fn launch(tansu: &Path, pairs: usize, model_args: &[String], logs: &Path) ->
             &dp,
             "--helper-endpoint",
             &dh,
+            "--lanes",
+            &lanes.to_string(),
         ]);
         log_to(&mut dealer, &format!("dealer-{i}"))?;
         l.procs.push(dealer.spawn()?);
@@ -134,6 +143,8 @@ pub fn launch(tansu: &Path, pairs: usize, model_args: &[String], logs: &Path) ->
                 &peer,
                 "--dealer-endpoint",
                 d,
+                "--sessions",
+                &lanes.to_string(),
             ]);
             w.args(model_args);
             log_to(&mut w, &format!("{role}-{i}"))?;

@@ -67,7 +67,7 @@ pub struct CheckArgs {
     /// The tansu binary.
     #[arg(long, default_value = "target/tools/tansu")]
     tansu: PathBuf,
-    /// The processes' logs go to `<logs>/<N>-pairs/`.
+    /// The processes' logs go to `<logs>/<N>-pairs-<L>-lanes/`.
     #[arg(long, default_value = "target/plan/check-logs")]
     logs: PathBuf,
     /// Write predicted and measured rows as JSON here.
@@ -519,6 +519,7 @@ pub fn run(a: CheckArgs) -> Result<()> {
             &tiny.args,
             (&model, &tok),
             pairs,
+            1, // the capacity model counts one session at a time per pair
             a.sessions,
             a.tokens,
         )?;

@@ -86,6 +86,10 @@ impl Actor for SessionActor {
     ) -> Result<SessionState, ActorProcessingErr> {
         let mut lane = args.lane;
         lane.sfx.reset();
+        eprintln!(
+            "{}: session {} opened on lane {}",
+            args.ctx.me, args.session, lane.lane
+        );
         Ok(SessionState {
             ctx: args.ctx,
             session: args.session,
@@ -109,6 +113,10 @@ impl Actor for SessionActor {
                 let session = st.session.clone();
                 let _ = st.memory.cast(MemoryMsg::Release { session });
                 if let Some(mut lane) = st.lane.take() {
+                    eprintln!(
+                        "{}: session {} ended on lane {}",
+                        st.ctx.me, st.session, lane.lane
+                    );
                     lane.sfx.reset();
                     let back = SupervisorMsg::LaneBack(Box::new(lane));
                     let _ = st.sup.cast(back);
