@@ -113,8 +113,7 @@ fn run_with(a: &ClusterArgs, model_args: &ModelArgs) -> Result<()> {
                 &a.logs,
                 model_args,
                 (&model, &tok),
-                pairs,
-                lanes,
+                (pairs, lanes),
                 a.sessions,
                 a.tokens,
             )?;
@@ -179,8 +178,7 @@ pub(crate) fn run_pairs(
     logs: &Path,
     model_args: &ModelArgs,
     (model, tok): (&Llama, &TextTokenizer),
-    pairs: usize,
-    lanes: u32,
+    (pairs, lanes): (usize, u32),
     sessions: usize,
     tokens: usize,
 ) -> Result<Row> {

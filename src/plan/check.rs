@@ -518,8 +518,8 @@ pub fn run(a: CheckArgs) -> Result<()> {
             &a.logs,
             &tiny.args,
             (&model, &tok),
-            pairs,
-            1, // the capacity model counts one session at a time per pair
+            // the capacity model counts one session at a time per pair
+            (pairs, 1),
             a.sessions,
             a.tokens,
         )?;
