@@ -162,9 +162,15 @@ fn a_dealer_killed_mid_batch_and_restarted() {
 /// `kill -9` of pair 0's helper while a step of `phase` (prefill or decode) runs its 2PC on it:
 /// pair 0's peer link goes through a proxy that delays every chunk, so its steps last seconds
 /// and the kill lands inside one; the helper's `marill_worker_step_running{phase}` says when.
+/// The workers run one session at a time (`--sessions 1`) so that exactly one session is on
+/// the killed helper (with more lanes, every session open on it fails the same way).
 /// Returns (kill → failed result, provider's exit, pair back in service) durations.
 fn helper_killed_mid(phase: &str) -> (Duration, Duration, Duration) {
-    let mut c = TestCluster::start_proxied(&format!("kill-{phase}"), 2, &["--idle-timeout-s", "5"]);
+    let mut c = TestCluster::start_proxied(
+        &format!("kill-{phase}"),
+        2,
+        &["--idle-timeout-s", "5", "--sessions", "1"],
+    );
     c.coordinator_with(&["--step-timeout-s", "15"]);
     let logs = c.logs();
     c.proxies[0].delay(Duration::from_millis(20));

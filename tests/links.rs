@@ -68,7 +68,9 @@ fn peer_link_broken_mid_step(
     fault: impl Fn(&Proxy),
     heal: impl Fn(&Proxy),
 ) -> (Duration, Duration) {
-    let mut c = TestCluster::start_proxied(name, 2, &["--idle-timeout-s", "5"]);
+    // one session at a time per pair, so exactly one session is on the broken link (with more
+    // lanes every session open on the pair fails the same way)
+    let mut c = TestCluster::start_proxied(name, 2, &["--idle-timeout-s", "5", "--sessions", "1"]);
     c.coordinator_with(&["--step-timeout-s", "30"]);
     let logs = c.logs();
     c.proxies[0].delay(Duration::from_millis(20));
@@ -98,11 +100,8 @@ fn peer_link_broken_mid_step(
         failed[0]
     );
     assert_one_result_per_job(&c.brokers, &logs);
-    assert!(
-        c.log_text("coordinator-0")
-            .contains("worker pair lost pair=0"),
-        "pair 0 not retired ({logs})"
-    );
+    // retired once its probe goes unanswered (the workers exited): within the step timeout
+    c.wait_log("coordinator-0", "worker pair lost pair=0", 60);
     let back = c.restart_pair(0, 0);
     let (finished, failed) = accounted(c.spawn_batch(4, 2), 4, &logs);
     assert_eq!(finished, 4, "after the restart: {failed:?} ({logs})");

@@ -64,8 +64,8 @@ pub struct DealerArgs {
     /// `--sessions` must not exceed it); the pool is shared out among them.
     #[arg(long, default_value_t = 8)]
     lanes: u32,
-    /// Exit once both workers have said goodbye (one session; default: serve every
-    /// incarnation of the pair until stopped).
+    /// Exit once both workers have said goodbye on lane 0 (one session in direct mode;
+    /// default: serve every incarnation of the pair until stopped).
     #[arg(long)]
     exit_when_done: bool,
 }

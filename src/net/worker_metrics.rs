@@ -15,7 +15,7 @@ pub struct WorkerMetrics {
     pub steps: IntCounterVec,
     /// step latency by phase (prefill, decode)
     pub step_seconds: HistogramVec,
-    /// 1 while a step of the phase runs its 2PC (prefill, decode)
+    /// steps of the phase running their 2PC now (prefill, decode)
     pub step_running: IntGaugeVec,
     /// sessions started (step 0)
     pub sessions: IntCounter,
@@ -82,7 +82,7 @@ impl WorkerMetrics {
                 IntGaugeVec::new(
                     Opts::new(
                         format!("{p}step_running"),
-                        "1 while a step of the phase runs",
+                        "Steps of the phase running their 2PC now",
                     ),
                     &["phase"],
                 )?,
