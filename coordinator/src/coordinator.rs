@@ -19,6 +19,7 @@
 //! their own threads.
 
 use crate::kafka::{self, produce, KafkaSettings};
+use crate::lag;
 use crate::lanes::Lanes;
 use crate::metrics::CoordinatorMetrics;
 use crate::offsets::OffsetTracker;
@@ -121,8 +122,14 @@ struct State {
 }
 
 const MAX_REMEMBERED_RESULTS: usize = 100_000;
-/// How often the queue's lag is read from the broker.
-const LAG_EVERY: Duration = Duration::from_secs(5);
+/// Sets its flag when dropped (stops a helper thread however the loop ends).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 /// How long after a failed commit the coordinator commits again.
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
 const KV_RESERVE: u64 = 1;
@@ -214,17 +221,32 @@ pub fn run(
     tracing::info!(results = n, "published results remembered");
     st.update_gauges();
     let mut last_event = Instant::now();
-    let mut lag_read: Option<Instant> = None;
+    // the lag is read by its own thread; the loop tells it its partitions
+    let assigned: lag::Assigned = Arc::default();
+    let lag_stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    lag::spawn(
+        &st.cfg.kafka,
+        &st.cfg.group,
+        JOBS_TOPIC,
+        assigned.clone(),
+        st.metrics.kafka_lag.clone(),
+        lag_stop.0.clone(),
+    )?;
+    let mut lag_told: Option<Instant> = None;
     let mut commit_after: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        // the queue's lag from the broker's offsets, every LAG_EVERY (a failure is logged, the
-        // gauge keeps its last value)
-        if lag_read.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
-            lag_read = Some(Instant::now());
-            match kafka::lag(&consumer, JOBS_TOPIC, Duration::from_secs(1)) {
-                Ok(Some(l)) => st.metrics.kafka_lag.set(l),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "reading the jobs topic's lag"),
+        // the partitions this coordinator is assigned, for the lag thread (a local call)
+        if lag_told.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            lag_told = Some(Instant::now());
+            if let Ok(a) = consumer.assignment() {
+                let parts: Vec<i32> = a
+                    .elements_for_topic(JOBS_TOPIC)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                if let Ok(mut slot) = assigned.lock() {
+                    *slot = (!parts.is_empty()).then_some(parts);
+                }
             }
         }
         let mut event = st.drain_done(&done_rx)?;

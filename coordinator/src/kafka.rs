@@ -61,6 +61,15 @@ impl KafkaSettings {
         Ok(c.create()?)
     }
 
+    /// A client that reads group `group`'s committed offsets without joining the group (it
+    /// never subscribes).
+    pub fn group_reader(&self, group: &str) -> Result<BaseConsumer, CoordinatorError> {
+        let mut c = self.base();
+        c.set("group.id", group);
+        c.set("enable.auto.commit", "false");
+        Ok(c.create()?)
+    }
+
     /// A consumer outside any group (the client reads its results from assigned positions).
     pub fn reader(&self) -> Result<BaseConsumer, CoordinatorError> {
         let mut c = self.base();
@@ -124,33 +133,6 @@ pub fn produce(
             "producing to {topic}: cancelled"
         ))),
     }
-}
-
-/// The queue's lag for this consumer: over its assigned partitions of `topic`, messages without
-/// a committed outcome (high watermark − committed offset, from the low watermark where the
-/// group has committed nothing). `None` while nothing is assigned.
-pub fn lag(
-    consumer: &BaseConsumer,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Option<i64>, CoordinatorError> {
-    use rdkafka::consumer::Consumer;
-    use rdkafka::Offset;
-    let assignment = consumer.assignment()?;
-    if assignment.count() == 0 {
-        return Ok(None);
-    }
-    let committed = consumer.committed_offsets(assignment, timeout)?;
-    let mut lag = 0;
-    for e in committed.elements_for_topic(topic) {
-        let (low, high) = consumer.fetch_watermarks(topic, e.partition(), timeout)?;
-        let from = match e.offset() {
-            Offset::Offset(o) => o.max(low),
-            _ => low,
-        };
-        lag += (high - from).max(0);
-    }
-    Ok(Some(lag))
 }
 
 /// A message's key and payload.

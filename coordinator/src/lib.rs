@@ -11,6 +11,7 @@
 
 pub mod coordinator;
 pub mod kafka;
+pub mod lag;
 mod lanes;
 pub mod metrics;
 pub mod offsets;

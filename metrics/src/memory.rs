@@ -1,8 +1,10 @@
 //! Memory of the process's device, read at every scrape: `<prefix>memory_used_bytes{device}`
 //! (resident set, `/proc/self/statm`) and `<prefix>memory_limit_bytes{device}` (the cgroup's
 //! limit — v2 `memory.max`, v1 `memory.limit_in_bytes` — or the machine's memory when the
-//! cgroup sets none, `/proc/meminfo`). The CPU build's device is `host`; a GPU build adds its
-//! devices' series under the same names.
+//! cgroup sets none, `/proc/meminfo`). The CPU build's device is `host`; a build with the `cuda`
+//! feature adds each CUDA device's series under the same names (`device="cuda:<i>"`: memory in
+//! use on the device — by every process, as the driver reports it — and its total), through the
+//! driver API loaded at run time (cudarc); without a driver or a GPU it reports none.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -51,9 +53,59 @@ impl Collector for DeviceMemory {
         if let Some(b) = limit_bytes() {
             self.limit.with_label_values(&["host"]).set(b as i64);
         }
+        for d in cuda_devices() {
+            self.used.with_label_values(&[&d.label]).set(d.used as i64);
+            self.limit
+                .with_label_values(&[&d.label])
+                .set(d.total as i64);
+        }
         let mut f = self.used.collect();
         f.extend(self.limit.collect());
         f
+    }
+}
+
+/// One CUDA device's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CudaDevice {
+    /// `cuda:<ordinal>`
+    pub label: String,
+    /// bytes in use on the device (all processes)
+    pub used: u64,
+    /// the device's memory
+    pub total: u64,
+}
+
+/// The CUDA devices and their memory: none without the `cuda` feature, a driver or a GPU.
+pub fn cuda_devices() -> Vec<CudaDevice> {
+    #[cfg(feature = "cuda")]
+    {
+        use cudarc::driver::CudaContext;
+        use std::sync::OnceLock;
+        // the driver library is loaded on first use (cudarc panics when it is absent): tried
+        // once per process; its absence is no device, not a failure
+        static DEVICES: OnceLock<usize> = OnceLock::new();
+        let n = *DEVICES.get_or_init(|| {
+            std::panic::catch_unwind(CudaContext::device_count)
+                .ok()
+                .and_then(|r| r.ok())
+                .map_or(0, |n| n.max(0) as usize)
+        });
+        (0..n)
+            .filter_map(|i| {
+                let ctx = CudaContext::new(i).ok()?;
+                let (free, total) = ctx.mem_get_info().ok()?;
+                Some(CudaDevice {
+                    label: format!("cuda:{i}"),
+                    used: (total - free) as u64,
+                    total: total as u64,
+                })
+            })
+            .collect()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Vec::new()
     }
 }
 

@@ -76,8 +76,10 @@ pub struct WorkerArgs {
     /// dealer's `--lanes`). The pair serves the smaller of its two workers' counts.
     #[arg(long, default_value_t = 4)]
     sessions: u32,
-    /// Memory the worker may account for weights and KV caches, in MiB (0: no limit): a
-    /// session whose KV cache (its most, `--max-seq` positions) does not fit is refused.
+    /// Memory the worker may account for weights and KV caches, in MiB (0: the device's: the
+    /// first CUDA device's memory in a `cuda` build with a GPU, else the host's cgroup limit or
+    /// physical memory): a session whose KV cache (its most, `--max-seq` positions) does not
+    /// fit is refused.
     #[arg(long, default_value_t = 0)]
     memory_limit_mb: u64,
     /// Give up when the peer, the dealer or a direct client is silent this long inside an
@@ -252,7 +254,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
                 lanes_loaded,
                 muxes,
                 link,
-                a.memory_limit_mb << 20,
+                memory_limit(a.memory_limit_mb),
             )
         }
     }
@@ -269,6 +271,19 @@ enum Front {
         /// this trust domain's sealing key
         seal: SealKeyPair,
     },
+}
+
+/// The memory the worker's memory owner may account: `mb` MiB, or (0) the device's.
+fn memory_limit(mb: u64) -> u64 {
+    if mb > 0 {
+        return mb << 20;
+    }
+    let device = marill_metrics::memory::cuda_devices()
+        .first()
+        .map(|d| d.total);
+    device
+        .or_else(marill_metrics::memory::limit_bytes)
+        .unwrap_or(0)
 }
 
 /// What a worker tells its client, coordinator or peer about the suffix it serves.

@@ -2,7 +2,9 @@
 //! weights once, each lane's masked private weights) and each open session's KV-cache
 //! reservation (its most: `max_seq` positions), and admits a session only when its reservation
 //! fits under the worker's limit, so the worker never holds more than it may. The accounting
-//! is what the CPU build holds in host memory; a CUDA build accounts the device's the same way.
+//! is what the worker holds in host memory (the 2PC runs on the CPU); its limit is
+//! `--memory-limit-mb`, else the device's: the first CUDA device's memory in a `cuda` build
+//! with a GPU, else the host's cgroup limit or physical memory.
 //! Published as `marill_worker_accounted_bytes{kind}` beside the KV cache in use.
 
 use super::super::worker_metrics::WorkerMetrics;
