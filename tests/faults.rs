@@ -332,3 +332,28 @@ fn the_broker_unreachable_mid_batch() {
     assert_one_result_per_job(&c.brokers, &logs);
     let _ = std::fs::remove_dir_all(&c.dir);
 }
+
+/// A helper killed and started again alone while its pair idles: the new helper's hello reaches
+/// the serving provider outside its lanes, so the provider stops by itself (its peer's lane
+/// states are gone) instead of failing a session later; started again by its supervisor, it
+/// prepares fresh shares for the new helper, and the pair serves sessions equal to plaintext.
+#[test]
+fn a_helper_restarted_alone_makes_its_provider_restart_and_the_pair_serves_again() {
+    let mut c = TestCluster::start("helper-alone", 1);
+    c.coordinator();
+    let logs = c.logs();
+    c.serve_batch(2, 2, "the batch before the helper's restart");
+    c.pairs[0][2].kill().unwrap(); // SIGKILL of the helper, between sessions
+    let _ = c.pairs[0][2].wait();
+    c.pairs[0][2] = c.worker(0, "helper");
+    let stopped = c.wait_exit(0, 0, 30);
+    let provider = c.log_text("provider-0");
+    assert!(
+        provider.contains("peer link:") && provider.contains("which this end lacks"),
+        "the provider stopped for another reason ({logs}):\n{provider}"
+    );
+    eprintln!("the provider stopped {stopped:?} after the helper came back");
+    c.pairs[0][1] = c.worker(0, "provider");
+    c.serve_batch(2, 2, "the batch after the restarts");
+    let _ = std::fs::remove_dir_all(&c.dir);
+}

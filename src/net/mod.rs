@@ -12,6 +12,7 @@ pub mod dealer_epochs;
 pub mod keys;
 pub mod worker;
 pub mod worker_group;
+pub mod worker_handshake;
 pub mod worker_lane;
 pub mod worker_metrics;
 

@@ -18,6 +18,7 @@
 //! parallel).
 
 use super::worker_group;
+use super::worker_handshake as handshake;
 use super::worker_lane::LaneState;
 use super::worker_metrics::WorkerMetrics;
 use super::{recv, send};
@@ -158,46 +159,34 @@ pub fn run(a: WorkerArgs) -> Result<()> {
     )?;
     let fx = FixedPoint::default();
     // the suffix: prepared by the provider, the helper's shares sent over the peer link
-    let (cfg, prep) = match a.role {
+    // the lanes: the smaller of the two workers' session counts (1 in direct mode)
+    let own_sessions = match front {
+        Front::Direct(_) => 1,
+        Front::Coordinated { .. } => a.sessions.max(1),
+    };
+    let (cfg, prep, lanes) = match a.role {
         WorkerRole::Provider => {
             let (model, _) = load(&a.model)?;
             let (cfg, w) = suffix_of(&model, Bounds::default(), a.max_seq)?;
             let [p0, p1] = prepare(&cfg, &w, fx, Seed::random()).map_err(|e| anyhow!("{e}"))?;
-            send(
-                &peer,
-                &Message::Prepared {
-                    cfg: cfg.clone(),
-                    suffix: Box::new(p1),
-                },
-            )?;
-            (cfg, p0)
+            let at_client = matches!(p0.final_gamma, FinalGamma::AtClient);
+            let hello = server_hello(&cfg, at_client, own_sessions);
+            let theirs = handshake::provide(&peer, &cfg, p1, &hello)?;
+            (cfg, p0, own_sessions.min(theirs))
         }
-        WorkerRole::Helper => match recv(&peer)? {
-            Message::Prepared { cfg, suffix } => (cfg, *suffix),
-            m => bail!(
-                "expected the prepared suffix, got {}",
-                marill_proto::describe(&m)
-            ),
-        },
+        WorkerRole::Helper => {
+            let (cfg, prep) = handshake::receive(&peer, me)?;
+            let at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
+            let hello = server_hello(&cfg, at_client, own_sessions);
+            let theirs = handshake::exchange_hellos(&peer, &hello)?;
+            (cfg, prep, own_sessions.min(theirs))
+        }
     };
     eprintln!(
         "{me}: suffix of {} private layers from layer {}",
         cfg.n_layers, cfg.first_layer
     );
     let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    // the lanes: the smaller of the two workers' session counts (1 in direct mode)
-    let own_sessions = match front {
-        Front::Direct(_) => 1,
-        Front::Coordinated { .. } => a.sessions.max(1),
-    };
-    send(&peer, &server_hello(&cfg, gamma_at_client, own_sessions))?;
-    let lanes = match recv(&peer)? {
-        Message::ServerHello { sessions, .. } => own_sessions.min(sessions.max(1)),
-        m => bail!(
-            "expected the peer's hello, got {}",
-            marill_proto::describe(&m)
-        ),
-    };
     let (peer_mux, peer_lanes) = Mux::split(peer, lanes)?;
     let (dealer_mux, dealer_lanes) = Mux::split(dealer, lanes)?;
     let loaded: Vec<Result<LaneState>> = std::thread::scope(|scope| {

@@ -57,6 +57,7 @@ impl Frames for Link {
 pub struct Mux {
     stop: Arc<AtomicBool>,
     pump: Option<JoinHandle<()>>,
+    events: Option<Receiver<String>>,
 }
 
 /// One lane of a [`Mux`]: an ordered message stream to the same lane at the other end.
@@ -106,9 +107,10 @@ impl Mux {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let (events_tx, events) = channel();
         let pump = std::thread::Builder::new()
             .name(format!("mux-{}", cfg.peer))
-            .spawn(move || pump(link, pull, inboxes, s))
+            .spawn(move || pump(link, pull, inboxes, events_tx, s))
             .map_err(|e| TransportError::Lane {
                 why: format!("starting the pump: {e}"),
             })?;
@@ -116,9 +118,18 @@ impl Mux {
             Self {
                 stop,
                 pump: Some(pump),
+                events: Some(events),
             },
             out,
         ))
+    }
+
+    /// What went wrong on the link, as it happens (once; `None` after the first call): frames
+    /// the other end sent on lanes this end lacks or too short to name one (e.g. a restarted
+    /// peer speaking before it split its link), and failures of the link itself. The lanes
+    /// concerned learn it at their next receive; this tells the link's owner at once.
+    pub fn take_events(&mut self) -> Option<Receiver<String>> {
+        self.events.take()
     }
 }
 
@@ -138,12 +149,14 @@ fn pump(
     link: Link,
     pull: zmq::Socket,
     inboxes: Vec<Sender<Result<Vec<u8>, String>>>,
+    events: Sender<String>,
     stop: Arc<AtomicBool>,
 ) {
     let fail_all = |why: String| {
         for i in &inboxes {
             let _ = i.send(Err(why.clone()));
         }
+        let _ = events.send(why);
     };
     while !stop.load(Ordering::Relaxed) {
         let (outgoing, incoming) = {
@@ -195,6 +208,10 @@ fn pump(
                             let _ = inbox.send(Ok(frame[HEADER..].to_vec()));
                         }
                         None => {
+                            let _ = events.send(format!(
+                                "{} sent a frame on lane {lane}, which this end lacks",
+                                link.config().peer
+                            ));
                             let notice = (lane | NO_LANE).to_be_bytes();
                             if let Err(e) = link.send(&notice) {
                                 fail_all(format!("sending: {e}"));
@@ -395,6 +412,17 @@ mod tests {
             let e = l.recv().unwrap_err().to_string();
             assert!(e.contains("too short to name a lane"), "{e}");
         }
+    }
+
+    /// The link's owner hears of a frame on a lane its end lacks at once.
+    #[test]
+    fn a_frame_on_a_missing_lane_is_an_event_for_the_owner() {
+        let ((mut ms, _a), (_mc, b), _) = linked([1, 3], 10, false);
+        let events = ms.take_events().unwrap();
+        assert!(ms.take_events().is_none());
+        b[2].send(b"hello?").unwrap();
+        let ev = events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(ev.contains("lane 2, which this end lacks"), "{ev}");
     }
 
     /// Ends with different numbers of lanes use the lanes both have; a message on a lane the

@@ -73,6 +73,8 @@ pub fn run(
             .map_err(|e| anyhow::anyhow!("worker supervisor: {e}"))?;
         Ok::<_, anyhow::Error>(reader.join())
     })?;
+    // a session blocked in its 2PC (the peer gone) is not waited for
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     if let Some(why) = why.lock().ok().and_then(|w| w.clone()) {
         anyhow::bail!(why);
     }

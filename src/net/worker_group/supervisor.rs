@@ -9,7 +9,7 @@
 //! ending whatever session held it; a later step goes to the lane's session actor, which
 //! refuses it (agreeing with the peer) unless it continues that session.
 
-use super::links::Links;
+use super::links::{Links, LinksArgs};
 use super::memory::{MemoryMsg, MemoryOwner};
 use super::session::{SessionActor, SessionArgs, SessionMsg, StepInput};
 use super::WorkerContext;
@@ -79,7 +79,11 @@ impl Actor for Supervisor {
     ) -> Result<State, ActorProcessingErr> {
         let limits = (a.memory_limit, a.ctx.metrics.clone());
         let (memory, _) = Actor::spawn_linked(None, MemoryOwner, limits, myself.get_cell()).await?;
-        Actor::spawn_linked(None, Links, a.muxes, myself.get_cell()).await?;
+        let links = LinksArgs {
+            muxes: a.muxes,
+            sup: myself.clone(),
+        };
+        Actor::spawn_linked(None, Links, links, myself.get_cell()).await?;
         // the public base weights are shared by the lanes: counted once
         let public = a.lanes.first().map_or(0, |l| l.sfx.weight_bytes().0);
         let private: usize = a.lanes.iter().map(|l| l.sfx.weight_bytes().1).sum();

@@ -1,0 +1,108 @@
+//! How a provider and a helper start their pair over the raw peer link, before they split it
+//! into lanes: the helper says hello (again every [`RETRY`] until answered), the provider — which
+//! waits for a helper without limit — answers the first hello with the helper's shares of the
+//! prepared suffix and its own hello (with its session count), and the helper answers with its
+//! hello; each then serves the smaller of the two counts.
+//!
+//! A helper that restarts while its provider serves speaks outside the provider's lanes: the
+//! provider's peer-link watch stops it (its lane states no longer match a peer), it restarts,
+//! and answers the helper's next hello with fresh shares. A helper whose provider restarts
+//! fails its next step and restarts the same way. Stale frames (a serving provider's "no such
+//! lane" notices, a previous incarnation's lane traffic, repeated hellos) are skipped.
+
+use super::send;
+use anyhow::{bail, Result};
+use marill_proto::Message;
+use marill_suffix::secure::PreparedSuffix;
+use marill_suffix::SuffixConfig;
+use marill_transport::{Link, TransportError};
+use std::time::Duration;
+
+/// How often a helper says hello until a provider answers.
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// Provider: waits for a helper's hello, sends it `shares` and `hello`; returns the helper's
+/// session count.
+pub fn provide(
+    peer: &Link,
+    cfg: &SuffixConfig,
+    shares: PreparedSuffix,
+    hello: &Message,
+) -> Result<u32> {
+    loop {
+        let Some(bytes) = peer.try_recv(Duration::from_secs(60))? else {
+            continue;
+        };
+        match marill_proto::decode(&bytes) {
+            Ok(Message::ClientHello { .. }) => break,
+            _ => continue, // a previous helper's lane traffic
+        }
+    }
+    send(
+        peer,
+        &Message::Prepared {
+            cfg: cfg.clone(),
+            suffix: Box::new(shares),
+        },
+    )?;
+    send(peer, hello)?;
+    loop {
+        match marill_proto::decode(&peer.recv()?)? {
+            Message::ServerHello { sessions, .. } => return Ok(sessions.max(1)),
+            // the helper's repeated hellos, sent before our answer reached it
+            Message::ClientHello { .. } => continue,
+            m => bail!(
+                "expected the helper's hello, got {}",
+                marill_proto::describe(&m)
+            ),
+        }
+    }
+}
+
+/// Helper: says hello until a provider answers with the prepared suffix (without limit, as
+/// the provider waits for a helper: the pair's workers may start in any order, and the
+/// provider loads the model first).
+pub fn receive(peer: &Link, me: &str) -> Result<(SuffixConfig, PreparedSuffix)> {
+    let mut told = false;
+    let hello = marill_proto::encode(&Message::ClientHello { n_public: 0 });
+    let mut attempt = 0u32;
+    loop {
+        attempt = attempt.saturating_add(1);
+        // hellos queue while no provider is there: every RETRY at first, then less often
+        match peer.send(&hello) {
+            Ok(()) | Err(TransportError::Timeout { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let wait = if attempt <= 5 { RETRY } else { 8 * RETRY };
+        let Some(bytes) = peer.try_recv(wait)? else {
+            continue;
+        };
+        match marill_proto::decode(&bytes) {
+            Ok(Message::Prepared { cfg, suffix }) => return Ok((cfg, *suffix)),
+            Ok(m) => bail!(
+                "expected the prepared suffix, got {}",
+                marill_proto::describe(&m)
+            ),
+            Err(_) => {
+                if !told {
+                    told = true;
+                    eprintln!(
+                        "{me}: the provider still serves a previous helper; waiting for its restart"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Helper: sends `hello` and returns the provider's session count from its hello.
+pub fn exchange_hellos(peer: &Link, hello: &Message) -> Result<u32> {
+    send(peer, hello)?;
+    match marill_proto::decode(&peer.recv()?)? {
+        Message::ServerHello { sessions, .. } => Ok(sessions.max(1)),
+        m => bail!(
+            "expected the provider's hello, got {}",
+            marill_proto::describe(&m)
+        ),
+    }
+}
