@@ -64,7 +64,7 @@ pub fn run(
             memory_limit,
             exit,
         };
-        let (sup, handle) = Actor::spawn(Some("worker".into()), supervisor::Supervisor, args)
+        let (sup, handle) = Actor::spawn(None, supervisor::Supervisor, args)
             .await
             .map_err(|e| anyhow::anyhow!("starting the worker's actors: {e}"))?;
         let reader = control::spawn(control, outgoing, sup.clone())?;
