@@ -357,3 +357,28 @@ fn a_helper_restarted_alone_makes_its_provider_restart_and_the_pair_serves_again
     c.serve_batch(2, 2, "the batch after the restarts");
     let _ = std::fs::remove_dir_all(&c.dir);
 }
+
+/// The provider killed and started again alone while its pair idles: the new provider's hello
+/// reaches the helper outside its lanes, so the helper stops by itself (before: it kept serving
+/// a provider that no longer existed while the new provider waited for it); started again, the
+/// pair serves sessions equal to plaintext.
+#[test]
+fn a_provider_restarted_alone_makes_its_helper_restart_and_the_pair_serves_again() {
+    let mut c = TestCluster::start("provider-alone", 1);
+    c.coordinator();
+    let logs = c.logs();
+    c.serve_batch(2, 2, "the batch before the provider's restart");
+    c.pairs[0][1].kill().unwrap(); // SIGKILL of the provider, between sessions
+    let _ = c.pairs[0][1].wait();
+    c.pairs[0][1] = c.worker(0, "provider");
+    let stopped = c.wait_exit(0, 1, 60);
+    let helper = c.log_text("helper-0");
+    assert!(
+        helper.contains("peer link:") && helper.contains("which this end lacks"),
+        "the helper stopped for another reason ({logs}):\n{helper}"
+    );
+    eprintln!("the helper stopped {stopped:?} after the provider came back");
+    c.pairs[0][2] = c.worker(0, "helper");
+    c.serve_batch(2, 2, "the batch after the restarts");
+    let _ = std::fs::remove_dir_all(&c.dir);
+}

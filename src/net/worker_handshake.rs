@@ -1,13 +1,13 @@
 //! How a provider and a helper start their pair over the raw peer link, before they split it
-//! into lanes: the helper says hello (again every [`RETRY`] until answered), the provider — which
-//! waits for a helper without limit — answers the first hello with the helper's shares of the
+//! into lanes: both say hello (again every [`RETRY`], then less often, until heard; neither
+//! gives up: the pair's workers may start in any order, the provider loads the model first).
+//! The provider answers the first helper hello it hears with the helper's shares of the
 //! prepared suffix and its own hello (with its session count), and the helper answers with its
 //! hello; each then serves the smaller of the two counts.
 //!
-//! A helper that restarts while its provider serves speaks outside the provider's lanes: the
-//! provider's peer-link watch stops it (its lane states no longer match a peer), it restarts,
-//! and answers the helper's next hello with fresh shares. A helper whose provider restarts
-//! fails its next step and restarts the same way. Stale frames (a serving provider's "no such
+//! A worker that restarts while its peer serves speaks outside the peer's lanes: the peer's
+//! link watch stops it (its lane states no longer match a peer), it restarts too, and the pair
+//! starts afresh (a provider prepares fresh shares). Stale frames (a serving peer's "no such
 //! lane" notices, a previous incarnation's lane traffic, repeated hellos) are skipped.
 
 use super::send;
@@ -29,13 +29,23 @@ pub fn provide(
     shares: PreparedSuffix,
     hello: &Message,
 ) -> Result<u32> {
+    // "here I am" too: a helper still serving this worker's previous incarnation hears it
+    // outside its lanes and restarts; a fresh helper skips it
+    let ping = marill_proto::encode(&Message::ClientHello { n_public: 0 });
+    let mut attempt = 0u32;
     loop {
-        let Some(bytes) = peer.try_recv(Duration::from_secs(60))? else {
+        attempt = attempt.saturating_add(1);
+        match peer.send(&ping) {
+            Ok(()) | Err(TransportError::Timeout { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let wait = if attempt <= 5 { RETRY } else { 8 * RETRY };
+        let Some(bytes) = peer.try_recv(wait)? else {
             continue;
         };
-        match marill_proto::decode(&bytes) {
-            Ok(Message::ClientHello { .. }) => break,
-            _ => continue, // a previous helper's lane traffic
+        // anything else: a previous helper's lane traffic or "no such lane" notices
+        if let Ok(Message::ClientHello { .. }) = marill_proto::decode(&bytes) {
+            break;
         }
     }
     send(
@@ -79,6 +89,8 @@ pub fn receive(peer: &Link, me: &str) -> Result<(SuffixConfig, PreparedSuffix)> 
         };
         match marill_proto::decode(&bytes) {
             Ok(Message::Prepared { cfg, suffix }) => return Ok((cfg, *suffix)),
+            // the provider's "here I am", sent until it heard a helper
+            Ok(Message::ClientHello { .. }) => continue,
             Ok(m) => bail!(
                 "expected the prepared suffix, got {}",
                 marill_proto::describe(&m)

@@ -1,9 +1,9 @@
 //! The owner of the worker's peer and dealer links: it holds their lane pumps
 //! (`marill_transport::Mux`) for the group's lifetime, while each lane is owned by the session
 //! that runs on it, and watches the peer link: a frame the peer sends outside the lanes (a
-//! restarted peer's first words, before it has the suffix) or a failure of the link stops the
-//! group at once — the peer's lane states are gone, so this worker restarts too (a provider
-//! then prepares fresh shares for the new helper) instead of failing each session later.
+//! restarted peer's hello, before the pair has started afresh) or a failure of the link stops
+//! the group at once — the peer's lane states are gone, so this worker restarts too (a
+//! provider then prepares fresh shares) instead of failing each session later.
 
 use super::supervisor::SupervisorMsg;
 use marill_transport::Mux;
