@@ -333,52 +333,40 @@ fn the_broker_unreachable_mid_batch() {
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
-/// A helper killed and started again alone while its pair idles: the new helper's hello reaches
-/// the serving provider outside its lanes, so the provider stops by itself (its peer's lane
-/// states are gone) instead of failing a session later; started again by its supervisor, it
-/// prepares fresh shares for the new helper, and the pair serves sessions equal to plaintext.
-#[test]
-fn a_helper_restarted_alone_makes_its_provider_restart_and_the_pair_serves_again() {
-    let mut c = TestCluster::start("helper-alone", 1);
+/// One worker of the pair (`role`: 1 provider, 2 helper) killed and started again alone while
+/// the pair idles: the new worker's hello reaches its serving peer outside the peer's lanes, so
+/// the peer stops by itself (before: it kept serving a worker that no longer existed while the
+/// new one waited for it, or for shares that never came); started again by its supervisor, the
+/// pair starts afresh (the provider prepares fresh shares) and serves sessions equal to
+/// plaintext.
+fn one_worker_restarted_alone(role: usize) {
+    let (name, peer) = [("provider", "helper"), ("helper", "provider")][role - 1];
+    let mut c = TestCluster::start(&format!("{name}-alone"), 1);
     c.coordinator();
     let logs = c.logs();
-    c.serve_batch(2, 2, "the batch before the helper's restart");
-    c.pairs[0][2].kill().unwrap(); // SIGKILL of the helper, between sessions
-    let _ = c.pairs[0][2].wait();
-    c.pairs[0][2] = c.worker(0, "helper");
-    let stopped = c.wait_exit(0, 0, 30);
-    let provider = c.log_text("provider-0");
+    c.serve_batch(2, 2, "the batch before the restart");
+    c.pairs[0][role].kill().unwrap(); // SIGKILL, between sessions
+    let _ = c.pairs[0][role].wait();
+    c.pairs[0][role] = c.worker(0, name);
+    let other = 3 - role;
+    let stopped = c.wait_exit(0, other - 1, 60);
+    let text = c.log_text(&format!("{peer}-0"));
     assert!(
-        provider.contains("peer link:") && provider.contains("which this end lacks"),
-        "the provider stopped for another reason ({logs}):\n{provider}"
+        text.contains("peer link:") && text.contains("which this end lacks"),
+        "the {peer} stopped for another reason ({logs}):\n{text}"
     );
-    eprintln!("the provider stopped {stopped:?} after the helper came back");
-    c.pairs[0][1] = c.worker(0, "provider");
+    eprintln!("the {peer} stopped {stopped:?} after the {name} came back");
+    c.pairs[0][other] = c.worker(0, peer);
     c.serve_batch(2, 2, "the batch after the restarts");
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
-/// The provider killed and started again alone while its pair idles: the new provider's hello
-/// reaches the helper outside its lanes, so the helper stops by itself (before: it kept serving
-/// a provider that no longer existed while the new provider waited for it); started again, the
-/// pair serves sessions equal to plaintext.
+#[test]
+fn a_helper_restarted_alone_makes_its_provider_restart_and_the_pair_serves_again() {
+    one_worker_restarted_alone(2);
+}
+
 #[test]
 fn a_provider_restarted_alone_makes_its_helper_restart_and_the_pair_serves_again() {
-    let mut c = TestCluster::start("provider-alone", 1);
-    c.coordinator();
-    let logs = c.logs();
-    c.serve_batch(2, 2, "the batch before the provider's restart");
-    c.pairs[0][1].kill().unwrap(); // SIGKILL of the provider, between sessions
-    let _ = c.pairs[0][1].wait();
-    c.pairs[0][1] = c.worker(0, "provider");
-    let stopped = c.wait_exit(0, 1, 60);
-    let helper = c.log_text("helper-0");
-    assert!(
-        helper.contains("peer link:") && helper.contains("which this end lacks"),
-        "the helper stopped for another reason ({logs}):\n{helper}"
-    );
-    eprintln!("the helper stopped {stopped:?} after the provider came back");
-    c.pairs[0][2] = c.worker(0, "helper");
-    c.serve_batch(2, 2, "the batch after the restarts");
-    let _ = std::fs::remove_dir_all(&c.dir);
+    one_worker_restarted_alone(1);
 }

@@ -30,24 +30,11 @@ pub fn provide(
     hello: &Message,
 ) -> Result<u32> {
     // "here I am" too: a helper still serving this worker's previous incarnation hears it
-    // outside its lanes and restarts; a fresh helper skips it
-    let ping = marill_proto::encode(&Message::ClientHello { n_public: 0 });
-    let mut attempt = 0u32;
-    loop {
-        attempt = attempt.saturating_add(1);
-        match peer.send(&ping) {
-            Ok(()) | Err(TransportError::Timeout { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let wait = if attempt <= 5 { RETRY } else { 8 * RETRY };
-        let Some(bytes) = peer.try_recv(wait)? else {
-            continue;
-        };
-        // anything else: a previous helper's lane traffic or "no such lane" notices
-        if let Ok(Message::ClientHello { .. }) = marill_proto::decode(&bytes) {
-            break;
-        }
-    }
+    // outside its lanes and restarts; a fresh helper skips it. Anything but a hello is a
+    // previous helper's lane traffic or a "no such lane" notice.
+    hello_until(peer, |bytes| {
+        Ok(matches!(marill_proto::decode(bytes), Ok(Message::ClientHello { .. })).then_some(()))
+    })?;
     send(
         peer,
         &Message::Prepared {
@@ -74,34 +61,42 @@ pub fn provide(
 /// provider loads the model first).
 pub fn receive(peer: &Link, me: &str) -> Result<(SuffixConfig, PreparedSuffix)> {
     let mut told = false;
+    hello_until(peer, |bytes| match marill_proto::decode(bytes) {
+        Ok(Message::Prepared { cfg, suffix }) => Ok(Some((cfg, *suffix))),
+        // the provider's "here I am", sent until it heard a helper
+        Ok(Message::ClientHello { .. }) => Ok(None),
+        Ok(m) => bail!(
+            "expected the prepared suffix, got {}",
+            marill_proto::describe(&m)
+        ),
+        Err(_) => {
+            if !told {
+                told = true;
+                eprintln!(
+                    "{me}: the provider still serves a previous helper; waiting for its restart"
+                );
+            }
+            Ok(None)
+        }
+    })
+}
+
+/// Says hello on `peer` (every [`RETRY`] at first, then less often; hellos queue while no
+/// peer is there, and a full queue is not an error) until `heard` makes something of a frame
+/// received.
+fn hello_until<T>(peer: &Link, mut heard: impl FnMut(&[u8]) -> Result<Option<T>>) -> Result<T> {
     let hello = marill_proto::encode(&Message::ClientHello { n_public: 0 });
     let mut attempt = 0u32;
     loop {
         attempt = attempt.saturating_add(1);
-        // hellos queue while no provider is there: every RETRY at first, then less often
         match peer.send(&hello) {
             Ok(()) | Err(TransportError::Timeout { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         let wait = if attempt <= 5 { RETRY } else { 8 * RETRY };
-        let Some(bytes) = peer.try_recv(wait)? else {
-            continue;
-        };
-        match marill_proto::decode(&bytes) {
-            Ok(Message::Prepared { cfg, suffix }) => return Ok((cfg, *suffix)),
-            // the provider's "here I am", sent until it heard a helper
-            Ok(Message::ClientHello { .. }) => continue,
-            Ok(m) => bail!(
-                "expected the prepared suffix, got {}",
-                marill_proto::describe(&m)
-            ),
-            Err(_) => {
-                if !told {
-                    told = true;
-                    eprintln!(
-                        "{me}: the provider still serves a previous helper; waiting for its restart"
-                    );
-                }
+        if let Some(bytes) = peer.try_recv(wait)? {
+            if let Some(t) = heard(&bytes)? {
+                return Ok(t);
             }
         }
     }
