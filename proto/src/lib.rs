@@ -373,9 +373,12 @@ mod tests {
     fn bad_envelopes_are_rejected_with_a_reason() {
         let good = encode(&Message::Step { x: vec![1, 2, 3] });
         assert_eq!(decode(b"XYZ\x01abc").unwrap_err(), ProtoError::Magic);
-        let mut v2 = good.clone();
-        v2[3] = 2;
-        assert_eq!(decode(&v2).unwrap_err(), ProtoError::Version { got: 2 });
+        let mut next = good.clone();
+        next[3] = VERSION + 1;
+        assert_eq!(
+            decode(&next).unwrap_err(),
+            ProtoError::Version { got: VERSION + 1 }
+        );
         assert!(matches!(
             decode(&good[..good.len() - 1]),
             Err(ProtoError::Malformed { .. })
