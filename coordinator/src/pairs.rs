@@ -212,7 +212,15 @@ fn run(
             Served::Gone => return,
             // on a lost step the coordinator retires the pair: no second report if the probe
             // fails; after a failed one it waits for this probe's answer
-            Served::Down { lost } => reported_lost = lost,
+            Served::Down { lost } => {
+                reported_lost = lost;
+                // fresh links: what is still queued for a worker that exited (steps sent
+                // before the failure was seen) must not reach its restarted process, which
+                // would run a step its peer never got
+                if let Some(old) = links.take() {
+                    old.into_iter().for_each(Link::discard);
+                }
+            }
         }
     }
 }

@@ -121,6 +121,13 @@ impl Link {
         &self.endpoint
     }
 
+    /// Closes the link at once, dropping what it has not delivered yet (by default a link
+    /// closed tries for a second more). For a link whose other end is gone or restarting:
+    /// what was queued for the previous process must not reach the next one.
+    pub fn discard(self) {
+        let _ = self.sock.set_linger(0);
+    }
+
     /// The link's limits.
     pub fn config(&self) -> &LinkConfig {
         &self.cfg

@@ -66,6 +66,9 @@ pub struct Lane {
     push: zmq::Socket,
     inbox: Receiver<Result<Vec<u8>, String>>,
     cfg: LinkConfig,
+    /// set when the pump has stopped: a send then fails at once instead of waiting for the
+    /// link's timeout on a socket nobody reads
+    closed: Arc<AtomicBool>,
 }
 
 /// A unique name for each mux's in-process socket.
@@ -87,6 +90,7 @@ impl Mux {
         let pull = ctx.socket(zmq::PULL).map_err(zmq_err("lane socket"))?;
         pull.bind(&address).map_err(zmq_err("lane bind"))?;
         let cfg = link.config().clone();
+        let stop = Arc::new(AtomicBool::new(false));
         let mut inboxes = Vec::new();
         let mut out = Vec::new();
         for id in 0..lanes {
@@ -103,9 +107,9 @@ impl Mux {
                 push,
                 inbox: rx,
                 cfg: cfg.clone(),
+                closed: stop.clone(),
             });
         }
-        let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let (events_tx, events) = channel();
         let pump = std::thread::Builder::new()
@@ -152,8 +156,20 @@ fn pump(
     events: Sender<String>,
     stop: Arc<AtomicBool>,
 ) {
+    pump_until_stopped(&link, &pull, &inboxes, &events, &stop);
+    // the lanes' sends fail at once from now on
+    stop.store(true, Ordering::Relaxed);
+}
+
+fn pump_until_stopped(
+    link: &Link,
+    pull: &zmq::Socket,
+    inboxes: &[Sender<Result<Vec<u8>, String>>],
+    events: &Sender<String>,
+    stop: &AtomicBool,
+) {
     let fail_all = |why: String| {
-        for i in &inboxes {
+        for i in inboxes {
             let _ = i.send(Err(why.clone()));
         }
         let _ = events.send(why);
@@ -259,13 +275,36 @@ impl Lane {
         let mut frame = Vec::with_capacity(HEADER + bytes.len());
         frame.extend_from_slice(&self.id.to_be_bytes());
         frame.extend_from_slice(bytes);
-        self.push.send(frame, 0).map_err(|e| match e {
-            zmq::Error::EAGAIN => self.timeout(),
-            err => TransportError::Zmq {
-                what: "lane send",
-                err,
-            },
-        })
+        // wait for room in slices, so that a lane whose pump stopped fails at once
+        let deadline = std::time::Instant::now() + self.cfg.timeout;
+        loop {
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(self.closed_error());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = left.min(Duration::from_millis(PUMP_TICK_MS as u64));
+            let mut item = [self.push.as_poll_item(zmq::POLLOUT)];
+            zmq::poll(&mut item, slice.as_millis() as i64).map_err(zmq_err("lane poll"))?;
+            if item[0].is_writable() {
+                // one thread per lane: the room just seen is still there
+                return self.push.send(frame, zmq::DONTWAIT).map_err(|e| match e {
+                    zmq::Error::EAGAIN => self.timeout(),
+                    err => TransportError::Zmq {
+                        what: "lane send",
+                        err,
+                    },
+                });
+            }
+            if left.is_zero() {
+                return Err(self.timeout());
+            }
+        }
+    }
+
+    fn closed_error(&self) -> TransportError {
+        TransportError::Lane {
+            why: format!("{} (lane {}): the link is closed", self.cfg.peer, self.id),
+        }
     }
 
     /// Receives this lane's next message within the link's timeout.
@@ -273,9 +312,7 @@ impl Lane {
         match self.inbox.recv_timeout(self.cfg.timeout) {
             Ok(r) => self.delivered(r),
             Err(RecvTimeoutError::Timeout) => Err(self.timeout()),
-            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Lane {
-                why: format!("{} (lane {}): the link is closed", self.cfg.peer, self.id),
-            }),
+            Err(RecvTimeoutError::Disconnected) => Err(self.closed_error()),
         }
     }
 
@@ -284,9 +321,7 @@ impl Lane {
         match self.inbox.recv_timeout(wait) {
             Ok(r) => self.delivered(r).map(Some),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Lane {
-                why: format!("{} (lane {}): the link is closed", self.cfg.peer, self.id),
-            }),
+            Err(RecvTimeoutError::Disconnected) => Err(self.closed_error()),
         }
     }
 }
@@ -357,6 +392,25 @@ mod tests {
             Mux::split(c, lanes[1]).unwrap(),
             raw,
         )
+    }
+
+    /// A lane that outlives its pump (its owner dropped the mux first, as when a worker
+    /// stops) fails at once on send and receive, naming why, instead of waiting out the
+    /// link's timeout on a socket nobody reads.
+    #[test]
+    fn a_lane_outliving_its_pump_fails_at_once() {
+        let ((ms, a), (_mc, _b), _raw) = linked([2, 2], 30, false);
+        drop(ms);
+        let t = std::time::Instant::now();
+        for lane in &a {
+            for _ in 0..100 {
+                let e = lane.send(b"after").unwrap_err().to_string();
+                assert!(e.contains("the link is closed"), "{e}");
+            }
+            let e = lane.recv().unwrap_err().to_string();
+            assert!(e.contains("the link is closed"), "{e}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     /// Lanes used from parallel threads deliver every message to the same lane, in order,

@@ -251,9 +251,16 @@ fn run_step(
         }
         Ok(x)
     });
-    // this side's checks, then agreement with the peer before any 2PC work
-    let flag = [x.is_err() as u64];
-    let both = futures::executor::block_on(marill_mpc::ops::open::open(&mut lane.party, &flag, 64));
+    // this side's checks, then agreement with the peer before any 2PC work: the refusals
+    // are counted, and the step's tag opens to 0 only if the peer runs the same step
+    let tag = step_tag(&input.session, input.step);
+    let tag = match lane.party.id {
+        marill_mpc::PartyId::P0 => tag,
+        marill_mpc::PartyId::P1 => tag.wrapping_neg(),
+    };
+    let flags = [x.is_err() as u64, tag];
+    let both =
+        futures::executor::block_on(marill_mpc::ops::open::open(&mut lane.party, &flags, 64));
     let both = match both {
         Ok(b) => b,
         Err(e) => {
@@ -262,6 +269,17 @@ fn run_step(
             return StepEnd::Fatal(failed(why.clone()), why);
         }
     };
+    if both[1] != 0 {
+        // a step one worker received and the other did not (e.g. delivered late to a
+        // restarted worker): the two lanes' message streams no longer pair up, and any 2PC
+        // work would mix two sessions' shares. Both workers see it and restart.
+        let why = format!(
+            "the peer runs another step than step {} of session {} on lane {}: the lane is out of step",
+            input.step, input.session, lane.lane
+        );
+        m.steps.with_label_values(&["failed"]).inc();
+        return StepEnd::Fatal(failed(why.clone()), why);
+    }
     let x = match (x, both[0]) {
         (Ok(x), 0) => x,
         (x, _) => {
@@ -330,5 +348,52 @@ fn run_step(
             rounds: c.rounds,
         },
         step: input.step,
+    }
+}
+
+/// A step's tag for the agreement: FNV-1a (64 bits) of the session id and the step number —
+/// stable across builds and machines, as the two workers may run different builds. Not a
+/// secret and not a MAC (the link is authenticated): it only tells the two ends of a lane
+/// whether they are at the same step.
+pub fn step_tag(session: &str, step: u32) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    session
+        .as_bytes()
+        .iter()
+        .chain([0u8].iter())
+        .chain(step.to_be_bytes().iter())
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_tag;
+
+    /// Tags tell steps and sessions apart (the agreement opens to 0 only on equal tags), and
+    /// are the published FNV-1a values (stable across builds).
+    #[test]
+    fn step_tags_differ_between_steps_and_sessions() {
+        let tags = [
+            step_tag("s1", 0),
+            step_tag("s1", 1),
+            step_tag("s2", 0),
+            step_tag("s", 10),
+            step_tag("s1", 256),
+        ];
+        for (i, a) in tags.iter().enumerate() {
+            for b in &tags[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(step_tag("s1", 0), step_tag("s1", 0));
+        // FNV-1a 64 of the empty input is its offset basis; of "a" the published value
+        let fnv = |bytes: &[u8]| {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            })
+        };
+        assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(step_tag("a", 0), fnv(b"a\0\0\0\0\0"));
     }
 }

@@ -130,6 +130,17 @@ impl Actor for Supervisor {
         }
     }
 
+    /// The free lanes go first, while the links' pumps still run: each tells its dealer lane
+    /// it is done (the links' owner, a child, stops after this).
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        st: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        st.slots.clear();
+        Ok(())
+    }
+
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<SupervisorMsg>,
@@ -243,6 +254,30 @@ async fn route(
     i: usize,
     input: StepInput,
 ) -> Result<(), ActorProcessingErr> {
+    let open_here = match &st.slots[i] {
+        Slot::Busy { session, .. } => *session == input.session,
+        Slot::Free(_) => false,
+        // decided when the lane is back
+        Slot::Returning(_) => true,
+    };
+    if input.step != 0 && !open_here {
+        // a later step of a session not open on this lane (ended, or sent before this
+        // worker started): refused here, without touching the lane; the peer, sent the same
+        // step, refuses it the same way
+        let reason = format!(
+            "step {} of session {}: no such session is open on lane {i} (step 0 opens one)",
+            input.step, input.session
+        );
+        return reply(
+            st,
+            Message::SessionFailed {
+                session: input.session,
+                job_id: input.job_id,
+                step: input.step,
+                reason,
+            },
+        );
+    }
     let slot = std::mem::replace(&mut st.slots[i], Slot::Returning(Vec::new()));
     st.slots[i] = match slot {
         Slot::Free(lane) => {
