@@ -70,6 +70,10 @@ pub struct SuffixArgs {
     /// Head-merging factors to add (each must divide the head count).
     #[arg(long, value_delimiter = ',', default_value = "3,9")]
     hm: Vec<usize>,
+    /// Run only the configurations whose name contains this text (e.g. `LoRA r=8+HM=4`, for a
+    /// profile); the ratios are then to the first configuration run.
+    #[arg(long)]
+    only: Option<String>,
     /// Prefill lengths.
     #[arg(long, value_delimiter = ',', default_value = "32,128")]
     tokens: Vec<usize>,
@@ -167,6 +171,12 @@ fn configs(a: &SuffixArgs) -> Result<Vec<(String, SuffixConfig)>> {
                 c.head_merge = m;
                 out.push((format!("LF+LoRA+HM={m}"), c));
             }
+        }
+    }
+    if let Some(only) = &a.only {
+        out.retain(|(name, _)| name.contains(only.as_str()));
+        if out.is_empty() {
+            bail!("no configuration of this preset is named like {only:?}");
         }
     }
     for (name, c) in &mut out {

@@ -228,7 +228,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
                 "{me}: private weights masked on {} lanes, serving the coordinator",
                 lanes_loaded.len()
             );
-            let (outbox, outgoing) = worker_group::control::outbox();
+            let (outbox, outgoing) = worker_group::control::outbox()?;
             let ctx = worker_group::WorkerContext {
                 me,
                 cfg,

@@ -12,12 +12,14 @@
 
 #![deny(missing_docs)]
 
+pub mod doorbell;
 pub mod keys;
 pub mod link;
 pub mod mux;
 pub mod seal;
 mod zap;
 
+pub use doorbell::{doorbell, Doorbell, Ringer, Woken};
 pub use keys::KeyPair;
 pub use link::{Link, LinkConfig, Role};
 pub use mux::{Frames, Lane, Mux};

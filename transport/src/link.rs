@@ -199,6 +199,53 @@ impl Transport for Link {
     }
 }
 
+/// A server link on a free loopback port, with fresh keys, and clients of it (unit tests).
+#[cfg(test)]
+pub(crate) struct TestServer {
+    /// the server end
+    pub server: Link,
+    server_keys: KeyPair,
+    client_keys: KeyPair,
+    cfg: LinkConfig,
+}
+
+#[cfg(test)]
+impl TestServer {
+    /// Opens the server end with `cfg`.
+    pub fn new(cfg: LinkConfig) -> Self {
+        let (server_keys, client_keys) =
+            (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let server = Link::open(
+            Role::Server {
+                endpoint: "tcp://127.0.0.1:*".into(),
+                allow: vec![client_keys.public.clone()],
+            },
+            &server_keys,
+            cfg.clone(),
+        )
+        .unwrap();
+        Self {
+            server,
+            server_keys,
+            client_keys,
+            cfg,
+        }
+    }
+
+    /// A new client link to the server end.
+    pub fn client(&self) -> Link {
+        Link::open(
+            Role::Client {
+                endpoint: self.server.endpoint().into(),
+                server_public: self.server_keys.public.clone(),
+            },
+            &self.client_keys,
+            self.cfg.clone(),
+        )
+        .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

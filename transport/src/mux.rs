@@ -353,7 +353,7 @@ impl Transport for Lane {
 mod tests {
     use super::*;
     use crate::keys::KeyPair;
-    use crate::link::Role;
+    use crate::link::{Role, TestServer};
 
     type End = (Mux, Vec<Lane>);
 
@@ -361,34 +361,14 @@ mod tests {
     /// frames arrive unframed (the server's own sends would then alternate between its two
     /// clients, so only tests that send nothing from the server use it).
     fn linked(lanes: [u32; 2], secs: u64, raw: bool) -> (End, End, Option<Link>) {
-        let (sk, ck) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
         let mut cfg = LinkConfig::new("peer");
         cfg.timeout = Duration::from_secs(secs);
         cfg.max_frame = 1 << 20;
-        let s = Link::open(
-            Role::Server {
-                endpoint: "tcp://127.0.0.1:*".into(),
-                allow: vec![ck.public.clone()],
-            },
-            &sk,
-            cfg.clone(),
-        )
-        .unwrap();
-        let client = |ep: &str| {
-            Link::open(
-                Role::Client {
-                    endpoint: ep.into(),
-                    server_public: sk.public.clone(),
-                },
-                &ck,
-                cfg.clone(),
-            )
-            .unwrap()
-        };
-        let c = client(s.endpoint());
-        let raw = raw.then(|| client(s.endpoint()));
+        let t = TestServer::new(cfg);
+        let c = t.client();
+        let raw = raw.then(|| t.client());
         (
-            Mux::split(s, lanes[0]).unwrap(),
+            Mux::split(t.server, lanes[0]).unwrap(),
             Mux::split(c, lanes[1]).unwrap(),
             raw,
         )

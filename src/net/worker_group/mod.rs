@@ -42,7 +42,7 @@ pub struct WorkerContext {
 /// outbox ([`control::outbox`]).
 pub fn run(
     ctx: WorkerContext,
-    outgoing: std::sync::mpsc::Receiver<marill_proto::Message>,
+    outgoing: control::Outgoing,
     lanes: Vec<LaneState>,
     muxes: Vec<Mux>,
     control: Link,
