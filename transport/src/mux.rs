@@ -276,12 +276,15 @@ impl Lane {
         frame.extend_from_slice(&self.id.to_be_bytes());
         frame.extend_from_slice(bytes);
         // wait for room in slices, so that a lane whose pump stopped fails at once
-        let deadline = std::time::Instant::now() + self.cfg.timeout;
+        // (a timeout too large to add to the clock is no deadline)
+        let deadline = std::time::Instant::now().checked_add(self.cfg.timeout);
         loop {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(self.closed_error());
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            });
             let slice = left.min(Duration::from_millis(PUMP_TICK_MS as u64));
             let mut item = [self.push.as_poll_item(zmq::POLLOUT)];
             zmq::poll(&mut item, slice.as_millis() as i64).map_err(zmq_err("lane poll"))?;
@@ -372,6 +375,15 @@ mod tests {
             Mux::split(c, lanes[1]).unwrap(),
             raw,
         )
+    }
+
+    /// A link timeout too large to add to the clock (a configuration's "never") is no deadline:
+    /// lanes send and receive without a panic.
+    #[test]
+    fn a_huge_timeout_is_no_deadline() {
+        let ((_ms, a), (_mc, b), _raw) = linked([1, 1], u64::MAX, false);
+        a[0].send(b"x").unwrap();
+        assert_eq!(b[0].recv().unwrap(), b"x");
     }
 
     /// A lane that outlives its pump (its owner dropped the mux first, as when a worker
