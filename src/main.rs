@@ -167,13 +167,6 @@ pub(crate) fn serve_metrics(
     Ok(Some(s))
 }
 
-/// The allocator: mimalloc. A 2PC step takes and then frees hundreds of thousands of small
-/// correlation keys (each FSS key's levels are their own allocation); with glibc's allocator a
-/// quarter of the synthetic prefill's online time went to freeing them and to the page faults
-/// of memory it gave back to the system (perf profile in the issue note).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> Result<()> {
     // structured logs on stderr; `MARILL_LOG` filters (e.g. `MARILL_LOG=debug`), default info
     let filter = tracing_subscriber::EnvFilter::try_from_env("MARILL_LOG")
