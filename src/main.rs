@@ -4,6 +4,7 @@ mod bench;
 mod cluster;
 mod fuzz;
 mod generate;
+mod heap;
 mod layered;
 mod net;
 mod plan;
@@ -168,6 +169,8 @@ pub(crate) fn serve_metrics(
 }
 
 fn main() -> Result<()> {
+    // before any thread starts: two heap arenas, not eight per core (see `heap`)
+    heap::cap_arenas();
     // structured logs on stderr; `MARILL_LOG` filters (e.g. `MARILL_LOG=debug`), default info
     let filter = tracing_subscriber::EnvFilter::try_from_env("MARILL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

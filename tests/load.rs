@@ -91,7 +91,7 @@ fn burst(sessions: usize, tokens: usize) {
         println!("| {name} | {:.1} |", *p as f64 / MIB as f64);
     }
     // bounded: the measured peaks are in docs/reliability.md (the largest, a dealer's pool,
-    // 271 MiB); a leak per job or per session grows past these bounds
+    // 232 MiB with the heap's two arenas); a leak per job or per session grows past these bounds
     for (name, p) in &peaks {
         let bound = match *name {
             "client" => 1024,
