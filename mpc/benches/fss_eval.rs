@@ -6,7 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use marill_mpc::fss::{
     bit_dpf_gen, bit_dpf_lookup_many, dcf_eval_keys, dcf_eval_many, dcf_gen, dpf_gen, dpf_lookup,
-    BitDpfCorrection, DcfCorrection, SignedTables,
+    BitDpfKeys, DcfCorrection, DcfKeys, SignedTables,
 };
 use marill_mpc::prg::{Prg, Seed};
 
@@ -24,9 +24,10 @@ fn lookups(c: &mut Criterion) {
     let dpf: Vec<_> = (0..N)
         .map(|i| dpf_gen(BITS, cs[i], roots[i], roots[(i + 1) % N]))
         .collect();
-    let bit: Vec<BitDpfCorrection> = (0..N)
-        .map(|i| bit_dpf_gen(BITS, cs[i], roots[i], roots[(i + 1) % N]).0)
-        .collect();
+    let mut bit = BitDpfKeys::with_capacity(BITS, N);
+    for i in 0..N {
+        bit.push(&bit_dpf_gen(BITS, cs[i], roots[i], roots[(i + 1) % N]).0);
+    }
     let tables = SignedTables::new(BITS, &t0, &t1);
     let mut g = c.benchmark_group("lookup_11bit");
     g.throughput(Throughput::Elements(N as u64));
@@ -51,6 +52,10 @@ fn comparisons(c: &mut Criterion) {
     let keys: Vec<DcfCorrection> = (0..N)
         .map(|i| dcf_gen(bits, prg.next_u64() >> 41, 1, roots[i], prg.next_u128()))
         .collect();
+    let mut flat = DcfKeys::with_capacity(bits, N);
+    for k in &keys {
+        flat.push(k);
+    }
     let xs: Vec<u64> = (0..2 * N).map(|_| prg.next_u64() >> 41).collect();
     let mut g = c.benchmark_group("dcf_23bit_two_thresholds");
     g.throughput(Throughput::Elements(N as u64));
@@ -64,7 +69,7 @@ fn comparisons(c: &mut Criterion) {
     });
     g.bench_function("batched_across_keys", |b| {
         let mut out = vec![0u64; 2 * N];
-        b.iter(|| dcf_eval_keys(0, &roots, &keys, 2, &xs, &mut out))
+        b.iter(|| dcf_eval_keys(0, &roots, &flat, 2, &xs, &mut out))
     });
     g.finish();
 }

@@ -4,7 +4,7 @@
 
 use super::wire::{put_u64s, Reader};
 use super::{CorrRequest, CorrelationError};
-use crate::fss::{bit_dpf_gen, dcf_gen, dpf_gen, BitDpfCorrection, DcfCorrection, DpfCorrection};
+use crate::fss::{bit_dpf_gen, dcf_gen, dpf_gen, BitDpfKeys, DcfKeys, DpfCorrection};
 use crate::gemm::gemm_u64;
 use crate::party::PartyId;
 use crate::prg::Prg;
@@ -88,7 +88,7 @@ pub struct CmpMaterial {
     /// this party's DCF root seeds
     pub roots: Vec<u128>,
     /// DCF correction words (α = r mod 2^(n−1), β = 1 − 2·bit_{n−1}(r))
-    pub cws: Vec<DcfCorrection>,
+    pub cws: DcfKeys,
 }
 
 /// Borrow material for exact truncation by `shift`: a DCF key for `[c mod 2^s < r mod 2^s]`.
@@ -99,7 +99,7 @@ pub struct ExactMaterial {
     /// this party's DCF root seeds
     pub roots: Vec<u128>,
     /// DCF correction words (α = r mod 2^s, β = 1)
-    pub cws: Vec<DcfCorrection>,
+    pub cws: DcfKeys,
 }
 
 /// Mask material for `x + r` openings: truncation and (optionally) comparison.
@@ -159,9 +159,9 @@ pub struct SignedLutMaterial {
     /// this party's DPF root seeds
     pub roots: Vec<u128>,
     /// bit-DPF correction words
-    pub cws: Vec<BitDpfCorrection>,
+    pub cws: BitDpfKeys,
     /// the partner truncation, when requested
-    pub partner: Option<PartnerMask>,
+    pub partner: Option<Box<PartnerMask>>,
     /// the lookup's own input mask with its fused interpolation product, when requested
     pub input: Option<Box<SignedInputMaterial>>,
 }
@@ -180,7 +180,7 @@ pub struct SignedInputMaterial {
     /// this party's DCF root seeds for `a·β`
     pub roots: Vec<u128>,
     /// DCF correction words (α = r mod 2^shift, β = a)
-    pub cws: Vec<DcfCorrection>,
+    pub cws: DcfKeys,
 }
 
 /// The dealer-known part `M_z(c_hi)` of a signed lookup's remainder for mask `r` (see
@@ -606,18 +606,13 @@ pub fn generate(
     Ok((e0, e1))
 }
 
-fn dcfs(rd: &mut Reader, n: usize, bits: u32) -> Result<Vec<DcfCorrection>, CorrelationError> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (cw, used) = DcfCorrection::from_bytes(bits, rd.rest()).map_err(|e| {
-            CorrelationError::Malformed {
-                detail: format!("dcf key: {e}"),
-            }
+fn dcfs(rd: &mut Reader, n: usize, bits: u32) -> Result<DcfKeys, CorrelationError> {
+    let (keys, used) =
+        DcfKeys::from_bytes(bits, n, rd.rest()).map_err(|e| CorrelationError::Malformed {
+            detail: format!("dcf keys: {e}"),
         })?;
-        rd.advance(used)?;
-        out.push(cw);
-    }
-    Ok(out)
+    rd.advance(used)?;
+    Ok(keys)
 }
 
 fn dpfs(rd: &mut Reader, n: usize, bits: u32) -> Result<Vec<DpfCorrection>, CorrelationError> {
@@ -736,16 +731,12 @@ pub fn materialize(
         } => {
             let s = prg.ring_vec(*n);
             let roots = roots(prg, *n);
-            let mut cws = Vec::with_capacity(*n);
-            for _ in 0..*n {
-                let (cw, used) = BitDpfCorrection::from_bytes(*bits, rd.rest()).map_err(|e| {
-                    CorrelationError::Malformed {
-                        detail: format!("bit-dpf key: {e}"),
-                    }
-                })?;
-                rd.advance(used)?;
-                cws.push(cw);
-            }
+            let (cws, used) = BitDpfKeys::from_bytes(*bits, *n, rd.rest()).map_err(|e| {
+                CorrelationError::Malformed {
+                    detail: format!("bit-dpf keys: {e}"),
+                }
+            })?;
+            rd.advance(used)?;
             let partner = if *partner_shift > 0 {
                 let r = prg.ring_vec(*n);
                 let [r_msb, lo, sm0, sm1] = if p0 {
@@ -759,7 +750,7 @@ pub fn materialize(
                 } else {
                     [rd.u64s(*n)?, rd.u64s(*n)?, rd.u64s(*n)?]
                 };
-                Some(PartnerMask {
+                Some(Box::new(PartnerMask {
                     mask: MaskMaterial {
                         r,
                         r_msb,
@@ -771,7 +762,7 @@ pub fn materialize(
                     a,
                     a_s,
                     a_sm: [asm0, asm1],
-                })
+                }))
             } else {
                 None
             };

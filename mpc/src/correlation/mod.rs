@@ -593,10 +593,10 @@ mod tests {
             let (e0, e1) = (&k0.exact[0], &k1.exact[0]);
             let a3 = r[i] & 7;
             let borrow = |x: u64| {
-                dcf_eval(0, e0.roots[i], &e0.cws[i], x).wrapping_add(dcf_eval(
+                dcf_eval(0, e0.roots[i], &e0.cws.key(i), x).wrapping_add(dcf_eval(
                     1,
                     e1.roots[i],
-                    &e1.cws[i],
+                    &e1.cws.key(i),
                     x,
                 ))
             };
@@ -607,10 +607,10 @@ mod tests {
             let alpha = r[i] & ((1 << 19) - 1);
             let beta = 1u64.wrapping_sub(2 * cm[i]);
             let at = |x: u64| {
-                dcf_eval(0, c0.roots[i], &c0.cws[i], x).wrapping_add(dcf_eval(
+                dcf_eval(0, c0.roots[i], &c0.cws.key(i), x).wrapping_add(dcf_eval(
                     1,
                     c1.roots[i],
-                    &c1.cws[i],
+                    &c1.cws.key(i),
                     x,
                 ))
             };
@@ -657,10 +657,10 @@ mod tests {
                 }
                 let alpha = r[i] & ((1 << shift) - 1);
                 for x in [0, alpha.saturating_sub(1), alpha, (1 << shift) - 1] {
-                    let v = dcf_eval(0, i0.roots[i], &i0.cws[i], x).wrapping_add(dcf_eval(
+                    let v = dcf_eval(0, i0.roots[i], &i0.cws.key(i), x).wrapping_add(dcf_eval(
                         1,
                         i1.roots[i],
-                        &i1.cws[i],
+                        &i1.cws.key(i),
                         x,
                     ));
                     assert_eq!(v, if x < alpha { a[i] } else { 0 });

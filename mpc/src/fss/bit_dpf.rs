@@ -18,7 +18,7 @@
 //! This is the DPF-with-bit-output lookup of Pika (Wagh, PETS 2022) and Grotto (Storrier et al.,
 //! CCS 2023), with the sign handled by the consumer instead of an extra round.
 
-use super::dpf::{levels_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel};
+use super::dpf::{levels_from_bytes, levels_into, levels_to_bytes, seed_tree_gen, DpfLevel};
 use super::prg::{self, encrypt, from_block};
 use super::FssError;
 use aes::Block;
@@ -122,7 +122,13 @@ pub fn bit_dpf_eval_full(party: u8, root: u128, cw: &BitDpfCorrection) -> Vec<u6
     let words = (cw.domain() / 64).max(1);
     let mut out = vec![0u64; words.max(2)];
     let mut b = Buffers::default();
-    eval_bits_batch(&mut b, party, &[root], std::slice::from_ref(cw), &mut out);
+    let last = [cw.last];
+    let batch = Batch {
+        n_bits: cw.n_bits,
+        levels: &cw.levels,
+        last: &last,
+    };
+    eval_bits_batch(&mut b, party, &[root], batch, &mut out);
     out.truncate(words);
     out
 }
@@ -192,22 +198,25 @@ struct Buffers {
     blocks: Vec<Block>,
 }
 
+/// The flat correction words of a run of keys of one width: key `e`'s levels are
+/// `levels[e·depth .. (e+1)·depth]`, its final word `last[e]`.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    n_bits: u32,
+    levels: &'a [DpfLevel],
+    last: &'a [u128],
+}
+
 /// Full-domain bits of up to [`BATCH`] keys of one width, level by level with every level's AES
 /// calls of all trees in one batch; `out` receives `words` u64s per key.
-fn eval_bits_batch(
-    b: &mut Buffers,
-    party: u8,
-    roots: &[u128],
-    cws: &[BitDpfCorrection],
-    out: &mut [u64],
-) {
+fn eval_bits_batch(b: &mut Buffers, party: u8, roots: &[u128], keys: Batch<'_>, out: &mut [u64]) {
     let Buffers {
         nodes,
         next,
         blocks,
     } = b;
-    let n_bits = cws[0].n_bits;
-    let depth = cws[0].levels.len();
+    let n_bits = keys.n_bits;
+    let depth = depth(n_bits);
     let words = (1usize << n_bits).div_ceil(64);
     nodes.clear();
     nodes.extend(roots.iter().map(|r| (r & !1) | party as u128));
@@ -222,7 +231,7 @@ fn eval_bits_batch(
         encrypt(blocks);
         next.clear();
         for (j, &nd) in nodes.iter().enumerate() {
-            let c = &cws[j / per].levels[lv];
+            let c = &keys.levels[(j / per) * depth + lv];
             let s = nd & !1;
             let tm = 0u128.wrapping_sub(nd & 1);
             let cw_l = c.seed | (c.ctrl & 1) as u128;
@@ -244,7 +253,7 @@ fn eval_bits_batch(
     for (j, &nd) in nodes.iter().enumerate() {
         let e = j / per;
         let tm = 0u128.wrapping_sub(nd & 1);
-        let v = (from_block(&blocks[j]) ^ (nd & !1) ^ (tm & cws[e].last)) & keep;
+        let v = (from_block(&blocks[j]) ^ (nd & !1) ^ (tm & keys.last[e])) & keep;
         let base = e * words + 2 * (j % per);
         out[base] = v as u64;
         if words > 1 {
@@ -253,7 +262,90 @@ fn eval_bits_batch(
     }
 }
 
-/// Signed masked lookups (see the module header): element i (root `roots[i]`, words `cws[i]`,
+/// Correction words of many bit-output DPF keys of one width, stored flat (key `i`'s levels
+/// are `levels[i·depth .. (i+1)·depth]`): a bundle's keys take two allocations instead of one
+/// per key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BitDpfKeys {
+    n_bits: u32,
+    levels: Vec<DpfLevel>,
+    last: Vec<u128>,
+}
+
+impl BitDpfKeys {
+    /// No keys yet, of width `n_bits` (room for `keys` of them).
+    ///
+    /// # Panics
+    /// If `n_bits` is not in `1..=20`.
+    pub fn with_capacity(n_bits: u32, keys: usize) -> Self {
+        assert!(
+            (1..=BIT_DPF_MAX_BITS).contains(&n_bits),
+            "BitDpfKeys: n_bits = {n_bits} outside 1..={BIT_DPF_MAX_BITS}"
+        );
+        Self {
+            n_bits,
+            levels: Vec::with_capacity(keys * depth(n_bits)),
+            last: Vec::with_capacity(keys),
+        }
+    }
+
+    /// Domain width in bits.
+    pub fn n_bits(&self) -> u32 {
+        self.n_bits
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
+    /// Appends one key's correction words.
+    ///
+    /// # Panics
+    /// If its width differs.
+    pub fn push(&mut self, cw: &BitDpfCorrection) {
+        assert_eq!(cw.n_bits, self.n_bits, "BitDpfKeys: width mismatch");
+        self.levels.extend_from_slice(&cw.levels);
+        self.last.push(cw.last);
+    }
+
+    /// Decodes `count` consecutive key encodings (see [`BitDpfCorrection::to_bytes`]) of width
+    /// `n_bits` from the start of `bytes`; returns them and the bytes consumed. Rejects what
+    /// [`BitDpfCorrection::from_bytes`] rejects.
+    pub fn from_bytes(n_bits: u32, count: usize, bytes: &[u8]) -> Result<(Self, usize), FssError> {
+        let one = BitDpfCorrection::encoded_len(n_bits.clamp(1, BIT_DPF_MAX_BITS));
+        let need = super::check_key_len(
+            n_bits,
+            BIT_DPF_MAX_BITS,
+            |_| one.saturating_mul(count),
+            bytes.len(),
+        )?;
+        let mut keys = Self::with_capacity(n_bits, count);
+        for key in bytes[..need].chunks_exact(one) {
+            let (lv, last) = key.split_at(one - 16);
+            levels_into(lv, &mut keys.levels)?;
+            keys.last
+                .push(u128::from_le_bytes(last.try_into().expect("16 bytes")));
+        }
+        Ok((keys, need))
+    }
+
+    fn batch(&self, range: std::ops::Range<usize>) -> Batch<'_> {
+        let d = depth(self.n_bits);
+        Batch {
+            n_bits: self.n_bits,
+            levels: &self.levels[range.start * d..range.end * d],
+            last: &self.last[range],
+        }
+    }
+}
+
+/// Signed masked lookups (see the module header): element i (root `roots[i]`, words `keys[i]`,
 /// public `c_i = (y_i + α_i) mod 2^n`) gives shares of `s_i·T_0[y_i]`, of `s_i·T_1[y_i]` and of the
 /// sign `s_i`, returned as three vectors. Trees of eight elements are expanded together so
 /// that the AES pipeline stays full.
@@ -263,20 +355,17 @@ fn eval_bits_batch(
 pub fn bit_dpf_lookup_many(
     party: u8,
     roots: &[u128],
-    cws: &[BitDpfCorrection],
+    keys: &BitDpfKeys,
     cs: &[u64],
     tables: &SignedTables,
 ) -> [Vec<u64>; 3] {
     assert!(party < 2, "bit_dpf: party must be 0 or 1, got {party}");
     let len = roots.len();
     assert!(
-        cws.len() == len && cs.len() == len,
+        keys.len() == len && cs.len() == len,
         "bit_dpf_lookup_many: length mismatch"
     );
-    assert!(
-        cws.iter().all(|c| c.n_bits == tables.n_bits),
-        "signed lookup: width mismatch"
-    );
+    assert_eq!(keys.n_bits, tables.n_bits, "signed lookup: width mismatch");
     let (mut out0, mut out1, mut sigma) = (vec![0u64; len], vec![0u64; len], vec![0u64; len]);
     let n = 1usize << tables.n_bits;
     let words = n.div_ceil(64);
@@ -292,7 +381,7 @@ pub fn bit_dpf_lookup_many(
             &mut buffers,
             party,
             &roots[range.clone()],
-            &cws[range],
+            keys.batch(range),
             &mut bits,
         );
         for k in 0..m {
@@ -478,7 +567,7 @@ mod tests {
             let t1: Vec<u64> = (0..size).map(|_| rng.gen::<u64>() >> 40).collect();
             let tables = SignedTables::new(n, &t0, &t1);
             let len = 20;
-            let mut keys = Vec::new();
+            let mut keys = BitDpfKeys::with_capacity(n, len);
             let (mut roots0, mut roots1, mut cs, mut ys, mut signs) =
                 (vec![], vec![], vec![], vec![], vec![]);
             for _ in 0..len {
@@ -486,7 +575,7 @@ mod tests {
                 let y = rng.gen::<u64>() & mask;
                 let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
                 let (cw, pos) = bit_dpf_gen(n, alpha, r0, r1);
-                keys.push(cw);
+                keys.push(&cw);
                 roots0.push(r0);
                 roots1.push(r1);
                 cs.push((y + alpha) & mask);
@@ -533,9 +622,10 @@ mod tests {
             let (cw, _) = bit_dpf_gen(n, rng.gen::<u64>() & (size as u64 - 1), r0, r1);
             let c = rng.gen::<u64>() & (size as u64 - 1);
             for (party, root) in [(0u8, r0), (1, r1)] {
-                let key = std::slice::from_ref(&cw);
-                let got = bit_dpf_lookup_many(party, &[root], key, &[c], &packed);
-                let want = bit_dpf_lookup_many(party, &[root], key, &[c], &plain);
+                let mut key = BitDpfKeys::with_capacity(n, 1);
+                key.push(&cw);
+                let got = bit_dpf_lookup_many(party, &[root], &key, &[c], &packed);
+                let want = bit_dpf_lookup_many(party, &[root], &key, &[c], &plain);
                 assert_eq!(got, want);
             }
         }
@@ -578,6 +668,53 @@ mod tests {
         assert!(matches!(
             BitDpfCorrection::from_bytes(21, &b),
             Err(FssError::InvalidDomain { .. })
+        ));
+    }
+
+    #[test]
+    fn flat_keys_decode_what_single_keys_encode() {
+        for n in [5u32, 7, 11] {
+            let cws: Vec<BitDpfCorrection> = (0..4u64)
+                .map(|i| bit_dpf_gen(n, i * 3, 100 + i as u128, 200 + i as u128).0)
+                .collect();
+            let mut bytes = Vec::new();
+            let mut pushed = BitDpfKeys::with_capacity(n, cws.len());
+            for cw in &cws {
+                cw.to_bytes(&mut bytes);
+                pushed.push(cw);
+            }
+            bytes.push(0xee); // trailing data stays unread
+            let (flat, used) = BitDpfKeys::from_bytes(n, cws.len(), &bytes).unwrap();
+            assert_eq!(used, cws.len() * BitDpfCorrection::encoded_len(n));
+            assert_eq!(flat, pushed);
+            assert_eq!((flat.len(), flat.n_bits()), (4, n));
+            // every cut is an error, never a panic
+            for cut in 0..used {
+                assert_eq!(
+                    BitDpfKeys::from_bytes(n, cws.len(), &bytes[..cut]),
+                    Err(FssError::Truncated {
+                        needed: used,
+                        got: cut
+                    })
+                );
+            }
+            if n > 7 {
+                // a non-canonical level record in the last key
+                let mut bad = bytes.clone();
+                bad[3 * BitDpfCorrection::encoded_len(n) + 16] = 4;
+                assert_eq!(
+                    BitDpfKeys::from_bytes(n, cws.len(), &bad),
+                    Err(FssError::Malformed("control-bit byte above 3"))
+                );
+            }
+        }
+        assert!(matches!(
+            BitDpfKeys::from_bytes(21, 1, &[0; 64]),
+            Err(FssError::InvalidDomain { .. })
+        ));
+        assert!(matches!(
+            BitDpfKeys::from_bytes(9, usize::MAX, &[0; 64]),
+            Err(FssError::Truncated { .. })
         ));
     }
 }

@@ -158,34 +158,69 @@ pub fn dcf_eval_many(party: u8, root: u128, cw: &DcfCorrection, xs: &[u64], out:
     if xs.is_empty() {
         return;
     }
-    dcf_eval_keys(party, &[root], std::slice::from_ref(cw), xs.len(), xs, out);
+    eval_flat(
+        party,
+        cw.n_bits,
+        &[root],
+        &cw.levels,
+        std::slice::from_ref(&cw.last),
+        xs.len(),
+        xs,
+        out,
+    );
 }
 
 /// Evaluates many keys of the same width, each at `per` points: key `i` (root `roots[i]`,
-/// words `cws[i]`) at `xs[i·per .. (i+1)·per]`, shares written to the same positions of `out`.
+/// words `keys[i]`) at `xs[i·per .. (i+1)·per]`, shares written to the same positions of `out`.
 /// The walks of up to 16 (key, point) pairs advance level by level together, so every AES call
 /// carries 32 blocks (the single-key [`dcf_eval_many`] batches only the points of one key).
 ///
 /// # Panics
-/// If `party > 1`, the lengths disagree, or the keys' widths differ.
+/// If `party > 1` or the lengths disagree.
 pub fn dcf_eval_keys(
     party: u8,
     roots: &[u128],
-    cws: &[DcfCorrection],
+    keys: &DcfKeys,
+    per: usize,
+    xs: &[u64],
+    out: &mut [u64],
+) {
+    assert_eq!(roots.len(), keys.len(), "dcf_eval_keys: one root per key");
+    eval_flat(
+        party,
+        keys.n_bits,
+        roots,
+        &keys.levels,
+        &keys.last,
+        per,
+        xs,
+        out,
+    );
+}
+
+/// The batched walk over flat correction words: key `i`'s levels are
+/// `levels[i·n .. (i+1)·n]` (`n = n_bits`), its final word `last[i]`.
+#[allow(clippy::too_many_arguments)]
+fn eval_flat(
+    party: u8,
+    n_bits: u32,
+    roots: &[u128],
+    levels: &[DcfLevel],
+    last: &[u64],
     per: usize,
     xs: &[u64],
     out: &mut [u64],
 ) {
     assert!(party < 2, "dcf_eval: party must be 0 or 1, got {party}");
     assert!(per > 0, "dcf_eval_keys: no point per key");
-    assert_eq!(roots.len(), cws.len(), "dcf_eval_keys: one root per key");
-    assert_eq!(xs.len(), cws.len() * per, "dcf_eval_keys: points per key");
+    assert_eq!(roots.len(), last.len(), "dcf_eval_keys: one root per key");
+    assert_eq!(xs.len(), last.len() * per, "dcf_eval_keys: points per key");
     assert_eq!(xs.len(), out.len(), "dcf_eval_keys: length mismatch");
-    let Some(first) = cws.first() else { return };
-    let n = first.levels.len();
-    assert!(
-        cws.iter().all(|c| c.levels.len() == n),
-        "dcf_eval_keys: keys of different widths"
+    let n = n_bits as usize;
+    assert_eq!(
+        levels.len(),
+        n * last.len(),
+        "dcf_eval_keys: levels per key"
     );
     let mut blocks = [Block::default(); 2 * LANES];
     let total = xs.len();
@@ -210,7 +245,7 @@ pub fn dcf_eval_keys(
             }
             encrypt(&mut blocks[..2 * m]);
             for k in 0..m {
-                let lv = &cws[key[k]].levels[i];
+                let lv = &levels[key[k] * n + i];
                 let s = node[k] & !1;
                 let t = node[k] & 1;
                 let bit = ((xc[k] >> shift) & 1) as u128;
@@ -228,11 +263,114 @@ pub fn dcf_eval_keys(
             let t = (node[k] & 1) as u64;
             let v = acc[k]
                 .wrapping_add((node[k] >> 64) as u64)
-                .wrapping_add(t.wrapping_mul(cws[key[k]].last));
+                .wrapping_add(t.wrapping_mul(last[key[k]]));
             out[start + k] = neg_if(v, party == 1);
         }
         start += m;
     }
+}
+
+/// Correction words of many DCF keys of one width, stored flat: key `i`'s levels are
+/// `levels[i·n .. (i+1)·n]`. A bundle's keys are decoded into two allocations instead of one
+/// per key (allocating and freeing per-key levels was a quarter of the online time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DcfKeys {
+    n_bits: u32,
+    levels: Vec<DcfLevel>,
+    last: Vec<u64>,
+}
+
+impl DcfKeys {
+    /// No keys yet, of width `n_bits` (room for `keys` of them).
+    ///
+    /// # Panics
+    /// If `n_bits` is not in `1..=64`.
+    pub fn with_capacity(n_bits: u32, keys: usize) -> Self {
+        assert!(
+            (1..=DCF_MAX_BITS).contains(&n_bits),
+            "DcfKeys: n_bits = {n_bits} outside 1..={DCF_MAX_BITS}"
+        );
+        Self {
+            n_bits,
+            levels: Vec::with_capacity(keys * n_bits as usize),
+            last: Vec::with_capacity(keys),
+        }
+    }
+
+    /// Input width in bits.
+    pub fn n_bits(&self) -> u32 {
+        self.n_bits
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
+    /// Appends one key's correction words.
+    ///
+    /// # Panics
+    /// If its width differs.
+    pub fn push(&mut self, cw: &DcfCorrection) {
+        assert_eq!(cw.n_bits, self.n_bits, "DcfKeys: width mismatch");
+        self.levels.extend_from_slice(&cw.levels);
+        self.last.push(cw.last);
+    }
+
+    /// Key `i`'s correction words on their own (tests and reference checks).
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn key(&self, i: usize) -> DcfCorrection {
+        let n = self.n_bits as usize;
+        DcfCorrection {
+            n_bits: self.n_bits,
+            levels: self.levels[i * n..(i + 1) * n].to_vec(),
+            last: self.last[i],
+        }
+    }
+
+    /// Decodes `count` consecutive key encodings (see [`DcfCorrection::to_bytes`]) of width
+    /// `n_bits` from the start of `bytes`; returns them and the bytes consumed. Rejects what
+    /// [`DcfCorrection::from_bytes`] rejects.
+    pub fn from_bytes(n_bits: u32, count: usize, bytes: &[u8]) -> Result<(Self, usize), FssError> {
+        let one = DcfCorrection::encoded_len(n_bits.clamp(1, DCF_MAX_BITS));
+        let need = super::check_key_len(
+            n_bits,
+            DCF_MAX_BITS,
+            |_| one.saturating_mul(count),
+            bytes.len(),
+        )?;
+        let mut keys = Self::with_capacity(n_bits, count);
+        for key in bytes[..need].chunks_exact(one) {
+            let (lv, last) = key.split_at(one - 8);
+            for rec in lv.chunks_exact(25) {
+                keys.levels.push(level_from_bytes(rec)?);
+            }
+            keys.last
+                .push(u64::from_le_bytes(last.try_into().expect("8 bytes")));
+        }
+        Ok((keys, need))
+    }
+}
+
+/// One 25-byte level record; rejects a seed word with bit 0 set or a control byte above 3.
+fn level_from_bytes(rec: &[u8]) -> Result<DcfLevel, FssError> {
+    let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
+    let value = u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
+    let ctrl = rec[24];
+    if seed & 1 != 0 {
+        return Err(FssError::Malformed("seed correction word has bit 0 set"));
+    }
+    if ctrl > 3 {
+        return Err(FssError::Malformed("control-bit byte above 3"));
+    }
+    Ok(DcfLevel { seed, value, ctrl })
 }
 
 impl DcfCorrection {
@@ -260,16 +398,7 @@ impl DcfCorrection {
         let need = super::check_key_len(n_bits, DCF_MAX_BITS, Self::encoded_len, bytes.len())?;
         let mut levels = Vec::with_capacity(n_bits as usize);
         for rec in bytes[..need - 8].chunks_exact(25) {
-            let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
-            let value = u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
-            let ctrl = rec[24];
-            if seed & 1 != 0 {
-                return Err(FssError::Malformed("seed correction word has bit 0 set"));
-            }
-            if ctrl > 3 {
-                return Err(FssError::Malformed("control-bit byte above 3"));
-            }
-            levels.push(DcfLevel { seed, value, ctrl });
+            levels.push(level_from_bytes(rec)?);
         }
         let last = u64::from_le_bytes(bytes[need - 8..need].try_into().expect("8 bytes"));
         Ok((
@@ -296,22 +425,80 @@ mod batch_tests {
             let mask = (1u64 << n) - 1;
             let mut roots = [Vec::new(), Vec::new()];
             let mut cws = Vec::new();
+            let mut flat = DcfKeys::with_capacity(n, keys);
             for _ in 0..keys {
                 let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
                 cws.push(dcf_gen(n, rng.gen::<u64>() & mask, rng.gen(), r0, r1));
+                flat.push(cws.last().unwrap());
                 roots[0].push(r0);
                 roots[1].push(r1);
             }
             let xs: Vec<u64> = (0..keys * per).map(|_| rng.gen::<u64>() & mask).collect();
             for party in 0..2u8 {
                 let mut got = vec![0u64; xs.len()];
-                dcf_eval_keys(party, &roots[party as usize], &cws, per, &xs, &mut got);
+                dcf_eval_keys(party, &roots[party as usize], &flat, per, &xs, &mut got);
                 for (i, (x, g)) in xs.iter().zip(&got).enumerate() {
                     let want = dcf_eval(party, roots[party as usize][i / per], &cws[i / per], *x);
                     assert_eq!(*g, want, "n={n} point {i}");
                 }
             }
         }
+    }
+    #[test]
+    fn flat_keys_decode_what_single_keys_encode() {
+        let mut rng = StdRng::seed_from_u64(18);
+        let n = 13u32;
+        let cws: Vec<DcfCorrection> = (0..5)
+            .map(|_| {
+                dcf_gen(
+                    n,
+                    rng.gen::<u64>() & 0x1fff,
+                    rng.gen(),
+                    rng.gen(),
+                    rng.gen(),
+                )
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        let mut pushed = DcfKeys::with_capacity(n, cws.len());
+        for cw in &cws {
+            cw.to_bytes(&mut bytes);
+            pushed.push(cw);
+        }
+        bytes.push(0xee); // trailing data stays unread
+        let (flat, used) = DcfKeys::from_bytes(n, cws.len(), &bytes).unwrap();
+        assert_eq!(used, cws.len() * DcfCorrection::encoded_len(n));
+        assert_eq!(flat, pushed);
+        assert_eq!((flat.len(), flat.n_bits()), (5, n));
+        for (i, cw) in cws.iter().enumerate() {
+            assert_eq!(&flat.key(i), cw);
+        }
+        // a cut anywhere is an error naming the whole batch's length, never a panic
+        for cut in [0, 1, used / 2, used - 1] {
+            assert_eq!(
+                DcfKeys::from_bytes(n, cws.len(), &bytes[..cut]),
+                Err(FssError::Truncated {
+                    needed: used,
+                    got: cut
+                })
+            );
+        }
+        // a non-canonical record in a later key is found
+        let mut bad = bytes.clone();
+        bad[3 * DcfCorrection::encoded_len(n) + 24] = 9;
+        assert_eq!(
+            DcfKeys::from_bytes(n, cws.len(), &bad),
+            Err(FssError::Malformed("control-bit byte above 3"))
+        );
+        assert!(matches!(
+            DcfKeys::from_bytes(0, 1, &bytes),
+            Err(FssError::InvalidDomain { .. })
+        ));
+        assert!(matches!(
+            DcfKeys::from_bytes(n, usize::MAX, &bytes),
+            Err(FssError::Truncated { .. })
+        ));
+        assert!(DcfKeys::from_bytes(n, 0, &[]).unwrap().0.is_empty());
     }
 }
 

@@ -199,6 +199,12 @@ pub(crate) fn levels_to_bytes(levels: &[DpfLevel], out: &mut Vec<u8>) {
 /// with bit 0 set, control byte above 3).
 pub(crate) fn levels_from_bytes(bytes: &[u8]) -> Result<Vec<DpfLevel>, FssError> {
     let mut levels = Vec::with_capacity(bytes.len() / 17);
+    levels_into(bytes, &mut levels)?;
+    Ok(levels)
+}
+
+/// [`levels_from_bytes`] appending to `levels` (flat storage of many keys).
+pub(crate) fn levels_into(bytes: &[u8], levels: &mut Vec<DpfLevel>) -> Result<(), FssError> {
     for rec in bytes.chunks_exact(17) {
         let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
         let ctrl = rec[16];
@@ -210,7 +216,7 @@ pub(crate) fn levels_from_bytes(bytes: &[u8]) -> Result<Vec<DpfLevel>, FssError>
         }
         levels.push(DpfLevel { seed, ctrl });
     }
-    Ok(levels)
+    Ok(())
 }
 
 /// Grows `v` to at least `n` elements (never shrinks, so warmed-up buffers are not refilled).
