@@ -370,3 +370,81 @@ fn a_helper_restarted_alone_makes_its_provider_restart_and_the_pair_serves_again
 fn a_provider_restarted_alone_makes_its_helper_restart_and_the_pair_serves_again() {
     one_worker_restarted_alone(1);
 }
+
+/// A job the coordinator never sees (another member of its consumer group took it, committed
+/// its offset and died) is not lost: the client, with no result after `--resend-after-s`,
+/// submits the same job again, and the coordinator serves that copy. Fails without the
+/// client's resend: the session waits out its 60 s timeout with "no result for job".
+#[test]
+fn a_job_taken_by_a_dead_group_member_is_submitted_again_and_served() {
+    use marill_coordinator::rdkafka::consumer::{CommitMode, Consumer};
+    use marill_coordinator::rdkafka::message::Message as _;
+    use marill_coordinator::rdkafka::{Offset, TopicPartitionList};
+    use marill_coordinator::KafkaSettings;
+    use marill_proto::job::{Job, JOBS_TOPIC};
+
+    let mut c = TestCluster::start("lost-job", 1);
+    c.coordinator(); // creates the topics
+    c.wait_log("coordinator-0", "worker pair ready", 120);
+    c.coordinators[0].kill().unwrap(); // SIGKILL: no coordinator takes jobs now
+    c.coordinators[0].wait().unwrap();
+    let logs = c.logs();
+    let batch = c
+        .batch(1, 1, 60)
+        .args(["--resend-after-s", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // another member of the coordinators' group takes the session's first job, commits it
+    // and leaves
+    let mut kafka = KafkaSettings::new(c.brokers.clone());
+    kafka.overrides = vec![
+        ("session.timeout.ms".into(), "1000".into()),
+        ("heartbeat.interval.ms".into(), "300".into()),
+    ];
+    let rogue = kafka.group_consumer("marill-coordinator").unwrap();
+    rogue.subscribe(&[JOBS_TOPIC]).unwrap();
+    let start = Instant::now();
+    let taken = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no job reached the group ({logs})"
+        );
+        let Some(Ok(m)) = rogue.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let job = Job::decode(m.payload().unwrap_or(&[])).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(JOBS_TOPIC, m.partition(), Offset::Offset(m.offset() + 1))
+            .unwrap();
+        rogue.commit(&tpl, CommitMode::Sync).unwrap();
+        break job;
+    };
+    drop(rogue);
+    assert_eq!(taken.step, 0, "the first job is the session's first step");
+    c.coordinator();
+    let out = batch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    let (finished, differing, failed) = outcome(&stderr);
+    assert_eq!(
+        (finished, differing, failed.len()),
+        (1, 0, 0),
+        "the session did not finish equal to plaintext: {failed:?} ({logs})"
+    );
+    assert!(
+        stderr.contains(&format!("no result for job {}", taken.job_id))
+            && stderr.contains("submitted again"),
+        "the client did not submit the lost job again ({logs})"
+    );
+    // the new coordinator took a copy of that job (its first copy never reached it)
+    assert!(
+        c.log_text("coordinator-1")
+            .contains(&format!("job={} step=0", taken.job_id)),
+        "coordinator-1 never took job {} ({logs})",
+        taken.job_id
+    );
+    assert_one_result_per_job(&c.brokers, &logs);
+    let _ = std::fs::remove_dir_all(&c.dir);
+}

@@ -327,6 +327,7 @@ impl State {
                 return Ok(());
             }
         };
+        tracing::debug!(partition, offset, job = %job.job_id, step = job.step, "job taken");
         if let Some(bytes) = self.published.get(&job.job_id) {
             // redelivered: the same result again (idempotent by job id)
             produce(&self.producer, RESULTS_TOPIC, &job.job_id, &bytes.clone())?;
@@ -454,6 +455,7 @@ impl State {
         };
         let bytes = r.encode();
         produce(&self.producer, RESULTS_TOPIC, job_id, &bytes)?;
+        tracing::debug!(job = %job_id, result = label, "result published");
         self.remember(job_id.to_string(), bytes);
         for (p, o) in self.in_flight.remove(job_id).unwrap_or_default() {
             self.tracker.done(p, o);
@@ -751,6 +753,7 @@ impl State {
 
     /// Hands a step to its pair's thread, on the session's lane.
     fn send(&mut self, pair: usize, lane: u32, job: Job) {
+        tracing::debug!(job = %job.job_id, pair, lane, "step handed to its pair");
         if let Err(e) = self.pair_tx[pair].send(PairTask::Step(Box::new(StepTask { job, lane }))) {
             // the pair's thread ended: the pair is lost, the step fails now
             let PairTask::Step(task) = e.0 else {

@@ -201,6 +201,7 @@ pub(crate) fn run_pairs(
             SealKeyPair::load_public(&cluster.keys, "helper")?,
         ],
         timeout: Duration::from_secs(300),
+        resend_after: crate::cluster::client::RESEND_AFTER,
         replace: 0,
     };
     let r = run_batch(model, tok, &target, sessions, tokens, sessions)?;

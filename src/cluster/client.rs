@@ -33,10 +33,18 @@ pub struct ClusterTarget {
     pub domains: [SealPublic; 2],
     /// a step without a result for this long fails
     pub timeout: Duration,
+    /// a job without a result for this long is submitted again ([`RESEND_AFTER`] by default)
+    pub resend_after: Duration,
     /// how often a failed session is re-placed: opened again as a new session fed every row
     /// so far (its shares and KV cache died with its pair; the client holds the prefix output)
     pub replace: u32,
 }
+
+/// By default, a job without a result for this long is submitted again (the same bytes, so the
+/// same job id): a job the coordinator never took is taken then, and a copy of one it has is answered
+/// from the same result. Steps run for seconds; a busy cluster queues them for longer, and
+/// each copy only adds a duplicate the coordinator skips.
+pub const RESEND_AFTER: Duration = Duration::from_secs(30);
 
 /// One session through the cluster.
 pub struct KafkaRunner {
@@ -166,15 +174,27 @@ impl KafkaRunner {
             reply_key: self.reply.public.0,
             shares: [sealed.remove(0), sealed.remove(0)],
         };
-        marill_coordinator::kafka::produce(
-            &self.producer,
-            JOBS_TOPIC,
-            &self.session,
-            &job.encode(),
-        )?;
+        let bytes = job.encode();
+        marill_coordinator::kafka::produce(&self.producer, JOBS_TOPIC, &self.session, &bytes)?;
         let start = Instant::now();
+        let mut sent = start;
         let mut broker_error = String::new();
         while start.elapsed() < self.target.timeout {
+            if sent.elapsed() >= self.target.resend_after {
+                // idempotent by job id: the coordinator answers a copy of a job it has (or
+                // had) with the same result, and takes one it never saw
+                eprintln!(
+                    "no result for job {job_id} after {} s: submitted again",
+                    start.elapsed().as_secs()
+                );
+                marill_coordinator::kafka::produce(
+                    &self.producer,
+                    JOBS_TOPIC,
+                    &self.session,
+                    &bytes,
+                )?;
+                sent = Instant::now();
+            }
             let Some(m) = self.reader.poll(Duration::from_millis(100)) else {
                 continue;
             };

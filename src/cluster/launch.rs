@@ -158,6 +158,11 @@ pub fn launch(
     for (key, v) in FAST_GROUP {
         coord.args(["--kafka-set", &format!("{key}={v}")]);
     }
+    // every job taken, handed to a pair and answered is in its log (a job that never gets
+    // a result shows where it stopped)
+    if std::env::var_os("MARILL_LOG").is_none() {
+        coord.env("MARILL_LOG", "info,marill_coordinator=debug");
+    }
     log_to(&mut coord, "coordinator")?;
     l.procs.push(coord.spawn()?);
     Ok(l)

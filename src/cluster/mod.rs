@@ -197,6 +197,10 @@ pub struct BatchArgs {
     /// pair the coordinator picks, fed every row so far.
     #[arg(long, default_value_t = 1)]
     replace_attempts: u32,
+    /// A job without a result for this many seconds is submitted again (idempotent: the same
+    /// job id, answered once).
+    #[arg(long, default_value_t = client::RESEND_AFTER.as_secs())]
+    resend_after_s: u64,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -216,6 +220,7 @@ pub(crate) fn target(
             SealKeyPair::load_public(keys, "helper")?,
         ],
         timeout,
+        resend_after: client::RESEND_AFTER,
         replace,
     })
 }
@@ -342,6 +347,10 @@ pub fn batch(a: BatchArgs) -> Result<()> {
         Duration::from_secs(a.timeout_s),
         a.replace_attempts,
     )?;
+    let t = ClusterTarget {
+        resend_after: Duration::from_secs(a.resend_after_s.max(1)),
+        ..t
+    };
     let n = a.prompts.min(PROMPTS.len());
     let r = run_batch(&model, &tok, &t, n, a.tokens, a.concurrency)?;
     let same = r.rows.iter().filter(|r| r.greedy_identical).count();

@@ -345,8 +345,10 @@ impl TestCluster {
         for (p, h) in &self.control {
             cmd.args(["--pair", &format!("{p},{h}")]);
         }
+        // every job taken, handed to a pair and answered is in the log
         cmd.args(FAST_GROUP)
             .args(extra)
+            .env("MARILL_LOG", "info,marill_coordinator=debug")
             .stderr(self.log(&format!("coordinator-{n}")));
         self.coordinators.push(cmd.spawn().unwrap());
         n
