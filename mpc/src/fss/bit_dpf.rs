@@ -18,7 +18,8 @@
 //! This is the DPF-with-bit-output lookup of Pika (Wagh, PETS 2022) and Grotto (Storrier et al.,
 //! CCS 2023), with the sign handled by the consumer instead of an extra round.
 
-use super::dpf::{levels_from_bytes, levels_into, levels_to_bytes, seed_tree_gen, DpfLevel};
+use super::dpf::{level_from_bytes, levels_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel};
+use super::flat::{FlatKeys, Layout};
 use super::prg::{self, encrypt, from_block};
 use super::FssError;
 use aes::Block;
@@ -262,15 +263,9 @@ fn eval_bits_batch(b: &mut Buffers, party: u8, roots: &[u128], keys: Batch<'_>, 
     }
 }
 
-/// Correction words of many bit-output DPF keys of one width, stored flat (key `i`'s levels
-/// are `levels[i·depth .. (i+1)·depth]`): a bundle's keys take two allocations instead of one
-/// per key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BitDpfKeys {
-    n_bits: u32,
-    levels: Vec<DpfLevel>,
-    last: Vec<u128>,
-}
+/// Correction words of many bit-output DPF keys of one width, stored flat (see
+/// [`super::flat`]).
+pub type BitDpfKeys = FlatKeys<DpfLevel, u128>;
 
 impl BitDpfKeys {
     /// No keys yet, of width `n_bits` (room for `keys` of them).
@@ -282,26 +277,7 @@ impl BitDpfKeys {
             (1..=BIT_DPF_MAX_BITS).contains(&n_bits),
             "BitDpfKeys: n_bits = {n_bits} outside 1..={BIT_DPF_MAX_BITS}"
         );
-        Self {
-            n_bits,
-            levels: Vec::with_capacity(keys * depth(n_bits)),
-            last: Vec::with_capacity(keys),
-        }
-    }
-
-    /// Domain width in bits.
-    pub fn n_bits(&self) -> u32 {
-        self.n_bits
-    }
-
-    /// Keys held.
-    pub fn len(&self) -> usize {
-        self.last.len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
+        Self::with_depth(n_bits, depth(n_bits), keys)
     }
 
     /// Appends one key's correction words.
@@ -309,36 +285,27 @@ impl BitDpfKeys {
     /// # Panics
     /// If its width differs.
     pub fn push(&mut self, cw: &BitDpfCorrection) {
-        assert_eq!(cw.n_bits, self.n_bits, "BitDpfKeys: width mismatch");
-        self.levels.extend_from_slice(&cw.levels);
-        self.last.push(cw.last);
+        self.push_key(cw.n_bits, &cw.levels, cw.last);
     }
 
     /// Decodes `count` consecutive key encodings (see [`BitDpfCorrection::to_bytes`]) of width
     /// `n_bits` from the start of `bytes`; returns them and the bytes consumed. Rejects what
     /// [`BitDpfCorrection::from_bytes`] rejects.
     pub fn from_bytes(n_bits: u32, count: usize, bytes: &[u8]) -> Result<(Self, usize), FssError> {
-        let one = BitDpfCorrection::encoded_len(n_bits.clamp(1, BIT_DPF_MAX_BITS));
-        let need = super::check_key_len(
-            n_bits,
-            BIT_DPF_MAX_BITS,
-            |_| one.saturating_mul(count),
-            bytes.len(),
-        )?;
-        let mut keys = Self::with_capacity(n_bits, count);
-        for key in bytes[..need].chunks_exact(one) {
-            let (lv, last) = key.split_at(one - 16);
-            levels_into(lv, &mut keys.levels)?;
-            keys.last
-                .push(u128::from_le_bytes(last.try_into().expect("16 bytes")));
-        }
-        Ok((keys, need))
+        let layout = Layout {
+            depth: depth(n_bits),
+            record: 17,
+            word: 16,
+        };
+        let word = |w: &[u8]| u128::from_le_bytes(w.try_into().expect("16 bytes"));
+        let width = (n_bits, BIT_DPF_MAX_BITS);
+        Self::decode(width, &layout, count, bytes, level_from_bytes, word)
     }
 
     fn batch(&self, range: std::ops::Range<usize>) -> Batch<'_> {
-        let d = depth(self.n_bits);
+        let d = depth(self.n_bits());
         Batch {
-            n_bits: self.n_bits,
+            n_bits: self.n_bits(),
             levels: &self.levels[range.start * d..range.end * d],
             last: &self.last[range],
         }
@@ -365,7 +332,11 @@ pub fn bit_dpf_lookup_many(
         keys.len() == len && cs.len() == len,
         "bit_dpf_lookup_many: length mismatch"
     );
-    assert_eq!(keys.n_bits, tables.n_bits, "signed lookup: width mismatch");
+    assert_eq!(
+        keys.n_bits(),
+        tables.n_bits,
+        "signed lookup: width mismatch"
+    );
     let (mut out0, mut out1, mut sigma) = (vec![0u64; len], vec![0u64; len], vec![0u64; len]);
     let n = 1usize << tables.n_bits;
     let words = n.div_ceil(64);

@@ -13,6 +13,7 @@
 //! Correction words: per level a 128-bit seed word, a 64-bit value word and the two control-bit words
 //! packed into one byte, plus a final 64-bit word: **`25·n + 8` bytes**.
 
+use super::flat::{FlatKeys, Layout};
 use super::prg::{self, encrypt, from_block, to_block, TWEAK_VALUE};
 use super::FssError;
 use aes::Block;
@@ -23,9 +24,9 @@ pub const DCF_MAX_BITS: u32 = 64;
 /// Points evaluated together in [`dcf_eval_many`] (2 AES blocks each per level).
 const LANES: usize = 16;
 
-/// Correction words of one tree level.
+/// Correction words of one tree level (opaque: decoded from a key's encoding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct DcfLevel {
+pub struct DcfLevel {
     /// seed correction word (bit 0 always 0)
     seed: u128,
     /// value correction word
@@ -188,7 +189,7 @@ pub fn dcf_eval_keys(
     assert_eq!(roots.len(), keys.len(), "dcf_eval_keys: one root per key");
     eval_flat(
         party,
-        keys.n_bits,
+        keys.n_bits(),
         roots,
         &keys.levels,
         &keys.last,
@@ -270,15 +271,8 @@ fn eval_flat(
     }
 }
 
-/// Correction words of many DCF keys of one width, stored flat: key `i`'s levels are
-/// `levels[i·n .. (i+1)·n]`. A bundle's keys are decoded into two allocations instead of one
-/// per key (allocating and freeing per-key levels was a quarter of the online time).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DcfKeys {
-    n_bits: u32,
-    levels: Vec<DcfLevel>,
-    last: Vec<u64>,
-}
+/// Correction words of many DCF keys of one width, stored flat (see [`super::flat`]).
+pub type DcfKeys = FlatKeys<DcfLevel, u64>;
 
 impl DcfKeys {
     /// No keys yet, of width `n_bits` (room for `keys` of them).
@@ -290,26 +284,7 @@ impl DcfKeys {
             (1..=DCF_MAX_BITS).contains(&n_bits),
             "DcfKeys: n_bits = {n_bits} outside 1..={DCF_MAX_BITS}"
         );
-        Self {
-            n_bits,
-            levels: Vec::with_capacity(keys * n_bits as usize),
-            last: Vec::with_capacity(keys),
-        }
-    }
-
-    /// Input width in bits.
-    pub fn n_bits(&self) -> u32 {
-        self.n_bits
-    }
-
-    /// Keys held.
-    pub fn len(&self) -> usize {
-        self.last.len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
+        Self::with_depth(n_bits, n_bits as usize, keys)
     }
 
     /// Appends one key's correction words.
@@ -317,9 +292,7 @@ impl DcfKeys {
     /// # Panics
     /// If its width differs.
     pub fn push(&mut self, cw: &DcfCorrection) {
-        assert_eq!(cw.n_bits, self.n_bits, "DcfKeys: width mismatch");
-        self.levels.extend_from_slice(&cw.levels);
-        self.last.push(cw.last);
+        self.push_key(cw.n_bits, &cw.levels, cw.last);
     }
 
     /// Key `i`'s correction words on their own (tests and reference checks).
@@ -327,10 +300,9 @@ impl DcfKeys {
     /// # Panics
     /// If `i >= len()`.
     pub fn key(&self, i: usize) -> DcfCorrection {
-        let n = self.n_bits as usize;
         DcfCorrection {
-            n_bits: self.n_bits,
-            levels: self.levels[i * n..(i + 1) * n].to_vec(),
+            n_bits: self.n_bits(),
+            levels: self.levels_of(i).to_vec(),
             last: self.last[i],
         }
     }
@@ -339,23 +311,14 @@ impl DcfKeys {
     /// `n_bits` from the start of `bytes`; returns them and the bytes consumed. Rejects what
     /// [`DcfCorrection::from_bytes`] rejects.
     pub fn from_bytes(n_bits: u32, count: usize, bytes: &[u8]) -> Result<(Self, usize), FssError> {
-        let one = DcfCorrection::encoded_len(n_bits.clamp(1, DCF_MAX_BITS));
-        let need = super::check_key_len(
-            n_bits,
-            DCF_MAX_BITS,
-            |_| one.saturating_mul(count),
-            bytes.len(),
-        )?;
-        let mut keys = Self::with_capacity(n_bits, count);
-        for key in bytes[..need].chunks_exact(one) {
-            let (lv, last) = key.split_at(one - 8);
-            for rec in lv.chunks_exact(25) {
-                keys.levels.push(level_from_bytes(rec)?);
-            }
-            keys.last
-                .push(u64::from_le_bytes(last.try_into().expect("8 bytes")));
-        }
-        Ok((keys, need))
+        let layout = Layout {
+            depth: n_bits as usize,
+            record: 25,
+            word: 8,
+        };
+        let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        let width = (n_bits, DCF_MAX_BITS);
+        Self::decode(width, &layout, count, bytes, level_from_bytes, word)
     }
 }
 

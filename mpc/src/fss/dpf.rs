@@ -31,7 +31,7 @@ const SUB_DEPTH: usize = 10;
 
 /// Correction words of one seed level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct DpfLevel {
+pub struct DpfLevel {
     /// seed correction word (bit 0 always 0)
     pub(crate) seed: u128,
     /// control-bit correction words: bit 0 left, bit 1 right
@@ -198,25 +198,20 @@ pub(crate) fn levels_to_bytes(levels: &[DpfLevel], out: &mut Vec<u8>) {
 /// Decodes 17-byte level records (the whole slice); rejects non-canonical encodings (seed word
 /// with bit 0 set, control byte above 3).
 pub(crate) fn levels_from_bytes(bytes: &[u8]) -> Result<Vec<DpfLevel>, FssError> {
-    let mut levels = Vec::with_capacity(bytes.len() / 17);
-    levels_into(bytes, &mut levels)?;
-    Ok(levels)
+    bytes.chunks_exact(17).map(level_from_bytes).collect()
 }
 
-/// [`levels_from_bytes`] appending to `levels` (flat storage of many keys).
-pub(crate) fn levels_into(bytes: &[u8], levels: &mut Vec<DpfLevel>) -> Result<(), FssError> {
-    for rec in bytes.chunks_exact(17) {
-        let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
-        let ctrl = rec[16];
-        if seed & 1 != 0 {
-            return Err(FssError::Malformed("seed correction word has bit 0 set"));
-        }
-        if ctrl > 3 {
-            return Err(FssError::Malformed("control-bit byte above 3"));
-        }
-        levels.push(DpfLevel { seed, ctrl });
+/// One 17-byte level record; rejects a seed word with bit 0 set or a control byte above 3.
+pub(crate) fn level_from_bytes(rec: &[u8]) -> Result<DpfLevel, FssError> {
+    let seed = u128::from_le_bytes(rec[..16].try_into().expect("16 bytes"));
+    let ctrl = rec[16];
+    if seed & 1 != 0 {
+        return Err(FssError::Malformed("seed correction word has bit 0 set"));
     }
-    Ok(())
+    if ctrl > 3 {
+        return Err(FssError::Malformed("control-bit byte above 3"));
+    }
+    Ok(DpfLevel { seed, ctrl })
 }
 
 /// Grows `v` to at least `n` elements (never shrinks, so warmed-up buffers are not refilled).

@@ -27,13 +27,14 @@
 pub mod bit_dpf;
 pub mod dcf;
 pub mod dpf;
+pub mod flat;
 pub mod prg;
 
 pub use bit_dpf::{
     bit_dpf_eval_full, bit_dpf_gen, bit_dpf_lookup_many, BitDpfCorrection, BitDpfKeys, SignedTables,
 };
 pub use dcf::{
-    dcf_eval, dcf_eval_keys, dcf_eval_many, dcf_gen, DcfCorrection, DcfKeys, DCF_MAX_BITS,
+    dcf_eval, dcf_eval_keys, dcf_eval_many, dcf_gen, DcfCorrection, DcfKeys, DcfLevel, DCF_MAX_BITS,
 };
 pub use dpf::{
     dpf_eval_full, dpf_gen, dpf_lookup, dpf_lookup_with_scratch, DpfCorrection, DpfScratch,
