@@ -175,7 +175,10 @@ impl KafkaRunner {
             shares: [sealed.remove(0), sealed.remove(0)],
         };
         let bytes = job.encode();
-        marill_coordinator::kafka::produce(&self.producer, JOBS_TOPIC, &self.session, &bytes)?;
+        let submit = || {
+            marill_coordinator::kafka::produce(&self.producer, JOBS_TOPIC, &self.session, &bytes)
+        };
+        submit()?;
         let start = Instant::now();
         let mut sent = start;
         let mut broker_error = String::new();
@@ -187,12 +190,7 @@ impl KafkaRunner {
                     "no result for job {job_id} after {} s: submitted again",
                     start.elapsed().as_secs()
                 );
-                marill_coordinator::kafka::produce(
-                    &self.producer,
-                    JOBS_TOPIC,
-                    &self.session,
-                    &bytes,
-                )?;
+                submit()?;
                 sent = Instant::now();
             }
             let Some(m) = self.reader.poll(Duration::from_millis(100)) else {

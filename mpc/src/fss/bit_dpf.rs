@@ -18,7 +18,7 @@
 //! This is the DPF-with-bit-output lookup of Pika (Wagh, PETS 2022) and Grotto (Storrier et al.,
 //! CCS 2023), with the sign handled by the consumer instead of an extra round.
 
-use super::dpf::{level_from_bytes, levels_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel};
+use super::dpf::{level_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel};
 use super::flat::{FlatKeys, Layout};
 use super::prg::{self, encrypt, from_block};
 use super::FssError;
@@ -92,10 +92,8 @@ impl BitDpfCorrection {
     /// Decodes correction words for width `n_bits` from the start of `bytes`; returns them and the
     /// bytes consumed. Rejects an invalid width, truncated input and non-canonical level records.
     pub fn from_bytes(n_bits: u32, bytes: &[u8]) -> Result<(Self, usize), FssError> {
-        let need = super::check_key_len(n_bits, BIT_DPF_MAX_BITS, Self::encoded_len, bytes.len())?;
-        let (lv, last) = bytes[..need].split_at(17 * depth(n_bits));
-        let levels = levels_from_bytes(lv)?;
-        let last = u128::from_le_bytes(last.try_into().expect("16 bytes"));
+        let (keys, need) = BitDpfKeys::from_bytes(n_bits, 1, bytes)?;
+        let (levels, last) = keys.into_single();
         Ok((
             Self {
                 n_bits,
@@ -303,10 +301,9 @@ impl BitDpfKeys {
     }
 
     fn batch(&self, range: std::ops::Range<usize>) -> Batch<'_> {
-        let d = depth(self.n_bits());
         Batch {
             n_bits: self.n_bits(),
-            levels: &self.levels[range.start * d..range.end * d],
+            levels: self.levels_of_keys(range.clone()),
             last: &self.last[range],
         }
     }

@@ -358,12 +358,8 @@ impl DcfCorrection {
     /// number of bytes consumed (trailing bytes are left alone). Rejects an invalid width, truncated
     /// input and non-canonical encodings (seed word with bit 0 set, control byte above 3).
     pub fn from_bytes(n_bits: u32, bytes: &[u8]) -> Result<(Self, usize), FssError> {
-        let need = super::check_key_len(n_bits, DCF_MAX_BITS, Self::encoded_len, bytes.len())?;
-        let mut levels = Vec::with_capacity(n_bits as usize);
-        for rec in bytes[..need - 8].chunks_exact(25) {
-            levels.push(level_from_bytes(rec)?);
-        }
-        let last = u64::from_le_bytes(bytes[need - 8..need].try_into().expect("8 bytes"));
+        let (keys, need) = DcfKeys::from_bytes(n_bits, 1, bytes)?;
+        let (levels, last) = keys.into_single();
         Ok((
             Self {
                 n_bits,

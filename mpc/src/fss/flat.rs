@@ -60,7 +60,21 @@ impl<L: Copy, W: Copy> FlatKeys<L, W> {
 
     /// Key `i`'s levels.
     pub(crate) fn levels_of(&self, i: usize) -> &[L] {
-        &self.levels[i * self.depth..(i + 1) * self.depth]
+        self.levels_of_keys(i..i + 1)
+    }
+
+    /// The levels of keys `range`, one after the other.
+    pub(crate) fn levels_of_keys(&self, range: std::ops::Range<usize>) -> &[L] {
+        &self.levels[range.start * self.depth..range.end * self.depth]
+    }
+
+    /// The levels and final word of a store of exactly one key (single-key decoders).
+    ///
+    /// # Panics
+    /// If it holds another number of keys.
+    pub(crate) fn into_single(self) -> (Vec<L>, W) {
+        assert_eq!(self.last.len(), 1, "flat FSS keys: one key expected");
+        (self.levels, self.last[0])
     }
 
     /// Decodes `count` consecutive keys of width `n_bits` (at most `max`) laid out as `layout`
