@@ -20,9 +20,8 @@
 
 use super::dpf::{level_from_bytes, levels_to_bytes, seed_tree_gen, DpfLevel};
 use super::flat::{FlatKeys, Layout};
-use super::prg::{self, encrypt, from_block};
+use super::prg::{self, encrypt_u128};
 use super::FssError;
-use aes::Block;
 
 /// Largest supported domain width in bits.
 pub const BIT_DPF_MAX_BITS: u32 = 20;
@@ -194,7 +193,7 @@ const BATCH: usize = 8;
 struct Buffers {
     nodes: Vec<u128>,
     next: Vec<u128>,
-    blocks: Vec<Block>,
+    blocks: Vec<u128>,
 }
 
 /// The flat correction words of a run of keys of one width: key `e`'s levels are
@@ -224,10 +223,10 @@ fn eval_bits_batch(b: &mut Buffers, party: u8, roots: &[u128], keys: Batch<'_>, 
         blocks.clear();
         for &nd in nodes.iter() {
             let s = nd & !1;
-            blocks.push(prg::to_block(s));
-            blocks.push(prg::to_block(s | 1));
+            blocks.push(s);
+            blocks.push(s | 1);
         }
-        encrypt(blocks);
+        encrypt_u128(blocks);
         next.clear();
         for (j, &nd) in nodes.iter().enumerate() {
             let c = &keys.levels[(j / per) * depth + lv];
@@ -235,15 +234,15 @@ fn eval_bits_batch(b: &mut Buffers, party: u8, roots: &[u128], keys: Batch<'_>, 
             let tm = 0u128.wrapping_sub(nd & 1);
             let cw_l = c.seed | (c.ctrl & 1) as u128;
             let cw_r = c.seed | ((c.ctrl >> 1) & 1) as u128;
-            next.push(from_block(&blocks[2 * j]) ^ s ^ (tm & cw_l));
-            next.push(from_block(&blocks[2 * j + 1]) ^ s ^ 1 ^ (tm & cw_r));
+            next.push(blocks[2 * j] ^ s ^ (tm & cw_l));
+            next.push(blocks[2 * j + 1] ^ s ^ 1 ^ (tm & cw_r));
         }
         std::mem::swap(nodes, next);
     }
     let per = 1usize << depth;
     blocks.clear();
-    blocks.extend(nodes.iter().map(|nd| prg::to_block(nd & !1)));
-    encrypt(blocks);
+    blocks.extend(nodes.iter().map(|nd| nd & !1));
+    encrypt_u128(blocks);
     let keep = if n_bits >= 7 {
         u128::MAX
     } else {
@@ -252,7 +251,7 @@ fn eval_bits_batch(b: &mut Buffers, party: u8, roots: &[u128], keys: Batch<'_>, 
     for (j, &nd) in nodes.iter().enumerate() {
         let e = j / per;
         let tm = 0u128.wrapping_sub(nd & 1);
-        let v = (from_block(&blocks[j]) ^ (nd & !1) ^ (tm & keys.last[e])) & keep;
+        let v = (blocks[j] ^ (nd & !1) ^ (tm & keys.last[e])) & keep;
         let base = e * words + 2 * (j % per);
         out[base] = v as u64;
         if words > 1 {

@@ -14,9 +14,8 @@
 //! packed into one byte, plus a final 64-bit word: **`25·n + 8` bytes**.
 
 use super::flat::{FlatKeys, Layout};
-use super::prg::{self, encrypt, from_block, to_block, TWEAK_VALUE};
+use super::prg::{self, encrypt_u128, TWEAK_VALUE};
 use super::FssError;
-use aes::Block;
 
 /// Largest supported input width in bits.
 pub const DCF_MAX_BITS: u32 = 64;
@@ -25,7 +24,7 @@ pub const DCF_MAX_BITS: u32 = 64;
 const LANES: usize = 16;
 
 /// Correction words of one tree level (opaque: decoded from a key's encoding).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DcfLevel {
     /// seed correction word (bit 0 always 0)
     seed: u128,
@@ -223,7 +222,7 @@ fn eval_flat(
         n * last.len(),
         "dcf_eval_keys: levels per key"
     );
-    let mut blocks = [Block::default(); 2 * LANES];
+    let mut blocks = [0u128; 2 * LANES];
     let total = xs.len();
     let mut start = 0;
     while start < total {
@@ -236,22 +235,29 @@ fn eval_flat(
             node[k] = (roots[key[k]] & !1) | party as u128;
         }
         let xc = &xs[start..start + m];
+        let mut lvs = [DcfLevel::default(); LANES];
         for i in 0..n {
             let shift = n - 1 - i;
             for k in 0..m {
                 let s = node[k] & !1;
                 let bit = ((xc[k] >> shift) & 1) as u128;
-                blocks[2 * k] = to_block(s | bit);
-                blocks[2 * k + 1] = to_block(s ^ TWEAK_VALUE);
+                blocks[2 * k] = s | bit;
+                blocks[2 * k + 1] = s ^ TWEAK_VALUE;
+                // read the level's correction words before the AES call, so that the loads
+                // (from memory: a batch's keys are far apart) overlap the encryption, and ask
+                // for the line two levels on (a key's levels are contiguous)
+                let at = key[k] * n + i;
+                lvs[k] = levels[at];
+                prefetch(levels, at + 2);
             }
-            encrypt(&mut blocks[..2 * m]);
+            encrypt_u128(&mut blocks[..2 * m]);
             for k in 0..m {
-                let lv = &levels[key[k] * n + i];
+                let lv = &lvs[k];
                 let s = node[k] & !1;
                 let t = node[k] & 1;
                 let bit = ((xc[k] >> shift) & 1) as u128;
-                let child = from_block(&blocks[2 * k]) ^ s ^ bit;
-                let vblk = from_block(&blocks[2 * k + 1]) ^ s ^ TWEAK_VALUE;
+                let child = blocks[2 * k] ^ s ^ bit;
+                let vblk = blocks[2 * k + 1] ^ s ^ TWEAK_VALUE;
                 let v = (vblk >> (64 * bit)) as u64;
                 let cw_mask = lv.seed | ((lv.ctrl as u128 >> bit) & 1);
                 node[k] = child ^ (0u128.wrapping_sub(t) & cw_mask);
@@ -269,6 +275,19 @@ fn eval_flat(
         }
         start += m;
     }
+}
+
+/// Asks the CPU to bring `levels[at]` into the cache (no effect past the end or off x86-64).
+#[inline(always)]
+fn prefetch(levels: &[DcfLevel], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(lv) = levels.get(at) {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch never faults, and SSE is part of x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(lv as *const DcfLevel as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (levels, at);
 }
 
 /// Correction words of many DCF keys of one width, stored flat (see [`super::flat`]).

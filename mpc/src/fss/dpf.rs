@@ -14,9 +14,8 @@
 //! with all AES calls of a level batched; key generation `4n − 4` (2 for `n = 1`). Correction words:
 //! **`17·(n − 2) + 32` bytes** for `n ≥ 2` (16 for `n = 1`).
 
-use super::prg::{self, encrypt, from_block, to_block};
+use super::prg::{self, encrypt_u128};
 use super::FssError;
-use aes::Block;
 use std::cell::RefCell;
 
 /// Largest supported domain width in bits.
@@ -67,8 +66,8 @@ pub struct DpfScratch {
     top: Vec<u128>,
     nodes: Vec<u128>,
     spare: Vec<u128>,
-    blocks: Vec<Block>,
-    blocks2: Vec<Block>,
+    blocks: Vec<u128>,
+    blocks2: Vec<u128>,
     share: Vec<u64>,
 }
 
@@ -226,8 +225,8 @@ fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
 struct Level<'a> {
     nodes: &'a mut Vec<u128>,
     spare: &'a mut Vec<u128>,
-    blocks: &'a mut Vec<Block>,
-    blocks2: &'a mut Vec<Block>,
+    blocks: &'a mut Vec<u128>,
+    blocks2: &'a mut Vec<u128>,
 }
 
 impl Level<'_> {
@@ -239,14 +238,14 @@ impl Level<'_> {
         let m_max = 1usize << levels.len();
         grow(self.nodes, m_max, 0);
         grow(self.spare, m_max, 0);
-        grow(self.blocks, 2 * m_max, Block::default());
-        grow(self.blocks2, 2 * m_max, Block::default());
+        grow(self.blocks, 2 * m_max, 0u128);
+        grow(self.blocks2, 2 * m_max, 0u128);
         self.nodes[0] = root;
-        self.blocks[0] = to_block(root & !1);
-        self.blocks[1] = to_block(root | 1);
+        self.blocks[0] = root & !1;
+        self.blocks[1] = root | 1;
         let mut m = 1;
         for lv in levels {
-            encrypt(&mut self.blocks[..2 * m]);
+            encrypt_u128(&mut self.blocks[..2 * m]);
             let cw_l = lv.seed | (lv.ctrl & 1) as u128;
             let cw_r = lv.seed | ((lv.ctrl >> 1) & 1) as u128;
             let parents = &self.nodes[..m];
@@ -261,14 +260,14 @@ impl Level<'_> {
             {
                 let s = node & !1;
                 let tm = 0u128.wrapping_sub(node & 1);
-                let c0 = from_block(&e[0]) ^ s ^ (tm & cw_l);
-                let c1 = from_block(&e[1]) ^ s ^ 1 ^ (tm & cw_r);
+                let c0 = e[0] ^ s ^ (tm & cw_l);
+                let c1 = e[1] ^ s ^ 1 ^ (tm & cw_r);
                 c[0] = c0;
                 c[1] = c1;
-                nx[0] = to_block(c0 & !1);
-                nx[1] = to_block(c0 | 1);
-                nx[2] = to_block(c1 & !1);
-                nx[3] = to_block(c1 | 1);
+                nx[0] = c0 & !1;
+                nx[1] = c0 | 1;
+                nx[2] = c1 & !1;
+                nx[3] = c1 | 1;
             }
             std::mem::swap(self.nodes, self.spare);
             std::mem::swap(self.blocks, self.blocks2);
@@ -282,7 +281,7 @@ impl Level<'_> {
     fn leaves(&mut self, m: usize, last: &[u64], neg: bool, out: &mut [u64]) {
         let last: &[u64; 4] = last.try_into().expect("four final words");
         let out = &mut out[..4 * m];
-        encrypt(&mut self.blocks[..2 * m]);
+        encrypt_u128(&mut self.blocks[..2 * m]);
         let enc = &self.blocks[..2 * m];
         let nodes = &self.nodes[..m];
         // (x ^ nm) − nm is x or −x
@@ -290,8 +289,8 @@ impl Level<'_> {
         for ((o, e), &node) in out.chunks_exact_mut(4).zip(enc.chunks_exact(2)).zip(nodes) {
             let s = node & !1;
             let tm = 0u64.wrapping_sub((node & 1) as u64);
-            let v0 = from_block(&e[0]) ^ s;
-            let v1 = from_block(&e[1]) ^ s ^ 1;
+            let v0 = e[0] ^ s;
+            let v1 = e[1] ^ s ^ 1;
             let w = [v0 as u64, (v0 >> 64) as u64, v1 as u64, (v1 >> 64) as u64];
             for j in 0..4 {
                 o[j] = (w[j].wrapping_add(tm & last[j]) ^ nm).wrapping_sub(nm);
