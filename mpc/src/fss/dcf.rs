@@ -233,6 +233,12 @@ fn eval_flat(
         for k in 0..m {
             key[k] = (start + k) / per;
             node[k] = (roots[key[k]] & !1) | party as u128;
+            if k == 0 || key[k] != key[k - 1] {
+                // the walks read all of this key's levels: ask for them now (two per line)
+                for at in (key[k] * n..(key[k] + 1) * n).step_by(2) {
+                    prefetch(levels, at);
+                }
+            }
         }
         let xc = &xs[start..start + m];
         let mut lvs = [DcfLevel::default(); LANES];
@@ -244,11 +250,8 @@ fn eval_flat(
                 blocks[2 * k] = s | bit;
                 blocks[2 * k + 1] = s ^ TWEAK_VALUE;
                 // read the level's correction words before the AES call, so that the loads
-                // (from memory: a batch's keys are far apart) overlap the encryption, and ask
-                // for the line two levels on (a key's levels are contiguous)
-                let at = key[k] * n + i;
-                lvs[k] = levels[at];
-                prefetch(levels, at + 2);
+                // overlap the encryption
+                lvs[k] = levels[key[k] * n + i];
             }
             encrypt_u128(&mut blocks[..2 * m]);
             for k in 0..m {
