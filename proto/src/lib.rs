@@ -17,8 +17,9 @@ use thiserror::Error;
 
 /// The envelope's magic bytes.
 pub const MAGIC: &[u8; 3] = b"MRL";
-/// The wire version this build speaks.
-pub const VERSION: u8 = 2;
+/// The wire version this build speaks (3: a fused signed lookup's range check moved to its
+/// cell index, so its correlation request and bundle layout changed).
+pub const VERSION: u8 = 3;
 /// Largest message body accepted (a model's weight shares travel in one message).
 pub const MAX_BODY: u64 = 1 << 30;
 

@@ -149,12 +149,13 @@ pub struct PartnerMask {
     pub a_sm: [Vec<u64>; 2],
 }
 
-/// Signed lookup material: bit-output DPF keys at secret masks `s` (mod 2^bits).
+/// Signed lookup material: bit-output DPF keys at secret masks `s` (mod 2^bits; the masks are
+/// `range_bits` wide when the input is fused, see [`SignedInput`](super::SignedInput)).
 #[derive(Clone, Debug)]
 pub struct SignedLutMaterial {
     /// table index width
     pub bits: u32,
-    /// shares of the index mask (mod 2^bits)
+    /// shares of the index mask (mod 2^bits, or 2^range_bits with a fused input)
     pub s: Vec<u64>,
     /// this party's DPF root seeds
     pub roots: Vec<u128>,
@@ -181,6 +182,9 @@ pub struct SignedInputMaterial {
     pub roots: Vec<u128>,
     /// DCF correction words (α = r mod 2^shift, β = a)
     pub cws: DcfKeys,
+    /// comparison material on the index mask (`range_bits` wide) for the range check on the
+    /// cell index
+    pub range: CmpMaterial,
 }
 
 /// The dealer-known part `M_z(c_hi)` of a signed lookup's remainder for mask `r` (see
@@ -296,24 +300,7 @@ fn gen_mask(
         put_u64s(e1, &sub(&lo, l0));
     }
     if cmp_bits > 0 {
-        let nb = cmp_bits;
-        let cm0 = s0.ring_vec(n);
-        let roots0 = roots(s0, n);
-        let roots1 = roots(s1, n);
-        let cm: Vec<u64> = r.iter().map(|x| (x >> (nb - 1)) & 1).collect();
-        put_u64s(e1, &sub(&cm, &cm0));
-        let low_mask = if nb - 1 == 64 {
-            u64::MAX
-        } else {
-            (1u64 << (nb - 1)) - 1
-        };
-        for i in 0..n {
-            let alpha = r[i] & low_mask;
-            let beta = 1u64.wrapping_sub(2u64.wrapping_mul(cm[i]));
-            let cw = dcf_gen(nb - 1, alpha, beta, roots0[i], roots1[i]);
-            cw.to_bytes(e0);
-            cw.to_bytes(e1);
-        }
+        gen_cmp(&r, cmp_bits, s0, s1, e0, e1);
     }
     for s in exact {
         let roots0 = roots(s0, n);
@@ -325,6 +312,49 @@ fn gen_mask(
         }
     }
     r
+}
+
+/// Comparison material on masks `r` for `bits`-bit signed comparisons (see [`CmpMaterial`]):
+/// shares of bit `bits − 1` of each mask (P1's explicitly) and a DCF key on its low `bits − 1`
+/// bits with payload `1 − 2·bit` (both parties).
+fn gen_cmp(r: &[u64], bits: u32, s0: &mut Prg, s1: &mut Prg, e0: &mut Vec<u8>, e1: &mut Vec<u8>) {
+    let n = r.len();
+    let cm0 = s0.ring_vec(n);
+    let roots0 = roots(s0, n);
+    let roots1 = roots(s1, n);
+    let cm: Vec<u64> = r.iter().map(|x| (x >> (bits - 1)) & 1).collect();
+    put_u64s(e1, &sub(&cm, &cm0));
+    let low_mask = if bits - 1 == 64 {
+        u64::MAX
+    } else {
+        (1u64 << (bits - 1)) - 1
+    };
+    for i in 0..n {
+        let beta = 1u64.wrapping_sub(2u64.wrapping_mul(cm[i]));
+        let cw = dcf_gen(bits - 1, r[i] & low_mask, beta, roots0[i], roots1[i]);
+        cw.to_bytes(e0);
+        cw.to_bytes(e1);
+    }
+}
+
+/// Expands comparison material (the party side of [`gen_cmp`]).
+fn read_cmp(
+    p0: bool,
+    n: usize,
+    bits: u32,
+    prg: &mut Prg,
+    rd: &mut Reader,
+) -> Result<CmpMaterial, CorrelationError> {
+    let msb = if p0 { prg.ring_vec(n) } else { Vec::new() };
+    let roots = roots(prg, n);
+    let msb = if p0 { msb } else { rd.u64s(n)? };
+    let cws = dcfs(rd, n, bits - 1)?;
+    Ok(CmpMaterial {
+        bits,
+        msb,
+        roots,
+        cws,
+    })
 }
 
 /// Expands mask material (the party side of [`gen_mask`]).
@@ -351,16 +381,7 @@ fn read_mask(
         (msb, lo)
     };
     let cmp = if cmp_bits > 0 {
-        let msb = if p0 { prg.ring_vec(n) } else { Vec::new() };
-        let roots = roots(prg, n);
-        let msb = if p0 { msb } else { rd.u64s(n)? };
-        let cws = dcfs(rd, n, cmp_bits - 1)?;
-        Some(CmpMaterial {
-            bits: cmp_bits,
-            msb,
-            roots,
-            cws,
-        })
+        Some(read_cmp(p0, n, cmp_bits, prg, rd)?)
     } else {
         None
     };
@@ -528,13 +549,19 @@ pub fn generate(
             input,
         } => {
             let m = (1u64 << bits) - 1;
+            // the index mask: `bits` bits, or `range_bits` when the range check runs on the
+            // cell index (the lookup reads the low `bits`)
+            let width = input.as_ref().map_or(*bits, |i| i.range_bits);
             let sh0 = s0.ring_vec(*n);
             let roots0 = roots(s0, *n);
             let sh1 = s1.ring_vec(*n);
             let roots1 = roots(s1, *n);
+            let alphas: Vec<u64> = (0..*n)
+                .map(|i| sh0[i].wrapping_add(sh1[i]) & ((1u64 << width) - 1))
+                .collect();
             let mut signs = Vec::with_capacity(*n);
             for i in 0..*n {
-                let alpha = sh0[i].wrapping_add(sh1[i]) & m;
+                let alpha = alphas[i] & m;
                 let (cw, positive) = bit_dpf_gen(*bits, alpha, roots0[i], roots1[i]);
                 signs.push(if positive { 1u64 } else { u64::MAX });
                 cw.to_bytes(&mut e0);
@@ -573,16 +600,7 @@ pub fn generate(
                 put_u64s(&mut e1, &sub(&asm1, &asm10));
             }
             if let Some(inp) = input {
-                let r = gen_mask(
-                    *n,
-                    &inp.shifts(),
-                    inp.cmp_bits,
-                    &[inp.shift],
-                    s0,
-                    s1,
-                    &mut e0,
-                    &mut e1,
-                );
+                let r = gen_mask(*n, &inp.shifts(), 0, &[inp.shift], s0, s1, &mut e0, &mut e1);
                 let a = add(&s0.ring_vec(*n), &s1.ring_vec(*n));
                 let (am00, am10) = (s0.ring_vec(*n), s0.ring_vec(*n));
                 let am0: Vec<u64> = (0..*n)
@@ -600,6 +618,7 @@ pub fn generate(
                     cw.to_bytes(&mut e0);
                     cw.to_bytes(&mut e1);
                 }
+                gen_cmp(&alphas, inp.range_bits, s0, s1, &mut e0, &mut e1);
             }
         }
     }
@@ -768,15 +787,7 @@ pub fn materialize(
             };
             let input = match input {
                 Some(inp) => {
-                    let mask = read_mask(
-                        p0,
-                        *n,
-                        &inp.shifts(),
-                        inp.cmp_bits,
-                        &[inp.shift],
-                        prg,
-                        &mut rd,
-                    )?;
+                    let mask = read_mask(p0, *n, &inp.shifts(), 0, &[inp.shift], prg, &mut rd)?;
                     let a = prg.ring_vec(*n);
                     let am = if p0 {
                         [prg.ring_vec(*n), prg.ring_vec(*n)]
@@ -785,12 +796,14 @@ pub fn materialize(
                     };
                     let a_roots = self::roots(prg, *n);
                     let cws = dcfs(&mut rd, *n, inp.shift)?;
+                    let range = read_cmp(p0, *n, inp.range_bits, prg, &mut rd)?;
                     Some(Box::new(SignedInputMaterial {
                         mask,
                         a,
                         am,
                         roots: a_roots,
                         cws,
+                        range,
                     }))
                 }
                 None => None,

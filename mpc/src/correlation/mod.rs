@@ -176,14 +176,19 @@ pub enum CorrRequest {
 /// `z = P_z(c) − M_z(c_hi) + 2^t·β` where `c_hi` is the top bit of `c − A` (`A` the segment
 /// start). The dealer adds shares of `a·M_z(0)`, `a·M_z(1)` and a second DCF key on the same
 /// point with payload `a` (shares of `a·β`).
+/// The declared-range check then runs on the exact cell index instead of the input: the index
+/// mask `α` has `range_bits` bits (the lookup reads its low `bits`), and comparison material
+/// on `α` (a DCF key of `range_bits − 1` levels) compares the opened `y + α mod 2^range_bits`
+/// with the first and last accepted cells; the input mask carries no comparison key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SignedInput {
     /// cell width in input ulps, log2 (the exact truncation giving the index)
     pub shift: u32,
     /// interpolation bits
     pub t: u32,
-    /// comparison width of the declared-range check
-    pub cmp_bits: u32,
+    /// width of the index mask and of the declared-range check on the cell index (more than
+    /// the table's index bits: the check sees cells up to `2^(range_bits−1)` from its bounds)
+    pub range_bits: u32,
 }
 
 impl SignedInput {
@@ -237,14 +242,17 @@ impl CorrRequest {
                 "partner truncation must be in 0..=62: {partner_shift}"
             )),
             CorrRequest::SignedLut {
-                input: Some(i), ..
+                bits,
+                input: Some(i),
+                ..
             } if !(1..=24).contains(&i.shift)
                 || !(1..=24).contains(&i.t)
-                || i.cmp_bits < 2
-                || i.cmp_bits > 62 =>
+                || i.range_bits <= *bits
+                || i.range_bits > 32 =>
             {
                 bad(format!(
-                    "signed lookup input: shift and t must be in 1..=24, comparison width in 2..=62: {i:?}"
+                    "signed lookup input: shift and t must be in 1..=24, the range check's width in {}..=32: {i:?}",
+                    bits + 1
                 ))
             }
             _ => Ok(()),
@@ -622,15 +630,16 @@ mod tests {
     }
 
     /// The fused input of a signed lookup: its mask supports the cell/remainder truncations,
-    /// the slope mask's products with `M_z(c_hi)` match the mask, and the second DCF key gives
-    /// `a·[x < r mod 2^shift]`; both `shift > t` and `shift ≤ t` layouts.
+    /// the slope mask's products with `M_z(c_hi)` match the mask, the second DCF key gives
+    /// `a·[x < r mod 2^shift]`, and the range material compares with the index mask; both
+    /// `shift > t` and `shift ≤ t` layouts.
     #[test]
     fn signed_input_material_is_consistent() {
         for (shift, t) in [(11u32, 8u32), (5, 8)] {
             let inp = SignedInput {
                 shift,
                 t,
-                cmp_bits: 23,
+                range_bits: 14,
             };
             let req = CorrRequest::SignedLut {
                 n: 20,
@@ -655,6 +664,17 @@ mod tests {
                         a[i].wrapping_mul(material::remainder_mask(&inp, r[i], c as u64))
                     );
                 }
+                // the range check's material compares with the 14-bit index mask
+                let idx = k0.s[i].wrapping_add(k1.s[i]) & ((1 << 14) - 1);
+                let top = i0.range.msb[i].wrapping_add(i1.range.msb[i]);
+                assert_eq!((i0.range.bits, top), (14, idx >> 13));
+                let low = idx & ((1 << 13) - 1);
+                for x in [0, low.saturating_sub(1), low, (1 << 13) - 1] {
+                    let v = dcf_eval(0, i0.range.roots[i], &i0.range.cws.key(i), x)
+                        .wrapping_add(dcf_eval(1, i1.range.roots[i], &i1.range.cws.key(i), x));
+                    let beta = 1u64.wrapping_sub(2 * top);
+                    assert_eq!(v, if x < low { beta } else { 0 });
+                }
                 let alpha = r[i] & ((1 << shift) - 1);
                 for x in [0, alpha.saturating_sub(1), alpha, (1 << shift) - 1] {
                     let v = dcf_eval(0, i0.roots[i], &i0.cws.key(i), x).wrapping_add(dcf_eval(
@@ -674,7 +694,7 @@ mod tests {
             input: Some(SignedInput {
                 shift: 0,
                 t: 8,
-                cmp_bits: 23,
+                range_bits: 14,
             }),
         };
         assert!(bad.validate().is_err());

@@ -26,7 +26,12 @@
 //! Declared range: every op checks that its secret inputs lie in its declared range — two more
 //! DCF evaluations on the round-1 opening give the count of inputs outside, opened with round 2
 //! (8 bytes, no extra round); a nonzero count fails the op with [`MpcError::OutOfRange`] instead
-//! of returning a silently wrong result. Only that count is revealed.
+//! of returning a silently wrong result. Only that count is revealed. A fused signed lookup
+//! (SiLU) checks its exact cell index instead: its index mask is [`RANGE_MARGIN_BITS`] wider
+//! than the table, the opened `Y + α` is compared with the first and last cells of the declared
+//! range (two DCF walks of `bits + 2` levels instead of the input width's, 13 against 23 for
+//! SiLU), and the count opens with round 3; the accepted inputs are the declared range rounded
+//! out to whole cells, all of which the table covers.
 //! Error: the interpolation error of the tables (computed by [`PiecewiseLinear::max_error`])
 //! plus ≤ 2 output ulps of truncation and `2^-t` of a cell's delta for the position rounding.
 
@@ -37,13 +42,20 @@ use crate::fixed::ValueRange;
 use crate::fss::{bit_dpf_lookup_many, dcf_eval_keys, dpf_lookup, SignedTables};
 use crate::ops::mul::MulPending;
 use crate::ops::open::{open, open_groups};
-use crate::ops::trunc::{mask_open, public_part, trunc, MaskPending, OFFSET};
+use crate::ops::trunc::{less_than_opened, mask_open, public_part, trunc, MaskPending, OFFSET};
 use crate::party::Party;
 
 /// Cells are located exactly (borrow-corrected truncation, one extra DCF key of `s` levels)
 /// when the cell width is at most `2^MAX_EXACT_SHIFT` input ulps; wider cells (octave tables at
 /// high input scales) accept the ±1 cell of plain truncation, i.e. extrapolation by one cell.
 pub const MAX_EXACT_SHIFT: u32 = 24;
+
+/// Extra bits of a fused signed lookup's index mask over the table's index bits: its
+/// declared-range check on the cell index (see [`SignedInput`]) sees indices up to
+/// `2^(bits + RANGE_MARGIN_BITS − 1)` cells from the accepted ones, i.e. inputs up to four
+/// table widths outside the declared range are counted (as the input-level check sees inputs
+/// up to twice the range's span outside it); farther ones alias.
+pub const RANGE_MARGIN_BITS: u32 = 3;
 
 /// What the op returns outside all segments.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -356,7 +368,7 @@ pub fn signed_request(
     let input = (!table.gated && seg.shift <= table.max_exact_shift).then_some(SignedInput {
         shift: seg.shift,
         t: table.t,
-        cmp_bits: table.cmp_bits,
+        range_bits: seg.bits + RANGE_MARGIN_BITS,
     });
     Ok(CorrRequest::SignedLut {
         n,
@@ -419,37 +431,48 @@ async fn eval_core<T: Transport>(
             am,
             roots,
             cws,
+            range,
         }) => {
             let pending = MaskPending::with_material(p, x, mask);
             let c = open(p, pending.message(), 64).await?;
-            (pending.finish(c), Some((a, am, roots, cws)))
+            (pending.finish(c), Some((a, am, roots, cws, range)))
         }
         None => (
             mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?,
             None,
         ),
     };
-    // Thresholds: the declared range's min and max + 1 ulp (the range check), then — only when
-    // gated — every segment boundary A_0..A_{S-1}, B_{S-1}. Ungated, the range check already
-    // places every accepted input inside the one segment, so its bits would all be known.
-    let mut ts = vec![
-        enc(table.range.min, table.in_frac) as u64,
-        (enc(table.range.max, table.in_frac) + 1) as u64,
-    ];
+    // Thresholds: the declared range's min and max + 1 ulp (the range check; a fused signed
+    // lookup checks its cell index after round 2 instead), then — only when gated — every
+    // segment boundary A_0..A_{S-1}, B_{S-1}. Ungated, the range check already places every
+    // accepted input inside the one segment, so its bits would all be known.
+    let mut ts = Vec::new();
+    if fused.is_none() {
+        ts.push(enc(table.range.min, table.in_frac) as u64);
+        ts.push((enc(table.range.max, table.in_frac) + 1) as u64);
+    }
     if table.gated {
         ts.extend(table.segments.iter().map(|s| s.start as u64));
         ts.push(table.segments[nseg - 1].end as u64);
     }
-    let mut lt = masked.less_than_multi(&ts)?.into_iter();
-    let below = lt.next().expect("range threshold");
-    let above = masked.complement(lt.next().expect("range threshold"));
+    let mut lt = if ts.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        masked.less_than_multi(&ts)?.into_iter()
+    };
+    // Declared-range check: count of inputs below min or above max, opened with round 2.
+    let out_of_range = if fused.is_none() {
+        let below = lt.next().expect("range threshold");
+        let above = masked.complement(lt.next().expect("range threshold"));
+        Some([below
+            .iter()
+            .chain(&above)
+            .fold(0u64, |a, b| a.wrapping_add(*b))])
+    } else {
+        None
+    };
     // gated only: [X < A_0], ..., [X < A_{S-1}], [X < B_{S-1}]
     let seg_lt: Vec<Vec<u64>> = lt.collect();
-    // Declared-range check: count of inputs below min or above max, opened with round 2.
-    let out_of_range = [below
-        .iter()
-        .chain(&above)
-        .fold(0u64, |a, b| a.wrapping_add(*b))];
     let mut g = Vec::with_capacity(nseg);
     let mut y = Vec::with_capacity(nseg);
     let mut z = Vec::with_capacity(nseg);
@@ -487,6 +510,8 @@ async fn eval_core<T: Transport>(
     // Round 2: lookups + g·z + identity tails.
     let mut luts = Vec::with_capacity(nseg);
     let mut lut_msgs = Vec::with_capacity(nseg);
+    // the opened index's width: the table's, or the range check's when fused
+    let index_bits = |s: &Segment| fused.as_ref().map_or(s.bits, |f| f.4.bits);
     for (j, s) in table.segments.iter().enumerate() {
         let m = match signed.take() {
             Some(m) => Keys::Signed(Box::new(m)),
@@ -496,7 +521,7 @@ async fn eval_core<T: Transport>(
             Keys::Plain(m) => &m.s,
             Keys::Signed(m) => &m.s,
         };
-        let mask = (1u64 << s.bits) - 1;
+        let mask = (1u64 << index_bits(s)) - 1;
         lut_msgs.push(
             y[j].iter()
                 .zip(shares)
@@ -529,7 +554,7 @@ async fn eval_core<T: Transport>(
     }
     let mut groups: Vec<(&[u64], u32)> = Vec::new();
     for (j, s) in table.segments.iter().enumerate() {
-        groups.push((&lut_msgs[j], s.bits));
+        groups.push((&lut_msgs[j], index_bits(s)));
     }
     for m in &gz {
         groups.push((m.message(), 64));
@@ -537,17 +562,36 @@ async fn eval_core<T: Transport>(
     for m in &tails {
         groups.push((m.message(), 64));
     }
-    groups.push((&out_of_range, 64));
-    let opened = open_groups(p, &groups).await?;
-    let count = opened[opened.len() - 1][0];
-    if count != 0 {
-        return Err(MpcError::OutOfRange {
-            op: table.name,
-            count,
-            min: table.range.min,
-            max: table.range.max,
-        });
+    if let Some(c) = &out_of_range {
+        groups.push((c, 64));
     }
+    let opened = open_groups(p, &groups).await?;
+    let out_of_range_error = |count: u64| MpcError::OutOfRange {
+        op: table.name,
+        count,
+        min: table.range.min,
+        max: table.range.max,
+    };
+    if out_of_range.is_some() {
+        let count = opened[opened.len() - 1][0];
+        if count != 0 {
+            return Err(out_of_range_error(count));
+        }
+    }
+    // Fused: the range check on the exact cell index Y = ⌊(X − A)/2^s⌋, opened as
+    // `Y + α mod 2^range_bits`: the accepted cells are those of the declared range (rounded out
+    // to whole cells, all inside the table); the count is opened with round 3.
+    let cell_count = fused.as_ref().map(|f| {
+        let seg = &table.segments[0];
+        let cell = |v: f64| ((enc(v, table.in_frac) - seg.start) >> seg.shift) as u64;
+        let (lo, hi) = (cell(table.range.min), cell(table.range.max) + 1);
+        let lt = less_than_opened(pid, &opened[0], &f.4, &[lo, hi]);
+        let below: u64 = lt[0].iter().fold(0, |a, b| a.wrapping_add(*b));
+        let under_hi: u64 = lt[1].iter().fold(0, |a, b| a.wrapping_add(*b));
+        // [Y < lo] + [Y ≥ hi] = [Y < lo] + 1 − [Y < hi] (the 1 added by P0)
+        let ones = if p0 { n as u64 } else { 0 };
+        [below.wrapping_add(ones).wrapping_sub(under_hi)]
+    });
     let mut t0 = Vec::with_capacity(nseg);
     let mut t1 = Vec::with_capacity(nseg);
     let mut sigma = Vec::new();
@@ -614,7 +658,16 @@ async fn eval_core<T: Transport>(
     if let Some(m) = &slope_msg {
         msgs.push((m, 64));
     }
+    if let Some(c) = &cell_count {
+        msgs.push((c, 64));
+    }
     let opened = open_groups(p, &msgs).await?;
+    if cell_count.is_some() {
+        let count = opened[opened.len() - 1][0];
+        if count != 0 {
+            return Err(out_of_range_error(count));
+        }
+    }
     let n_prods = prods.len();
     for (j, (shl, m)) in prods.into_iter().enumerate() {
         let v = m.finish(&opened[j]);
@@ -622,7 +675,7 @@ async fn eval_core<T: Transport>(
             out[i] = out[i].wrapping_add(v[i] << shl);
         }
     }
-    if let Some((a, am, roots, cws)) = &fused {
+    if let Some((a, am, roots, cws, _)) = &fused {
         let seg = &table.segments[0];
         let (sh, start) = (seg.shift, seg.start as u64);
         let c: Vec<u64> = masked

@@ -129,10 +129,39 @@ pub async fn silu_mul_untruncated<T: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::CommStats;
     use crate::fixed::FixedPoint;
     use crate::ops::nonlinear::silu_table;
     use crate::prg::{Prg, Seed};
     use crate::testing::{reconstruct, run_pair, share};
+
+    /// Runs [`silu_mul`] on fresh shares of the encoded `g` and `u`: per party, the result (or
+    /// the error's text) and the traffic of the call.
+    fn run_silu_mul(
+        seed: u64,
+        table: &PiecewiseLinear,
+        g: &[u64],
+        u: &[u64],
+        in_shift: u32,
+    ) -> [(std::result::Result<Vec<u64>, String>, CommStats); 2] {
+        let mut prg = Prg::new(Seed::from_u64(seed), 1);
+        let (g0, g1) = share(g, &mut prg);
+        let (u0, u1) = share(u, &mut prg);
+        let run = run_pair(seed, FixedPoint::default(), |mut p| {
+            let (gs, us) = if p.is_p0() {
+                (g0.clone(), u0.clone())
+            } else {
+                (g1.clone(), u1.clone())
+            };
+            let table = table.clone();
+            async move {
+                let c = p.comm();
+                let y = silu_mul(&mut p, &table, &gs, &us, in_shift).await;
+                ((y.map_err(|e| e.to_string()), p.comm().since(&c)), p)
+            }
+        });
+        run.out
+    }
 
     /// SiLU(g)·u against the f64 reference on seeded random inputs, gated and ungated tables,
     /// with LoRA-style inputs at scale 3f (in_shift = 2f).
@@ -156,22 +185,11 @@ mod tests {
                     .map(|x| (x * scale).round() as i64 as u64)
                     .collect()
             };
-            let (g0, g1) = share(&enc(&g), &mut prg);
-            let (u0, u1) = share(&enc(&u), &mut prg);
-            let run = run_pair(seed, fx, |mut p| {
-                let (gs, us) = if p.is_p0() {
-                    (g0.clone(), u0.clone())
-                } else {
-                    (g1.clone(), u1.clone())
-                };
-                let table = table.clone();
-                async move {
-                    let c = p.comm();
-                    let y = silu_mul(&mut p, &table, &gs, &us, in_shift).await.unwrap();
-                    ((y, p.comm().since(&c)), p)
-                }
-            });
-            let got = fx.decode_slice(&reconstruct(&run.out[0].0, &run.out[1].0));
+            let out = run_silu_mul(seed, &table, &enc(&g), &enc(&u), in_shift);
+            let [(Ok(y0), c), (Ok(y1), _)] = &out else {
+                panic!("silu_mul failed: {:?}", [&out[0].0, &out[1].0])
+            };
+            let got = fx.decode_slice(&reconstruct(y0, y1));
             let silu = |x: f64| x / (1.0 + (-x).exp());
             let err = got
                 .iter()
@@ -183,11 +201,50 @@ mod tests {
                 err < 8.0 * 1.5e-4 + 1e-4,
                 "bound {bound} shift {in_shift}: err {err}"
             );
-            let c = run.out[0].1;
             assert_eq!(c.rounds, 6, "rounds");
             if !table.gated {
                 // 16 + 18 + 8 + 8 per element, plus the range count
                 assert_eq!(c.bytes_sent, 50 * n as u64 + 8, "bytes");
+            }
+        }
+    }
+
+    /// The fused lookup checks the declared range on the exact cell index: gate inputs up to
+    /// the bound pass, inputs outside are counted (up to four table widths out) and the op
+    /// fails with the count, at both parties.
+    #[test]
+    fn gate_inputs_outside_the_declared_range_are_refused() {
+        let fx = FixedPoint::default();
+        let f = fx.frac_bits();
+        let table = silu_table(fx, 24.0).unwrap();
+        assert!(!table.gated);
+        let scale = 2f64.powi(2 * f as i32);
+        let enc = |v: &[f64]| -> Vec<u64> {
+            v.iter()
+                .map(|x| (x * scale).round() as i64 as u64)
+                .collect()
+        };
+        let cases: [(&[f64], usize); 3] = [
+            (&[1.0, -23.99, 23.99, -24.0, 24.0], 0),
+            (&[1.0, -24.2, 25.5, -30.0, 150.0], 4),
+            (&[-60.0, 0.5, 0.25, 2.0, -1.0], 1),
+        ];
+        for (seed, (g, outside)) in cases.into_iter().enumerate() {
+            let u = vec![1.0; g.len()];
+            let out = run_silu_mul(seed as u64 + 20, &table, &enc(g), &enc(&u), f);
+            match [&out[0].0, &out[1].0] {
+                [Ok(y0), Ok(y1)] if outside == 0 => {
+                    let got = fx.decode_slice(&reconstruct(y0, y1));
+                    for (y, x) in got.iter().zip(g) {
+                        let want = x / (1.0 + (-x).exp());
+                        assert!((y - want).abs() < 1e-3, "silu({x}) = {y}, want {want}");
+                    }
+                }
+                [Err(e0), Err(e1)] if outside > 0 => {
+                    let want = format!("{outside} input(s) of silu are outside");
+                    assert!(e0.contains(&want) && e1.contains(&want), "{e0} / {e1}");
+                }
+                other => panic!("case {seed}: expected {outside} outside, got {other:?}"),
             }
         }
     }

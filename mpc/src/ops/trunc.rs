@@ -18,7 +18,7 @@
 //! One key serves any number of thresholds. Dealer bytes/elt: 8 + one DCF key (both parties).
 
 use crate::channel::Transport;
-use crate::correlation::{CorrRequest, MaskMaterial};
+use crate::correlation::{CmpMaterial, CorrRequest, MaskMaterial};
 use crate::error::{MpcError, Result};
 use crate::fss::dcf_eval_keys;
 use crate::ops::open::open;
@@ -214,39 +214,13 @@ impl Masked {
 
     /// Shares of `[x < t]` for several public thresholds at once (one batched DCF evaluation
     /// per element); returns one vector per threshold.
-    #[allow(clippy::needless_range_loop)]
     pub fn less_than_multi(&self, ts: &[u64]) -> Result<Vec<Vec<u64>>> {
         let cmp = self.mat.cmp.as_ref().ok_or(MpcError::InvalidParameter {
             op: "less_than",
             detail: "the mask was prepared without comparison material".into(),
         })?;
-        let n = cmp.bits;
-        let full = (1u64 << n) - 1;
-        let low = (1u64 << (n - 1)) - 1;
-        let len = self.c.len();
-        let per = ts.len();
-        let mut out = vec![vec![0u64; len]; per];
-        if per == 0 {
-            return Ok(out);
-        }
         // c − 2^62 = x + r; mod 2^n the offset vanishes (n ≤ 62)
-        let pts: Vec<u64> = (0..len * per)
-            .map(|k| self.c[k / per].wrapping_sub(ts[k % per]) & full & low)
-            .collect();
-        let mut ev = vec![0u64; len * per];
-        dcf_eval_keys(self.party, &cmp.roots, &cmp.cws, per, &pts, &mut ev);
-        for i in 0..len {
-            for (j, t) in ts.iter().enumerate() {
-                let m = (self.c[i].wrapping_sub(*t) & full) >> (n - 1);
-                let u = cmp.msb[i].wrapping_add(ev[i * per + j]);
-                let mut b = u.wrapping_mul(1u64.wrapping_sub(2 * m));
-                if self.p0 {
-                    b = b.wrapping_add(m);
-                }
-                out[j][i] = b;
-            }
-        }
-        Ok(out)
+        Ok(less_than_opened(self.party, &self.c, cmp, ts))
     }
 
     /// Shares of `[x ≥ t]`.
@@ -267,6 +241,45 @@ impl Masked {
             })
             .collect()
     }
+}
+
+/// Shares (0/1 in the ring) of `[x < t]` for every public threshold `t` of `ts` (one vector per
+/// threshold), from opened values `c = x + r (mod 2^n)` and the comparison material `cmp` of
+/// the masks `r` (n = `cmp.bits`; higher bits of `c` are ignored); valid when
+/// `|x − t| < 2^(n−1)`. One batched DCF walk per element and threshold (see the module header).
+#[allow(clippy::needless_range_loop)]
+pub(crate) fn less_than_opened(
+    party: u8,
+    c: &[u64],
+    cmp: &CmpMaterial,
+    ts: &[u64],
+) -> Vec<Vec<u64>> {
+    let n = cmp.bits;
+    let full = (1u64 << n) - 1;
+    let low = (1u64 << (n - 1)) - 1;
+    let len = c.len();
+    let per = ts.len();
+    let mut out = vec![vec![0u64; len]; per];
+    if per == 0 {
+        return out;
+    }
+    let pts: Vec<u64> = (0..len * per)
+        .map(|k| c[k / per].wrapping_sub(ts[k % per]) & full & low)
+        .collect();
+    let mut ev = vec![0u64; len * per];
+    dcf_eval_keys(party, &cmp.roots, &cmp.cws, per, &pts, &mut ev);
+    for i in 0..len {
+        for (j, t) in ts.iter().enumerate() {
+            let m = (c[i].wrapping_sub(*t) & full) >> (n - 1);
+            let u = cmp.msb[i].wrapping_add(ev[i * per + j]);
+            let mut b = u.wrapping_mul(1u64.wrapping_sub(2 * m));
+            if party == 0 {
+                b = b.wrapping_add(m);
+            }
+            out[j][i] = b;
+        }
+    }
+    out
 }
 
 /// Opens a mask of `x` in one round.
