@@ -41,9 +41,10 @@
 //! multipliers: the kernel alone (operands in L1) runs at 11 G/s per core, i.e. two vector
 //! multiplies per cycle, against 16 f32 FMAs per cycle for sgemm; the blocked GEMM reaches about
 //! 80 % of it. Other kernels measured the same way: textbook 3×`vpmuludq` emulation 4.1 G/s,
-//! scalar `wrapping_mul` (register-tiled 4×8) 3.5 G/s. This CPU (Zen 4) in fact reports
-//! AVX-512DQ, where a `vpmullq` kernel runs at 21 G/s, but its intrinsics need Rust 1.89 and the
-//! workspace declares `rust-version = 1.85`, so it is not used.
+//! scalar `wrapping_mul` (register-tiled 4×8) 3.5 G/s. That CPU (Zen 4) in fact reported
+//! AVX-512DQ, where a `vpmullq` kernel ran at 21 G/s; its intrinsics need Rust 1.89, the
+//! workspace's minimum since the VAES encryption of `fss::prg`, but that kernel is not written
+//! yet (the machine of 2026-11-30, a Zen 3, has no AVX-512).
 
 use rayon::prelude::*;
 

@@ -7,7 +7,7 @@
 //! it runs the rounds of 8 blocks (16 with VAES, two per instruction) interleaved on the
 //! intrinsics, with the round keys expanded once, so the AES units stay busy; elsewhere the `aes`
 //! crate encrypts. A unit test checks both against the `aes` crate (itself checked against
-//! FIPS-197).
+//! FIPS-197). The VAES intrinsics need Rust 1.89 (the workspace's `rust-version`).
 //!
 //! Seeds inside the trees carry their control bit in bit 0: the PRG always clears that bit before
 //! expanding, and the child seeds it returns have bit 0 cleared (the bit becomes the child's control
