@@ -92,12 +92,18 @@ pub fn start_tansu_proxied() -> (Child, proxy::Proxy, String) {
     (child, px, format!("127.0.0.1:{advertised}"))
 }
 
-/// Starts tansu (in-memory storage: the only engine of this build besides S3, so a restarted
-/// broker starts empty) on `port` of 127.0.0.1, advertising `advertised`, and waits until it
-/// accepts connections.
+/// Starts tansu on `port` of 127.0.0.1, advertising `advertised`, and waits until it accepts
+/// connections. By default the binary of `scripts/fetch-tansu.sh` with in-memory storage (the
+/// only engine of that build besides S3, so a restarted broker starts empty);
+/// `MARILL_TEST_TANSU` names another binary and `MARILL_TEST_TANSU_STORAGE` another engine,
+/// e.g. the SQLite build of `scripts/build-tansu-sqlite.sh` with `sqlite://tansu-test.db`
+/// (relative to the package root), whose log outlives a restart.
 pub fn start_tansu_on(port: u16, advertised: u16) -> Child {
     use std::process::Stdio;
-    let tansu = format!("{}/target/tools/tansu", env!("CARGO_MANIFEST_DIR"));
+    let tansu = std::env::var("MARILL_TEST_TANSU")
+        .unwrap_or_else(|_| format!("{}/target/tools/tansu", env!("CARGO_MANIFEST_DIR")));
+    let storage =
+        std::env::var("MARILL_TEST_TANSU_STORAGE").unwrap_or_else(|_| "memory://tansu/".into());
     assert!(
         std::path::Path::new(&tansu).exists(),
         "{tansu} absent: run scripts/fetch-tansu.sh (scripts/test.sh does)"
@@ -114,7 +120,7 @@ pub fn start_tansu_on(port: u16, advertised: u16) -> Child {
                 "--advertised-listener-url",
                 &advertised,
             ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .args(["--storage-engine", &storage, "--silent"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
