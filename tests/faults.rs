@@ -100,11 +100,8 @@ fn a_helper_killed_mid_batch() {
     );
     // the provider's 2PC step failed with its peer gone: it exits for its supervisor
     c.wait_exit(0, 0, 30);
-    assert!(
-        c.log_text("coordinator-0")
-            .contains("worker pair lost pair=0"),
-        "pair 0 not retired ({logs})"
-    );
+    // the coordinator gives the pair up once its probes fail for a step timeout
+    c.wait_log("coordinator-0", "worker pair lost pair=0", 60);
     assert_one_result_per_job(&c.brokers, &logs);
 
     // the pair restarted (as its supervisor would): a new epoch at the dealer, back in service
@@ -209,11 +206,8 @@ fn helper_killed_mid(phase: &str) -> (Duration, Duration, Duration) {
     assert_one_result_per_job(&c.brokers, &logs);
     // the provider's 2PC step failed with its peer gone: it exits for its supervisor
     let provider_exit = c.wait_exit(0, 0, 30);
-    assert!(
-        c.log_text("coordinator-0")
-            .contains("worker pair lost pair=0"),
-        "pair 0 not retired ({logs})"
-    );
+    // the coordinator gives the pair up once its probes fail for a step timeout
+    c.wait_log("coordinator-0", "worker pair lost pair=0", 60);
     // restarted, the pair serves again (its link at full speed)
     c.proxies[0].delay(Duration::ZERO);
     let back = c.restart_pair(0, 0);
