@@ -74,11 +74,116 @@ pub fn assert_agrees(stderr: &str, bound: f64) {
     assert!(err < bound, "logit error too large: {line}");
 }
 
+/// Where a test broker keeps its log: `--storage-engine` and the environment the engine reads.
+/// A durable store owns the S3-protocol server it stores in and stops it when dropped.
+pub struct BrokerStore {
+    /// the `--storage-engine` URL
+    pub engine: String,
+    /// environment for tansu (the S3 endpoint and credentials)
+    env: Vec<(&'static str, String)>,
+    /// the S3-protocol server, if this store started one
+    server: Option<Child>,
+}
+
+impl Drop for BrokerStore {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+impl BrokerStore {
+    /// In-memory storage (the default of `scripts/fetch-tansu.sh`'s build): a restarted broker
+    /// starts empty. `MARILL_TEST_TANSU_STORAGE` names another engine.
+    pub fn memory() -> Self {
+        let engine =
+            std::env::var("MARILL_TEST_TANSU_STORAGE").unwrap_or_else(|_| "memory://tansu/".into());
+        BrokerStore {
+            engine,
+            env: Vec::new(),
+            server: None,
+        }
+    }
+
+    /// Storage that outlives the broker: bucket `tansu` of an S3-protocol server (moto, from
+    /// `scripts/fetch-s3-server.sh`) started on a free port of 127.0.0.1 and kept until the
+    /// store is dropped. `MARILL_TEST_TANSU_STORAGE` names another engine instead (e.g. the
+    /// SQLite build of `scripts/build-tansu-sqlite.sh` with `sqlite://tansu-test.db`).
+    pub fn durable() -> Self {
+        if std::env::var("MARILL_TEST_TANSU_STORAGE").is_ok() {
+            return Self::memory();
+        }
+        let server = std::env::var("MARILL_TEST_S3_SERVER").unwrap_or_else(|_| {
+            format!(
+                "{}/target/tools/moto/bin/moto_server",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        });
+        assert!(
+            std::path::Path::new(&server).exists(),
+            "{server} absent: run scripts/fetch-s3-server.sh (scripts/test.sh does)"
+        );
+        let port = free_port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let store = BrokerStore {
+            engine: "s3://tansu/".into(),
+            env: vec![
+                ("AWS_ENDPOINT", endpoint),
+                ("AWS_ALLOW_HTTP", "true".into()),
+                ("AWS_ACCESS_KEY_ID", "marill-test".into()),
+                ("AWS_SECRET_ACCESS_KEY", "marill-test".into()),
+                ("AWS_DEFAULT_REGION", "us-east-1".into()),
+            ],
+            server: Some(child),
+        };
+        create_bucket(port, "tansu");
+        store
+    }
+}
+
+/// Creates `bucket` on the S3-protocol server at `127.0.0.1:port` (a plain `PUT /bucket`),
+/// waiting up to 30 s for the server to accept connections.
+fn create_bucket(port: u16, bucket: &str) {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let req = format!(
+                "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).unwrap();
+            let status = answer.lines().next().unwrap_or_default();
+            assert!(
+                status.contains(" 200"),
+                "creating bucket {bucket}: {status}"
+            );
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the S3-protocol server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Starts tansu (in-memory storage) on a free port and waits until it accepts connections;
 /// returns the process and its `127.0.0.1:port`.
 pub fn start_tansu() -> (Child, String) {
     let port = free_port();
-    (start_tansu_on(port, port), format!("127.0.0.1:{port}"))
+    (
+        start_tansu_on(port, port, &BrokerStore::memory()),
+        format!("127.0.0.1:{port}"),
+    )
 }
 
 /// Starts tansu behind a [`proxy::Proxy`]: it listens on a free port and advertises the
@@ -88,29 +193,23 @@ pub fn start_tansu_proxied() -> (Child, proxy::Proxy, String) {
     let port = free_port();
     let px = proxy::Proxy::start(port);
     let advertised = proxy::port_of(&px.endpoint());
-    let child = start_tansu_on(port, advertised);
+    let child = start_tansu_on(port, advertised, &BrokerStore::memory());
     (child, px, format!("127.0.0.1:{advertised}"))
 }
 
-/// Starts tansu on `port` of 127.0.0.1, advertising `advertised`, and waits until it accepts
-/// connections. By default the binary of `scripts/fetch-tansu.sh` with in-memory storage (the
-/// only engine of that build besides S3, so a restarted broker starts empty);
-/// `MARILL_TEST_TANSU` names another binary and `MARILL_TEST_TANSU_STORAGE` another engine,
-/// e.g. the SQLite build of `scripts/build-tansu-sqlite.sh` with `sqlite://tansu-test.db`
-/// (relative to the package root), whose log outlives a restart.
-pub fn start_tansu_on(port: u16, advertised: u16) -> Child {
-    use std::process::Stdio;
+/// Starts tansu on `port` of 127.0.0.1, advertising `advertised`, storing in `store`, and waits
+/// until it accepts connections. The binary is `scripts/fetch-tansu.sh`'s unless
+/// `MARILL_TEST_TANSU` names another.
+pub fn start_tansu_on(port: u16, advertised: u16, store: &BrokerStore) -> Child {
     let tansu = std::env::var("MARILL_TEST_TANSU")
         .unwrap_or_else(|_| format!("{}/target/tools/tansu", env!("CARGO_MANIFEST_DIR")));
-    let storage =
-        std::env::var("MARILL_TEST_TANSU_STORAGE").unwrap_or_else(|_| "memory://tansu/".into());
     assert!(
         std::path::Path::new(&tansu).exists(),
         "{tansu} absent: run scripts/fetch-tansu.sh (scripts/test.sh does)"
     );
     let url = format!("tcp://127.0.0.1:{port}");
     let advertised = format!("tcp://127.0.0.1:{advertised}");
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     loop {
         let mut child = Command::new(&tansu)
             .args([
@@ -120,7 +219,8 @@ pub fn start_tansu_on(port: u16, advertised: u16) -> Child {
                 "--advertised-listener-url",
                 &advertised,
             ])
-            .args(["--storage-engine", &storage, "--silent"])
+            .args(["--storage-engine", &store.engine, "--silent"])
+            .envs(store.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -134,16 +234,16 @@ pub fn start_tansu_on(port: u16, advertised: u16) -> Child {
                 break;
             }
             assert!(
-                start.elapsed() < std::time::Duration::from_secs(20),
+                start.elapsed() < Duration::from_secs(20),
                 "tansu did not start"
             );
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
         }
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(20),
             "tansu did not start"
         );
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -182,6 +282,10 @@ pub struct TestCluster {
     /// the proxy every connection to the broker goes through
     /// ([`TestCluster::start_broker_proxied`])
     pub broker_proxy: Option<proxy::Proxy>,
+    /// where the broker keeps its log (kept across [`TestCluster::restart_broker`])
+    pub broker_store: BrokerStore,
+    /// Kafka settings for the coordinators and clients besides [`FAST_GROUP`]
+    pub kafka_args: Vec<String>,
 }
 
 /// What [`TestCluster`] puts proxies on.
@@ -191,6 +295,13 @@ pub struct Proxied {
     pub peer: bool,
     /// every connection to the broker
     pub broker: bool,
+}
+
+/// How [`TestCluster`] starts: proxies, and whether the broker's log outlives a restart.
+#[derive(Clone, Copy, Default)]
+struct ClusterOpts {
+    proxied: Proxied,
+    durable_broker: bool,
 }
 
 impl Drop for TestCluster {
@@ -221,29 +332,56 @@ impl TestCluster {
 
     /// [`TestCluster::start`] with extra arguments for every worker.
     pub fn start_with(name: &str, pairs: usize, worker_args: &[&str]) -> Self {
-        Self::start_opts(name, pairs, worker_args, Proxied::default())
+        Self::start_opts(name, pairs, worker_args, ClusterOpts::default())
+    }
+
+    /// [`TestCluster::start`] with a broker whose log outlives a restart
+    /// ([`BrokerStore::durable`]), for [`TestCluster::restart_broker`].
+    pub fn start_durable_broker(name: &str, pairs: usize) -> Self {
+        let opts = ClusterOpts {
+            durable_broker: true,
+            ..Default::default()
+        };
+        Self::start_opts(name, pairs, &[], opts)
+    }
+
+    /// Kills the broker with SIGKILL and starts it again on the same port and storage.
+    pub fn restart_broker(&mut self) {
+        self.tansu.kill().unwrap();
+        self.tansu.wait().unwrap();
+        let port: u16 = self.brokers.rsplit(':').next().unwrap().parse().unwrap();
+        self.tansu = start_tansu_on(port, port, &self.broker_store);
     }
 
     /// [`TestCluster::start_with`] with every helper's peer link through a [`proxy::Proxy`]
     /// (`proxies[i]` for pair `i`), to delay, stall or cut it.
     pub fn start_proxied(name: &str, pairs: usize, worker_args: &[&str]) -> Self {
-        let peer = Proxied {
+        let proxied = Proxied {
             peer: true,
             broker: false,
         };
-        Self::start_opts(name, pairs, worker_args, peer)
+        let opts = ClusterOpts {
+            proxied,
+            ..Default::default()
+        };
+        Self::start_opts(name, pairs, worker_args, opts)
     }
 
     /// [`TestCluster::start`] with every connection to the broker through `broker_proxy`.
     pub fn start_broker_proxied(name: &str, pairs: usize) -> Self {
-        let broker = Proxied {
+        let proxied = Proxied {
             peer: false,
             broker: true,
         };
-        Self::start_opts(name, pairs, &[], broker)
+        let opts = ClusterOpts {
+            proxied,
+            ..Default::default()
+        };
+        Self::start_opts(name, pairs, &[], opts)
     }
 
-    fn start_opts(name: &str, pairs: usize, worker_args: &[&str], proxied: Proxied) -> Self {
+    fn start_opts(name: &str, pairs: usize, worker_args: &[&str], opts: ClusterOpts) -> Self {
+        let proxied = opts.proxied;
         let dir = temp(name);
         std::fs::create_dir_all(&dir).unwrap();
         let (keys, model) = (dir.join("keys"), dir.join("tiny"));
@@ -253,12 +391,18 @@ impl TestCluster {
             .status()
             .unwrap()
             .success());
+        let broker_store = if opts.durable_broker {
+            BrokerStore::durable()
+        } else {
+            BrokerStore::memory()
+        };
         let (tansu, brokers, broker_proxy) = if proxied.broker {
             let (t, px, b) = start_tansu_proxied();
             (t, b, Some(px))
         } else {
-            let (t, b) = start_tansu();
-            (t, b, None)
+            let port = free_port();
+            let t = start_tansu_on(port, port, &broker_store);
+            (t, format!("127.0.0.1:{port}"), None)
         };
         let mut c = TestCluster {
             tansu,
@@ -275,7 +419,14 @@ impl TestCluster {
             proxies: Vec::new(),
             metrics: Vec::new(),
             broker_proxy,
+            broker_store,
+            kafka_args: Vec::new(),
         };
+        if opts.durable_broker {
+            // fetches that find nothing new are held up to 500 ms by the broker instead of
+            // 10 ms: each one lists the partition's objects on the S3 server
+            c.kafka_args = vec!["--kafka-set".into(), "fetch.wait.max.ms=500".into()];
+        }
         let ep = || format!("tcp://127.0.0.1:{}", free_port());
         for i in 0..pairs {
             let (dp, dh, peer, cp, ch) = (ep(), ep(), ep(), ep(), ep());
@@ -353,6 +504,7 @@ impl TestCluster {
         }
         // every job taken, handed to a pair and answered is in the log
         cmd.args(FAST_GROUP)
+            .args(&self.kafka_args)
             .args(extra)
             .env("MARILL_LOG", "info,marill_coordinator=debug")
             .stderr(self.log(&format!("coordinator-{n}")));
@@ -490,7 +642,8 @@ impl TestCluster {
             .args(["--prompts", &sessions.to_string()])
             .args(["--tokens", &tokens.to_string()])
             .args(["--timeout-s", &timeout_s.to_string()])
-            .args(FAST_GROUP);
+            .args(FAST_GROUP)
+            .args(&self.kafka_args);
         cmd
     }
 }
