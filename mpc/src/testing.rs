@@ -147,6 +147,21 @@ where
     )
 }
 
+/// One thread pool per party, each with half the machine's cores (at least one): the two
+/// parties of an in-process pair run side by side as they would on two machines, each party's
+/// parallel work (ring GEMM) on its own threads instead of both contending for one global pool.
+fn party_pools() -> [rayon::ThreadPool; 2] {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = (cores / 2).max(1);
+    [0, 1].map(|i| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(per)
+            .thread_name(move |t| format!("party{i}-{t}"))
+            .build()
+            .expect("a thread pool")
+    })
+}
+
 fn run_parties<R, F, Fut>(
     p0: Party<MemoryTransport>,
     p1: Party<MemoryTransport>,
@@ -157,14 +172,19 @@ where
     F: Fn(Party<MemoryTransport>) -> Fut + Sync,
     Fut: Future<Output = (R, Party<MemoryTransport>)>,
 {
+    let [pool0, pool1] = party_pools();
     let ((r0, c0), (r1, c1)) = std::thread::scope(|s| {
         let h0 = s.spawn(move || {
-            let (r, p) = futures::executor::block_on(f(p0));
-            (r, p.comm())
+            pool0.install(|| {
+                let (r, p) = futures::executor::block_on(f(p0));
+                (r, p.comm())
+            })
         });
         let h1 = s.spawn(move || {
-            let (r, p) = futures::executor::block_on(f(p1));
-            (r, p.comm())
+            pool1.install(|| {
+                let (r, p) = futures::executor::block_on(f(p1));
+                (r, p.comm())
+            })
         });
         (
             h0.join().expect("party 0 panicked"),
