@@ -29,9 +29,9 @@
 //! of returning a silently wrong result. Only that count is revealed. A fused signed lookup
 //! (SiLU) checks its exact cell index instead: its index mask is [`RANGE_MARGIN_BITS`] wider
 //! than the table, the opened `Y + α` is compared with the first and last cells of the declared
-//! range (two DCF walks of `bits + 2` levels instead of the input width's, 13 against 23 for
-//! SiLU), and the count opens with round 3; the accepted inputs are the declared range rounded
-//! out to whole cells, all of which the table covers.
+//! range (two DCF walks of `bits + 2` levels instead of the input width's, 12 against 23 for
+//! SiLU's 10-bit table), and the count opens with round 3; the accepted inputs are the declared
+//! range rounded out to whole cells, all of which the table covers.
 //! Error: the interpolation error of the tables (computed by [`PiecewiseLinear::max_error`])
 //! plus ≤ 2 output ulps of truncation and `2^-t` of a cell's delta for the position rounding.
 
