@@ -3,7 +3,7 @@
 # prebuilt tansu (scripts/fetch-tansu.sh: memory:// and s3:// engines only) keeps its log in, so
 # a broker killed with -9 comes back with its topics, offsets and consumer groups. The server is
 # moto's (`moto[server]` from PyPI, pinned), installed into its own virtual environment under
-# target/tools/moto; the test starts it on a free port. Idempotent; takes seconds.
+# target/tools/moto; the test starts it on a free port. Idempotent; ~1.5 min the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/tools/moto

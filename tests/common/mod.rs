@@ -189,11 +189,11 @@ pub fn start_tansu() -> (Child, String) {
 /// Starts tansu behind a [`proxy::Proxy`]: it listens on a free port and advertises the
 /// proxy's, so every client's connection goes through the proxy (to cut the broker off);
 /// returns the process, the proxy and the proxy's `127.0.0.1:port`.
-pub fn start_tansu_proxied() -> (Child, proxy::Proxy, String) {
+pub fn start_tansu_proxied(store: &BrokerStore) -> (Child, proxy::Proxy, String) {
     let port = free_port();
     let px = proxy::Proxy::start(port);
     let advertised = proxy::port_of(&px.endpoint());
-    let child = start_tansu_on(port, advertised, &BrokerStore::memory());
+    let child = start_tansu_on(port, advertised, store);
     (child, px, format!("127.0.0.1:{advertised}"))
 }
 
@@ -345,8 +345,14 @@ impl TestCluster {
         Self::start_opts(name, pairs, &[], opts)
     }
 
-    /// Kills the broker with SIGKILL and starts it again on the same port and storage.
+    /// Kills the broker with SIGKILL and starts it again on the same port and storage (a
+    /// broker reached directly: behind `broker_proxy` it listens on another port than
+    /// `brokers` names).
     pub fn restart_broker(&mut self) {
+        assert!(
+            self.broker_proxy.is_none(),
+            "restart_broker: the broker is proxied"
+        );
         self.tansu.kill().unwrap();
         self.tansu.wait().unwrap();
         let port: u16 = self.brokers.rsplit(':').next().unwrap().parse().unwrap();
@@ -397,7 +403,7 @@ impl TestCluster {
             BrokerStore::memory()
         };
         let (tansu, brokers, broker_proxy) = if proxied.broker {
-            let (t, px, b) = start_tansu_proxied();
+            let (t, px, b) = start_tansu_proxied(&broker_store);
             (t, b, Some(px))
         } else {
             let port = free_port();
@@ -420,13 +426,14 @@ impl TestCluster {
             metrics: Vec::new(),
             broker_proxy,
             broker_store,
-            kafka_args: Vec::new(),
-        };
-        if opts.durable_broker {
             // fetches that find nothing new are held up to 500 ms by the broker instead of
             // 10 ms: each one lists the partition's objects on the S3 server
-            c.kafka_args = vec!["--kafka-set".into(), "fetch.wait.max.ms=500".into()];
-        }
+            kafka_args: if opts.durable_broker {
+                vec!["--kafka-set".into(), "fetch.wait.max.ms=500".into()]
+            } else {
+                Vec::new()
+            },
+        };
         let ep = || format!("tcp://127.0.0.1:{}", free_port());
         for i in 0..pairs {
             let (dp, dh, peer, cp, ch) = (ep(), ep(), ep(), ep(), ep());

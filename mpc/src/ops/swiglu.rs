@@ -19,8 +19,8 @@
 //! [`SignedInput`](crate::correlation::SignedInput)) + 8 (product) + 8 (truncation) = 50, 42
 //! fused — the unfused chain (truncation, lookup, Beaver product, truncation) costs 66. The
 //! lookup's DPF work drops from `2^n − 2` to `2^(n−6) + 2^(n−7) − 2` AES calls per element
-//! (2046 → 46 at n = 11, 1022 → 22 at SiLU's n = 10); its dot products remain `2^n` masked additions,
-//! done once for both tables when their entries pack into one word.
+//! (2046 → 46 at n = 11, 1022 → 22 at SiLU's n = 10); its dot products remain `2^n` masked
+//! additions, done once for both tables when their entries pack into one word.
 //! Error: the table's interpolation error times `|up|`, plus ≤ 2 ulps of truncation.
 
 use crate::channel::Transport;
