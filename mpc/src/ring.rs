@@ -224,6 +224,18 @@ impl RingTensor {
         Self::from_vec(&[m, n], data)
     }
 
+    /// Matrix product with prepared public weights (`self` is m×k, `w` is k×n).
+    pub fn matmul_public(&self, w: &crate::gemm::PublicWeights) -> Result<Self> {
+        let (m, k) = self.dims2()?;
+        if k != w.k() {
+            return Err(MpcError::Shape {
+                op: "matmul_public",
+                detail: format!("{:?} x [{}, {}]", self.shape, w.k(), w.n()),
+            });
+        }
+        Self::from_vec(&[m, w.n()], w.matmul(m, &self.data))
+    }
+
     /// Transpose of a 2-D tensor.
     pub fn transpose(&self) -> Result<Self> {
         let (m, n) = self.dims2()?;

@@ -358,7 +358,7 @@ fn tensor_bytes(t: &marill_mpc::ring::RingTensor) -> u64 {
 /// opened `W − B` and the share of `B` once loaded.
 fn proj_bytes(p: &PreparedProj) -> (u64, u64) {
     let (pb, lb) = match &p.base {
-        Base::Public(w) => (tensor_bytes(w), tensor_bytes(w)),
+        Base::Public(w) => (w.heap_bytes() as u64, w.heap_bytes() as u64),
         Base::Private(w) => (tensor_bytes(w), 2 * tensor_bytes(w)),
     };
     let (pl, ll) = match &p.lora {

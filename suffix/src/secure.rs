@@ -21,6 +21,7 @@ use crate::config::{SuffixConfig, SuffixError, Target};
 use crate::weights::{LayerWeights, Mat, SuffixWeights};
 use marill_mpc::channel::Transport;
 use marill_mpc::fixed::FixedPoint;
+use marill_mpc::gemm::PublicWeights;
 use marill_mpc::ops::lut::PiecewiseLinear;
 use marill_mpc::ops::matmul::{
     mask_weight, matmul_many, matmul_weight, trunc_matmul_weight, MaskedWeight,
@@ -40,8 +41,8 @@ use marill_mpc::{Party, PartyId};
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Base {
     /// public (frozen) weight, same at both parties; shared (not copied) by every session a
-    /// worker loads from the same prepared suffix
-    Public(std::sync::Arc<RingTensor>),
+    /// worker loads from the same prepared suffix, packed for the public-weight product
+    Public(std::sync::Arc<PublicWeights>),
     /// this party's share of a private weight
     Private(RingTensor),
 }
@@ -261,7 +262,8 @@ pub fn prepare(
                 let (b0, b1) = split(&base, &mut prg);
                 [Base::Private(b0), Base::Private(b1)]
             } else {
-                let base = std::sync::Arc::new(base);
+                let (k, n) = (pl.base.rows, pl.base.cols);
+                let base = std::sync::Arc::new(PublicWeights::new(k, n, base.data()));
                 [Base::Public(base.clone()), Base::Public(base)]
             };
             let loras = match &pl.lora {
@@ -323,7 +325,7 @@ pub fn prepare(
 }
 
 enum LoadedBase {
-    Public(std::sync::Arc<RingTensor>),
+    Public(std::sync::Arc<PublicWeights>),
     Private(MaskedWeight),
 }
 
@@ -435,7 +437,7 @@ impl SecureSuffix {
         for l in &self.layers {
             for pr in [&l.qkv, &l.o, &l.gate_up, &l.down] {
                 match &pr.base {
-                    LoadedBase::Public(w) => public += 8 * w.len(),
+                    LoadedBase::Public(w) => public += w.heap_bytes(),
                     LoadedBase::Private(w) => private += masked(w),
                 }
                 if let Some((a, b)) = &pr.lora {
@@ -665,7 +667,7 @@ async fn proj_untrunc<T: Transport>(
         }
     };
     let mut acc = match &pr.base {
-        LoadedBase::Public(w) => xt.matmul(w)?.into_data(),
+        LoadedBase::Public(w) => xt.matmul_public(w)?.into_data(),
         LoadedBase::Private(mw) => matmul_weight(p, &xt, mw).await?.into_data(),
     };
     if let Some((a, b)) = &pr.lora {

@@ -24,14 +24,19 @@ pub const DCF_MAX_BITS: u32 = 64;
 const LANES: usize = 16;
 
 /// Correction words of one tree level (opaque: decoded from a key's encoding).
+///
+/// `repr(C)` without padding (32 bytes: seed, value, ctrl): the AVX-512 walk
+/// ([`super::dcf_avx512`]) loads a level as one 256-bit word.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct DcfLevel {
     /// seed correction word (bit 0 always 0)
-    seed: u128,
+    pub(super) seed: u128,
     /// value correction word
-    value: u64,
-    /// control-bit correction words: bit 0 left, bit 1 right
-    ctrl: u8,
+    pub(super) value: u64,
+    /// control-bit correction words: bit 0 left, bit 1 right (a whole word, so that the
+    /// struct has no padding bytes)
+    pub(super) ctrl: u64,
 }
 
 /// Correction words shared by both keys of one DCF instance.
@@ -120,7 +125,7 @@ pub fn dcf_gen(n_bits: u32, alpha: u64, beta: u64, root0: u128, root1: u128) -> 
         levels.push(DcfLevel {
             seed: s_cw,
             value: v_cw,
-            ctrl: t_l as u8 | (t_r as u8) << 1,
+            ctrl: t_l as u64 | (t_r as u64) << 1,
         });
     }
     let convert = |s: u128| (s >> 64) as u64;
@@ -222,6 +227,28 @@ fn eval_flat(
         n * last.len(),
         "dcf_eval_keys: levels per key"
     );
+    #[cfg(target_arch = "x86_64")]
+    if let Some(rk) = super::dcf_avx512::available() {
+        // SAFETY: `available` checked AVX-512F, VAES and AES-NI; the lengths were checked above.
+        unsafe { super::dcf_avx512::eval_flat(rk, party, n, roots, levels, last, per, xs, out) };
+        return;
+    }
+    eval_flat_portable(party, n_bits, roots, levels, last, per, xs, out);
+}
+
+/// [`eval_flat`] on any CPU (AES through [`encrypt_u128`]); arguments as checked there.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn eval_flat_portable(
+    party: u8,
+    n_bits: u32,
+    roots: &[u128],
+    levels: &[DcfLevel],
+    last: &[u64],
+    per: usize,
+    xs: &[u64],
+    out: &mut [u64],
+) {
+    let n = n_bits as usize;
     let mut blocks = [0u128; 2 * LANES];
     let total = xs.len();
     let mut start = 0;
@@ -355,7 +382,11 @@ fn level_from_bytes(rec: &[u8]) -> Result<DcfLevel, FssError> {
     if ctrl > 3 {
         return Err(FssError::Malformed("control-bit byte above 3"));
     }
-    Ok(DcfLevel { seed, value, ctrl })
+    Ok(DcfLevel {
+        seed,
+        value,
+        ctrl: ctrl as u64,
+    })
 }
 
 impl DcfCorrection {
@@ -371,7 +402,7 @@ impl DcfCorrection {
         for lv in &self.levels {
             out.extend_from_slice(&lv.seed.to_le_bytes());
             out.extend_from_slice(&lv.value.to_le_bytes());
-            out.push(lv.ctrl);
+            out.push(lv.ctrl as u8);
         }
         out.extend_from_slice(&self.last.to_le_bytes());
     }

@@ -26,6 +26,8 @@
 
 pub mod bit_dpf;
 pub mod dcf;
+#[cfg(target_arch = "x86_64")]
+mod dcf_avx512;
 pub mod dpf;
 pub mod flat;
 pub mod prg;

@@ -69,6 +69,13 @@ pub(crate) fn encrypt_u128(blocks: &mut [u128]) {
     encrypt_u128_portable(blocks);
 }
 
+/// The expanded AES-128 round keys of [`FIXED_KEY`] (FIPS-197 §5.2) where the CPU has AES-NI,
+/// for walks that run the rounds on their own registers (see [`super::dcf_avx512`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn aes_round_keys() -> Option<&'static [u128; 11]> {
+    aes_ni::get().map(|ni| &ni.round_keys)
+}
+
 /// [`encrypt_u128`] through the `aes` crate (any CPU).
 fn encrypt_u128_portable(blocks: &mut [u128]) {
     let mut buf = [Block::default(); BATCH_BLOCKS];
@@ -94,7 +101,7 @@ mod aes_ni {
 
     /// The expanded round keys of [`FIXED_KEY`] and the widest unit this CPU has.
     pub(super) struct AesNi {
-        round_keys: [u128; 11],
+        pub(super) round_keys: [u128; 11],
         vaes: bool,
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Entry points: [`gemm_u64`] (returns C), [`gemm_u64_into`] (C += A·B into a caller buffer) and
 //! [`gemm_u64_bt`] (B given transposed, for Q·Kᵀ). Shapes are preconditions checked only by
-//! `debug_assert!`; callers validate them (see [`crate::ring::RingTensor`]).
+//! `debug_assert!`; callers validate them (see [`crate::ring::RingTensor`]). Products with a
+//! public weight matrix of small fixed-point entries (the frozen base weights under LoRA) run
+//! faster through [`PublicWeights`] (AVX-512 IFMA where the CPU has it).
 //!
 //! # Method
 //! BLIS-style blocking with an AVX2 micro-kernel, chosen at run time (`is_x86_feature_detected!`),
@@ -45,6 +47,10 @@
 //! AVX-512DQ, where a `vpmullq` kernel ran at 21 G/s; its intrinsics need Rust 1.89, the
 //! workspace's minimum since the VAES encryption of `fss::prg`, but that kernel is not written
 //! yet (the machine of 2026-11-30, a Zen 3, has no AVX-512).
+
+mod public_weights;
+
+pub use public_weights::PublicWeights;
 
 use rayon::prelude::*;
 
