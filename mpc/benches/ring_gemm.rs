@@ -1,4 +1,7 @@
-//! Ring GEMM over Z_2^64 (`marill_mpc::gemm::gemm_u64`) against an f32 GEMM of the same shape.
+//! Ring GEMM over Z_2^64 (`marill_mpc::gemm::gemm_u64`) against an f32 GEMM of the same shape,
+//! and the product with prepared public weights (`marill_mpc::gemm::PublicWeights`: fixed-point
+//! entries of up to 32 signed bits, here 18 like real weights at 16 fractional bits; AVX-512
+//! IFMA where the CPU has it, else the same ring GEMM).
 //!
 //! Throughput is reported as elements = m·k·n multiply-adds, so the two rates compare directly.
 //! Both sides use both cores: the ring GEMM through rayon, the f32 GEMM (`matrixmultiply::sgemm`,
@@ -12,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use marill_mpc::gemm::gemm_u64;
+use marill_mpc::gemm::{gemm_u64, PublicWeights};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -92,6 +95,10 @@ fn bench_gemm(c: &mut Criterion) {
         let shape = (m, k, n);
         let a: Vec<u64> = (0..m * k).map(|_| rng.gen()).collect();
         let b: Vec<u64> = (0..k * n).map(|_| rng.gen()).collect();
+        let w: Vec<u64> = (0..k * n)
+            .map(|_| rng.gen_range(-(1i64 << 17)..1i64 << 17) as u64)
+            .collect();
+        let pw = PublicWeights::new(k, n, &w);
         let af: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let bf: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let mut cf = vec![0f32; m * n];
@@ -106,6 +113,13 @@ fn bench_gemm(c: &mut Criterion) {
             bch.iter_custom(|iters| {
                 timed(iters, shape, "ring", || {
                     black_box(gemm_u64(m, k, n, black_box(&a), black_box(&b)));
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("public_weights", &id), |bch| {
+            bch.iter_custom(|iters| {
+                timed(iters, shape, "public", || {
+                    black_box(pw.matmul(m, black_box(&a)));
                 })
             })
         });
@@ -132,25 +146,28 @@ fn print_table() {
     let mut rows = String::new();
     for &(m, k, n) in SHAPES {
         let shape = (m, k, n);
-        let (Some(mut r), Some(mut f)) = (
+        let (Some(mut r), Some(mut p), Some(mut f)) = (
             samples.remove(&(shape, "ring")),
+            samples.remove(&(shape, "public")),
             samples.remove(&(shape, "f32")),
         ) else {
             continue;
         };
         let work = (m * k * n) as f64;
         let ring = work / median(&mut r) / 1e9;
+        let public = work / median(&mut p) / 1e9;
         let f32r = work / median(&mut f) / 1e9;
         rows += &format!(
-            "| ({m}×{k})·({k}×{n}) | {ring:.2} | {f32r:.2} | {:.3} |\n",
-            ring / f32r
+            "| ({m}×{k})·({k}×{n}) | {ring:.2} | {public:.2} | {f32r:.2} | {:.3} | {:.3} |\n",
+            ring / f32r,
+            public / f32r
         );
     }
     if rows.is_empty() {
         return;
     }
     eprintln!(
-        "\n| shape | ring u64 G mul-add/s | f32 G mul-add/s | ring/f32 |\n|---|---|---|---|\n{rows}"
+        "\n| shape | ring u64 G mul-add/s | public weights G mul-add/s | f32 G mul-add/s | ring/f32 | public/f32 |\n|---|---|---|---|---|---|\n{rows}"
     );
 }
 

@@ -94,13 +94,17 @@ pub fn bars(path: &Path, title: &str, categories: &[String], panels: &[Panel]) -
             .into_font()
             .transform(FontTransform::Rotate90)
             .color(&BLACK);
-        chart
-            .draw_series(
-                categories.iter().enumerate().map(|(i, c)| {
-                    Text::new(c.clone(), (i as f64 + 0.42, -max * 0.06), style.clone())
-                }),
-            )
+        // Category names below the axis, drawn on the panel (the chart clips to its plot).
+        for (i, c) in categories.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+            let (ax, ay) = area.get_base_pixel();
+            area.draw(&Text::new(
+                c.clone(),
+                (x - ax + 7, y - ay + 8),
+                style.clone(),
+            ))
             .map_err(|e| anyhow!("{e}"))?;
+        }
     }
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())

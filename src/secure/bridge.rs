@@ -32,9 +32,33 @@ impl Default for Bounds {
     }
 }
 
-/// The suffix crate's name for a model target (both use the short names q, k, ..., down).
-fn target(t: MTarget) -> Result<Target> {
-    Target::parse(t.short_name()).map_err(|e| anyhow!("{e}"))
+/// The suffix crate's name for a model target. The two enums stay apart (the suffix crate runs
+/// at the workers without candle); the match is exhaustive both ways, so a projection added to
+/// one side and not the other fails to compile here instead of at run time.
+fn target(t: MTarget) -> Target {
+    match t {
+        MTarget::Q => Target::Q,
+        MTarget::K => Target::K,
+        MTarget::V => Target::V,
+        MTarget::O => Target::O,
+        MTarget::Gate => Target::Gate,
+        MTarget::Up => Target::Up,
+        MTarget::Down => Target::Down,
+    }
+}
+
+/// [`target`] backwards (used by the test that both sides name every projection alike).
+#[cfg(test)]
+fn model_target(t: Target) -> MTarget {
+    match t {
+        Target::Q => MTarget::Q,
+        Target::K => MTarget::K,
+        Target::V => MTarget::V,
+        Target::O => MTarget::O,
+        Target::Gate => MTarget::Gate,
+        Target::Up => MTarget::Up,
+        Target::Down => MTarget::Down,
+    }
 }
 
 fn transposed(w: &Tensor, scale: f32) -> Result<Mat> {
@@ -65,17 +89,10 @@ pub fn suffix_of(
         );
     }
     let n_public = spec.n_public();
-    let lora = match spec.lora() {
-        Some(l) => Some(LoraConfig {
-            rank: l.rank,
-            targets: l
-                .targets
-                .iter()
-                .map(|t| target(*t))
-                .collect::<Result<_>>()?,
-        }),
-        None => None,
-    };
+    let lora = spec.lora().map(|l| LoraConfig {
+        rank: l.rank,
+        targets: l.targets.iter().map(|t| target(*t)).collect(),
+    });
     let cfg = SuffixConfig {
         d_model: mc.hidden_size,
         n_heads: mc.n_heads,
@@ -101,7 +118,7 @@ pub fn suffix_of(
         for t in MTarget::ALL {
             if let Some((pair, scale)) = layer.projection(t).lora() {
                 adapters.insert(
-                    target(t)?,
+                    target(t),
                     Lora {
                         a: transposed(&pair.a, 1.0)?,
                         b: transposed(&pair.b, scale as f32)?,
@@ -128,4 +145,20 @@ pub fn suffix_of(
     };
     w.check(&cfg).map_err(|e| anyhow!("{e}"))?;
     Ok((cfg, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_crates_name_every_projection_alike() {
+        assert_eq!(MTarget::ALL.len(), Target::ALL.len());
+        for t in MTarget::ALL {
+            let s = target(t);
+            assert_eq!(model_target(s), t);
+            assert_eq!(Target::parse(t.short_name()).expect("short name"), s);
+            assert_eq!(Target::parse(t.module_name()).expect("module name"), s);
+        }
+    }
 }
