@@ -204,7 +204,10 @@ pub fn dcf_eval_keys(
 }
 
 /// The batched walk over flat correction words: key `i`'s levels are
-/// `levels[i·n .. (i+1)·n]` (`n = n_bits`), its final word `last[i]`.
+/// `levels[i·n .. (i+1)·n]` (`n = n_bits`), its final word `last[i]`. Runs on AVX-512F + VAES
+/// ([`super::dcf_avx512`]), else AVX2 + VAES ([`super::dcf_avx2`]), else the portable walk; on
+/// the Xeon of 2026-12-01, 16 384–65 536 keys of 12 and 23 bits: 5.7–8.5 ns per walk and level
+/// against 8.3–10.8 (AVX2) and 13.9–17.9 (portable).
 #[allow(clippy::too_many_arguments)]
 fn eval_flat(
     party: u8,
@@ -233,6 +236,12 @@ fn eval_flat(
         unsafe { super::dcf_avx512::eval_flat(rk, party, n, roots, levels, last, per, xs, out) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(rk) = super::dcf_avx2::available() {
+        // SAFETY: `available` checked AVX2, VAES and AES-NI; the lengths were checked above.
+        unsafe { super::dcf_avx2::eval_flat(rk, party, n, roots, levels, last, per, xs, out) };
+        return;
+    }
     eval_flat_portable(party, n_bits, roots, levels, last, per, xs, out);
 }
 
@@ -257,15 +266,14 @@ pub(super) fn eval_flat_portable(
         let mut node = [0u128; LANES];
         let mut acc = [0u64; LANES];
         let mut key = [0usize; LANES];
+        if start == 0 {
+            prefetch_batch(levels, n, per, 0, total, LANES);
+        }
+        // the next batch's correction words arrive while this one walks
+        prefetch_batch(levels, n, per, start + LANES, total, LANES);
         for k in 0..m {
             key[k] = (start + k) / per;
             node[k] = (roots[key[k]] & !1) | party as u128;
-            if k == 0 || key[k] != key[k - 1] {
-                // the walks read all of this key's levels: ask for them now (two per line)
-                for at in (key[k] * n..(key[k] + 1) * n).step_by(2) {
-                    prefetch(levels, at);
-                }
-            }
         }
         let xc = &xs[start..start + m];
         let mut lvs = [DcfLevel::default(); LANES];
@@ -304,6 +312,103 @@ pub(super) fn eval_flat_portable(
             out[start + k] = neg_if(v, party == 1);
         }
         start += m;
+    }
+}
+
+/// Walks a SIMD batch advances together ([`super::dcf_avx512`], [`super::dcf_avx2`]).
+#[cfg(target_arch = "x86_64")]
+pub(super) const SIMD_LANES: usize = 16;
+
+/// One batch of [`SIMD_LANES`] walks as the SIMD walks load it into registers and store it
+/// back: lanes past `m` repeat the batch's first key at point 0, and their results are dropped.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct SimdBatch {
+    /// walks in the batch (`1..=SIMD_LANES`)
+    pub m: usize,
+    /// key of each lane
+    pub key: [usize; SIMD_LANES],
+    /// each lane's node (root with the party's control bit, then the walk's current node)
+    pub node: [u128; SIMD_LANES],
+    /// each lane's point in the low word of a 128-bit slot (high words 0)
+    pub x: [u64; 2 * SIMD_LANES],
+    /// each lane's value sum in the low word of a 128-bit slot
+    pub acc: [u64; 2 * SIMD_LANES],
+    /// first level of each lane's key
+    pub levels: [*const DcfLevel; SIMD_LANES],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl SimdBatch {
+    /// The batch of walks `start ..` (at most [`SIMD_LANES`]); asks for the correction words of
+    /// this batch (when it is the first) and of the next one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        party: u8,
+        n: usize,
+        roots: &[u128],
+        levels: &[DcfLevel],
+        per: usize,
+        xs: &[u64],
+        start: usize,
+    ) -> Self {
+        let total = xs.len();
+        let m = (total - start).min(SIMD_LANES);
+        let mut b = Self {
+            m,
+            key: [0; SIMD_LANES],
+            node: [0; SIMD_LANES],
+            x: [0; 2 * SIMD_LANES],
+            acc: [0; 2 * SIMD_LANES],
+            levels: [levels.as_ptr(); SIMD_LANES],
+        };
+        for j in 0..SIMD_LANES {
+            let kk = if j < m { start + j } else { start } / per;
+            b.key[j] = kk;
+            b.node[j] = (roots[kk] & !1) | party as u128;
+            b.levels[j] = levels[kk * n..].as_ptr();
+            if j < m {
+                b.x[2 * j] = xs[start + j];
+            }
+        }
+        if start == 0 {
+            prefetch_batch(levels, n, per, 0, total, SIMD_LANES);
+        }
+        // the next batch's correction words arrive while this one walks
+        prefetch_batch(levels, n, per, start + SIMD_LANES, total, SIMD_LANES);
+        b
+    }
+
+    /// Writes the shares of the batch's `m` walks to `out[..m]` from the final nodes and sums.
+    pub(super) fn finish(&self, party: u8, last: &[u64], out: &mut [u64]) {
+        for (j, o) in out[..self.m].iter_mut().enumerate() {
+            let t = (self.node[j] & 1) as u64;
+            let v = self.acc[2 * j]
+                .wrapping_add((self.node[j] >> 64) as u64)
+                .wrapping_add(t.wrapping_mul(last[self.key[j]]));
+            *o = neg_if(v, party == 1);
+        }
+    }
+}
+
+/// Asks the CPU to bring every level of the keys of walks `start .. start + lanes` (of `total`,
+/// `per` walks per key) into the cache: a batch reads all of its keys' levels, which lie far
+/// apart in a bundle. Two levels per cache line.
+#[inline]
+pub(super) fn prefetch_batch(
+    levels: &[DcfLevel],
+    n: usize,
+    per: usize,
+    start: usize,
+    total: usize,
+    lanes: usize,
+) {
+    if start >= total {
+        return;
+    }
+    let first = start / per;
+    let last = (total.min(start + lanes) - 1) / per;
+    for at in (first * n..(last + 1) * n).step_by(2) {
+        prefetch(levels, at);
     }
 }
 
@@ -515,11 +620,53 @@ mod batch_tests {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// A batched walk under test: `(party, n_bits, roots, levels, last, per, xs, out)`.
+    pub(in crate::fss) type Walk<'a> =
+        dyn Fn(u8, u32, &[u128], &[DcfLevel], &[u64], usize, &[u64], &mut [u64]) + 'a;
+
+    /// Random keys of several widths (1 to 64 bits), each at several points (α, α − 1, the
+    /// domain's ends, random), in batches with ragged ends: `walk` must give the portable
+    /// walk's shares for both parties.
+    pub(in crate::fss) fn random_walks(walk: &Walk<'_>) {
+        let mut rng = StdRng::seed_from_u64(7);
+        for &(n_bits, keys, per) in &[(1u32, 3usize, 5usize), (12, 7, 3), (23, 5, 16), (64, 4, 9)] {
+            let dmask = domain_mask(n_bits);
+            let mut flat = DcfKeys::with_capacity(n_bits, keys);
+            let mut roots = [Vec::new(), Vec::new()];
+            let mut xs = Vec::new();
+            for _ in 0..keys {
+                let alpha = rng.gen::<u64>() & dmask;
+                let r0: u128 = rng.gen();
+                let r1: u128 = rng.gen();
+                flat.push(&dcf_gen(n_bits, alpha, rng.gen(), r0, r1));
+                roots[0].push(r0);
+                roots[1].push(r1);
+                for q in 0..per {
+                    xs.push(match q % 4 {
+                        0 => alpha,
+                        1 => alpha.wrapping_sub(1) & dmask,
+                        2 => [0, dmask][q % 2],
+                        _ => rng.gen::<u64>() & dmask,
+                    });
+                }
+            }
+            let (levels, last) = (&flat.levels[..], &flat.last[..]);
+            for party in 0..2u8 {
+                let r = &roots[party as usize];
+                let mut want = vec![0u64; xs.len()];
+                eval_flat_portable(party, n_bits, r, levels, last, per, &xs, &mut want);
+                let mut got = vec![0u64; xs.len()];
+                walk(party, n_bits, r, levels, last, per, &xs, &mut got);
+                assert_eq!(got, want, "n = {n_bits}, party {party}");
+            }
+        }
+    }
 
     fn reconstruct(cw: &DcfCorrection, r0: u128, r1: u128, x: u64) -> u64 {
         dcf_eval(0, r0, cw, x).wrapping_add(dcf_eval(1, r1, cw, x))

@@ -8,14 +8,12 @@
 //! choice of the value word and the accumulation are masked vector operations. The arithmetic
 //! is the portable walk's word for word; a test checks both on random keys.
 
-use super::dcf::DcfLevel;
+use super::dcf::{DcfLevel, SimdBatch, SIMD_LANES};
 use super::prg::{aes_round_keys, TWEAK_VALUE};
 use std::arch::x86_64::*;
 
-/// Walks advanced together (four registers of four nodes).
-const LANES: usize = 16;
 /// Registers of four nodes.
-const GROUPS: usize = LANES / 4;
+const GROUPS: usize = SIMD_LANES / 4;
 
 /// The AES round keys when this CPU runs [`eval_flat`] (AVX-512F, VAES and AES-NI), else `None`.
 pub(super) fn available() -> Option<&'static [u128; 11]> {
@@ -66,40 +64,13 @@ pub(super) unsafe fn eval_flat(
     let total = xs.len();
     let mut start = 0;
     while start < total {
-        let m = (total - start).min(LANES);
-        // Lanes past m repeat the first key at point 0; their results are dropped.
-        let mut key = [0usize; LANES];
-        let mut node_words = [0u128; LANES];
-        let mut x_words = [0u64; 2 * LANES];
-        for j in 0..LANES {
-            let kk = if j < m {
-                (start + j) / per
-            } else {
-                start / per
-            };
-            key[j] = kk;
-            node_words[j] = (roots[kk] & !1) | party as u128;
-            if j < m {
-                x_words[2 * j] = xs[start + j];
-                if j == 0 || kk != key[j - 1] {
-                    // the walks read all of this key's levels: ask for them now (two per line)
-                    let base = levels.as_ptr().add(kk * n);
-                    for at in (0..n).step_by(2) {
-                        _mm_prefetch::<_MM_HINT_T0>(base.add(at) as *const i8);
-                    }
-                }
-            }
-        }
-        let mut lane_levels = [levels.as_ptr(); LANES];
-        for (p, &kk) in lane_levels.iter_mut().zip(&key) {
-            *p = levels.as_ptr().add(kk * n);
-        }
+        let mut batch = SimdBatch::new(party, n, roots, levels, per, xs, start);
         let mut node = [zero; GROUPS];
         let mut xv = [zero; GROUPS];
         let mut acc = [zero; GROUPS];
         for g in 0..GROUPS {
-            node[g] = _mm512_loadu_si512(node_words.as_ptr().add(4 * g) as *const __m512i);
-            xv[g] = _mm512_loadu_si512(x_words.as_ptr().add(8 * g) as *const __m512i);
+            node[g] = _mm512_loadu_si512(batch.node.as_ptr().add(4 * g) as *const __m512i);
+            xv[g] = _mm512_loadu_si512(batch.x.as_ptr().add(8 * g) as *const __m512i);
         }
         for i in 0..n {
             let shift = _mm512_set1_epi64((n - 1 - i) as i64);
@@ -113,7 +84,7 @@ pub(super) unsafe fn eval_flat(
                 bits[g] = _mm512_and_si512(_mm512_srlv_epi64(xv[g], shift), one_lo);
                 blk[g] = _mm512_or_si512(s, bits[g]);
                 blk[GROUPS + g] = _mm512_xor_si512(s, tweak);
-                let lv = |j: usize| lane_levels[4 * g + j].add(i) as *const __m256i;
+                let lv = |j: usize| batch.levels[4 * g + j].add(i) as *const __m256i;
                 let a01 = _mm512_inserti64x4::<1>(
                     _mm512_castsi256_si512(_mm256_loadu_si256(lv(0))),
                     _mm256_loadu_si256(lv(1)),
@@ -160,86 +131,44 @@ pub(super) unsafe fn eval_flat(
                 acc[g] = _mm512_mask_add_epi64(acc[g], t, acc[g], vcs[g]);
             }
         }
-        let mut acc_words = [0u64; 2 * LANES];
         for g in 0..GROUPS {
-            _mm512_storeu_si512(node_words.as_mut_ptr().add(4 * g) as *mut __m512i, node[g]);
-            _mm512_storeu_si512(acc_words.as_mut_ptr().add(8 * g) as *mut __m512i, acc[g]);
+            _mm512_storeu_si512(batch.node.as_mut_ptr().add(4 * g) as *mut __m512i, node[g]);
+            _mm512_storeu_si512(batch.acc.as_mut_ptr().add(8 * g) as *mut __m512i, acc[g]);
         }
-        for j in 0..m {
-            let t = (node_words[j] & 1) as u64;
-            let v = acc_words[2 * j]
-                .wrapping_add((node_words[j] >> 64) as u64)
-                .wrapping_add(t.wrapping_mul(last[key[j]]));
-            out[start + j] = if party == 1 { v.wrapping_neg() } else { v };
-        }
-        start += m;
+        batch.finish(party, last, &mut out[start..]);
+        start += batch.m;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::dcf::{dcf_gen, eval_flat_portable, DcfKeys};
+    use super::super::dcf::tests::random_walks;
     use super::*;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
 
-    /// Random keys of several widths, each at several points (around α, at the domain's ends,
-    /// at random), with ragged last batches: the vector walk gives the portable walk's shares.
+    /// Random keys of several widths at points around α, at the domain's ends and at random,
+    /// with ragged last batches: the AVX-512 walk gives the portable walk's shares.
     #[test]
-    fn the_vector_walk_equals_the_portable_walk() {
+    fn the_avx512_walk_equals_the_portable_walk() {
         let Some(rk) = available() else {
             eprintln!("skipped: this CPU has no AVX-512F + VAES");
             return;
         };
-        let mut rng = StdRng::seed_from_u64(7);
-        for &(n_bits, keys, per) in &[(1u32, 3usize, 5usize), (12, 7, 3), (23, 5, 16), (64, 4, 9)] {
-            let dmask = if n_bits == 64 {
-                u64::MAX
-            } else {
-                (1u64 << n_bits) - 1
-            };
-            let mut flat = DcfKeys::with_capacity(n_bits, keys);
-            let mut roots = [Vec::new(), Vec::new()];
-            let mut xs = Vec::new();
-            for _ in 0..keys {
-                let alpha = rng.gen::<u64>() & dmask;
-                let r0: u128 = rng.gen();
-                let r1: u128 = rng.gen();
-                let cw = dcf_gen(n_bits, alpha, rng.gen(), r0, r1);
-                flat.push(&cw);
-                roots[0].push(r0);
-                roots[1].push(r1);
-                for q in 0..per {
-                    xs.push(match q % 4 {
-                        0 => alpha,
-                        1 => alpha.wrapping_sub(1) & dmask,
-                        2 => [0, dmask][q % 2],
-                        _ => rng.gen::<u64>() & dmask,
-                    });
-                }
+        random_walks(&|party, n_bits, roots, levels, last, per, xs, out| {
+            // SAFETY: `available` returned the round keys; the lengths agree (built by
+            // `random_walks`).
+            unsafe {
+                eval_flat(
+                    rk,
+                    party,
+                    n_bits as usize,
+                    roots,
+                    levels,
+                    last,
+                    per,
+                    xs,
+                    out,
+                )
             }
-            let (levels, last) = (&flat.levels[..], &flat.last[..]);
-            for party in 0..2u8 {
-                let r = &roots[party as usize];
-                let mut want = vec![0u64; xs.len()];
-                eval_flat_portable(party, n_bits, r, levels, last, per, &xs, &mut want);
-                let mut got = vec![0u64; xs.len()];
-                // SAFETY: `available` returned the round keys; the lengths agree (built above).
-                unsafe {
-                    eval_flat(
-                        rk,
-                        party,
-                        n_bits as usize,
-                        r,
-                        levels,
-                        last,
-                        per,
-                        &xs,
-                        &mut got,
-                    )
-                };
-                assert_eq!(got, want, "n = {n_bits}, party {party}");
-            }
-        }
+        });
     }
 }

@@ -27,6 +27,8 @@
 pub mod bit_dpf;
 pub mod dcf;
 #[cfg(target_arch = "x86_64")]
+mod dcf_avx2;
+#[cfg(target_arch = "x86_64")]
 mod dcf_avx512;
 pub mod dpf;
 pub mod flat;
