@@ -20,8 +20,8 @@ use super::FssError;
 /// Largest supported input width in bits.
 pub const DCF_MAX_BITS: u32 = 64;
 
-/// Points evaluated together in [`dcf_eval_many`] (2 AES blocks each per level).
-const LANES: usize = 16;
+/// Walks advanced together by every batched walk (2 AES blocks each per level).
+pub(super) const LANES: usize = 16;
 
 /// Correction words of one tree level (opaque: decoded from a key's encoding).
 ///
@@ -262,84 +262,61 @@ pub(super) fn eval_flat_portable(
     let total = xs.len();
     let mut start = 0;
     while start < total {
-        let m = (total - start).min(LANES);
-        let mut node = [0u128; LANES];
-        let mut acc = [0u64; LANES];
-        let mut key = [0usize; LANES];
-        if start == 0 {
-            prefetch_batch(levels, n, per, 0, total, LANES);
-        }
-        // the next batch's correction words arrive while this one walks
-        prefetch_batch(levels, n, per, start + LANES, total, LANES);
-        for k in 0..m {
-            key[k] = (start + k) / per;
-            node[k] = (roots[key[k]] & !1) | party as u128;
-        }
-        let xc = &xs[start..start + m];
+        let mut batch = WalkBatch::new(party, n, roots, levels, per, xs, start);
+        let m = batch.m;
         let mut lvs = [DcfLevel::default(); LANES];
         for i in 0..n {
             let shift = n - 1 - i;
             for k in 0..m {
-                let s = node[k] & !1;
-                let bit = ((xc[k] >> shift) & 1) as u128;
+                let s = batch.node[k] & !1;
+                let bit = ((batch.x[2 * k] >> shift) & 1) as u128;
                 blocks[2 * k] = s | bit;
                 blocks[2 * k + 1] = s ^ TWEAK_VALUE;
                 // read the level's correction words before the AES call, so that the loads
                 // overlap the encryption
-                lvs[k] = levels[key[k] * n + i];
+                lvs[k] = levels[batch.key[k] * n + i];
             }
             encrypt_u128(&mut blocks[..2 * m]);
             for k in 0..m {
                 let lv = &lvs[k];
-                let s = node[k] & !1;
-                let t = node[k] & 1;
-                let bit = ((xc[k] >> shift) & 1) as u128;
+                let s = batch.node[k] & !1;
+                let t = batch.node[k] & 1;
+                let bit = ((batch.x[2 * k] >> shift) & 1) as u128;
                 let child = blocks[2 * k] ^ s ^ bit;
                 let vblk = blocks[2 * k + 1] ^ s ^ TWEAK_VALUE;
                 let v = (vblk >> (64 * bit)) as u64;
                 let cw_mask = lv.seed | ((lv.ctrl as u128 >> bit) & 1);
-                node[k] = child ^ (0u128.wrapping_sub(t) & cw_mask);
-                acc[k] = acc[k]
+                batch.node[k] = child ^ (0u128.wrapping_sub(t) & cw_mask);
+                batch.acc[2 * k] = batch.acc[2 * k]
                     .wrapping_add(v)
                     .wrapping_add((t as u64).wrapping_mul(lv.value));
             }
         }
-        for k in 0..m {
-            let t = (node[k] & 1) as u64;
-            let v = acc[k]
-                .wrapping_add((node[k] >> 64) as u64)
-                .wrapping_add(t.wrapping_mul(last[key[k]]));
-            out[start + k] = neg_if(v, party == 1);
-        }
+        batch.finish(party, last, &mut out[start..]);
         start += m;
     }
 }
 
-/// Walks a SIMD batch advances together ([`super::dcf_avx512`], [`super::dcf_avx2`]).
-#[cfg(target_arch = "x86_64")]
-pub(super) const SIMD_LANES: usize = 16;
-
-/// One batch of [`SIMD_LANES`] walks as the SIMD walks load it into registers and store it
-/// back: lanes past `m` repeat the batch's first key at point 0, and their results are dropped.
-#[cfg(target_arch = "x86_64")]
-pub(super) struct SimdBatch {
-    /// walks in the batch (`1..=SIMD_LANES`)
+/// One batch of [`LANES`] walks, as every walk (portable, AVX2, AVX-512) sets it up and the
+/// SIMD walks load it into registers and store it back: lanes past `m` repeat the batch's first
+/// key at point 0, and their results are dropped.
+pub(super) struct WalkBatch {
+    /// walks in the batch (`1..=LANES`)
     pub m: usize,
     /// key of each lane
-    pub key: [usize; SIMD_LANES],
+    pub key: [usize; LANES],
     /// each lane's node (root with the party's control bit, then the walk's current node)
-    pub node: [u128; SIMD_LANES],
+    pub node: [u128; LANES],
     /// each lane's point in the low word of a 128-bit slot (high words 0)
-    pub x: [u64; 2 * SIMD_LANES],
+    pub x: [u64; 2 * LANES],
     /// each lane's value sum in the low word of a 128-bit slot
-    pub acc: [u64; 2 * SIMD_LANES],
+    pub acc: [u64; 2 * LANES],
     /// first level of each lane's key
-    pub levels: [*const DcfLevel; SIMD_LANES],
+    pub levels: [*const DcfLevel; LANES],
 }
 
-#[cfg(target_arch = "x86_64")]
-impl SimdBatch {
-    /// The batch of walks `start ..` (at most [`SIMD_LANES`]); asks for the correction words of
+impl WalkBatch {
+    /// The batch of walks `start ..` (at most [`LANES`]); asks for the correction words of
     /// this batch (when it is the first) and of the next one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
@@ -352,16 +329,16 @@ impl SimdBatch {
         start: usize,
     ) -> Self {
         let total = xs.len();
-        let m = (total - start).min(SIMD_LANES);
+        let m = (total - start).min(LANES);
         let mut b = Self {
             m,
-            key: [0; SIMD_LANES],
-            node: [0; SIMD_LANES],
-            x: [0; 2 * SIMD_LANES],
-            acc: [0; 2 * SIMD_LANES],
-            levels: [levels.as_ptr(); SIMD_LANES],
+            key: [0; LANES],
+            node: [0; LANES],
+            x: [0; 2 * LANES],
+            acc: [0; 2 * LANES],
+            levels: [levels.as_ptr(); LANES],
         };
-        for j in 0..SIMD_LANES {
+        for j in 0..LANES {
             let kk = if j < m { start + j } else { start } / per;
             b.key[j] = kk;
             b.node[j] = (roots[kk] & !1) | party as u128;
@@ -371,10 +348,10 @@ impl SimdBatch {
             }
         }
         if start == 0 {
-            prefetch_batch(levels, n, per, 0, total, SIMD_LANES);
+            prefetch_batch(levels, n, per, 0, total);
         }
         // the next batch's correction words arrive while this one walks
-        prefetch_batch(levels, n, per, start + SIMD_LANES, total, SIMD_LANES);
+        prefetch_batch(levels, n, per, start + LANES, total);
         b
     }
 
@@ -390,23 +367,16 @@ impl SimdBatch {
     }
 }
 
-/// Asks the CPU to bring every level of the keys of walks `start .. start + lanes` (of `total`,
+/// Asks the CPU to bring every level of the keys of walks `start .. start + LANES` (of `total`,
 /// `per` walks per key) into the cache: a batch reads all of its keys' levels, which lie far
 /// apart in a bundle. Two levels per cache line.
 #[inline]
-pub(super) fn prefetch_batch(
-    levels: &[DcfLevel],
-    n: usize,
-    per: usize,
-    start: usize,
-    total: usize,
-    lanes: usize,
-) {
+fn prefetch_batch(levels: &[DcfLevel], n: usize, per: usize, start: usize, total: usize) {
     if start >= total {
         return;
     }
     let first = start / per;
-    let last = (total.min(start + lanes) - 1) / per;
+    let last = (total.min(start + LANES) - 1) / per;
     for at in (first * n..(last + 1) * n).step_by(2) {
         prefetch(levels, at);
     }

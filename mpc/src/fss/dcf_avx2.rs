@@ -8,12 +8,12 @@
 //! lane permutes per pair of walks. The arithmetic is the portable walk's word for word; a test
 //! checks both on random keys.
 
-use super::dcf::{DcfLevel, SimdBatch, SIMD_LANES};
+use super::dcf::{DcfLevel, WalkBatch, LANES};
 use super::prg::{aes_round_keys, TWEAK_VALUE};
 use std::arch::x86_64::*;
 
 /// Registers of two nodes.
-const GROUPS: usize = SIMD_LANES / 2;
+const GROUPS: usize = LANES / 2;
 
 /// The AES round keys when this CPU runs [`eval_flat`] (AVX2, VAES and AES-NI), else `None`.
 pub(super) fn available() -> Option<&'static [u128; 11]> {
@@ -60,7 +60,7 @@ pub(super) unsafe fn eval_flat(
     let total = xs.len();
     let mut start = 0;
     while start < total {
-        let mut batch = SimdBatch::new(party, n, roots, levels, per, xs, start);
+        let mut batch = WalkBatch::new(party, n, roots, levels, per, xs, start);
         let mut node = [zero; GROUPS];
         let mut xv = [zero; GROUPS];
         let mut acc = [zero; GROUPS];

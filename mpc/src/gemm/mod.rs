@@ -216,12 +216,17 @@ fn gemm_with(isa: Isa, m: usize, k: usize, n: usize, a: &[u64], b: BSrc<'_>, c: 
         })
         .collect();
     for (blk, out) in parts {
-        let w = blk.j1 - blk.j0;
-        for (r, orow) in out.chunks_exact(w).enumerate() {
-            let crow = &mut c[(blk.i0 + r) * n + blk.j0..(blk.i0 + r) * n + blk.j1];
-            for (x, &y) in crow.iter_mut().zip(orow) {
-                *x = x.wrapping_add(y);
-            }
+        add_block(c, n, blk.i0, blk.j0..blk.j1, &out);
+    }
+}
+
+/// Adds a row-major block `out` (as many columns as `cols`) into rows `i0..` and columns `cols`
+/// of the row-major `c` (row stride `ldc`), wrapping: how a task's private block of C joins C.
+fn add_block(c: &mut [u64], ldc: usize, i0: usize, cols: std::ops::Range<usize>, out: &[u64]) {
+    for (r, orow) in out.chunks_exact(cols.len()).enumerate() {
+        let crow = &mut c[(i0 + r) * ldc + cols.start..(i0 + r) * ldc + cols.end];
+        for (x, &y) in crow.iter_mut().zip(orow) {
+            *x = x.wrapping_add(y);
         }
     }
 }

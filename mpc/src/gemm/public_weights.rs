@@ -93,19 +93,14 @@ impl From<PublicWeights> for RowMajor {
 }
 
 /// Whether this CPU runs the IFMA kernel.
+#[cfg(target_arch = "x86_64")]
 fn ifma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512ifma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512ifma")
 }
 
 /// Whether a ring element, read as a signed 64-bit integer, fits in 32 signed bits.
+#[cfg(target_arch = "x86_64")]
 fn fits_i32(w: u64) -> bool {
     i32::try_from(w as i64).is_ok()
 }
@@ -116,17 +111,12 @@ impl PublicWeights {
     pub fn new(k: usize, n: usize, w: &[u64]) -> Self {
         debug_assert_eq!(w.len(), k * n, "PublicWeights::new: w is not k×n");
         let w = &w[..k * n];
-        let layout = if k > 0 && n > 0 && ifma_available() && w.iter().all(|&v| fits_i32(v)) {
+        let layout = match () {
             #[cfg(target_arch = "x86_64")]
-            {
+            _ if k > 0 && n > 0 && ifma_available() && w.iter().all(|&v| fits_i32(v)) => {
                 Layout::Ifma(pack(k, n, w))
             }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                Layout::Plain(w.to_vec())
-            }
-        } else {
-            Layout::Plain(w.to_vec())
+            _ => Layout::Plain(w.to_vec()),
         };
         Self { k, n, layout }
     }
@@ -267,12 +257,7 @@ fn ifma_product(m: usize, k: usize, n: usize, x: &[u64], packed: &[u64], c: &mut
         })
         .collect();
     for (j0, j1, out) in parts {
-        let w = j1 - j0;
-        for (i, orow) in out.chunks_exact(w).enumerate() {
-            for (d, &v) in c[i * n + j0..i * n + j1].iter_mut().zip(orow) {
-                *d = d.wrapping_add(v);
-            }
-        }
+        super::add_block(c, n, 0, j0..j1, &out);
     }
 }
 
@@ -429,7 +414,11 @@ mod tests {
     fn small_weights_use_ifma_where_the_cpu_has_it() {
         let mut rng = StdRng::seed_from_u64(1);
         let w = weights(64, 20, &mut rng);
-        assert_eq!(PublicWeights::new(8, 8, &w).uses_ifma(), ifma_available());
+        #[cfg(target_arch = "x86_64")]
+        let cpu_has_ifma = ifma_available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let cpu_has_ifma = false;
+        assert_eq!(PublicWeights::new(8, 8, &w).uses_ifma(), cpu_has_ifma);
         let mut big = w.clone();
         big[5] = 1 << 40;
         assert!(!PublicWeights::new(8, 8, &big).uses_ifma());
