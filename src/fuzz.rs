@@ -101,6 +101,7 @@ fn sample_job() -> Job {
         model: "default".into(),
         n_public: 15,
         rows: 4,
+        out_rows: 1,
         deadline_ms: 60_000,
         reply_key: [3; 32],
         shares: [sealed(64), sealed(64)],
@@ -176,7 +177,10 @@ fn targets() -> Result<Vec<Target>> {
             gamma_at_client: true,
             sessions: 4,
         },
-        Message::Step { x: vec![1, 2, 3] },
+        Message::Step {
+            out_rows: 1,
+            x: vec![1, 2, 3],
+        },
         Message::Output {
             y: vec![4; 5],
             bytes_sent: 9,
@@ -190,6 +194,7 @@ fn targets() -> Result<Vec<Target>> {
             step: 1,
             n_public: 15,
             reply_key: [2; 32],
+            out_rows: 1,
             share: sealed(24),
         },
         Message::SessionOutput {
@@ -288,10 +293,14 @@ fn targets() -> Result<Vec<Target>> {
         decode: Box::new(|b| verdict(DeadLetter::decode(b))),
     });
     out.push(Target {
-        name: "share payload (shares_from_bytes)",
+        name: "share payload (StepShare::from_bytes)",
         authenticated: false,
-        seeds: vec![marill_proto::job::shares_to_bytes(&[1, 2, u64::MAX])],
-        decode: Box::new(|b| verdict(marill_proto::job::shares_from_bytes(b))),
+        seeds: vec![marill_proto::job::StepShare {
+            secret: [4; marill_proto::job::SESSION_SECRET_LEN],
+            values: vec![1, 2, u64::MAX],
+        }
+        .to_bytes()],
+        decode: Box::new(|b| verdict(marill_proto::job::StepShare::from_bytes(b))),
     });
     // sealed shares: the mutated bytes are enc ‖ ct; only the genuine ones may open
     let keys = SealKeyPair::generate();
@@ -301,6 +310,7 @@ fn targets() -> Result<Vec<Target>> {
         step: 0,
         party: "provider",
         direction: "in",
+        reply_key: &[8; 32],
     };
     let genuine = seal(&keys.public, &binding(), &[5u8; 48])?;
     out.push(Target {

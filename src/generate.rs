@@ -2,6 +2,7 @@
 //! `marill eval fidelity` (secure vs plaintext on many real prompts).
 
 use crate::secure::bridge::{suffix_of, Bounds};
+use crate::secure::seeds::Seeding;
 use crate::secure::session::Session;
 use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
@@ -39,9 +40,15 @@ pub struct ModelArgs {
     /// Head-merging factor (must divide the head count; 1 = none).
     #[arg(long, default_value_t = 1)]
     hm: usize,
-    /// Seed of adapters and dealer.
+    /// Seed of the secret randomness (dealer, weight shares, input masks) for a reproducible
+    /// test or benchmark run; without it every secret comes from the OS CSPRNG.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed of the generated stand-in adapters (B = 0) when no --adapters export is given, and
+    /// of `marill tune`'s initialisation and data order (public: the workers and the client
+    /// generate the same adapters from it).
     #[arg(long, default_value_t = 7)]
-    seed: u64,
+    adapter_seed: u64,
     /// A `marill tune` export (marill.json + adapters/): serve its trained adapters on --model;
     /// its spec replaces --lf, --n-public, --lora-rank, --lora-targets and --hm.
     #[arg(long)]
@@ -62,9 +69,12 @@ impl ModelArgs {
             self.lora_targets.join(","),
             "--hm".into(),
             self.hm.to_string(),
-            "--seed".into(),
-            self.seed.to_string(),
+            "--adapter-seed".into(),
+            self.adapter_seed.to_string(),
         ];
+        if let Some(s) = self.seed {
+            v.extend(["--seed".to_string(), s.to_string()]);
+        }
         if let Some(n) = self.n_public {
             v.extend(["--n-public".to_string(), n.to_string()]);
         }
@@ -79,9 +89,15 @@ impl ModelArgs {
         &self.model
     }
 
-    /// The seed of generated adapters (and the dealer).
-    pub fn seed(&self) -> u64 {
-        self.seed
+    /// Where the secret randomness comes from (--seed, or the OS CSPRNG); a given seed is
+    /// announced.
+    pub fn seeding(&self) -> Seeding {
+        Seeding::from_arg(self.seed)
+    }
+
+    /// The seed of generated adapters, and of `marill tune`'s initialisation and data order.
+    pub fn adapter_seed(&self) -> u64 {
+        self.adapter_seed
     }
 
     /// The export given with --adapters, if any.
@@ -144,7 +160,9 @@ pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
         Some(_) => Some(LoraAdapters::init(
             &cfg,
             &resolved,
-            LoraInit::ZeroB { seed: a.seed },
+            LoraInit::ZeroB {
+                seed: a.adapter_seed,
+            },
             &Device::Cpu,
         )?),
         None => None,
@@ -154,10 +172,12 @@ pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
 }
 
 /// The two parties as the client sees them: give them shares of the prefix output (T × d),
-/// get back the reconstructed final normalised hidden state (T × d).
+/// get back the reconstructed final normalised hidden state of the last rows asked for.
 pub trait SuffixRunner {
-    /// One step (prefill of T tokens, or one decoded token).
-    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>>;
+    /// One step (prefill of T tokens, or one decoded token): the final hidden state of the
+    /// last `out_rows` rows (out_rows × d). Generation asks for one: the workers return
+    /// nothing of the other rows.
+    fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>>;
     /// Online communication of party 0 so far.
     fn comm(&self) -> CommStats;
     /// The generation is over (a remote session is closed; nothing to do in process).
@@ -167,8 +187,8 @@ pub trait SuffixRunner {
 }
 
 impl SuffixRunner for Session {
-    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        Session::step(self, x)
+    fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>> {
+        Session::step(self, x, out_rows)
     }
     fn comm(&self) -> CommStats {
         Session::comm(self)
@@ -218,12 +238,12 @@ struct Private<'a> {
 
 impl<'a> Private<'a> {
     /// Both parties in this process (threads and in-memory channels).
-    fn new(model: &'a Llama, max_seq: usize, seed: u64) -> Result<Self> {
+    fn new(model: &'a Llama, max_seq: usize, seeding: Seeding) -> Result<Self> {
         let (cfg, w) = suffix_of(model, Bounds::default(), max_seq)?;
         Ok(Self::with_runner(
             model,
             cfg.first_layer,
-            Box::new(Session::start(&cfg, &w, seed)?),
+            Box::new(Session::start(&cfg, &w, seeding)?),
         ))
     }
 
@@ -235,20 +255,27 @@ impl<'a> Private<'a> {
         }
     }
 
-    /// Logits `(1, t, vocab)` of `tokens` at the next positions, the suffix run privately.
+    /// Logits `(1, 1, vocab)` of the last of `tokens` (at the next positions), the suffix run
+    /// privately: the client receives the final hidden state of that row only.
     fn logits(&mut self, tokens: &[u32]) -> Result<Tensor> {
-        let (x, t, d) = self.prefix.hidden(tokens)?;
-        let y = self.session.step(&x)?;
-        let normed = Tensor::from_vec(y, (1, t, d), &Device::Cpu)?;
+        self.logits_of_last(tokens, 1)
+    }
+
+    /// Logits `(1, rows, vocab)` of the last `rows` of `tokens`, the suffix run privately.
+    fn logits_of_last(&mut self, tokens: &[u32], rows: usize) -> Result<Tensor> {
+        let (x, _, d) = self.prefix.hidden(tokens)?;
+        let y = self.session.step(&x, rows)?;
+        let normed = Tensor::from_vec(y, (1, rows, d), &Device::Cpu)?;
         Ok(self.prefix.model.head(&normed)?)
     }
 }
 
-/// Logits `(1, t, vocab)` of `tokens` from position 0 with the private suffix run under 2PC in
-/// this process (both parties as threads, as `marill generate` does).
-pub fn secure_logits(model: &Llama, tokens: &[u32], seed: u64) -> Result<Tensor> {
-    let mut private = Private::new(model, tokens.len() + 1, seed)?;
-    let logits = private.logits(tokens)?;
+/// Logits `(1, t, vocab)` of every position of `tokens` from position 0 with the private suffix
+/// run under 2PC in this process (both parties as threads; an evaluation tool: a deployed
+/// client gets the last row only).
+pub fn secure_logits(model: &Llama, tokens: &[u32], seeding: Seeding) -> Result<Tensor> {
+    let mut private = Private::new(model, tokens.len() + 1, seeding)?;
+    let logits = private.logits_of_last(tokens, tokens.len())?;
     private.session.end()?;
     Ok(logits)
 }
@@ -284,7 +311,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let (model, tok) = load(&a.model)?;
     let ids = tok.encode(&a.prompt)?;
-    let private = Private::new(&model, ids.len() + a.max_new_tokens + 1, a.model.seed)?;
+    let private = Private::new(&model, ids.len() + a.max_new_tokens + 1, a.model.seeding())?;
     generate_with(&a, &model, &tok, private)
 }
 
@@ -479,9 +506,10 @@ pub fn fidelity(a: FidelityArgs) -> Result<()> {
             .map_err(|e| anyhow!("{e}"))?,
     );
     let mut rows = Vec::new();
+    let seeding = a.model.seeding();
     for prompt in &PROMPTS[..n] {
         let ids = tok.encode(prompt)?;
-        let private = Private::new(&model, ids.len() + a.tokens + 1, a.model.seed)?;
+        let private = Private::new(&model, ids.len() + a.tokens + 1, seeding)?;
         let c = compare_with(&model, &ids, a.tokens, private)?;
         let (first_div, worst, next_agree) =
             (c.first_divergence, c.max_abs_logit_err, c.next_token_agree);

@@ -45,7 +45,7 @@ pub fn run(which: TuneCommand) -> Result<()> {
 #[derive(Args)]
 pub struct TrainArgs {
     /// The base model and the Marill layout (--lf/--n-public, --lora-rank/--lora-targets with
-    /// alpha = rank, --hm); --seed seeds the adapters' initialisation and the data order.
+    /// alpha = rank, --hm); --adapter-seed seeds the adapters' initialisation and the data order.
     #[command(flatten)]
     model: ModelArgs,
     /// Head-pruning baseline: keep the first of every m heads in the private layers (needs
@@ -222,7 +222,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         &cfg,
         &resolved,
         LoraInit::ZeroB {
-            seed: a.model.seed(),
+            seed: a.model.adapter_seed(),
         },
         &Device::Cpu,
     )?;
@@ -230,7 +230,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         seq_len: a.seq_len,
         micro_batch: a.micro_batch,
         accum: a.accum,
-        seed: a.model.seed(),
+        seed: a.model.adapter_seed(),
         adamw: AdamWParams {
             lr: a.lr,
             weight_decay: a.weight_decay,
@@ -436,7 +436,7 @@ pub fn eval_model(
     data: &TokenWindows,
     windows: &[usize],
     secure_windows: usize,
-    seed: u64,
+    seeding: crate::secure::seeds::Seeding,
 ) -> Result<EvalReport> {
     let t = Instant::now();
     let plain = evaluate(model, data, windows)?;
@@ -452,7 +452,7 @@ pub fn eval_model(
         let pl = model
             .forward(&w[..n], 0, &mut model.new_cache())?
             .squeeze(0)?;
-        let sl = crate::generate::secure_logits(model, &w[..n], seed)?.squeeze(0)?;
+        let sl = crate::generate::secure_logits(model, &w[..n], seeding)?.squeeze(0)?;
         plain_sample.add_logits(&pl, &w[1..])?;
         secure.add_logits(&sl, &w[1..])?;
         worst = worst.max(marill_model::llama::max_abs_diff(&pl, &sl)?);
@@ -485,7 +485,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     } else {
         a.secure_windows
     };
-    let r = eval_model(&model, &data, &windows, secure_windows, a.model.seed())?;
+    let r = eval_model(&model, &data, &windows, secure_windows, a.model.seeding())?;
     println!("| | windows | tokens | perplexity | next-token accuracy | seconds |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!(

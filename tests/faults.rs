@@ -241,8 +241,8 @@ fn a_helper_killed_mid_decode() {
 
 /// tansu stopped (`kill -9`) mid-batch and started again on the same port. What must hold:
 /// every process survives, every session ends with a result equal to plaintext or a clear error
-/// within its deadline, no job id gets two different results, and the coordinator and new
-/// clients work on the restarted broker.
+/// within its deadline, at least 6 of the 8 sessions finish equal to plaintext, no job id gets
+/// two different results, and the coordinator and new clients work on the restarted broker.
 ///
 /// The broker keeps its log in an S3-protocol server that outlives it (moto's, on 127.0.0.1,
 /// from `scripts/fetch-s3-server.sh`: the prebuilt tansu has only the memory and S3 engines),
@@ -285,6 +285,13 @@ fn the_broker_restarted_mid_batch() {
         out.status
     );
     assert_eq!(differing, 0, "a session differs from plaintext ({logs})");
+    // most sessions survive the restart (the recorded runs: 8/8, 8/8, 7/8); the others failed
+    // with the client's reason (a "failed: " line, counted above)
+    assert!(
+        finished >= 6,
+        "only {finished}/{sessions} sessions finished equal to plaintext across the broker \
+         restart (at least 6 must); failed: {failed:?} ({logs})"
+    );
     assert_one_result_per_job(&c.brokers, &logs);
     // the coordinator and new clients work on the restarted broker
     c.serve_batch(4, 2, "batch after the broker restart");

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{free_port, marill, scrape, start_tansu, temp, Procs};
-use std::path::Path;
+use common::{free_port, marill, scrape, smollm2, start_tansu, temp, Procs};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -88,11 +87,7 @@ fn coordinator_and_worker_serve_the_documented_series() {
         .unwrap(),
     );
     // a provider waiting for its helper still serves its metrics
-    let model = path("target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        Path::new(&model).exists(),
-        "{model} absent: run scripts/fetch-smollm2.sh"
-    );
+    let model = smollm2();
     procs.0.push(
         marill(&["worker", "--role", "provider", "--keys", &k])
             .args([

@@ -17,7 +17,7 @@ mod common;
 
 use common::TestCluster;
 use marill_mpc::FixedPoint;
-use marill_proto::job::shares_to_bytes;
+use marill_proto::job::{StepShare, SESSION_SECRET_LEN};
 use marill_proto::Message;
 use marill_transport::seal::seal;
 use marill_transport::{Binding, KeyPair, Link, LinkConfig, Role, SealKeyPair};
@@ -81,22 +81,29 @@ fn step(c: &TestCluster, shape: (usize, usize), session: &str, step: u32, party:
         _ => vec![0; d],
     };
     let job_id = format!("{session}-{step}");
+    let reply_key = SealKeyPair::generate().public.0;
     let binding = Binding {
         job_id: &job_id,
         session,
         step,
         party: PARTIES[party],
         direction: "in",
+        reply_key: &reply_key,
     };
     let domain = SealKeyPair::load_public(&c.keys, PARTIES[party]).unwrap();
-    let share = seal(&domain, &binding, &shares_to_bytes(&share)).unwrap();
+    let share = StepShare {
+        secret: [1; SESSION_SECRET_LEN],
+        values: share,
+    };
+    let share = seal(&domain, &binding, &share.to_bytes()).unwrap();
     Message::SessionStep {
         session: session.into(),
         lane: 0,
         job_id,
         step,
         n_public: first_layer,
-        reply_key: SealKeyPair::generate().public.0,
+        reply_key,
+        out_rows: 1,
         share,
     }
 }

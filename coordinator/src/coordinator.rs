@@ -793,6 +793,7 @@ mod tests {
             model: "m".into(),
             n_public: 2,
             rows: 1,
+            out_rows: 1,
             deadline_ms: now_ms() + 60_000,
             reply_key: [0; 32],
             shares: [sealed(1), sealed(2)],

@@ -333,6 +333,7 @@ fn send_step(links: &[Link; 2], t: &StepTask) -> Result<(), String> {
             step: job.step,
             n_public: job.n_public,
             reply_key: job.reply_key,
+            out_rows: job.out_rows,
             share: job.shares[i].clone(),
         };
         l.send(&marill_proto::encode(&m))
@@ -615,6 +616,7 @@ pub(crate) mod tests {
             model: "m".into(),
             n_public: 2,
             rows: 1,
+            out_rows: 1,
             deadline_ms: u64::MAX,
             reply_key: [0; 32],
             shares: [sealed(1), sealed(2)],

@@ -83,6 +83,7 @@ fn job(id: &str, model: &str) -> Job {
         model: model.into(),
         n_public: 28,
         rows: 3,
+        out_rows: 1,
         deadline_ms: u64::MAX,
         reply_key: [0; 32],
         shares: [s.clone(), s],

@@ -1,10 +1,9 @@
 //! Loading: tiny models through the safetensors and GGUF paths, PEFT adapters, checkpoint errors,
-//! and the real SmolLM2 GGUF when present.
+//! and the real SmolLM2 GGUF (`scripts/fetch-smollm2.sh`; its test fails without it).
 
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use common::{max_diff, tmp_dir};
@@ -261,24 +260,9 @@ fn bad_checkpoints_are_clear_errors() {
     assert!(e.to_string().starts_with("gguf: "), "{e}");
 }
 
-fn smollm2_path() -> PathBuf {
-    match std::env::var_os("MARILL_SMOLLM2_GGUF") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    }
-}
-
 #[test]
 fn smollm2_gguf_completes_paris() {
-    let path = smollm2_path();
-    if !path.is_file() {
-        println!(
-            "skipping smollm2_gguf_completes_paris: {} not found (run scripts/fetch-smollm2.sh)",
-            path.display()
-        );
-        return;
-    }
+    let path = common::smollm2();
     let loaded = LoadedModel::load(&path, &Device::Cpu).expect("load smollm2");
     let cfg = loaded.model.config();
     assert_eq!(

@@ -20,11 +20,9 @@ pub const MAX_ENCODED_MAGNITUDE: u64 = 1 << 62;
 /// Fixed-point errors.
 #[derive(Debug, Error, PartialEq)]
 pub enum FixedError {
-    /// The value is NaN or infinite.
-    #[error("value {value} at index {index} is not finite")]
+    /// The value is NaN or infinite (the value itself is not kept: inputs are private).
+    #[error("value at index {index} is not finite")]
     NotFinite {
-        /// the value
-        value: f64,
         /// its index in the input
         index: usize,
     },
@@ -71,7 +69,7 @@ impl ValueRange {
     pub fn check(&self, values: &[f64]) -> Result<(), FixedError> {
         for (index, &value) in values.iter().enumerate() {
             if !value.is_finite() {
-                return Err(FixedError::NotFinite { value, index });
+                return Err(FixedError::NotFinite { index });
             }
             if value < self.min || value > self.max {
                 return Err(FixedError::OutOfRange {
@@ -136,7 +134,7 @@ impl FixedPoint {
 
     fn encode_at(&self, x: f64, index: usize) -> Result<u64, FixedError> {
         if !x.is_finite() {
-            return Err(FixedError::NotFinite { value: x, index });
+            return Err(FixedError::NotFinite { index });
         }
         let m = self.max_magnitude();
         if x.abs() >= m {

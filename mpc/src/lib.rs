@@ -30,7 +30,7 @@ pub mod prg;
 pub mod ring;
 pub mod testing;
 
-pub use error::MpcError;
+pub use error::{FailureKind, MpcError};
 pub use fixed::FixedPoint;
 pub use party::{Party, PartyId};
 pub use ring::RingTensor;

@@ -30,24 +30,23 @@ impl Seed {
         Self(s)
     }
 
-    /// A fresh seed from the operating system's entropy.
+    /// A fresh secret seed from the operating system's CSPRNG (`getrandom`: the `getrandom`
+    /// system call on Linux). Every secret seed of the system (dealer seeds, the split of the
+    /// private weights, the client's input masks) comes from here.
+    ///
+    /// # Panics
+    /// When the OS has no entropy source to give (no `getrandom`/`/dev/urandom`): the process
+    /// cannot make secrets then, and going on with a weaker source is not an option.
     pub fn random() -> Self {
+        Self::try_random()
+            .expect("the operating system's CSPRNG failed: no secret seed can be made")
+    }
+
+    /// [`Seed::random`], with the OS CSPRNG's failure as an error.
+    pub fn try_random() -> Result<Self, getrandom::Error> {
         let mut s = [0u8; 16];
-        let a = std::collections::hash_map::RandomState::new();
-        // Two independent SipHash keys from the OS-seeded RandomState, mixed with time.
-        use std::hash::{BuildHasher, Hasher};
-        let mut h1 = a.build_hasher();
-        h1.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        let mut h2 = std::collections::hash_map::RandomState::new().build_hasher();
-        h2.write_u64(h1.finish());
-        s[..8].copy_from_slice(&h1.finish().to_le_bytes());
-        s[8..].copy_from_slice(&h2.finish().to_le_bytes());
-        Self(s)
+        getrandom::fill(&mut s)?;
+        Ok(Self(s))
     }
 
     /// Derives an independent child seed for a labelled purpose.
@@ -181,6 +180,19 @@ mod tests {
         let c = Prg::new(s, 2).ring_vec(100);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    /// Random seeds come from the OS CSPRNG: all distinct, all 128 bits used, balanced bits.
+    /// (The old seeds were two SipHash outputs of std's `RandomState`, whose keys go up by
+    /// one per call in a thread.)
+    #[test]
+    fn random_seeds_are_distinct_and_balanced() {
+        let seeds: Vec<[u8; 16]> = (0..256).map(|_| Seed::random().0).collect();
+        let distinct: std::collections::HashSet<_> = seeds.iter().collect();
+        assert_eq!(distinct.len(), seeds.len());
+        let ones: u32 = seeds.iter().flatten().map(|b| b.count_ones()).sum();
+        // 32768 fair bits: mean 16384, sd 90.5; 6 sd either way
+        assert!((16384 - 543..=16384 + 543).contains(&ones), "{ones} ones");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use crate::ProtoError;
 
 /// The job envelope's magic bytes.
 pub const JOB_MAGIC: &[u8; 3] = b"MRJ";
-/// The job schema version this build speaks.
-pub const JOB_VERSION: u8 = 1;
+/// The job schema version this build speaks (2: `out_rows`; the sealed shares carry the
+/// session's secret and are bound to the reply key).
+pub const JOB_VERSION: u8 = 2;
 /// Largest job message accepted (a prompt's sealed shares: T × d × 8 bytes each).
 pub const MAX_JOB_BODY: u64 = 64 << 20;
 /// Longest job, session or model identifier.
@@ -47,12 +48,18 @@ pub struct Job {
     pub n_public: usize,
     /// rows (tokens) of the shares
     pub rows: usize,
+    /// the last rows of the output the client wants back (1..=rows; generation needs only
+    /// the last one, the default): the workers return nothing of the other rows
+    pub out_rows: u32,
     /// the job fails if not done by this time (Unix milliseconds)
     pub deadline_ms: u64,
-    /// the client's per-session sealing key (X25519) for the output shares
+    /// the client's per-session sealing key (X25519) for the output shares; bound into the
+    /// sealing of both input shares (a changed key makes them refuse to open), and fixed for
+    /// the session by its step 0 at each worker
     pub reply_key: [u8; 32],
-    /// the provider's and the helper's share of the hidden state (rows × d fixed-point
-    /// values), each sealed to its trust domain's key
+    /// the provider's and the helper's [`StepShare`] (the session's secret for that worker and
+    /// its share of the hidden state, rows × d fixed-point values), each sealed to its trust
+    /// domain's key
     pub shares: [Sealed; 2],
 }
 
@@ -154,6 +161,12 @@ impl Job {
                 "rows must be at least 1 (0 only ends an open session: last, step > 0)".into(),
             );
         }
+        if self.rows > 0 && !(1..=self.rows).contains(&(self.out_rows as usize)) {
+            return bad(format!(
+                "out_rows {} is not within 1..={} (the step's rows)",
+                self.out_rows, self.rows
+            ));
+        }
         if self.step > 0 && self.rows > 1 {
             return bad(format!(
                 "decode step {} carries {} rows, not 1",
@@ -192,6 +205,67 @@ impl DeadLetter {
     /// Decodes a dead letter.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtoError> {
         decode(bytes, "dead letter")
+    }
+}
+
+/// Length of a session's secret (per worker).
+pub const SESSION_SECRET_LEN: usize = 32;
+
+/// What a step's sealed share holds for one worker: the session's secret for that worker
+/// (drawn by the client from the OS CSPRNG when it opens the session) and the worker's share.
+///
+/// The secret authenticates the session's later steps: a worker fixes it (and the reply key)
+/// at step 0 and refuses a later step that does not carry the same secret. Only the client and
+/// that worker can read it (it travels sealed to the worker's trust domain), so a broker or a
+/// coordinator, who can seal shares of their own to the public domain keys, cannot inject a
+/// step into another client's session.
+pub struct StepShare {
+    /// the session's secret for this worker
+    pub secret: [u8; SESSION_SECRET_LEN],
+    /// the worker's share of the hidden state (rows × d)
+    pub values: Vec<u64>,
+}
+
+impl std::fmt::Debug for StepShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StepShare(<secret>, {} values)", self.values.len())
+    }
+}
+
+impl StepShare {
+    /// The plaintext to seal: the secret, then the values little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(SESSION_SECRET_LEN + 8 * self.values.len());
+        b.extend_from_slice(&self.secret);
+        b.extend(shares_to_bytes(&self.values));
+        b
+    }
+
+    /// The inverse of [`StepShare::to_bytes`]; errors on a short or ragged plaintext.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, ProtoError> {
+        if b.len() < SESSION_SECRET_LEN {
+            return Err(ProtoError::Malformed {
+                what: "share",
+                why: format!(
+                    "{} bytes is shorter than the session secret ({SESSION_SECRET_LEN})",
+                    b.len()
+                ),
+            });
+        }
+        let (secret, values) = b.split_at(SESSION_SECRET_LEN);
+        Ok(Self {
+            secret: secret.try_into().expect("secret length"),
+            values: shares_from_bytes(values)?,
+        })
+    }
+
+    /// Whether `other` is this share's secret (in time independent of where they differ).
+    pub fn secret_is(&self, other: &[u8; SESSION_SECRET_LEN]) -> bool {
+        self.secret
+            .iter()
+            .zip(other)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }
 
@@ -234,6 +308,7 @@ mod tests {
             model: "smollm2".into(),
             n_public: 28,
             rows: 3,
+            out_rows: 1,
             deadline_ms: 1_800_000_000_000,
             reply_key: [9; 32],
             shares: [sealed(24), sealed(24)],
@@ -281,6 +356,14 @@ mod tests {
             .to_string()
             .contains("rows"));
         let mut j = job();
+        j.out_rows = 4;
+        assert!(Job::decode(&j.encode())
+            .unwrap_err()
+            .to_string()
+            .contains("out_rows"));
+        j.out_rows = 0;
+        assert!(Job::decode(&j.encode()).is_err());
+        let mut j = job();
         j.shares[1].enc.truncate(3);
         assert!(Job::decode(&j.encode())
             .unwrap_err()
@@ -295,6 +378,24 @@ mod tests {
         let mut t = job().encode();
         t.push(0);
         assert!(Job::decode(&t).is_err());
+    }
+
+    #[test]
+    fn step_shares_round_trip_and_short_ones_are_refused() {
+        let s = StepShare {
+            secret: [7; SESSION_SECRET_LEN],
+            values: vec![1, u64::MAX, 3],
+        };
+        let b = s.to_bytes();
+        let back = StepShare::from_bytes(&b).unwrap();
+        assert_eq!((back.secret, back.values.clone()), (s.secret, s.values));
+        assert!(back.secret_is(&[7; SESSION_SECRET_LEN]));
+        let mut other = [7; SESSION_SECRET_LEN];
+        other[31] = 8;
+        assert!(!back.secret_is(&other));
+        assert!(StepShare::from_bytes(&b[..20]).is_err());
+        assert!(StepShare::from_bytes(&b[..b.len() - 1]).is_err());
+        assert!(!format!("{back:?}").contains('7'));
     }
 
     proptest! {

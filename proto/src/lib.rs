@@ -17,9 +17,10 @@ use thiserror::Error;
 
 /// The envelope's magic bytes.
 pub const MAGIC: &[u8; 3] = b"MRL";
-/// The wire version this build speaks (3: a fused signed lookup's range check moved to its
-/// cell index, so its correlation request and bundle layout changed).
-pub const VERSION: u8 = 3;
+/// The wire version this build speaks (4: a step names the output rows the client wants, and
+/// a session step's sealed share carries the session's secret; 3: a fused signed lookup's
+/// range check moved to its cell index, so its correlation request and bundle layout changed).
+pub const VERSION: u8 = 4;
 /// Largest message body accepted (a model's weight shares travel in one message).
 pub const MAX_BODY: u64 = 1 << 30;
 
@@ -100,12 +101,14 @@ pub enum Message {
     },
     /// client → party: one step's share of the prefix output (T × d, fixed point)
     Step {
+        /// the last rows of the output the client wants (1..=T; generation needs 1)
+        out_rows: u32,
         /// the share
         x: Vec<u64>,
     },
     /// party → client: the share of the step's output and the party's online cost
     Output {
-        /// the share (T × d)
+        /// the share of the last `out_rows` rows (out_rows × d)
         y: Vec<u64>,
         /// bytes this party sent in the step
         bytes_sent: u64,
@@ -130,9 +133,12 @@ pub enum Message {
         step: u32,
         /// public layers the client ran (the worker's suffix must start there)
         n_public: usize,
-        /// the client's sealing key for the output share
+        /// the client's sealing key for the output share (bound into the share's sealing)
         reply_key: [u8; 32],
-        /// this worker's sealed share
+        /// the last rows of the output the client wants (1..=rows)
+        out_rows: u32,
+        /// this worker's sealed share, with the session's secret for this worker
+        /// ([`job::StepShare`])
         share: marill_transport::Sealed,
     },
     /// worker → coordinator: a step's output share, sealed to the client
@@ -318,6 +324,7 @@ mod tests {
                 explicit: vec![1, 2, 3],
             }),
             Message::Step {
+                out_rows: 1,
                 x: vec![1, u64::MAX, 3],
             },
             Message::Output {
@@ -364,6 +371,7 @@ mod tests {
         let s = format!(
             "{:?}",
             Message::Step {
+                out_rows: 1,
                 x: vec![123_456_789]
             }
         );
@@ -372,7 +380,10 @@ mod tests {
 
     #[test]
     fn bad_envelopes_are_rejected_with_a_reason() {
-        let good = encode(&Message::Step { x: vec![1, 2, 3] });
+        let good = encode(&Message::Step {
+            out_rows: 1,
+            x: vec![1, 2, 3],
+        });
         assert_eq!(decode(b"XYZ\x01abc").unwrap_err(), ProtoError::Magic);
         let mut next = good.clone();
         next[3] = VERSION + 1;
@@ -391,7 +402,10 @@ mod tests {
             Err(ProtoError::Malformed { .. })
         ));
         // a length prefix claiming 2^62 elements is refused, not allocated
-        let mut huge = encode(&Message::Step { x: vec![] });
+        let mut huge = encode(&Message::Step {
+            out_rows: 1,
+            x: vec![],
+        });
         let n = huge.len();
         huge[n - 8..].copy_from_slice(&(1u64 << 62).to_le_bytes());
         assert!(decode(&huge).is_err());
@@ -423,9 +437,9 @@ mod tests {
 
         #[test]
         fn steps_round_trip(x in proptest::collection::vec(any::<u64>(), 0..64)) {
-            let m = Message::Step { x: x.clone() };
+            let m = Message::Step { out_rows: 1, x: x.clone() };
             match decode(&encode(&m)).unwrap() {
-                Message::Step { x: back } => prop_assert_eq!(back, x),
+                Message::Step { x: back, .. } => prop_assert_eq!(back, x),
                 other => prop_assert!(false, "decoded {}", describe(&other)),
             }
         }

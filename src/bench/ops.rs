@@ -29,9 +29,10 @@ pub struct OpsArgs {
     /// Matrix shape m,k,n for the matmul rows.
     #[arg(long, default_value = "32,768,768", value_parser = parse_shape)]
     matmul: (usize, usize, usize),
-    /// Seed of inputs and dealer.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
+    /// Seed of inputs and dealer (a reproducible run); without it a seed is drawn from the
+    /// OS CSPRNG and printed.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Only ops whose name contains this string.
     #[arg(long)]
     filter: Option<String>,
@@ -129,7 +130,7 @@ pub fn run(args: OpsArgs) -> Result<()> {
     let fx = FixedPoint::default();
     let f = fx.frac_bits();
     let n = args.elements.max(2);
-    let seed = args.seed;
+    let seed = crate::secure::seeds::bench_seed(args.seed);
     let mut prg = Prg::new(Seed::from_u64(seed), 77);
     let names = [
         "mul",

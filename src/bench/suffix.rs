@@ -80,9 +80,10 @@ pub struct SuffixArgs {
     /// Decoded tokens measured after the first prefill.
     #[arg(long, default_value_t = 4)]
     decode: usize,
-    /// Seed of weights, inputs and dealer.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
+    /// Seed of weights, inputs and dealer (a reproducible run); without it a seed is drawn from the
+    /// OS CSPRNG and printed.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Write the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -253,6 +254,7 @@ fn measure(cfg: &SuffixConfig, t: usize, decode: usize, seed: u64) -> Result<(Me
 /// Runs the benchmark.
 pub fn run(a: SuffixArgs) -> Result<()> {
     let cfgs = configs(&a)?;
+    let seed = crate::secure::seeds::bench_seed(a.seed);
     let bar = ProgressBar::new((cfgs.len() * a.tokens.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
@@ -265,7 +267,7 @@ pub fn run(a: SuffixArgs) -> Result<()> {
             let dec = if ti == 0 { a.decode } else { 0 };
             // The dealer prepares a whole run at once: the prefill's own dealer bytes come from
             // a run without decoding, the decoded tokens' from the difference.
-            let (m, dealer, err) = measure(cfg, t, 0, a.seed)?;
+            let (m, dealer, err) = measure(cfg, t, 0, seed)?;
             let (c, time) = m.prefill;
             rows.push(SuffixRow {
                 config: name.clone(),
@@ -281,7 +283,7 @@ pub fn run(a: SuffixArgs) -> Result<()> {
                 max_abs_err: err,
             });
             if dec > 0 {
-                let (m, dealer_all, err) = measure(cfg, t, dec, a.seed)?;
+                let (m, dealer_all, err) = measure(cfg, t, dec, seed)?;
                 let dealer_decode = dealer_all.saturating_sub(dealer) / dec as u64;
                 let (c, time) = m.decode;
                 let per = |v: u64| v / dec as u64;

@@ -1,9 +1,10 @@
 //! The cluster's client: a private generation through Kafka. Per step it splits the public
 //! prefix's output into two shares, seals each to its trust domain's key (HPKE, bound to the
-//! job, session, step and party), submits one job on `marill.jobs` keyed by the session, and
-//! waits for the job's result on `marill.results`; the output shares come back sealed to a
-//! per-session key that only this client holds. The broker and the coordinator never see a
-//! share in clear.
+//! job, session, step, party and the session's reply key) together with the session's secret
+//! for that worker (which authenticates the session's later steps), submits one job on
+//! `marill.jobs` keyed by the session, and waits for the job's result on `marill.results`; the
+//! output shares (of the last row only) come back sealed to a per-session key that only this
+//! client holds. The broker and the coordinator never see a share in clear.
 
 use crate::generate::SuffixRunner;
 use crate::secure::session::{decode_output, share_hidden};
@@ -17,7 +18,8 @@ use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::reconstruct;
 use marill_proto::job::{
-    shares_from_bytes, shares_to_bytes, Job, JobResult, Outcome, JOBS_TOPIC, RESULTS_TOPIC,
+    shares_from_bytes, Job, JobResult, Outcome, StepShare, JOBS_TOPIC, RESULTS_TOPIC,
+    SESSION_SECRET_LEN,
 };
 use marill_transport::{seal, Binding, SealKeyPair, SealPublic, Sealed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,6 +57,8 @@ pub struct KafkaRunner {
     step: u32,
     n_public: usize,
     reply: SealKeyPair,
+    /// the session's secret for the provider and for the helper (fresh per session)
+    secrets: [[u8; SESSION_SECRET_LEN]; 2],
     fx: FixedPoint,
     d: usize,
     prg: Prg,
@@ -128,6 +132,7 @@ impl KafkaRunner {
             step: 0,
             n_public,
             reply: SealKeyPair::generate(),
+            secrets: [session_secret(), session_secret()],
             fx: FixedPoint::default(),
             d: gamma.len(),
             prg,
@@ -151,16 +156,27 @@ impl KafkaRunner {
             step: self.step,
             party: PARTIES[party],
             direction,
+            reply_key: &self.reply.public.0,
         }
     }
 
     /// Submits this step's job (shares already split) and waits for its result.
-    fn submit(&mut self, shares: [Vec<u64>; 2], rows: usize, last: bool) -> Result<JobResult> {
+    fn submit(
+        &mut self,
+        shares: [Vec<u64>; 2],
+        rows: usize,
+        out_rows: usize,
+        last: bool,
+    ) -> Result<JobResult> {
         let job_id = format!("{}-{}", self.session, self.step);
         let mut sealed: Vec<Sealed> = Vec::with_capacity(2);
-        for (i, s) in shares.iter().enumerate() {
+        for (i, values) in shares.into_iter().enumerate() {
             let b = self.binding(&job_id, i, "in");
-            sealed.push(seal(&self.target.domains[i], &b, &shares_to_bytes(s))?);
+            let share = StepShare {
+                secret: self.secrets[i],
+                values,
+            };
+            sealed.push(seal(&self.target.domains[i], &b, &share.to_bytes())?);
         }
         let job = Job {
             job_id: job_id.clone(),
@@ -170,6 +186,7 @@ impl KafkaRunner {
             model: self.target.model.clone(),
             n_public: self.n_public,
             rows,
+            out_rows: out_rows as u32,
             deadline_ms: now_ms() + self.target.timeout.as_millis() as u64,
             reply_key: self.reply.public.0,
             shares: [sealed.remove(0), sealed.remove(0)],
@@ -226,14 +243,23 @@ fn session_id(prg: &mut Prg) -> String {
     format!("s{:016x}{:016x}", prg.next_u64(), prg.next_u64())
 }
 
+/// A fresh session secret from the OS CSPRNG.
+fn session_secret() -> [u8; SESSION_SECRET_LEN] {
+    let mut s = [0u8; SESSION_SECRET_LEN];
+    s[..16].copy_from_slice(&Seed::random().0);
+    s[16..].copy_from_slice(&Seed::random().0);
+    s
+}
+
 impl KafkaRunner {
-    /// Runs `x` as this session's next step: its output, or why the cluster failed the step
-    /// (`Ok(Err(reason))`: the session is lost, a new one can take its rows).
-    fn exchange(&mut self, x: &[f32]) -> Result<Result<Vec<f32>, String>> {
+    /// Runs `x` as this session's next step: the output of its last `out_rows` rows, or why
+    /// the cluster failed the step (`Ok(Err(reason))`: the session is lost, a new one can take
+    /// its rows).
+    fn exchange(&mut self, x: &[f32], out_rows: usize) -> Result<Result<Vec<f32>, String>> {
         let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
         let rows = x.len() / self.d;
         self.open = true;
-        let r = self.submit([s0, s1], rows, false)?;
+        let r = self.submit([s0, s1], rows, out_rows, false)?;
         let job_id = r.job_id.clone();
         let y = match r.outcome {
             Outcome::Done {
@@ -250,12 +276,12 @@ impl KafkaRunner {
                         .open(o, &b)
                         .map_err(|e| anyhow!("{}'s output share: {e}", PARTIES[i]))?;
                     let y = shares_from_bytes(&bytes)?;
-                    if y.len() != x.len() {
+                    if y.len() != out_rows * self.d {
                         bail!(
-                            "the {} returned {} values for {}",
+                            "the {} returned {} values for {out_rows} rows of {}",
                             PARTIES[i],
                             y.len(),
-                            x.len()
+                            self.d
                         );
                     }
                     ys.push(y);
@@ -288,8 +314,8 @@ impl SuffixRunner for KafkaRunner {
     /// re-placed up to `replace` times: a new session on whichever pair the coordinator picks,
     /// fed every row so far as its prefill (the secure suffix is position-exact, so its last
     /// rows are this step's output).
-    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
-        let mut attempt = self.exchange(x)?;
+    fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>> {
+        let mut attempt = self.exchange(x, out_rows)?;
         loop {
             match attempt {
                 Ok(y) => {
@@ -299,6 +325,7 @@ impl SuffixRunner for KafkaRunner {
                 Err(reason) if self.replaced < self.target.replace => {
                     self.replaced += 1;
                     let lost = std::mem::replace(&mut self.session, session_id(&mut self.prg));
+                    self.secrets = [session_secret(), session_secret()];
                     self.step = 0;
                     let mut all = self.rows_sent.clone();
                     all.extend_from_slice(x);
@@ -307,9 +334,8 @@ impl SuffixRunner for KafkaRunner {
                         self.session,
                         all.len() / self.d.max(1)
                     );
-                    attempt = self
-                        .exchange(&all)?
-                        .map(|y| y[y.len() - x.len()..].to_vec());
+                    // the new session's last rows are this step's
+                    attempt = self.exchange(&all, out_rows)?;
                 }
                 Err(reason) => bail!(reason),
             }
@@ -325,7 +351,7 @@ impl SuffixRunner for KafkaRunner {
             return Ok(());
         }
         self.open = false;
-        let r = self.submit([Vec::new(), Vec::new()], 0, true)?;
+        let r = self.submit([Vec::new(), Vec::new()], 0, 0, true)?;
         match r.outcome {
             Outcome::Closed => Ok(()),
             Outcome::Failed { reason } => bail!("closing session {}: {reason}", self.session),

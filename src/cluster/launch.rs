@@ -36,13 +36,14 @@ pub fn free_port() -> Result<u16> {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut given = GIVEN.lock().expect("port registry");
     let given = given.get_or_insert_with(HashSet::new);
-    let seed = std::process::id() as u64
+    // where the search starts (not a secret: spreads concurrent processes over the range)
+    let start = std::process::id() as u64
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos() as u64)
             .unwrap_or(0);
     for k in 0..12_000u64 {
-        let port = 20_000 + ((seed.wrapping_mul(2_654_435_761) + k) % 12_000) as u16;
+        let port = 20_000 + ((start.wrapping_mul(2_654_435_761) + k) % 12_000) as u16;
         if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.insert(port);
             return Ok(port);

@@ -119,10 +119,16 @@ impl Remote {
 }
 
 impl SuffixRunner for Remote {
-    fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+    fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>> {
         let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
         for (l, s) in self.links.iter().zip([s0, s1]) {
-            send(l, &Message::Step { x: s })?;
+            send(
+                l,
+                &Message::Step {
+                    out_rows: out_rows as u32,
+                    x: s,
+                },
+            )?;
         }
         let mut ys = Vec::new();
         for l in &self.links {
@@ -132,8 +138,12 @@ impl SuffixRunner for Remote {
                     bytes_sent,
                     rounds,
                 } => {
-                    if y.len() != x.len() {
-                        bail!("a worker returned {} values for {}", y.len(), x.len());
+                    if y.len() != out_rows * self.d {
+                        bail!(
+                            "a worker returned {} values for {out_rows} rows of {}",
+                            y.len(),
+                            self.d
+                        );
                     }
                     if ys.is_empty() {
                         self.comm.bytes_sent += bytes_sent;
@@ -141,6 +151,7 @@ impl SuffixRunner for Remote {
                     }
                     ys.push(y);
                 }
+                Message::Error(why) => bail!("a worker failed the step: {why}"),
                 m => bail!("expected an output, got {}", marill_proto::describe(&m)),
             }
         }

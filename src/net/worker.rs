@@ -310,10 +310,28 @@ fn serve(
                 }
                 send(client, &server_hello(cfg, gamma_at_client, 1))?;
             }
-            Message::Step { x } => {
+            Message::Step { out_rows, x } => {
+                let rows = x.len() / cfg.d_model.max(1);
+                if !(1..=rows).contains(&(out_rows as usize)) {
+                    let why = format!("out_rows {out_rows} is not within 1..={rows}");
+                    send(client, &Message::Error(why.clone()))?;
+                    bail!(why);
+                }
                 let before = lane.party.comm();
-                let y = lane.forward(&x).map_err(|e| anyhow!("{e}"))?;
+                let y = match lane.forward(&x) {
+                    Ok(y) => y,
+                    Err(e) => {
+                        // the detail may depend on secret values: debug level only
+                        tracing::debug!(detail = %e.detail, "step failed inside the 2PC");
+                        let why = format!("step failed inside the 2PC: {}", e.kind);
+                        send(client, &Message::Error(why.clone()))?;
+                        bail!(why);
+                    }
+                };
                 let c = lane.party.comm().since(&before);
+                // only the last rows the client asked for leave the worker
+                let keep = out_rows as usize * cfg.d_model;
+                let y = y[y.len() - keep.min(y.len())..].to_vec();
                 send(
                     client,
                     &Message::Output {

@@ -15,7 +15,7 @@ use marill_mpc::correlation::{
 };
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Seed;
-use marill_mpc::{Party, PartyId};
+use marill_mpc::{FailureKind, Party, PartyId};
 use marill_proto::Message;
 use marill_suffix::secure::{PreparedSuffix, SecureSuffix};
 use marill_suffix::SuffixConfig;
@@ -183,7 +183,7 @@ impl LaneState {
 
     /// Runs one step on `x` (rows × d), bracketed for the dealer, which streams the step's
     /// correlations unasked when it knows the manifest of the step's shape.
-    pub fn forward(&mut self, x: &[u64]) -> Result<Vec<u64>, String> {
+    pub fn forward(&mut self, x: &[u64]) -> Result<Vec<u64>, StepFailure> {
         let d = self.sfx_width();
         let key = StepKey {
             program: self.program,
@@ -191,13 +191,31 @@ impl LaneState {
             pos: self.sfx.position() as u32,
         };
         let p = &mut self.party;
-        p.store.begin_step(key).map_err(|e| e.to_string())?;
-        let y = futures::executor::block_on(self.sfx.forward(p, x)).map_err(|e| e.to_string())?;
-        p.store.end_step().map_err(|e| e.to_string())?;
+        let correlation = |e: marill_mpc::correlation::CorrelationError| StepFailure {
+            kind: FailureKind::Correlation,
+            detail: e.to_string(),
+        };
+        p.store.begin_step(key).map_err(correlation)?;
+        let y = futures::executor::block_on(self.sfx.forward(p, x)).map_err(|e| StepFailure {
+            kind: e.kind(),
+            detail: e.to_string(),
+        })?;
+        p.store.end_step().map_err(correlation)?;
         Ok(y)
     }
 
     fn sfx_width(&self) -> usize {
         self.sfx.config().d_model
     }
+}
+
+/// A step that failed inside the 2PC: its public category, and the detail that may depend on
+/// secret values (e.g. how many inputs were out of range) and so never leaves the worker
+/// above debug level.
+#[derive(Debug)]
+pub struct StepFailure {
+    /// the public category (what the coordinator, the client and the logs see)
+    pub kind: FailureKind,
+    /// the detail (debug logs of the worker only)
+    pub detail: String,
 }

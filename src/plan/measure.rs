@@ -26,6 +26,7 @@ use super::model::{
 };
 use crate::generate::{load, ModelArgs, PublicPrefix, PROMPTS};
 use crate::secure::bridge::{suffix_of, Bounds};
+use crate::secure::seeds::{Purpose, Seeding};
 use crate::secure::session::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -38,7 +39,7 @@ use marill_mpc::correlation::{
     Bundle, BundleSupplier, CorrRequest, CorrelationError, CorrelationStore, Dealer, SharedDealer,
 };
 use marill_mpc::fixed::FixedPoint;
-use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::prg::Prg;
 use marill_mpc::testing::reconstruct;
 use marill_mpc::{Party, PartyId};
 use marill_suffix::secure::{
@@ -149,11 +150,11 @@ impl Pair {
     fn start(
         cfg: &SuffixConfig,
         prepared: [PreparedSuffix; 2],
-        seed: u64,
+        seeding: Seeding,
         threads: usize,
     ) -> Result<(Self, [Report; 2])> {
         let fx = FixedPoint::default();
-        let dealer = SharedDealer::new(Dealer::new(Seed::from_u64(seed)));
+        let dealer = SharedDealer::new(Dealer::new(seeding.seed(Purpose::Dealer)));
         let (t0, t1) = memory_pair();
         let mut pair = Pair {
             to: Vec::new(),
@@ -415,9 +416,9 @@ pub(crate) fn measure(
     let max_seq = WORKER_MAX_SEQ.max(longest + decode + 1);
     let (cfg, w) = suffix_of(&model, Bounds::default(), max_seq)?;
     let fx = FixedPoint::default();
-    let seed = 7u64;
+    let seeding = model_args.seeding();
     let prepared =
-        prepare(&cfg, &w, fx, Seed::from_u64(seed ^ 0x9e37)).map_err(|e| anyhow!("{e}"))?;
+        prepare(&cfg, &w, fx, seeding.seed(Purpose::WeightSplit)).map_err(|e| anyhow!("{e}"))?;
     let (w0, w1) = (weight_bytes(&prepared[0]), weight_bytes(&prepared[1]));
     let threads = cores();
     let ids = prompt_ids(&tok, longest)?;
@@ -430,7 +431,7 @@ pub(crate) fn measure(
     );
 
     let d_start = DealerStats::default();
-    let (pair, loaded) = Pair::start(&cfg, prepared, seed, threads)?;
+    let (pair, loaded) = Pair::start(&cfg, prepared, seeding, threads)?;
     let (ld_bytes, _) = since(&pair.dealer.stats(), &d_start);
     let load = LoadCost {
         online_bytes_per_party: loaded[0].comm.bytes_sent.max(loaded[1].comm.bytes_sent),
@@ -461,7 +462,7 @@ pub(crate) fn measure(
             fx,
             d: cfg.d_model,
             gamma: gamma_at_client(&cfg, &w).then(|| w.final_norm.clone()),
-            prg: Prg::new(Seed::from_u64(seed + i as u64), 3),
+            prg: Prg::new(seeding.seed(Purpose::InputMasks(i as u64)), 3),
         };
         bar.set_message(format!("prefill T={t}"));
         let (prefill, mut next, mut kv) = client.step(&pair, &ids[..t])?;

@@ -3,4 +3,5 @@
 //! the in-memory channel with an on-demand dealer, and only the client reconstructs.
 
 pub mod bridge;
+pub mod seeds;
 pub mod session;

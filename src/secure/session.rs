@@ -1,11 +1,12 @@
 //! A secure suffix session in one process: two party threads that keep their shares and KV
 //! caches between calls, fed by the client with fresh shares per step.
 
-use anyhow::{anyhow, Result};
+use super::seeds::{Purpose, Seeding};
+use anyhow::{anyhow, bail, Result};
 use marill_mpc::channel::{memory_pair, CommStats};
 use marill_mpc::correlation::{CorrelationStore, Dealer, SharedDealer};
 use marill_mpc::fixed::FixedPoint;
-use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::prg::Prg;
 use marill_mpc::testing::{reconstruct, share};
 use marill_mpc::Party;
 use marill_suffix::secure::{gamma_at_client, prepare, SecureSuffix};
@@ -64,11 +65,11 @@ pub struct Session {
 impl Session {
     /// Prepares the weights (provider side), starts both parties and loads the suffix (the
     /// one-time weight masking).
-    pub fn start(cfg: &SuffixConfig, w: &SuffixWeights, seed: u64) -> Result<Self> {
+    pub fn start(cfg: &SuffixConfig, w: &SuffixWeights, seeding: Seeding) -> Result<Self> {
         let fx = FixedPoint::default();
         let prepared =
-            prepare(cfg, w, fx, Seed::from_u64(seed ^ 0x9e37)).map_err(|e| anyhow!("{e}"))?;
-        let dealer = SharedDealer::new(Dealer::new(Seed::from_u64(seed)));
+            prepare(cfg, w, fx, seeding.seed(Purpose::WeightSplit)).map_err(|e| anyhow!("{e}"))?;
+        let dealer = SharedDealer::new(Dealer::new(seeding.seed(Purpose::Dealer)));
         let (t0, t1) = memory_pair();
         let mut to = Vec::new();
         let mut from = Vec::new();
@@ -116,15 +117,22 @@ impl Session {
             to,
             from,
             handles,
-            prg: Prg::new(Seed::random(), 0),
+            prg: Prg::new(seeding.seed(Purpose::InputMasks(0)), 0),
             comm: CommStats::default(),
             gamma: gamma_at_client(cfg, w).then(|| w.final_norm.clone()),
         })
     }
 
     /// Sends shares of the prefix output `x` (T × d) and returns the reconstructed final
-    /// normalised hidden state (T × d).
-    pub fn step(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+    /// normalised hidden state of its last `out_rows` rows (out_rows × d).
+    pub fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>> {
+        let keep = out_rows * self.d;
+        if out_rows == 0 || keep > x.len() {
+            bail!(
+                "out_rows {out_rows} is not within 1..={}",
+                x.len() / self.d.max(1)
+            );
+        }
         let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
         for (tx, s) in self.to.iter().zip([s0, s1]) {
             tx.send(s).map_err(|_| anyhow!("a party has stopped"))?;
@@ -140,7 +148,8 @@ impl Session {
         let c = outs[0].1;
         self.comm.bytes_sent += c.bytes_sent;
         self.comm.rounds += c.rounds;
-        let y = reconstruct(&outs[0].0, &outs[1].0);
+        let last = |y: &[u64]| y[y.len() - keep.min(y.len())..].to_vec();
+        let y = reconstruct(&last(&outs[0].0), &last(&outs[1].0));
         Ok(decode_output(self.fx, &y, self.gamma.as_deref()))
     }
 

@@ -20,6 +20,19 @@ pub enum SuffixError {
     Input(String),
 }
 
+impl SuffixError {
+    /// The error's public category: what may leave the workers (see
+    /// [`marill_mpc::FailureKind`]); the detail stays at debug level inside them.
+    pub fn kind(&self) -> marill_mpc::FailureKind {
+        match self {
+            SuffixError::Mpc(e) => e.kind(),
+            SuffixError::Config(_) | SuffixError::Weights(_) | SuffixError::Input(_) => {
+                marill_mpc::FailureKind::BadInput
+            }
+        }
+    }
+}
+
 /// A projection that LoRA can adapt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Target {

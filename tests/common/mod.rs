@@ -801,3 +801,19 @@ pub fn first_failure(brokers: &str, since: Instant, logs: &str) -> (Duration, Jo
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// SmolLM2-135M-Instruct (Q4_1 GGUF) under `target/models/smollm2/`, where
+/// `scripts/fetch-smollm2.sh` puts it.
+pub const SMOLLM2: &str = "target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The path of SmolLM2-135M for the tests that run the real model. A missing model fails the
+/// test (never a silent pass): `scripts/test.sh` and CI fetch it first.
+pub fn smollm2() -> String {
+    let m = format!("{}/{SMOLLM2}", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new(&m).is_file(),
+        "{m} absent: this test needs SmolLM2-135M; fetch it with `bash scripts/fetch-smollm2.sh` \
+         (scripts/test.sh does)"
+    );
+    m
+}

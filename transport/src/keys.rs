@@ -31,14 +31,23 @@ fn check_z85(path: &Path, s: &str) -> Result<(), TransportError> {
     }
 }
 
+fn parse(path: &Path, s: &str) -> Result<String, TransportError> {
+    let s = s.trim().to_string();
+    check_z85(path, &s)?;
+    Ok(s)
+}
+
 fn read(path: &Path) -> Result<String, TransportError> {
     let s = std::fs::read_to_string(path).map_err(|e| TransportError::Key {
         path: path.display().to_string(),
         why: e.to_string(),
     })?;
-    let s = s.trim().to_string();
-    check_z85(path, &s)?;
-    Ok(s)
+    parse(path, &s)
+}
+
+/// A secret key file: refused when other users may read or write it.
+fn read_secret(path: &Path) -> Result<String, TransportError> {
+    parse(path, &crate::secret_file::read(path)?)
 }
 
 impl KeyPair {
@@ -60,7 +69,8 @@ impl KeyPair {
         &self.secret
     }
 
-    /// Writes `<dir>/<name>.key` (secret, mode 0600) and `<dir>/<name>.pub`.
+    /// Writes `<dir>/<name>.key` (secret, mode 0600 from its creation, replacing any previous
+    /// file) and `<dir>/<name>.pub`.
     pub fn save(&self, dir: &Path, name: &str) -> Result<(), TransportError> {
         let err = |p: &Path, e: std::io::Error| TransportError::Key {
             path: p.display().to_string(),
@@ -68,21 +78,16 @@ impl KeyPair {
         };
         std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
         let sk = dir.join(format!("{name}.key"));
-        std::fs::write(&sk, &self.secret).map_err(|e| err(&sk, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&sk, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| err(&sk, e))?;
-        }
+        crate::secret_file::write(&sk, self.secret.as_bytes())?;
         let pk = dir.join(format!("{name}.pub"));
         std::fs::write(&pk, &self.public).map_err(|e| err(&pk, e))
     }
 
-    /// Loads `<dir>/<name>.key` and `<dir>/<name>.pub`.
+    /// Loads `<dir>/<name>.key` (refused when other users may read or write it) and
+    /// `<dir>/<name>.pub`.
     pub fn load(dir: &Path, name: &str) -> Result<Self, TransportError> {
         Ok(Self {
-            secret: read(&dir.join(format!("{name}.key")))?,
+            secret: read_secret(&dir.join(format!("{name}.key")))?,
             public: read(&dir.join(format!("{name}.pub")))?,
         })
     }
@@ -112,6 +117,49 @@ mod tests {
         let e = KeyPair::load_public(&dir, "bad").unwrap_err().to_string();
         assert!(e.contains("Z85"), "{e}");
         assert!(KeyPair::load_public(&dir, "missing").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Saving over a world-readable key file never writes the secret into it (a reader that
+    /// opened it keeps the old bytes) and leaves mode 0600; a secret key file that other users
+    /// may read is refused on load, group read is accepted.
+    #[test]
+    fn secret_key_files_are_private() {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("marill-keys-mode-{}", std::process::id()));
+        let sk = dir.join("provider.key");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&sk, "old").unwrap();
+        let chmod =
+            |m: u32| std::fs::set_permissions(&sk, std::fs::Permissions::from_mode(m)).unwrap();
+        chmod(0o644);
+        let mut snoop = std::fs::File::open(&sk).unwrap();
+        let k = KeyPair::generate().unwrap();
+        k.save(&dir, "provider").unwrap();
+        let mut seen = String::new();
+        snoop.read_to_string(&mut seen).unwrap();
+        assert!(
+            !seen.contains(k.secret()),
+            "the secret went into a 0644 file"
+        );
+        let mode = std::fs::metadata(&sk).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        for loose in [0o644, 0o604] {
+            chmod(loose);
+            let e = KeyPair::load(&dir, "provider").unwrap_err().to_string();
+            assert!(
+                e.contains("chmod 600") && e.contains(&format!("{loose:04o}")),
+                "{e}"
+            );
+        }
+        for fine in [0o640, 0o440] {
+            chmod(fine);
+            assert_eq!(
+                KeyPair::load(&dir, "provider").unwrap().secret(),
+                k.secret()
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

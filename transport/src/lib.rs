@@ -17,6 +17,7 @@ pub mod keys;
 pub mod link;
 pub mod mux;
 pub mod seal;
+mod secret_file;
 mod zap;
 
 pub use doorbell::{doorbell, Doorbell, Ringer, Woken};

@@ -1,7 +1,7 @@
 //! One encrypted, mutually authenticated message link (a zeromq DEALER socket at each end).
 
 use crate::keys::KeyPair;
-use crate::zap::ZapHandler;
+use crate::zap::{self, ZapHandler};
 use crate::{zmq_err, TransportError};
 use marill_mpc::channel::{ChannelError, Transport};
 use std::time::Duration;
@@ -68,7 +68,7 @@ impl Link {
             Role::Server { allow, .. } => Some(ZapHandler::start(&ctx, allow)?),
             Role::Client { .. } => None,
         };
-        let sock = ctx.socket(zmq::DEALER).map_err(zmq_err("socket"))?;
+        let mut sock = ctx.socket(zmq::DEALER).map_err(zmq_err("socket"))?;
         sock.set_linger(1000).map_err(zmq_err("linger"))?;
         sock.set_maxmsgsize(cfg.max_frame as i64)
             .map_err(zmq_err("max message size"))?;
@@ -90,6 +90,8 @@ impl Link {
                     .map_err(zmq_err("curve server"))?;
                 sock.set_zap_domain("marill")
                     .map_err(zmq_err("zap domain"))?;
+                // no ZAP handler answering (its thread gone) refuses the client, never admits it
+                zap::enforce_domain(&mut sock)?;
                 sock.bind(&endpoint).map_err(zmq_err("bind"))?;
                 sock.get_last_endpoint()
                     .ok()
@@ -319,6 +321,77 @@ mod tests {
         bad.send(b"let me in").unwrap(); // queued; the handshake is refused
         assert!(s.try_recv(Duration::from_millis(1500)).unwrap().is_none());
         assert!(matches!(bad.recv(), Err(TransportError::Timeout { .. })));
+    }
+
+    /// Whether a message from a new client holding `who` reaches server `s` within `wait`.
+    fn gets_through(s: &Link, server_pub: &str, who: &KeyPair, wait: Duration) -> bool {
+        let c = client(who, s.endpoint(), server_pub, 1);
+        let msg = who.public.as_bytes().to_vec();
+        c.send(&msg).unwrap();
+        let got = s.try_recv(wait).unwrap();
+        c.discard();
+        if let Some(m) = &got {
+            assert_eq!(*m, msg);
+        }
+        got.is_some()
+    }
+
+    extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    /// Signals delivered to the ZAP thread interrupt its blocking receive (EINTR, as the
+    /// handler is installed without SA_RESTART); the handler survives them, so an unknown key
+    /// is still refused and the allowed key still admitted.
+    #[test]
+    fn signals_to_the_zap_thread_neither_open_nor_close_the_door() {
+        let (sk, ck, intruder) = (
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+        );
+        let s = server(&sk, &[&ck]);
+        // SAFETY: a no-op handler for SIGUSR1 (nothing else in this crate uses it); the thread
+        // signalled is the ZAP thread, alive (or at worst exited but not yet joined).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = 0; // no SA_RESTART
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+            let zap_thread = s._zap.as_ref().unwrap().pthread();
+            for _ in 0..10 {
+                libc::pthread_kill(zap_thread, libc::SIGUSR1);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert!(
+            !gets_through(&s, &sk.public, &intruder, Duration::from_millis(1500)),
+            "an unknown key got in after the ZAP thread was signalled"
+        );
+        assert!(gets_through(&s, &sk.public, &ck, Duration::from_secs(5)));
+    }
+
+    /// With no ZAP handler bound (its thread stopped, the server socket still open), libzmq
+    /// must refuse every CURVE client (ZAP_ENFORCE_DOMAIN), not admit any (fail closed).
+    #[test]
+    fn with_no_zap_handler_bound_every_client_is_refused() {
+        let (sk, ck, intruder) = (
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+            KeyPair::generate().unwrap(),
+        );
+        let mut s = server(&sk, &[&ck]);
+        assert!(gets_through(&s, &sk.public, &ck, Duration::from_secs(5)));
+        s._zap.as_mut().unwrap().stop_thread();
+        assert!(
+            !gets_through(&s, &sk.public, &intruder, Duration::from_millis(1500)),
+            "an unknown key got in with no ZAP handler bound"
+        );
+        assert!(!gets_through(
+            &s,
+            &sk.public,
+            &ck,
+            Duration::from_millis(1500)
+        ));
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! A client seals each share of a hidden state to its trust domain's key (the client does not
 //! know the placement when it submits; every worker of a domain holds the domain's key), and
 //! each worker seals its output share to the client's per-session key. The associated data
-//! binds a ciphertext to its job, session, step and party ([`Binding`]), so a sealed share
-//! cannot be replayed into another job or swapped between the parties: opening it under any
-//! other binding fails. The broker and the coordinator only ever see ciphertexts.
+//! binds a ciphertext to its job, session, step, party and the client's reply key
+//! ([`Binding`]), so a sealed share cannot be replayed into another job, swapped between the
+//! parties or paired with another reply key: opening it under any other binding fails. The
+//! broker and the coordinator only ever see ciphertexts. HPKE base mode does not authenticate
+//! the sender (the domain keys are public): the session's later steps are authenticated by a
+//! secret inside the step-0 share (`marill_proto::job::StepShare`).
 
 use crate::TransportError;
 use hpke::aead::ChaCha20Poly1305;
@@ -37,7 +40,9 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
-/// What a sealed share is bound to (its associated data).
+/// What a sealed share is bound to (its associated data). The client's reply key is part of
+/// it: a job whose reply key was replaced (by a broker or a coordinator) carries input shares
+/// that no longer open, so no worker computes, let alone seals an output to, the new key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding<'a> {
     /// the job
@@ -50,18 +55,21 @@ pub struct Binding<'a> {
     pub party: &'a str,
     /// `"in"` (client → worker) or `"out"` (worker → client)
     pub direction: &'a str,
+    /// the client's reply key of the session (X25519 public key)
+    pub reply_key: &'a [u8; 32],
 }
 
 impl Binding<'_> {
     fn aad(&self) -> Vec<u8> {
         // length-prefixed fields: no two bindings share an encoding
-        let mut out = b"marill/v1".to_vec();
+        let mut out = b"marill/v2".to_vec();
         for f in [
             self.job_id.as_bytes(),
             self.session.as_bytes(),
             &self.step.to_le_bytes(),
             self.party.as_bytes(),
             self.direction.as_bytes(),
+            self.reply_key.as_slice(),
         ] {
             out.extend_from_slice(&(f.len() as u32).to_le_bytes());
             out.extend_from_slice(f);
@@ -109,6 +117,10 @@ fn key_err(path: &Path, why: impl ToString) -> TransportError {
 
 fn read_z85(path: &Path) -> Result<[u8; 32], TransportError> {
     let s = std::fs::read_to_string(path).map_err(|e| key_err(path, e))?;
+    decode_z85(path, &s)
+}
+
+fn decode_z85(path: &Path, s: &str) -> Result<[u8; 32], TransportError> {
     match zmq::z85_decode(s.trim()) {
         Ok(b) if b.len() == 32 => Ok(b.try_into().expect("32 bytes")),
         _ => Err(key_err(path, "not a 40-character Z85 X25519 key")),
@@ -125,26 +137,22 @@ impl SealKeyPair {
         }
     }
 
-    /// Writes `<dir>/<name>.seal.key` (secret, mode 0600) and `<dir>/<name>.seal.pub` (Z85).
+    /// Writes `<dir>/<name>.seal.key` (secret, mode 0600 from its creation, replacing any
+    /// previous file) and `<dir>/<name>.seal.pub` (Z85).
     pub fn save(&self, dir: &Path, name: &str) -> Result<(), TransportError> {
         std::fs::create_dir_all(dir).map_err(|e| key_err(dir, e))?;
         let enc = |b: &[u8]| zmq::z85_encode(b).expect("32 bytes encode");
         let sk = dir.join(format!("{name}.seal.key"));
-        std::fs::write(&sk, enc(&self.secret.to_bytes())).map_err(|e| key_err(&sk, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&sk, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| key_err(&sk, e))?;
-        }
+        crate::secret_file::write(&sk, enc(&self.secret.to_bytes()).as_bytes())?;
         let pk = dir.join(format!("{name}.seal.pub"));
         std::fs::write(&pk, enc(&self.public.0)).map_err(|e| key_err(&pk, e))
     }
 
-    /// Loads `<dir>/<name>.seal.key` and `.seal.pub`, checking that they belong together.
+    /// Loads `<dir>/<name>.seal.key` (refused when other users may read or write it) and
+    /// `.seal.pub`, checking that they belong together.
     pub fn load(dir: &Path, name: &str) -> Result<Self, TransportError> {
         let sk_path = dir.join(format!("{name}.seal.key"));
-        let sk = read_z85(&sk_path)?;
+        let sk = decode_z85(&sk_path, &crate::secret_file::read(&sk_path)?)?;
         let secret = PrivateKey::from_bytes(&sk).map_err(|e| key_err(&sk_path, e))?;
         let derived: [u8; 32] = Kem::sk_to_pk(&secret).to_bytes().into();
         let public = Self::load_public(dir, name)?;
@@ -219,6 +227,7 @@ mod tests {
             step: 0,
             party,
             direction: "in",
+            reply_key: &[5; 32],
         }
     }
 
@@ -241,6 +250,12 @@ mod tests {
         // replayed into another job, or handed to the other party
         assert_eq!(k.open(&s, &b("j2", "provider")), Err(SealError::Open));
         assert_eq!(k.open(&s, &b("j1", "helper")), Err(SealError::Open));
+        // the same share with another reply key (a rewritten job) does not open
+        let other_reply = Binding {
+            reply_key: &[6; 32],
+            ..b("j1", "provider")
+        };
+        assert_eq!(k.open(&s, &other_reply), Err(SealError::Open));
         let mut t = s.clone();
         t.ct[0] ^= 1;
         assert_eq!(k.open(&t, &b("j1", "provider")), Err(SealError::Open));
@@ -265,6 +280,46 @@ mod tests {
         SealKeyPair::generate().save(&dir, "other").unwrap();
         std::fs::copy(dir.join("other.seal.pub"), dir.join("provider.seal.pub")).unwrap();
         assert!(SealKeyPair::load(&dir, "provider").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Saving over a world-readable sealing key file never writes the secret into it and
+    /// leaves mode 0600; a sealing key file that other users may read is refused on load,
+    /// group read is accepted.
+    #[test]
+    fn secret_seal_key_files_are_private() {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("marill-seal-mode-{}", std::process::id()));
+        let sk = dir.join("provider.seal.key");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&sk, "old").unwrap();
+        let chmod =
+            |m: u32| std::fs::set_permissions(&sk, std::fs::Permissions::from_mode(m)).unwrap();
+        chmod(0o644);
+        let mut snoop = std::fs::File::open(&sk).unwrap();
+        let k = SealKeyPair::generate();
+        k.save(&dir, "provider").unwrap();
+        let mut seen = String::new();
+        snoop.read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, "old", "the secret went into a 0644 file");
+        let mode = std::fs::metadata(&sk).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        for loose in [0o644, 0o604] {
+            chmod(loose);
+            let e = SealKeyPair::load(&dir, "provider").unwrap_err().to_string();
+            assert!(
+                e.contains("chmod 600") && e.contains(&format!("{loose:04o}")),
+                "{e}"
+            );
+        }
+        for fine in [0o640, 0o440] {
+            chmod(fine);
+            assert_eq!(
+                SealKeyPair::load(&dir, "provider").unwrap().public,
+                k.public
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

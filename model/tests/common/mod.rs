@@ -18,6 +18,24 @@ pub fn tmp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// SmolLM2-135M-Instruct (Q4_1 GGUF) for the tests that run the real model: where
+/// `scripts/fetch-smollm2.sh` puts it, or `MARILL_SMOLLM2_GGUF`. A missing model fails the test
+/// (never a silent pass): `scripts/test.sh` and CI fetch it first.
+pub fn smollm2() -> PathBuf {
+    let path = match std::env::var_os("MARILL_SMOLLM2_GGUF") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    assert!(
+        path.is_file(),
+        "{} absent: this test needs SmolLM2-135M; fetch it with `bash scripts/fetch-smollm2.sh` \
+         (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// Writes a tiny model and loads it back through the real loading path.
 pub fn tiny(name: &str, opts: &TinyOptions) -> LoadedModel {
     let dir = tmp_dir(name);

@@ -3,6 +3,11 @@
 //! on a blocking thread, as the 2PC waits on its links — and hands the lane back to the
 //! supervisor when the session ends (the KV cache dropped, the memory reservation freed).
 //!
+//! Step 0 fixes the session's reply key and its secret (carried inside the sealed share, see
+//! `marill_proto::job::StepShare`); a later step is run only when its job names the same reply
+//! key (which its sealing binds) and its share carries the same secret, so neither a rewritten
+//! job nor a step injected by a broker or coordinator into another client's session is run.
+//!
 //! Before each step the two workers agree (one opening of a 0/1 flag on the lane) that both
 //! could open their shares, so a bad share at one side fails the step at both instead of
 //! leaving the other waiting. A failure inside the 2PC may leave the two parties' lane states
@@ -13,6 +18,7 @@ use super::memory::MemoryMsg;
 use super::supervisor::SupervisorMsg;
 use super::WorkerContext;
 use crate::net::worker_lane::LaneState;
+use marill_proto::job::{StepShare, SESSION_SECRET_LEN};
 use marill_proto::Message;
 use marill_transport::seal::seal as seal_to;
 use marill_transport::{Binding, SealPublic, Sealed};
@@ -31,8 +37,20 @@ pub struct StepInput {
     pub n_public: usize,
     /// the client's sealing key for the output share
     pub reply_key: [u8; 32],
+    /// the last rows of the output the client wants
+    pub out_rows: u32,
     /// this worker's sealed share
     pub share: Sealed,
+}
+
+/// What step 0 fixes for the rest of a session: where its outputs go and the secret that
+/// authenticates its later steps.
+#[derive(Clone)]
+pub struct SessionAuth {
+    /// the client's reply key
+    reply_key: [u8; 32],
+    /// the session's secret for this worker
+    secret: [u8; SESSION_SECRET_LEN],
 }
 
 /// Messages to a session actor.
@@ -70,6 +88,8 @@ pub struct SessionState {
     lane: Option<LaneState>,
     /// the last step done
     last: Option<u32>,
+    /// fixed by step 0
+    auth: Option<SessionAuth>,
     /// the session's KV cache is reserved with the memory owner
     reserved: bool,
 }
@@ -97,6 +117,7 @@ impl Actor for SessionActor {
             sup: args.sup,
             lane: Some(lane),
             last: None,
+            auth: None,
             reserved: false,
         })
     }
@@ -164,17 +185,19 @@ async fn step(st: &mut SessionState, input: StepInput) -> Result<(), ActorProces
         };
         st.reserved = expected.is_ok();
     }
+    let auth = st.auth.clone();
     let (lane, done) = tokio::task::spawn_blocking(move || {
         let mut lane = lane;
-        let done = run_step(&mut lane, &ctx, &input, expected);
+        let done = run_step(&mut lane, &ctx, &input, auth.as_ref(), expected);
         (lane, done)
     })
     .await?;
     let used = lane.sfx.cache_bytes() as u64;
     st.lane = Some(lane);
     match done {
-        StepEnd::Done { reply, step } => {
+        StepEnd::Done { reply, step, auth } => {
             st.last = Some(step);
+            st.auth = Some(auth);
             let session = st.session.clone();
             let _ = st.memory.cast(MemoryMsg::Used {
                 session,
@@ -200,7 +223,11 @@ fn send_reply(ctx: &WorkerContext, m: Message) -> Result<(), ActorProcessingErr>
 /// How a step ended.
 enum StepEnd {
     /// the output, sealed to the client
-    Done { reply: Message, step: u32 },
+    Done {
+        reply: Message,
+        step: u32,
+        auth: SessionAuth,
+    },
     /// refused before any 2PC work, at both workers
     Refused(Message),
     /// failed inside the 2PC: the lane may be out of step with the peer's
@@ -212,6 +239,7 @@ fn run_step(
     lane: &mut LaneState,
     ctx: &WorkerContext,
     input: &StepInput,
+    fixed: Option<&SessionAuth>,
     expected: Result<(), String>,
 ) -> StepEnd {
     let cfg = &ctx.cfg;
@@ -228,6 +256,7 @@ fn run_step(
         step: input.step,
         party: ctx.me,
         direction: "in",
+        reply_key: &input.reply_key,
     };
     let start = if input.step == 0 {
         0
@@ -235,11 +264,25 @@ fn run_step(
         lane.sfx.position()
     };
     let x = expected.and_then(|_| {
-        let bytes = ctx
-            .seal
-            .open(&input.share, &binding)
-            .map_err(|e| e.to_string())?;
-        let x = marill_proto::job::shares_from_bytes(&bytes).map_err(|e| e.to_string())?;
+        if let Some(a) = fixed.filter(|_| input.step > 0) {
+            if a.reply_key != input.reply_key {
+                return Err(format!(
+                    "step {} names another reply key than its session's step 0: refused",
+                    input.step
+                ));
+            }
+        }
+        let bytes = ctx.seal.open(&input.share, &binding).map_err(|e| {
+            format!("the share does not open under its binding (job, session, step, party, reply key): {e}")
+        })?;
+        let share = StepShare::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        if input.step > 0 && !fixed.is_some_and(|a| share.secret_is(&a.secret)) {
+            return Err(format!(
+                "step {} does not carry its session's secret: refused as a step injected into the session",
+                input.step
+            ));
+        }
+        let x = share.values;
         let rows = x.len() / cfg.d_model;
         if x.is_empty() || !x.len().is_multiple_of(cfg.d_model) || start + rows > cfg.max_seq {
             return Err(format!(
@@ -249,7 +292,17 @@ fn run_step(
                 cfg.max_seq
             ));
         }
-        Ok(x)
+        if !(1..=rows).contains(&(input.out_rows as usize)) {
+            return Err(format!(
+                "out_rows {} is not within 1..={rows}",
+                input.out_rows
+            ));
+        }
+        let auth = SessionAuth {
+            reply_key: input.reply_key,
+            secret: share.secret,
+        };
+        Ok((x, auth))
     });
     // this side's checks, then agreement with the peer before any 2PC work: the refusals
     // are counted, and the step's tag opens to 0 only if the peer runs the same step
@@ -280,7 +333,7 @@ fn run_step(
         m.steps.with_label_values(&["failed"]).inc();
         return StepEnd::Fatal(failed(why.clone()), why);
     }
-    let x = match (x, both[0]) {
+    let (x, auth) = match (x, both[0]) {
         (Ok(x), 0) => x,
         (x, _) => {
             let why = x
@@ -306,14 +359,18 @@ fn run_step(
         Ok(y) => y,
         Err(e) => {
             // shapes were agreed above: a failure here is inside the 2PC (e.g. a declared
-            // range exceeded, a lost peer) and may leave the parties out of step
+            // range exceeded, a lost peer) and may leave the parties out of step. Its detail
+            // can depend on secret values (an out-of-range count): it stays here, at debug
+            // level; only its category leaves the worker.
+            tracing::debug!(session = %input.session, step = input.step, detail = %e.detail, "step failed inside the 2PC");
             m.steps.with_label_values(&["failed"]).inc();
-            return StepEnd::Fatal(
-                failed(e.clone()),
-                format!("step failed inside the 2PC: {e}"),
-            );
+            let why = format!("step failed inside the 2PC: {}", e.kind);
+            return StepEnd::Fatal(failed(why.clone()), why);
         }
     };
+    // only the last rows the client asked for leave the worker (generation needs one)
+    let keep = input.out_rows as usize * cfg.d_model;
+    let y = &y[y.len() - keep.min(y.len())..];
     let c = lane.party.comm().since(&before);
     let st = lane.party.store.stats();
     m.steps.with_label_values(&["done"]).inc();
@@ -331,7 +388,7 @@ fn run_step(
             direction: "out",
             ..binding
         },
-        &marill_proto::job::shares_to_bytes(&y),
+        &marill_proto::job::shares_to_bytes(y),
     );
     let out = match out {
         Ok(o) => o,
@@ -348,6 +405,7 @@ fn run_step(
             rounds: c.rounds,
         },
         step: input.step,
+        auth,
     }
 }
 

@@ -199,6 +199,7 @@ async fn control(
             step,
             n_public,
             reply_key,
+            out_rows,
             share,
         } => {
             let input = StepInput {
@@ -207,6 +208,7 @@ async fn control(
                 step,
                 n_public,
                 reply_key,
+                out_rows,
                 share,
             };
             if lane as usize >= st.slots.len() {
