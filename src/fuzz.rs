@@ -211,6 +211,7 @@ fn targets() -> Result<Vec<Target>> {
             job_id: "j".into(),
             step: 1,
             reason: "why".into(),
+            refused: true,
         },
         Message::Error("boom".into()),
         Message::StepBegin {

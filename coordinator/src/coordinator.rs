@@ -503,6 +503,9 @@ impl State {
     /// A step ended: its outcome is published, its session goes on or is closed, and a pair
     /// that failed it goes out of service with all its sessions.
     fn step_done(&mut self, d: StepDone) -> Result<(), CoordinatorError> {
+        if d.refused && !d.pair_lost {
+            return self.step_refused(d);
+        }
         let failed = matches!(d.outcome, Outcome::Failed { .. });
         if d.pair_lost {
             self.mark_lost(d.pair);
@@ -535,6 +538,28 @@ impl State {
         }
         if failed || d.pair_lost {
             self.close_all(d.pair)?;
+        }
+        Ok(())
+    }
+
+    /// A step both workers refused before any 2PC work (e.g. a share that does not open under
+    /// its binding, or a step injected into a session without the session's secret): its
+    /// failure is published, the pair stays in service, and the session stays open at the
+    /// same step for its client (a refused step 0 closes it: nothing was opened), so a job
+    /// forged by the broker or another client costs nobody else their session.
+    fn step_refused(&mut self, d: StepDone) -> Result<(), CoordinatorError> {
+        let mine = self
+            .sessions
+            .get(&d.session)
+            .is_some_and(|s| s.pair == d.pair && s.busy && s.next_step == d.step);
+        self.finish(&d.job_id, &d.session, d.step, d.outcome)?;
+        if mine {
+            if d.step == 0 {
+                self.close(&d.session, "refused its first step")?;
+            } else if let Some(s) = self.sessions.get_mut(&d.session) {
+                s.busy = false;
+                s.last_activity = Instant::now();
+            }
         }
         Ok(())
     }

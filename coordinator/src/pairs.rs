@@ -92,6 +92,9 @@ pub struct StepDone {
     pub outcome: Outcome,
     /// a worker did not answer (its link failed): the pair must not be used again
     pub pair_lost: bool,
+    /// the workers refused the step before any 2PC work (a share that does not open, a step
+    /// injected into a session, ...): the pair and the session's lane are as they were
+    pub refused: bool,
 }
 
 /// Keys the coordinator needs for its control links.
@@ -311,8 +314,9 @@ fn serve(
         }
         ended.extend(flight.expired(Instant::now()));
         for d in ended {
-            if matches!(d.outcome, Outcome::Failed { .. }) {
-                // a failed step: the pair is probed again once the others have ended
+            if matches!(d.outcome, Outcome::Failed { .. }) && !d.refused {
+                // a failed step: the pair is probed again once the others have ended (a step
+                // both workers refused before any 2PC work left them as they were)
                 down = Some(down.unwrap_or(false) || d.pair_lost);
             }
             if done.send(PairEvent::Done(d)).is_err() {
@@ -351,6 +355,7 @@ fn report(done: &Sender<PairEvent>, pair: usize, job: Job, outcome: Outcome, los
         step: job.step,
         outcome,
         pair_lost: lost,
+        refused: false,
     };
     done.send(PairEvent::Done(d)).is_ok()
 }
@@ -474,6 +479,7 @@ impl InFlight {
             step: job.step,
             outcome,
             pair_lost: lost,
+            refused: false,
         }
     }
 
@@ -486,6 +492,7 @@ impl InFlight {
             step: p.step,
             outcome,
             pair_lost: lost,
+            refused: false,
         })
     }
 
@@ -533,6 +540,7 @@ impl InFlight {
             Message::SessionFailed {
                 ref job_id,
                 ref reason,
+                refused,
                 ..
             } => {
                 if !self.steps.contains_key(job_id) {
@@ -540,7 +548,8 @@ impl InFlight {
                     return Ok(None);
                 }
                 let reason = format!("{}: {reason}", role(from));
-                Ok(self.end(job_id, Outcome::Failed { reason }, false))
+                let done = self.end(job_id, Outcome::Failed { reason }, false);
+                Ok(done.map(|d| StepDone { refused, ..d }))
             }
             Message::ServerHello { .. } => {
                 skipped(&m); // an extra hello answer
@@ -641,6 +650,7 @@ pub(crate) mod tests {
             job_id: id.into(),
             step: 0,
             reason: reason.into(),
+            refused: false,
         }
     }
 

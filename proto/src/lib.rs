@@ -166,8 +166,12 @@ pub enum Message {
         job_id: String,
         /// the step
         step: u32,
-        /// why
+        /// why (a public category for failures inside the 2PC: their detail can depend on
+        /// secret values and stays at the workers)
         reason: String,
+        /// refused before any 2PC work, at both workers: the lane and the session are as
+        /// they were (the pair stays in service; a later step of the session may still run)
+        refused: bool,
     },
     /// any direction: the peer failed; the text names what (never secrets)
     Error(String),

@@ -244,11 +244,12 @@ fn run_step(
 ) -> StepEnd {
     let cfg = &ctx.cfg;
     let m = &ctx.metrics;
-    let failed = |reason: String| Message::SessionFailed {
+    let failed = |reason: String, refused: bool| Message::SessionFailed {
         session: input.session.clone(),
         job_id: input.job_id.clone(),
         step: input.step,
         reason,
+        refused,
     };
     let binding = Binding {
         job_id: &input.job_id,
@@ -319,7 +320,7 @@ fn run_step(
         Err(e) => {
             let why = format!("step agreement with the peer: {e}");
             m.steps.with_label_values(&["failed"]).inc();
-            return StepEnd::Fatal(failed(why.clone()), why);
+            return StepEnd::Fatal(failed(why.clone(), false), why);
         }
     };
     if both[1] != 0 {
@@ -331,7 +332,7 @@ fn run_step(
             input.step, input.session, lane.lane
         );
         m.steps.with_label_values(&["failed"]).inc();
-        return StepEnd::Fatal(failed(why.clone()), why);
+        return StepEnd::Fatal(failed(why.clone(), false), why);
     }
     let (x, auth) = match (x, both[0]) {
         (Ok(x), 0) => x,
@@ -340,7 +341,7 @@ fn run_step(
                 .err()
                 .unwrap_or_else(|| "the peer refused its share".into());
             m.steps.with_label_values(&["refused"]).inc();
-            return StepEnd::Refused(failed(why));
+            return StepEnd::Refused(failed(why, true));
         }
     };
     if input.step == 0 {
@@ -365,7 +366,7 @@ fn run_step(
             tracing::debug!(session = %input.session, step = input.step, detail = %e.detail, "step failed inside the 2PC");
             m.steps.with_label_values(&["failed"]).inc();
             let why = format!("step failed inside the 2PC: {}", e.kind);
-            return StepEnd::Fatal(failed(why.clone()), why);
+            return StepEnd::Fatal(failed(why.clone(), false), why);
         }
     };
     // only the last rows the client asked for leave the worker (generation needs one)
@@ -392,7 +393,7 @@ fn run_step(
     );
     let out = match out {
         Ok(o) => o,
-        Err(e) => return StepEnd::Refused(failed(format!("sealing the output: {e}"))),
+        Err(e) => return StepEnd::Refused(failed(format!("sealing the output: {e}"), false)),
     };
     StepEnd::Done {
         reply: Message::SessionOutput {

@@ -225,6 +225,7 @@ async fn control(
                         job_id: input.job_id,
                         step,
                         reason,
+                        refused: true,
                     },
                 );
             }
@@ -277,6 +278,7 @@ async fn route(
                 job_id: input.job_id,
                 step: input.step,
                 reason,
+                refused: true,
             },
         );
     }

@@ -1,0 +1,256 @@
+//! The broker and the coordinator are not trusted with data: this test plays them as an
+//! attacker over the real cluster (tansu, a coordinator, a provider/helper pair and their dealer,
+//! separate processes), producing modified copies of real jobs on `marill.jobs`.
+//!
+//! - A job whose reply key was replaced yields no output sealed to the replacement key: the
+//!   input shares' sealing binds the reply key, so they no longer open, and both workers refuse
+//!   the step saying so. A rewritten copy of a job already served gets its first result again,
+//!   which the replacement key cannot open.
+//! - A step injected into another client's session (shares of the attacker's own, sealed to
+//!   the public domain keys) is refused: the session's reply key and secret were fixed by its
+//!   step 0, and the injected step carries neither. The session goes on for its client.
+//! - Only the last row of a prefill's final hidden state comes back (the job's `out_rows`).
+
+mod common;
+
+use common::{results, TestCluster};
+use marill_coordinator::KafkaSettings;
+use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::FixedPoint;
+use marill_proto::job::{
+    shares_from_bytes, Job, JobResult, Outcome, StepShare, JOBS_TOPIC, SESSION_SECRET_LEN,
+};
+use marill_transport::seal::seal;
+use marill_transport::{Binding, SealKeyPair, SealPublic};
+use std::time::{Duration, Instant};
+
+const PARTIES: [&str; 2] = ["provider", "helper"];
+
+/// A client of the cluster built from the job schema, as `marill client` does it.
+struct Client {
+    reply: SealKeyPair,
+    secrets: [[u8; SESSION_SECRET_LEN]; 2],
+    session: String,
+    domains: [SealPublic; 2],
+    model: String,
+    n_public: usize,
+    d: usize,
+}
+
+fn secret() -> [u8; SESSION_SECRET_LEN] {
+    let mut s = [0u8; SESSION_SECRET_LEN];
+    s[..16].copy_from_slice(&Seed::random().0);
+    s[16..].copy_from_slice(&Seed::random().0);
+    s
+}
+
+impl Client {
+    fn new(c: &TestCluster, real: &Job, d: usize, session: &str) -> Self {
+        let domains = PARTIES.map(|p| SealKeyPair::load_public(&c.keys, p).unwrap());
+        Self {
+            reply: SealKeyPair::generate(),
+            secrets: [secret(), secret()],
+            session: session.into(),
+            domains,
+            model: real.model.clone(),
+            n_public: real.n_public,
+            d,
+        }
+    }
+
+    /// Step `step` of this client's session: `rows` rows of a small hidden state, shared and
+    /// sealed with `secrets` and bound to `reply_key` (an attacker passes its own).
+    fn job(
+        &self,
+        job_id: &str,
+        step: u32,
+        rows: usize,
+        reply_key: [u8; 32],
+        secrets: [[u8; SESSION_SECRET_LEN]; 2],
+    ) -> Job {
+        let fx = FixedPoint::default();
+        let x: Vec<f64> = (0..rows * self.d)
+            .map(|i| 0.25 * ((i % 7) as f64 - 3.0))
+            .collect();
+        let v = fx.encode_slice(&x).unwrap();
+        let r = Prg::new(Seed::random(), 0).ring_vec(v.len());
+        let s0: Vec<u64> = v.iter().zip(&r).map(|(a, b)| a.wrapping_sub(*b)).collect();
+        let shares = [s0, r].into_iter().enumerate().map(|(i, values)| {
+            let b = Binding {
+                job_id,
+                session: &self.session,
+                step,
+                party: PARTIES[i],
+                direction: "in",
+                reply_key: &reply_key,
+            };
+            let plain = StepShare {
+                secret: secrets[i],
+                values,
+            };
+            seal(&self.domains[i], &b, &plain.to_bytes()).unwrap()
+        });
+        let [a, b]: [_; 2] = shares.collect::<Vec<_>>().try_into().unwrap();
+        Job {
+            job_id: job_id.into(),
+            session: self.session.clone(),
+            step,
+            last: false,
+            model: self.model.clone(),
+            n_public: self.n_public,
+            rows,
+            out_rows: 1,
+            deadline_ms: u64::MAX,
+            reply_key,
+            shares: [a, b],
+        }
+    }
+
+    /// The output shares of `r` opened with this client's key: each party's values.
+    fn open(&self, r: &JobResult) -> Result<[Vec<u64>; 2], String> {
+        let Outcome::Done { outputs, .. } = &r.outcome else {
+            return Err(format!("{:?}", r.outcome));
+        };
+        let mut out = Vec::new();
+        for (i, o) in outputs.iter().enumerate() {
+            let b = Binding {
+                job_id: &r.job_id,
+                session: &r.session,
+                step: r.step,
+                party: PARTIES[i],
+                direction: "out",
+                reply_key: &self.reply.public.0,
+            };
+            let bytes = self.reply.open(o, &b).map_err(|e| e.to_string())?;
+            out.push(shares_from_bytes(&bytes).unwrap());
+        }
+        Ok(out.try_into().unwrap())
+    }
+}
+
+fn produce(c: &TestCluster, job: &Job) {
+    let p = KafkaSettings::new(&c.brokers).producer().unwrap();
+    marill_coordinator::kafka::produce(&p, JOBS_TOPIC, &job.session, &job.encode()).unwrap();
+}
+
+/// Every result published for `job_id`, waiting up to 90 s for the first.
+fn results_of(c: &TestCluster, job_id: &str) -> Vec<JobResult> {
+    let start = Instant::now();
+    loop {
+        if let Some(rs) = results(&c.brokers).get(job_id) {
+            return rs.iter().map(|b| JobResult::decode(b).unwrap()).collect();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no result for {job_id} ({})",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn failure(r: &JobResult) -> String {
+    match &r.outcome {
+        Outcome::Failed { reason } => reason.clone(),
+        o => panic!("job {} was not refused: {o:?}", r.job_id),
+    }
+}
+
+#[test]
+fn rewritten_and_injected_jobs_are_refused() {
+    let mut c = TestCluster::start("tampered", 1);
+    c.coordinator();
+    c.serve_batch(1, 2, "a real session");
+    let jobs: Vec<Job> = marill_coordinator::kafka::read_tail(
+        &KafkaSettings::new(&c.brokers),
+        JOBS_TOPIC,
+        1000,
+        Duration::from_secs(20),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(_, b)| Job::decode(&b).unwrap())
+    .collect();
+    let real = jobs
+        .iter()
+        .find(|j| j.step == 0)
+        .expect("a real prefill job");
+    assert_eq!(real.out_rows, 1, "a generation asks for its last row only");
+    // the sealed share: 16 bytes of tag, the session secret, rows × d values
+    let d = (real.shares[0].ct.len() - 16 - SESSION_SECRET_LEN) / 8 / real.rows;
+    let attacker = SealKeyPair::generate();
+
+    // 1. a real job copied with the attacker's reply key: the coordinator answers the job id
+    //    with its first result, which the attacker's key does not open
+    let mut copy = real.clone();
+    copy.reply_key = attacker.public.0;
+    produce(&c, &copy);
+    std::thread::sleep(Duration::from_secs(3));
+    for r in results_of(&c, &real.job_id) {
+        if let Outcome::Done { outputs, .. } = &r.outcome {
+            for (i, o) in outputs.iter().enumerate() {
+                let b = Binding {
+                    job_id: &r.job_id,
+                    session: &r.session,
+                    step: r.step,
+                    party: PARTIES[i],
+                    direction: "out",
+                    reply_key: &attacker.public.0,
+                };
+                assert!(
+                    attacker.open(o, &b).is_err(),
+                    "the attacker opened an output"
+                );
+            }
+        }
+    }
+
+    // 2. a client's new job whose reply key is replaced in flight: refused by both workers,
+    //    no output at all
+    let victim = Client::new(&c, real, d, "victim-a");
+    let mut job = victim.job("victim-a-0", 0, 3, victim.reply.public.0, victim.secrets);
+    job.reply_key = attacker.public.0;
+    produce(&c, &job);
+    let rs = results_of(&c, "victim-a-0");
+    for r in &rs {
+        let why = failure(r);
+        assert!(why.contains("does not open under its binding"), "{why}");
+    }
+
+    // 3. a session served to its client, then steps injected into it
+    let victim = Client::new(&c, real, d, "victim-b");
+    produce(
+        &c,
+        &victim.job("victim-b-0", 0, 3, victim.reply.public.0, victim.secrets),
+    );
+    let r = &results_of(&c, "victim-b-0")[0];
+    let out = victim
+        .open(r)
+        .unwrap_or_else(|e| panic!("{e} ({})", c.logs()));
+    for y in &out {
+        assert_eq!(y.len(), d, "3 rows in, only the last row's {d} values out");
+    }
+    // with the victim's reply key (to pass the sealing) and a secret of the attacker's own
+    let forged = victim.job("evil-1", 1, 1, victim.reply.public.0, [secret(), secret()]);
+    produce(&c, &forged);
+    let why = failure(&results_of(&c, "evil-1")[0]);
+    assert!(why.contains("does not carry its session's secret"), "{why}");
+    // with the attacker's own reply key, sealed to it
+    let mut own = Client::new(&c, real, d, "victim-b");
+    own.reply = SealKeyPair::generate();
+    let forged = own.job("evil-2", 1, 1, own.reply.public.0, [secret(), secret()]);
+    produce(&c, &forged);
+    let why = failure(&results_of(&c, "evil-2")[0]);
+    assert!(why.contains("another reply key"), "{why}");
+    // the session is still the victim's
+    produce(
+        &c,
+        &victim.job("victim-b-1", 1, 1, victim.reply.public.0, victim.secrets),
+    );
+    let r = &results_of(&c, "victim-b-1")[0];
+    let out = victim
+        .open(r)
+        .unwrap_or_else(|e| panic!("{e} ({})", c.logs()));
+    assert_eq!(out[0].len(), d);
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
