@@ -24,10 +24,10 @@ use super::worker_metrics::WorkerMetrics;
 use super::{recv, send};
 use crate::generate::{load, ModelArgs};
 use crate::secure::bridge::{suffix_of, Bounds};
+use crate::secure::seeds::Purpose;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use marill_mpc::fixed::FixedPoint;
-use marill_mpc::prg::Seed;
 use marill_mpc::PartyId;
 use marill_proto::Message;
 use marill_suffix::secure::{prepare, FinalGamma};
@@ -168,7 +168,8 @@ pub fn run(a: WorkerArgs) -> Result<()> {
         WorkerRole::Provider => {
             let (model, _) = load(&a.model)?;
             let (cfg, w) = suffix_of(&model, Bounds::default(), a.max_seq)?;
-            let [p0, p1] = prepare(&cfg, &w, fx, Seed::random()).map_err(|e| anyhow!("{e}"))?;
+            let [p0, p1] = prepare(&cfg, &w, fx, a.model.seeding().seed(Purpose::WeightSplit))
+                .map_err(|e| anyhow!("{e}"))?;
             let at_client = matches!(p0.final_gamma, FinalGamma::AtClient);
             let hello = server_hello(&cfg, at_client, own_sessions);
             let theirs = handshake::provide(&peer, &cfg, p1, &hello)?;
