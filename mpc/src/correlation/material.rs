@@ -32,17 +32,36 @@ pub struct SquarePairs {
 }
 
 /// Normalisation material (see `CorrRequest::NormTriple`): shares of `a`, `a²`, per-row `b`
-/// and `c = a·b_row`.
+/// and `c = a·b_row` (both empty without the product), and the input's range-check material.
 #[derive(Clone, Debug)]
 pub struct NormTriple {
     /// shares of a (rows·d)
     pub a: Vec<u64>,
     /// shares of a² (rows·d)
     pub a2: Vec<u64>,
-    /// shares of b (rows)
+    /// shares of b (rows; empty without the product)
     pub b: Vec<u64>,
-    /// shares of a·b_row (rows·d)
+    /// shares of a·b_row (rows·d; empty without the product)
     pub c: Vec<u64>,
+    /// the declared-range check of the input
+    pub check: NormCheckMaterial,
+}
+
+/// Range-check material of a norm's input (see [`NormCheck`](super::NormCheck) and
+/// `ops::norm`). The opened `e = x − a` is the masked opening `x + r` of the mask `r = −a`;
+/// `mask` holds shares of `r`, its top bit and `(r mod 2^63) >> s` for the coarse and the fine
+/// shift, so that `⌊(x − o)/2^s⌋ (+1) = P(c) − M_s(c_hi)` with `P` public and `M_s` known to the
+/// dealer up to the public top bit `c_hi` of `c − o` (see `ops::trunc`); `sq` holds shares of
+/// `M_s(0)²` and `M_s(1)²` for the squares of those values; `rows` holds one mask per row and
+/// sum (coarse, fine) with comparison keys.
+#[derive(Clone, Debug)]
+pub struct NormCheckMaterial {
+    /// the input mask `r = −a` with truncation material for the coarse and the fine shift
+    pub mask: MaskMaterial,
+    /// `[coarse, fine][c_hi]`: shares of `M_s(c_hi)²`
+    pub sq: [[Vec<u64>; 2]; 2],
+    /// per-row masks with comparison material for the coarse and the fine row sums
+    pub rows: [MaskMaterial; 2],
 }
 
 /// A Beaver matrix triple.
@@ -337,6 +356,88 @@ fn gen_cmp(r: &[u64], bits: u32, s0: &mut Prg, s1: &mut Prg, e0: &mut Vec<u8>, e
     }
 }
 
+/// Range-check material of a norm's input (see [`NormCheckMaterial`]) for the mask `a` of its
+/// opening: P1's shares of the top bit of `r = −a`, of its low parts for both shifts and of
+/// the squared truncation masks, then one comparison mask per row for each row sum.
+fn gen_norm_check(
+    a: &[u64],
+    rows: usize,
+    check: &super::NormCheck,
+    s0: &mut Prg,
+    s1: &mut Prg,
+    e0: &mut Vec<u8>,
+    e1: &mut Vec<u8>,
+) {
+    let n = a.len();
+    let r: Vec<u64> = a.iter().map(|x| x.wrapping_neg()).collect();
+    let shifts = [check.coarse, check.fine];
+    let msb0 = s0.ring_vec(n);
+    let msb: Vec<u64> = r.iter().map(|x| x >> 63).collect();
+    put_u64s(e1, &sub(&msb, &msb0));
+    for s in shifts {
+        let lo0 = s0.ring_vec(n);
+        let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, s)).collect();
+        put_u64s(e1, &sub(&lo, &lo0));
+    }
+    for s in shifts {
+        for c_hi in 0..2 {
+            let sq0 = s0.ring_vec(n);
+            let sq: Vec<u64> = r
+                .iter()
+                .map(|&x| {
+                    let m = trunc_mask(x, s, c_hi);
+                    m.wrapping_mul(m)
+                })
+                .collect();
+            put_u64s(e1, &sub(&sq, &sq0));
+        }
+    }
+    for bits in [check.coarse_bits, check.fine_bits] {
+        gen_mask(rows, &[], bits, &[], s0, s1, e0, e1);
+    }
+}
+
+/// Expands a norm's range-check material (the party side of [`gen_norm_check`]).
+fn read_norm_check(
+    p0: bool,
+    a: &[u64],
+    rows: usize,
+    check: &super::NormCheck,
+    prg: &mut Prg,
+    rd: &mut Reader,
+) -> Result<NormCheckMaterial, CorrelationError> {
+    let n = a.len();
+    let words = |prg: &mut Prg, rd: &mut Reader| -> Result<Vec<u64>, CorrelationError> {
+        if p0 {
+            Ok(prg.ring_vec(n))
+        } else {
+            rd.u64s(n)
+        }
+    };
+    let r_msb = words(prg, rd)?;
+    let lo_shifted = vec![
+        (check.coarse, words(prg, rd)?),
+        (check.fine, words(prg, rd)?),
+    ];
+    let sq = [
+        [words(prg, rd)?, words(prg, rd)?],
+        [words(prg, rd)?, words(prg, rd)?],
+    ];
+    let mut row_mask = |bits: u32| read_mask(p0, rows, &[], bits, &[], prg, rd);
+    let rows = [row_mask(check.coarse_bits)?, row_mask(check.fine_bits)?];
+    Ok(NormCheckMaterial {
+        mask: MaskMaterial {
+            r: a.iter().map(|x| x.wrapping_neg()).collect(),
+            r_msb,
+            lo_shifted,
+            cmp: None,
+            exact: Vec::new(),
+        },
+        sq,
+        rows,
+    })
+}
+
 /// Expands comparison material (the party side of [`gen_cmp`]).
 fn read_cmp(
     p0: bool,
@@ -427,21 +528,34 @@ pub fn generate(
                 .collect();
             put_u64s(&mut e1, &sub(&c, &c0));
         }
-        CorrRequest::NormTriple { rows, d } => {
+        CorrRequest::NormTriple {
+            rows,
+            d,
+            product,
+            check,
+        } => {
             let n = rows * d;
-            let (a0, q0, b0, c0) = (
-                s0.ring_vec(n),
-                s0.ring_vec(n),
-                s0.ring_vec(*rows),
-                s0.ring_vec(n),
-            );
-            let (a1, b1) = (s1.ring_vec(n), s1.ring_vec(*rows));
+            let (a0, q0) = (s0.ring_vec(n), s0.ring_vec(n));
+            let (b0, c0) = if *product {
+                (s0.ring_vec(*rows), s0.ring_vec(n))
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let a1 = s1.ring_vec(n);
+            let b1 = if *product {
+                s1.ring_vec(*rows)
+            } else {
+                Vec::new()
+            };
             let a = add(&a0, &a1);
-            let b = add(&b0, &b1);
             let q: Vec<u64> = a.iter().map(|x| x.wrapping_mul(*x)).collect();
-            let c: Vec<u64> = (0..n).map(|i| a[i].wrapping_mul(b[i / d])).collect();
             put_u64s(&mut e1, &sub(&q, &q0));
-            put_u64s(&mut e1, &sub(&c, &c0));
+            if *product {
+                let b = add(&b0, &b1);
+                let c: Vec<u64> = (0..n).map(|i| a[i].wrapping_mul(b[i / d])).collect();
+                put_u64s(&mut e1, &sub(&c, &c0));
+            }
+            gen_norm_check(&a, *rows, check, s0, s1, &mut e0, &mut e1);
         }
         CorrRequest::SquarePairs { n } => {
             let (a0, q0) = (s0.ring_vec(*n), s0.ring_vec(*n));
@@ -458,12 +572,15 @@ pub fn generate(
         CorrRequest::WeightMask { weight, k, n } => {
             let b0 = s0.ring_vec(k * n);
             let b1 = s1.ring_vec(k * n);
-            let b = RingTensor::from_vec(&[*k, *n], add(&b0, &b1)).expect("shape");
-            if weights.insert(*weight, b).is_some() {
+            // refuse a second mask before touching the registered one: the first mask is the
+            // one `W − B` was opened with, and every later triple must use it
+            if weights.contains_key(weight) {
                 return Err(CorrelationError::InvalidRequest {
                     detail: format!("weight {weight} was already masked in this session"),
                 });
             }
+            let b = RingTensor::from_vec(&[*k, *n], add(&b0, &b1)).expect("shape");
+            weights.insert(*weight, b);
         }
         CorrRequest::WeightTriple { weight, m, k, n } => {
             let b = weights
@@ -664,16 +781,24 @@ pub fn materialize(
             let c = if p0 { prg.ring_vec(*n) } else { rd.u64s(*n)? };
             Material::Mul(MulTriples { a, b, c })
         }
-        CorrRequest::NormTriple { rows, d } => {
+        CorrRequest::NormTriple {
+            rows,
+            d,
+            product,
+            check,
+        } => {
             let n = rows * d;
-            if p0 {
-                let [a, a2, b, c] = [n, n, *rows, n].map(|len| prg.ring_vec(len));
-                Material::Norm(NormTriple { a, a2, b, c })
+            let (pn, pr) = if *product { (n, *rows) } else { (0, 0) };
+            let (a, a2, b, c) = if p0 {
+                let [a, a2, b, c] = [n, n, pr, pn].map(|len| prg.ring_vec(len));
+                (a, a2, b, c)
             } else {
-                let (a, b) = (prg.ring_vec(n), prg.ring_vec(*rows));
-                let (a2, c) = (rd.u64s(n)?, rd.u64s(n)?);
-                Material::Norm(NormTriple { a, a2, b, c })
-            }
+                let (a, b) = (prg.ring_vec(n), prg.ring_vec(pr));
+                let (a2, c) = (rd.u64s(n)?, rd.u64s(pn)?);
+                (a, a2, b, c)
+            };
+            let check = read_norm_check(p0, &a, *rows, check, prg, &mut rd)?;
+            Material::Norm(NormTriple { a, a2, b, c, check })
         }
         CorrRequest::SquarePairs { n } => {
             let a = prg.ring_vec(*n);

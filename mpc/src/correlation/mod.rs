@@ -79,14 +79,19 @@ pub enum CorrRequest {
         /// count
         n: usize,
     },
-    /// Normalisation material for `rows × d` values: one mask `a` serves both the squares
-    /// (`a²`) and the product with a per-row value (`b` per row, `c = a·b_row`), so the input is
-    /// opened once and the row value once per row.
+    /// Normalisation material for `rows × d` values: one mask `a` serves the squares (`a²`),
+    /// the declared-range check of the input ([`NormCheck`]: the opened `x − a` is a masked
+    /// opening of `x` with mask `−a`) and, when `product`, the product with a per-row value
+    /// (`b` per row, `c = a·b_row`), so the input is opened once and the row value once per row.
     NormTriple {
         /// rows
         rows: usize,
         /// row width
         d: usize,
+        /// with `b` and `c` (the norm without γ); without, only `a`, `a²` and the check
+        product: bool,
+        /// the range check's shifts and comparison widths
+        check: NormCheck,
     },
     /// A Beaver matrix triple `A (m×k), B (k×n), C = A·B`.
     MatTriple {
@@ -169,6 +174,23 @@ pub enum CorrRequest {
     },
 }
 
+/// The declared-range check of a norm's input (see `ops::norm`): from the opening of `x − a`,
+/// the coarse value `u = ⌊(x + 2^(coarse−1))/2^coarse⌋ (+1)` must be 0 or 1 for every element
+/// (`Σ u(u−1) = 0` per row) and the fine value `v = ⌊x/2^fine⌋ (+1)` must have a small
+/// `Σ v²` per row. The two row sums are opened masked and compared with DCF keys of
+/// `coarse_bits − 1` and `fine_bits − 1` levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct NormCheck {
+    /// shift of the coarse value (its row sum `Σ u(u−1)` must be 0)
+    pub coarse: u32,
+    /// shift of the fine value (its row sum `Σ v²` is bounded)
+    pub fine: u32,
+    /// comparison width of the coarse row sum
+    pub coarse_bits: u32,
+    /// comparison width of the fine row sum
+    pub fine_bits: u32,
+}
+
 /// The input mask of a one-segment signed lookup, generated with the mask `a` of the lookup's
 /// slope `s·T1[y]` so that the interpolation product `s·T1[y]·z` opens only `s·T1[y] − a`.
 /// The remainder `z` is public up to dealer-known terms: with the input opened as
@@ -229,6 +251,17 @@ impl CorrRequest {
                     return bad(format!("comparison width must be 0 or 2..=64: {cmp_bits}"));
                 }
                 Ok(())
+            }
+            CorrRequest::NormTriple { check: c, .. }
+                if !(1..=61).contains(&c.fine)
+                    || c.coarse <= c.fine
+                    || c.coarse > 62
+                    || !(2..=62).contains(&c.coarse_bits)
+                    || !(2..=62).contains(&c.fine_bits) =>
+            {
+                bad(format!(
+                    "norm check: shifts must satisfy 1 <= fine < coarse <= 62 and comparison widths be in 2..=62: {c:?}"
+                ))
             }
             CorrRequest::TruncWeight { shift, .. } if *shift == 0 || *shift > 62 => {
                 bad(format!("truncation shift must be in 1..=62: {shift}"))
@@ -698,6 +731,55 @@ mod tests {
             }),
         };
         assert!(bad.validate().is_err());
+    }
+
+    /// A second mask for a registered weight is refused and leaves the first one in place:
+    /// the triples generated afterwards still multiply by the mask `W − B` was opened with.
+    #[test]
+    fn a_refused_duplicate_weight_mask_keeps_the_registered_one() {
+        let mut d = Dealer::new(Seed::from_u64(12));
+        let mut s0 = CorrelationStore::new(PartyId::P0, d.party_seed(PartyId::P0));
+        let mut s1 = CorrelationStore::new(PartyId::P1, d.party_seed(PartyId::P1));
+        let mut deliver = |d: &mut Dealer, req: &CorrRequest| -> (Material, Material) {
+            let [b0, b1] = d.next_bundle(req).unwrap();
+            s0.insert(b0).unwrap();
+            s1.insert(b1).unwrap();
+            (s0.take(req).unwrap(), s1.take(req).unwrap())
+        };
+        let mask = CorrRequest::WeightMask {
+            weight: 7,
+            k: 3,
+            n: 2,
+        };
+        let (Material::WeightMask(b0), Material::WeightMask(b1)) = deliver(&mut d, &mask) else {
+            panic!("kind")
+        };
+        let b = b0.add(&b1).unwrap();
+        // the same weight again, with the same or another shape: refused
+        for again in [
+            mask.clone(),
+            CorrRequest::WeightMask {
+                weight: 7,
+                k: 2,
+                n: 2,
+            },
+        ] {
+            assert!(matches!(
+                d.next_bundle(&again),
+                Err(CorrelationError::InvalidRequest { .. })
+            ));
+        }
+        let triple = CorrRequest::WeightTriple {
+            weight: 7,
+            m: 4,
+            k: 3,
+            n: 2,
+        };
+        let (Material::Weight(t0), Material::Weight(t1)) = deliver(&mut d, &triple) else {
+            panic!("kind")
+        };
+        let a = t0.a.add(&t1.a).unwrap();
+        assert_eq!(t0.c.add(&t1.c).unwrap(), a.matmul(&b).unwrap());
     }
 
     #[test]

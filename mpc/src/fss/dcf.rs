@@ -505,32 +505,72 @@ mod batch_tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    /// Many keys walked together ([`dcf_eval_keys`], the batched SIMD or portable walk) give,
+    /// once both parties' shares are added, the DCF's definition `β·[x < α]` on the low `n`
+    /// bits of `x` — not merely what another evaluation path returns. Seeded random keys of 1
+    /// to 64 bits in ragged batches (not multiples of the 16 lanes), each at its edge points
+    /// (α, α ± 1, the domain's ends, α with high bits set above the domain) and random ones.
     #[test]
-    fn batched_keys_equal_single_key_evaluation() {
+    fn batched_keys_reconstruct_the_definition() {
         let mut rng = StdRng::seed_from_u64(17);
-        for (n, keys, per) in [(23u32, 37usize, 2usize), (11, 5, 1), (40, 16, 3)] {
-            let mask = (1u64 << n) - 1;
+        for (n, keys, per) in [
+            (1u32, 3usize, 8usize),
+            (11, 5, 8),
+            (23, 37, 8),
+            (40, 16, 9),
+            (63, 7, 8),
+            (64, 19, 8),
+        ] {
+            let mask = domain_mask(n);
             let mut roots = [Vec::new(), Vec::new()];
-            let mut cws = Vec::new();
             let mut flat = DcfKeys::with_capacity(n, keys);
-            for _ in 0..keys {
+            let mut defs = Vec::new();
+            let mut xs = Vec::new();
+            for k in 0..keys {
+                // α at the domain's ends for the first keys, random after
+                let alpha = match k {
+                    0 => 0,
+                    1 => mask,
+                    _ => rng.gen::<u64>() & mask,
+                };
+                let beta: u64 = rng.gen();
                 let (r0, r1): (u128, u128) = (rng.gen(), rng.gen());
-                cws.push(dcf_gen(n, rng.gen::<u64>() & mask, rng.gen(), r0, r1));
-                flat.push(cws.last().unwrap());
+                flat.push(&dcf_gen(n, alpha, beta, r0, r1));
                 roots[0].push(r0);
                 roots[1].push(r1);
+                defs.push((alpha, beta));
+                let high = if n < 64 { rng.gen::<u64>() & !mask } else { 0 };
+                let edges = [
+                    alpha,
+                    alpha.wrapping_sub(1) & mask,
+                    alpha.wrapping_add(1) & mask,
+                    0,
+                    mask,
+                    alpha | high,
+                    alpha.wrapping_sub(1) & mask | high,
+                ];
+                xs.extend(
+                    (0..per).map(|q| edges.get(q).copied().unwrap_or_else(|| rng.gen::<u64>())),
+                );
             }
-            let xs: Vec<u64> = (0..keys * per).map(|_| rng.gen::<u64>() & mask).collect();
+            let mut shares = [vec![0u64; xs.len()], vec![0u64; xs.len()]];
             for party in 0..2u8 {
-                let mut got = vec![0u64; xs.len()];
-                dcf_eval_keys(party, &roots[party as usize], &flat, per, &xs, &mut got);
-                for (i, (x, g)) in xs.iter().zip(&got).enumerate() {
-                    let want = dcf_eval(party, roots[party as usize][i / per], &cws[i / per], *x);
-                    assert_eq!(*g, want, "n={n} point {i}");
-                }
+                let p = party as usize;
+                dcf_eval_keys(party, &roots[p], &flat, per, &xs, &mut shares[p]);
+            }
+            for (i, x) in xs.iter().enumerate() {
+                let (alpha, beta) = defs[i / per];
+                let want = if x & mask < alpha { beta } else { 0 };
+                assert_eq!(
+                    shares[0][i].wrapping_add(shares[1][i]),
+                    want,
+                    "n={n} key {} point {x:#x} alpha {alpha:#x}",
+                    i / per
+                );
             }
         }
     }
+
     #[test]
     fn flat_keys_decode_what_single_keys_encode() {
         let mut rng = StdRng::seed_from_u64(18);

@@ -313,7 +313,32 @@ pub async fn eval_untruncated<T: Transport>(
     table: &PiecewiseLinear,
     x: &[u64],
 ) -> Result<Vec<u64>> {
-    Ok(eval_core(p, table, x, None).await?.out)
+    Ok(eval_core(p, table, x, None, None).await?.out)
+}
+
+/// A check that rides on a lookup's first two rounds instead of paying its own (see
+/// [`eval_untruncated_with`]): [`Companion::first`] is opened with the lookup's masked input
+/// (round 1); [`Companion::second`] turns what it opened into values opened with round 2; and
+/// [`Companion::verify`] sees those before the lookup checks its own declared range, so that a
+/// failed companion check is the error reported.
+pub trait Companion {
+    /// This party's shares to open with round 1.
+    fn first(&self) -> &[u64];
+    /// From the opened [`Companion::first`], this party's shares to open with round 2.
+    fn second(&mut self, opened: Vec<u64>) -> Result<Vec<u64>>;
+    /// Checks the opened [`Companion::second`].
+    fn verify(&self, opened: &[u64]) -> Result<()>;
+}
+
+/// [`eval_untruncated`] with a `companion` check opened in its first two rounds (no round of
+/// its own). Only for tables read with a plain (not signed) lookup.
+pub async fn eval_untruncated_with<T: Transport>(
+    p: &mut Party<T>,
+    table: &PiecewiseLinear,
+    x: &[u64],
+    companion: &mut (dyn Companion + Send),
+) -> Result<Vec<u64>> {
+    Ok(eval_core(p, table, x, None, Some(companion)).await?.out)
 }
 
 /// What a signed evaluation returns (all at scale `out_frac + t`, except the sign).
@@ -337,7 +362,7 @@ pub async fn eval_signed<T: Transport>(
     x: &[u64],
     mat: SignedLutMaterial,
 ) -> Result<SignedOutput> {
-    let r = eval_core(p, table, x, Some(mat)).await?;
+    let r = eval_core(p, table, x, Some(mat), None).await?;
     Ok(SignedOutput {
         su: r.out,
         tails: r.tails,
@@ -394,6 +419,7 @@ async fn eval_core<T: Transport>(
     table: &PiecewiseLinear,
     x: &[u64],
     mut signed: Option<SignedLutMaterial>,
+    mut companion: Option<&mut (dyn Companion + Send)>,
 ) -> Result<CoreOutput> {
     let n = x.len();
     if let Some(m) = &signed {
@@ -424,6 +450,13 @@ async fn eval_core<T: Transport>(
             detail: format!("{}: a fused input mask needs an ungated table", table.name),
         });
     }
+    if companion.is_some() && (fused.is_some() || signed.is_some()) {
+        return Err(MpcError::InvalidParameter {
+            op: "lut",
+            detail: format!("{}: a companion check needs a plain lookup", table.name),
+        });
+    }
+    let mut companion_second = None;
     let (masked, fused) = match fused {
         Some(SignedInputMaterial {
             mask,
@@ -437,10 +470,28 @@ async fn eval_core<T: Transport>(
             let c = open(p, pending.message(), 64).await?;
             (pending.finish(c), Some((a, am, roots, cws, range)))
         }
-        None => (
-            mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?,
-            None,
-        ),
+        None => match companion.as_deref_mut() {
+            None => (
+                mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?,
+                None,
+            ),
+            Some(comp) => {
+                let pending = MaskPending::begin(
+                    p,
+                    x,
+                    &table.shifts(),
+                    table.cmp_bits,
+                    &table.exact_shifts(),
+                )?;
+                let mut opened =
+                    open_groups(p, &[(pending.message(), 64), (comp.first(), 64)]).await?;
+                companion_second = Some(comp.second(opened.pop().expect("two groups"))?);
+                (
+                    pending.finish(opened.pop().expect("two groups")),
+                    None,
+                )
+            }
+        },
     };
     // Thresholds: the declared range's min and max + 1 ulp (the range check; a fused signed
     // lookup checks its cell index after round 2 instead), then — only when gated — every
@@ -562,10 +613,17 @@ async fn eval_core<T: Transport>(
     for m in &tails {
         groups.push((m.message(), 64));
     }
+    if let Some(c) = &companion_second {
+        groups.push((c, 64));
+    }
     if let Some(c) = &out_of_range {
         groups.push((c, 64));
     }
     let opened = open_groups(p, &groups).await?;
+    if let Some(comp) = companion {
+        let at = opened.len() - 1 - out_of_range.is_some() as usize;
+        comp.verify(&opened[at])?;
+    }
     let out_of_range_error = |count: u64| MpcError::OutOfRange {
         op: table.name,
         count,

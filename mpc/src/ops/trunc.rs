@@ -122,6 +122,17 @@ pub struct Masked {
 }
 
 impl Masked {
+    /// A mask opened otherwise: `c = x + r + 2^62` for the mask `r` of `mat` (e.g. the opened
+    /// `x − a` of a norm triple, whose mask is `r = −a`).
+    pub(crate) fn from_opened<T: Transport>(p: &Party<T>, mat: MaskMaterial, c: Vec<u64>) -> Self {
+        Self {
+            mat,
+            c,
+            p0: p.is_p0(),
+            party: p.id.index() as u8,
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.c.len()
@@ -293,6 +304,26 @@ pub async fn mask_open<T: Transport>(
     let pending = MaskPending::begin(p, x, shifts, cmp_bits, exact)?;
     let c = open(p, pending.message(), 64).await?;
     Ok(pending.finish(c))
+}
+
+/// Shares of `x / 2^s` (floor, +0 or +1 ulp) for `x` known to lie in `[0, 2^63)` (e.g. a
+/// square): the opening of `x − 2^62` covers twice the range of [`trunc`]. One round.
+pub async fn trunc_nonnegative<T: Transport>(
+    p: &mut Party<T>,
+    x: &[u64],
+    s: u32,
+) -> Result<Vec<u64>> {
+    if s == 0 {
+        return Ok(x.to_vec());
+    }
+    let mut y = mask_open(p, x, &[s], 0, &[]).await?.trunc_offset(s, OFFSET)?;
+    if p.is_p0() {
+        // ⌊(x − 2^62)/2^s⌋ + 2^(62−s) = ⌊x/2^s⌋
+        for v in &mut y {
+            *v = v.wrapping_add(OFFSET >> s);
+        }
+    }
+    Ok(y)
 }
 
 /// Shares of `x / 2^s` (floor, +0 or +1 ulp) for `|x| < 2^62`. One round.
