@@ -10,6 +10,9 @@
 //!   the public domain keys) is refused: the session's reply key and secret were fixed by its
 //!   step 0, and the injected step carries neither. The session goes on for its client.
 //! - Only the last row of a prefill's final hidden state comes back (the job's `out_rows`).
+//! - A step that fails inside the 2PC on a data-dependent check (inputs past the norms'
+//!   declared bound) fails with its public category only: the count the range check opened
+//!   reaches neither the result, nor the coordinator's, the workers' or the dealer's logs.
 
 mod common;
 
@@ -68,11 +71,24 @@ impl Client {
         reply_key: [u8; 32],
         secrets: [[u8; SESSION_SECRET_LEN]; 2],
     ) -> Job {
-        let fx = FixedPoint::default();
         let x: Vec<f64> = (0..rows * self.d)
             .map(|i| 0.25 * ((i % 7) as f64 - 3.0))
             .collect();
-        let v = fx.encode_slice(&x).unwrap();
+        self.job_of(job_id, step, &x, reply_key, secrets)
+    }
+
+    /// [`Client::job`] of the hidden state `x` (rows × d).
+    fn job_of(
+        &self,
+        job_id: &str,
+        step: u32,
+        x: &[f64],
+        reply_key: [u8; 32],
+        secrets: [[u8; SESSION_SECRET_LEN]; 2],
+    ) -> Job {
+        let rows = x.len() / self.d;
+        let fx = FixedPoint::default();
+        let v = fx.encode_slice(x).unwrap();
         let r = Prg::new(Seed::random(), 0).ring_vec(v.len());
         let s0: Vec<u64> = v.iter().zip(&r).map(|(a, b)| a.wrapping_sub(*b)).collect();
         let shares = [s0, r].into_iter().enumerate().map(|(i, values)| {
@@ -156,9 +172,10 @@ fn failure(r: &JobResult) -> String {
     }
 }
 
-#[test]
-fn rewritten_and_injected_jobs_are_refused() {
-    let mut c = TestCluster::start("tampered", 1);
+/// Starts a cluster, serves one real session, and returns the cluster, that session's prefill
+/// job and the model width.
+fn cluster_with_a_real_job(name: &str) -> (TestCluster, Job, usize) {
+    let mut c = TestCluster::start(name, 1);
     c.coordinator();
     c.serve_batch(1, 2, "a real session");
     let jobs: Vec<Job> = marill_coordinator::kafka::read_tail(
@@ -172,12 +189,19 @@ fn rewritten_and_injected_jobs_are_refused() {
     .map(|(_, b)| Job::decode(&b).unwrap())
     .collect();
     let real = jobs
-        .iter()
+        .into_iter()
         .find(|j| j.step == 0)
         .expect("a real prefill job");
     assert_eq!(real.out_rows, 1, "a generation asks for its last row only");
     // the sealed share: 16 bytes of tag, the session secret, rows × d values
     let d = (real.shares[0].ct.len() - 16 - SESSION_SECRET_LEN) / 8 / real.rows;
+    (c, real, d)
+}
+
+#[test]
+fn rewritten_and_injected_jobs_are_refused() {
+    let (c, real, d) = cluster_with_a_real_job("tampered");
+    let real = &real;
     let attacker = SealKeyPair::generate();
 
     // 1. a real job copied with the attacker's reply key: the coordinator answers the job id
@@ -252,5 +276,44 @@ fn rewritten_and_injected_jobs_are_refused() {
         .open(r)
         .unwrap_or_else(|e| panic!("{e} ({})", c.logs()));
     assert_eq!(out[0].len(), d);
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[test]
+fn a_failure_inside_the_2pc_leaves_the_workers_as_its_category_only() {
+    let (c, real, d) = cluster_with_a_real_job("failure-category");
+    let client = Client::new(&c, &real, d, "past-the-bound");
+    // 3 rows; 37 values of the first row far past the norms' input bound (|x| < 2^15)
+    let mut x: Vec<f64> = (0..3 * d).map(|i| 0.5 - (i % 5) as f64 * 0.2).collect();
+    let past = 37.min(d);
+    for v in x.iter_mut().take(past) {
+        *v = 50_000.0;
+    }
+    let job = client.job_of("past-0", 0, &x, client.reply.public.0, client.secrets);
+    produce(&c, &job);
+    let why = failure(&results_of(&c, "past-0")[0]);
+    assert!(
+        why.ends_with("step failed inside the 2PC: an input is outside a declared range"),
+        "{why}"
+    );
+    // the count the range check opened stays at the workers, at debug level
+    std::thread::sleep(Duration::from_secs(1));
+    let count = format!("{past} input(s)");
+    for e in std::fs::read_dir(&c.dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "log") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(
+                !text.contains(&count),
+                "{} holds the count: {text}",
+                p.display()
+            );
+            assert!(
+                !text.contains("outside its declared range ["),
+                "{}",
+                p.display()
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&c.dir);
 }

@@ -194,3 +194,52 @@ fn views_of_core_protocols_are_independent_of_the_secret() {
         ((), p)
     });
 }
+
+/// The private weights are secrets too: the provider shares `W` once per model load, the
+/// parties open `F = W − B` for a dealer mask `B` (its shares come from the parties' seeds,
+/// so the observer's view of `B` is its own share only), and every later product `x·W` or
+/// `⌊x/2^s⌋·W` opens only masked activations. Two very different 4×3 weights (zero, and
+/// values from 7.5 down to −6.8) must give views of the same distribution, for both parties —
+/// the helper's view of `W − B` included — with the activation fixed (the same under both
+/// weights). A leaky variant that opens `W` unmasked is caught by the same check.
+#[test]
+fn views_are_independent_of_the_private_weights() {
+    let fx = FixedPoint::default();
+    let f = fx.frac_bits();
+    let (wa, wb) = secrets(12);
+    check(
+        "private weight (W − B, x·W, ⌊x/2^f⌋·W)",
+        &wa,
+        &wb,
+        |mut p: P, w: Vec<u64>| async move {
+            let w = RingTensor::from_vec(&[4, 3], w).unwrap();
+            let w = matmul::mask_weight(&mut p, 9, &w).await.unwrap();
+            // a fixed activation (2×4), held by party 0
+            let x: Vec<u64> = (0..8u64)
+                .map(|i| if p.is_p0() { (i * 40_503) << 4 } else { 0 })
+                .collect();
+            let x = RingTensor::from_vec(&[2, 4], x).unwrap();
+            matmul::matmul_weight(&mut p, &x, &w).await.unwrap();
+            let wide = RingTensor::from_vec(
+                &[2, 4],
+                x.data().iter().map(|v| v << f).collect::<Vec<u64>>(),
+            )
+            .unwrap();
+            matmul::trunc_matmul_weight(&mut p, &wide, f, &w)
+                .await
+                .unwrap();
+            ((), p)
+        },
+    );
+    let leaky = |mut p: P, w: Vec<u64>| async move {
+        open::open(&mut p, &w, 64).await.unwrap();
+        ((), p)
+    };
+    for party in 0..2 {
+        let z = max_z(&views(&wa, 1, party, &leaky), &views(&wb, 2, party, &leaky));
+        assert!(
+            z >= 6.0,
+            "the check must catch an unmasked weight (z = {z:.1})"
+        );
+    }
+}

@@ -17,8 +17,10 @@ use thiserror::Error;
 
 /// The envelope's magic bytes.
 pub const MAGIC: &[u8; 3] = b"MRL";
-/// The wire version this build speaks (4: a step names the output rows the client wants, and
-/// a session step's sealed share carries the session's secret; 3: a fused signed lookup's
+/// The wire version this build speaks (4: a step names the output rows the client wants, a
+/// session step's sealed share carries the session's secret, a failure says whether it was
+/// refused before any 2PC work, and a norm's correlation request and bundle carry its input
+/// check; 3: a fused signed lookup's
 /// range check moved to its cell index, so its correlation request and bundle layout changed).
 pub const VERSION: u8 = 4;
 /// Largest message body accepted (a model's weight shares travel in one message).

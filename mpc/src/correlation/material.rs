@@ -44,7 +44,7 @@ pub struct NormTriple {
     /// shares of a·b_row (rows·d; empty without the product)
     pub c: Vec<u64>,
     /// the declared-range check of the input
-    pub check: NormCheckMaterial,
+    pub check: Box<NormCheckMaterial>,
 }
 
 /// Range-check material of a norm's input (see [`NormCheck`](super::NormCheck) and
@@ -797,7 +797,7 @@ pub fn materialize(
                 let (a2, c) = (rd.u64s(n)?, rd.u64s(pn)?);
                 (a, a2, b, c)
             };
-            let check = read_norm_check(p0, &a, *rows, check, prg, &mut rd)?;
+            let check = Box::new(read_norm_check(p0, &a, *rows, check, prg, &mut rd)?);
             Material::Norm(NormTriple { a, a2, b, c, check })
         }
         CorrRequest::SquarePairs { n } => {

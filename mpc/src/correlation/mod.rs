@@ -733,6 +733,116 @@ mod tests {
         assert!(bad.validate().is_err());
     }
 
+    /// A norm triple's range-check material: the mask is `−a`, its top bit and low parts
+    /// match, the squared truncation masks match both top-bit variants, the product part is
+    /// there only when asked for; a bundle cut short or padded is refused, and so are invalid
+    /// check parameters.
+    #[test]
+    fn norm_check_material_is_consistent_and_strictly_decoded() {
+        let check = NormCheck {
+            coarse: 39,
+            fine: 14,
+            coarse_bits: 62,
+            fine_bits: 40,
+        };
+        for product in [true, false] {
+            let (rows, d) = (3, 5);
+            let req = CorrRequest::NormTriple {
+                rows,
+                d,
+                product,
+                check,
+            };
+            let (m0, m1, bytes) = pair(&req, 21);
+            let (Material::Norm(t0), Material::Norm(t1)) = (m0, m1) else {
+                panic!("kind")
+            };
+            let a = add(&t0.a, &t1.a);
+            let (k0, k1) = (&t0.check, &t1.check);
+            let r = add(&k0.mask.r, &k1.mask.r);
+            let msb = add(&k0.mask.r_msb, &k1.mask.r_msb);
+            assert_eq!(t0.b.len(), if product { rows } else { 0 });
+            assert_eq!(t1.c.len(), if product { rows * d } else { 0 });
+            for i in 0..rows * d {
+                assert_eq!(t0.a2[i].wrapping_add(t1.a2[i]), a[i].wrapping_mul(a[i]));
+                assert_eq!(r[i], a[i].wrapping_neg());
+                assert_eq!(msb[i], r[i] >> 63);
+                for (level, s) in [check.coarse, check.fine].into_iter().enumerate() {
+                    let lo =
+                        k0.mask.lo_shifted[level].1[i].wrapping_add(k1.mask.lo_shifted[level].1[i]);
+                    assert_eq!(k0.mask.lo_shifted[level].0, s);
+                    assert_eq!(lo, (r[i] & (u64::MAX >> 1)) >> s);
+                    let hi = (r[i] >> 63) << (63 - s);
+                    for (c_hi, m) in [lo.wrapping_sub(hi), lo.wrapping_add(hi)]
+                        .iter()
+                        .enumerate()
+                    {
+                        let sq = k0.sq[level][c_hi][i].wrapping_add(k1.sq[level][c_hi][i]);
+                        assert_eq!(sq, m.wrapping_mul(*m));
+                    }
+                }
+            }
+            for (j, bits) in [check.coarse_bits, check.fine_bits].into_iter().enumerate() {
+                let (c0, c1) = (
+                    k0.rows[j].cmp.as_ref().unwrap(),
+                    k1.rows[j].cmp.as_ref().unwrap(),
+                );
+                assert_eq!(
+                    (c0.bits, k0.rows[j].r.len(), c1.cws.len()),
+                    (bits, rows, rows)
+                );
+            }
+            // per element: 7 words of the check (+ a², and c with the product) to P1; per row:
+            // two comparison masks
+            assert!(bytes > 8 * (8 + product as u64) * (rows * d) as u64);
+            // strict decoding: P1's bundle cut short or padded, P0's cut short
+            let mut dl = Dealer::new(Seed::from_u64(21));
+            let [b0, b1] = dl.next_bundle(&req).unwrap();
+            for (party, mut b, pad) in [
+                (PartyId::P1, b1.clone(), false),
+                (PartyId::P1, b1, true),
+                (PartyId::P0, b0, false),
+            ] {
+                if pad {
+                    b.explicit.extend([0; 8]);
+                } else {
+                    b.explicit.pop();
+                }
+                let mut st = CorrelationStore::new(party, dl.party_seed(party));
+                st.insert(b).unwrap();
+                assert!(matches!(
+                    st.take(&req).unwrap_err(),
+                    CorrelationError::Malformed { .. }
+                ));
+            }
+        }
+        for bad in [
+            NormCheck { fine: 39, ..check },
+            NormCheck { fine: 0, ..check },
+            NormCheck {
+                coarse: 63,
+                ..check
+            },
+            NormCheck {
+                coarse_bits: 63,
+                ..check
+            },
+            NormCheck {
+                fine_bits: 1,
+                ..check
+            },
+        ] {
+            let req = CorrRequest::NormTriple {
+                rows: 1,
+                d: 2,
+                product: true,
+                check: bad,
+            };
+            assert!(req.validate().is_err(), "{bad:?}");
+            assert!(Dealer::new(Seed::from_u64(1)).next_bundle(&req).is_err());
+        }
+    }
+
     /// A second mask for a registered weight is refused and leaves the first one in place:
     /// the triples generated afterwards still multiply by the mask `W − B` was opened with.
     #[test]

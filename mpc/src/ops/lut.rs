@@ -32,6 +32,9 @@
 //! range (two DCF walks of `bits + 2` levels instead of the input width's, 12 against 23 for
 //! SiLU's 10-bit table), and the count opens with round 3; the accepted inputs are the declared
 //! range rounded out to whole cells, all of which the table covers.
+//! A caller's own check can ride on rounds 1 and 2 the same way ([`Companion`],
+//! [`eval_untruncated_with`]): the norms open their input check's row sums with round 1 and its
+//! count with round 2, checked before the lookup's own (see `ops::norm`).
 //! Error: the interpolation error of the tables (computed by [`PiecewiseLinear::max_error`])
 //! plus ≤ 2 output ulps of truncation and `2^-t` of a cell's delta for the position rounding.
 
@@ -486,10 +489,7 @@ async fn eval_core<T: Transport>(
                 let mut opened =
                     open_groups(p, &[(pending.message(), 64), (comp.first(), 64)]).await?;
                 companion_second = Some(comp.second(opened.pop().expect("two groups"))?);
-                (
-                    pending.finish(opened.pop().expect("two groups")),
-                    None,
-                )
+                (pending.finish(opened.pop().expect("two groups")), None)
             }
         },
     };

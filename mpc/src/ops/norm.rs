@@ -44,17 +44,19 @@
 //!   above the bound at d = 768, sum_bound = 2·10^9, 0.9 % at 10^7. Its squares and their sum
 //!   are then exact (the squares are truncated as non-negative values below 2^63), and the
 //!   lookup's check — widened to compare every such sum exactly — decides.
-//! So the check is sound for every ring input (a row with `Σx² > sum_bound` never returns a
-//! result) and accepts every row inside the bound: no slack band beyond the ±1 ulp of the
-//! squares' truncation at the bound itself. The two row sums are opened masked with the
+//!
+//! So the check is sound for every ring input (a row with `Σx²` above `sum_bound` by more than
+//! the squares' truncation error, `d` ulps at scale f, never returns a result) and accepts
+//! every row inside the bound: no slack band beyond that truncation error at the bound itself. The two row sums are opened masked with the
 //! lookup's first round, compared with one DCF key each per row (≤ 61 levels), and the count
 //! of failed tests (0..2 per row) is opened with the lookup's second round, checked before the
 //! lookup's own count: no extra round. Cost: online +16 bytes per row + 8 per call; dealer
 //! +56 bytes/elt (top bit, two low parts and four squared masks of `r`, to P1) and two masks
 //! with comparison keys per row (≈ 6 KB). Measured at d = 768 (in-memory channel, on-demand
 //! dealer): dealer bytes of a norm without γ 46 → 110 per element (sums read untruncated) and
-//! 71 → 135 (truncated), online and rounds unchanged up to the 16 bytes per row; +2.1 % dealer
-//! bytes on the synthetic suffix's prefill.
+//! 71 → 135 (truncated), online and rounds unchanged up to the 16 bytes per row; on the
+//! synthetic suffix (2 layers, d = 768) +2.1 % dealer bytes for a 16-token prefill, +2.6 % for
+//! one token.
 //! LayerNorm checks `x − mean`; its mean is one truncation of `Σx·⌊2^f/d⌉`, exact while that
 //! stays below 2^62 (|mean| < 2^(62−2f)), which the check does not cover.
 //! γ and β are public: [`norm_rows`] refuses values for which `x·γ` or the result could leave
@@ -68,9 +70,7 @@ use crate::ops::lut::{eval_untruncated_with, Companion, PiecewiseLinear};
 use crate::ops::mul::mul;
 use crate::ops::nonlinear::rsqrt_table;
 use crate::ops::open::{open, open_groups};
-use crate::ops::trunc::{
-    public_part, trunc, trunc_nonnegative, MaskPending, Masked, OFFSET,
-};
+use crate::ops::trunc::{public_part, trunc, trunc_nonnegative, MaskPending, Masked, OFFSET};
 use crate::party::Party;
 
 /// Which normalisation.
@@ -287,7 +287,11 @@ pub async fn norm_rows_untruncated<T: Transport>(
         product: false,
         check: nm.check,
     })?;
-    let msg: Vec<u64> = xc.iter().zip(&t.a).map(|(x, a)| x.wrapping_sub(*a)).collect();
+    let msg: Vec<u64> = xc
+        .iter()
+        .zip(&t.a)
+        .map(|(x, a)| x.wrapping_sub(*a))
+        .collect();
     let prod: Vec<u64> = xc
         .iter()
         .enumerate()
@@ -402,7 +406,7 @@ async fn checked_rsqrt<T: Transport>(
     e: &[u64],
     a: &[u64],
     a2: &[u64],
-    check: NormCheckMaterial,
+    check: Box<NormCheckMaterial>,
     rows: usize,
 ) -> Result<Vec<u64>> {
     let (d, f) = (nm.d, nm.fx.frac_bits());
@@ -450,7 +454,7 @@ impl RowCheck {
     fn new<T: Transport>(
         p: &Party<T>,
         nm: &Norm,
-        mat: NormCheckMaterial,
+        mat: Box<NormCheckMaterial>,
         e: &[u64],
         rows: usize,
     ) -> Result<Self> {
@@ -460,7 +464,7 @@ impl RowCheck {
             mask,
             sq,
             rows: [mask_coarse, mask_fine],
-        } = mat;
+        } = *mat;
         // `e = x + r` for the mask `r = −a`: the masked opening `c = x + r + 2^62` of `ops::trunc`
         let c: Vec<u64> = e.iter().map(|v| v.wrapping_add(OFFSET)).collect();
         let masked = Masked::from_opened(p, mask, c);
@@ -476,7 +480,11 @@ impl RowCheck {
                 .map(|(i, (w, c))| {
                     let co = c.wrapping_sub(o);
                     let pp = public_part(co, s);
-                    let m = if p0 { pp.wrapping_sub(*w) } else { w.wrapping_neg() };
+                    let m = if p0 {
+                        pp.wrapping_sub(*w)
+                    } else {
+                        w.wrapping_neg()
+                    };
                     let mut z = m2[(co >> 63) as usize][i]
                         .wrapping_sub(2u64.wrapping_mul(pp).wrapping_mul(m));
                     if p0 {
@@ -737,7 +745,12 @@ mod tests {
                 .map(|v| fx.encode(*v).unwrap())
                 .collect();
             // ... and ring values of any size
-            bad.extend([1u64 << 62, (1u64 << 62).wrapping_neg(), 1 << 63, u64::MAX / 3]);
+            bad.extend([
+                1u64 << 62,
+                (1u64 << 62).wrapping_neg(),
+                1 << 63,
+                u64::MAX / 3,
+            ]);
             bad.extend((0..4).map(|_| prg.next_u64()));
             for (k, v) in bad.iter().enumerate() {
                 let mut x = base.clone();
@@ -840,7 +853,11 @@ mod tests {
             } else {
                 (1u64 << k) | (prg.next_u64() & ((1u64 << k) - 1))
             };
-            let v = if prg.next_u64() & 1 == 1 { mag.wrapping_neg() } else { mag };
+            let v = if prg.next_u64() & 1 == 1 {
+                mag.wrapping_neg()
+            } else {
+                mag
+            };
             row[(r * 7) % d] = v;
         }
         for kind in [NormKind::Rms, NormKind::Layer] {

@@ -316,7 +316,9 @@ pub async fn trunc_nonnegative<T: Transport>(
     if s == 0 {
         return Ok(x.to_vec());
     }
-    let mut y = mask_open(p, x, &[s], 0, &[]).await?.trunc_offset(s, OFFSET)?;
+    let mut y = mask_open(p, x, &[s], 0, &[])
+        .await?
+        .trunc_offset(s, OFFSET)?;
     if p.is_p0() {
         // ⌊(x − 2^62)/2^s⌋ + 2^(62−s) = ⌊x/2^s⌋
         for v in &mut y {
