@@ -144,6 +144,26 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Submits `job` and opens its output shares (each exactly the last row: d values).
+    fn serve(&self, c: &TestCluster, job: &Job) -> [Vec<u64>; 2] {
+        produce(c, job);
+        let r = &results_of(c, &job.job_id)[0];
+        let out = self
+            .open(r)
+            .unwrap_or_else(|e| panic!("{e} ({})", c.logs()));
+        for y in &out {
+            assert_eq!(
+                y.len(),
+                self.d,
+                "only the last row's {} values come back",
+                self.d
+            );
+        }
+        out
+    }
+}
+
 fn produce(c: &TestCluster, job: &Job) {
     let p = KafkaSettings::new(&c.brokers).producer().unwrap();
     marill_coordinator::kafka::produce(&p, JOBS_TOPIC, &job.session, &job.encode()).unwrap();
@@ -243,17 +263,11 @@ fn rewritten_and_injected_jobs_are_refused() {
 
     // 3. a session served to its client, then steps injected into it
     let victim = Client::new(&c, real, d, "victim-b");
-    produce(
+    // 3 rows in, the last row's d values out
+    victim.serve(
         &c,
         &victim.job("victim-b-0", 0, 3, victim.reply.public.0, victim.secrets),
     );
-    let r = &results_of(&c, "victim-b-0")[0];
-    let out = victim
-        .open(r)
-        .unwrap_or_else(|e| panic!("{e} ({})", c.logs()));
-    for y in &out {
-        assert_eq!(y.len(), d, "3 rows in, only the last row's {d} values out");
-    }
     // with the victim's reply key (to pass the sealing) and a secret of the attacker's own
     let forged = victim.job("evil-1", 1, 1, victim.reply.public.0, [secret(), secret()]);
     produce(&c, &forged);
@@ -267,15 +281,10 @@ fn rewritten_and_injected_jobs_are_refused() {
     let why = failure(&results_of(&c, "evil-2")[0]);
     assert!(why.contains("another reply key"), "{why}");
     // the session is still the victim's
-    produce(
+    victim.serve(
         &c,
         &victim.job("victim-b-1", 1, 1, victim.reply.public.0, victim.secrets),
     );
-    let r = &results_of(&c, "victim-b-1")[0];
-    let out = victim
-        .open(r)
-        .unwrap_or_else(|e| panic!("{e} ({})", c.logs()));
-    assert_eq!(out[0].len(), d);
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 

@@ -314,8 +314,7 @@ impl State {
                     reason: e.to_string(),
                     payload: payload.to_vec(),
                 };
-                produce(
-                    &self.producer,
+                self.publish(
                     DEAD_LETTER_TOPIC,
                     &format!("{partition}:{offset}"),
                     &dl.encode(),
@@ -330,7 +329,7 @@ impl State {
         tracing::debug!(partition, offset, job = %job.job_id, step = job.step, "job taken");
         if let Some(bytes) = self.published.get(&job.job_id) {
             // redelivered: the same result again (idempotent by job id)
-            produce(&self.producer, RESULTS_TOPIC, &job.job_id, &bytes.clone())?;
+            self.publish(RESULTS_TOPIC, &job.job_id, &bytes.clone())?;
             self.stats.duplicates += 1;
             self.metrics.jobs.with_label_values(&["duplicate"]).inc();
             self.tracker.done(partition, offset);
@@ -407,6 +406,27 @@ impl State {
         }
     }
 
+    /// Produces one message and waits for its acknowledgement, through a broker restart: a
+    /// failed produce (e.g. the idempotent producer's fatal `OutOfOrderSequenceNumber` once a
+    /// restarted broker has lost its producer state) gets a fresh producer and another try, up
+    /// to 5 more over ~15 s. Results and dead letters are keyed and idempotent, so a message
+    /// that did reach the broker before the failure is only repeated.
+    fn publish(&mut self, topic: &str, key: &str, bytes: &[u8]) -> Result<(), CoordinatorError> {
+        let mut tries = 0u64;
+        loop {
+            match produce(&self.producer, topic, key, bytes) {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::warn!(topic, error = %e, tries, "producing failed: trying again with a fresh producer");
+                    std::thread::sleep(Duration::from_secs(tries));
+                    self.producer = self.cfg.kafka.producer()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Publishes an outcome, remembers it, and releases the offsets that waited for it.
     fn finish(
         &mut self,
@@ -454,7 +474,7 @@ impl State {
             outcome,
         };
         let bytes = r.encode();
-        produce(&self.producer, RESULTS_TOPIC, job_id, &bytes)?;
+        self.publish(RESULTS_TOPIC, job_id, &bytes)?;
         tracing::debug!(job = %job_id, result = label, "result published");
         self.remember(job_id.to_string(), bytes);
         for (p, o) in self.in_flight.remove(job_id).unwrap_or_default() {

@@ -283,43 +283,18 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Saving over a world-readable sealing key file never writes the secret into it and
-    /// leaves mode 0600; a sealing key file that other users may read is refused on load,
-    /// group read is accepted.
+    /// Saving over a world-readable key file never writes the secret into it and leaves mode
+    /// 0600; a secret key file that other users may read is refused on load, group read is
+    /// accepted ([`crate::secret_file::assert_key_file_private`]).
     #[test]
     fn secret_seal_key_files_are_private() {
-        use std::io::Read;
-        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("marill-seal-mode-{}", std::process::id()));
-        let sk = dir.join("provider.seal.key");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(&sk, "old").unwrap();
-        let chmod =
-            |m: u32| std::fs::set_permissions(&sk, std::fs::Permissions::from_mode(m)).unwrap();
-        chmod(0o644);
-        let mut snoop = std::fs::File::open(&sk).unwrap();
         let k = SealKeyPair::generate();
-        k.save(&dir, "provider").unwrap();
-        let mut seen = String::new();
-        snoop.read_to_string(&mut seen).unwrap();
-        assert_eq!(seen, "old", "the secret went into a 0644 file");
-        let mode = std::fs::metadata(&sk).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o600);
-        for loose in [0o644, 0o604] {
-            chmod(loose);
-            let e = SealKeyPair::load(&dir, "provider").unwrap_err().to_string();
-            assert!(
-                e.contains("chmod 600") && e.contains(&format!("{loose:04o}")),
-                "{e}"
-            );
-        }
-        for fine in [0o640, 0o440] {
-            chmod(fine);
-            assert_eq!(
-                SealKeyPair::load(&dir, "provider").unwrap().public,
-                k.public
-            );
-        }
+        crate::secret_file::assert_key_file_private(
+            &dir.join("provider.seal.key"),
+            || k.save(&dir, "provider").unwrap(),
+            || SealKeyPair::load(&dir, "provider").map(|l| assert_eq!(l.public, k.public)),
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -116,6 +116,43 @@ pub(crate) fn write(path: &Path, contents: &[u8]) -> Result<(), TransportError> 
     Ok(())
 }
 
+/// The privacy checks every kind of secret key file passes (shared by the key types' tests):
+/// saving over a 0644 file that a reader holds open never shows the reader the secret and
+/// leaves mode 0600; loading refuses modes that others can read, naming `chmod 600`, and
+/// accepts group read (the Helm chart's 0440 mounts).
+#[cfg(test)]
+pub(crate) fn assert_key_file_private(
+    sk: &Path,
+    save: impl Fn(),
+    load: impl Fn() -> Result<(), TransportError>,
+) {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(sk.parent().expect("a key file's folder")).unwrap();
+    std::fs::write(sk, "old").unwrap();
+    let chmod = |m: u32| std::fs::set_permissions(sk, std::fs::Permissions::from_mode(m)).unwrap();
+    chmod(0o644);
+    let mut snoop = std::fs::File::open(sk).unwrap();
+    save();
+    let mut seen = String::new();
+    snoop.read_to_string(&mut seen).unwrap();
+    assert_eq!(seen, "old", "the secret went into a 0644 file");
+    let mode = std::fs::metadata(sk).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    for loose in [0o644, 0o604] {
+        chmod(loose);
+        let e = load().unwrap_err().to_string();
+        assert!(
+            e.contains("chmod 600") && e.contains(&format!("{loose:04o}")),
+            "{e}"
+        );
+    }
+    for fine in [0o640, 0o440] {
+        chmod(fine);
+        load().unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

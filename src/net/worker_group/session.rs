@@ -18,6 +18,7 @@ use super::memory::MemoryMsg;
 use super::supervisor::SupervisorMsg;
 use super::WorkerContext;
 use crate::net::worker_lane::LaneState;
+use marill_mpc::FailureKind;
 use marill_proto::job::{StepShare, SESSION_SECRET_LEN};
 use marill_proto::Message;
 use marill_transport::seal::seal as seal_to;
@@ -365,7 +366,18 @@ fn run_step(
             // level; only its category leaves the worker.
             tracing::debug!(session = %input.session, step = input.step, detail = %e.detail, "step failed inside the 2PC");
             m.steps.with_label_values(&["failed"]).inc();
-            let why = format!("step failed inside the 2PC: {}", e.kind);
+            let why = match e.kind {
+                // which party this worker lost is not data: it tells operators where to look
+                FailureKind::PeerLost => {
+                    let peer = if ctx.me == "provider" {
+                        "helper"
+                    } else {
+                        "provider"
+                    };
+                    format!("step failed inside the 2PC: {} (the {peer})", e.kind)
+                }
+                kind => format!("step failed inside the 2PC: {kind}"),
+            };
             return StepEnd::Fatal(failed(why.clone(), false), why);
         }
     };
