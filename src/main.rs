@@ -42,7 +42,8 @@ enum Command {
         #[command(subcommand)]
         which: KeysCommand,
     },
-    /// The dealer of one session (serves correlations to a provider and a helper).
+    /// A worker pair's dealer: serves correlated randomness to a provider and a helper on every
+    /// lane, generating the next steps' material ahead while the pair is idle.
     Dealer(net::dealer::DealerArgs),
     /// A worker process: the provider (holds the model) or the helper (holds shares).
     Worker(net::worker::WorkerArgs),
