@@ -124,24 +124,35 @@ impl Client {
 
     /// The output shares of `r` opened with this client's key: each party's values.
     fn open(&self, r: &JobResult) -> Result<[Vec<u64>; 2], String> {
-        let Outcome::Done { outputs, .. } = &r.outcome else {
-            return Err(format!("{:?}", r.outcome));
-        };
-        let mut out = Vec::new();
-        for (i, o) in outputs.iter().enumerate() {
-            let b = Binding {
-                job_id: &r.job_id,
-                session: &r.session,
-                step: r.step,
-                party: PARTIES[i],
-                direction: "out",
-                reply_key: &self.reply.public.0,
-            };
-            let bytes = self.reply.open(o, &b).map_err(|e| e.to_string())?;
-            out.push(shares_from_bytes(&bytes).unwrap());
-        }
-        Ok(out.try_into().unwrap())
+        open_outputs(&self.reply, r)
     }
+}
+
+/// Each output share of `r` opened with `key` on its own (none when `r` is not an output).
+fn open_each(key: &SealKeyPair, r: &JobResult) -> Vec<Result<Vec<u64>, String>> {
+    let Outcome::Done { outputs, .. } = &r.outcome else {
+        return Vec::new();
+    };
+    let open = |(i, o): (usize, &marill_transport::Sealed)| {
+        let b = Binding {
+            job_id: &r.job_id,
+            session: &r.session,
+            step: r.step,
+            party: PARTIES[i],
+            direction: "out",
+            reply_key: &key.public.0,
+        };
+        let bytes = key.open(o, &b).map_err(|e| e.to_string())?;
+        Ok(shares_from_bytes(&bytes).unwrap())
+    };
+    outputs.iter().enumerate().map(open).collect()
+}
+
+/// Both output shares of `r` opened with `key` (a result that is not an output is an error).
+fn open_outputs(key: &SealKeyPair, r: &JobResult) -> Result<[Vec<u64>; 2], String> {
+    let each: Vec<Vec<u64>> = open_each(key, r).into_iter().collect::<Result<_, _>>()?;
+    each.try_into()
+        .map_err(|_| format!("{:?} is not an output", r.outcome))
 }
 
 impl Client {
@@ -231,22 +242,10 @@ fn rewritten_and_injected_jobs_are_refused() {
     produce(&c, &copy);
     std::thread::sleep(Duration::from_secs(3));
     for r in results_of(&c, &real.job_id) {
-        if let Outcome::Done { outputs, .. } = &r.outcome {
-            for (i, o) in outputs.iter().enumerate() {
-                let b = Binding {
-                    job_id: &r.job_id,
-                    session: &r.session,
-                    step: r.step,
-                    party: PARTIES[i],
-                    direction: "out",
-                    reply_key: &attacker.public.0,
-                };
-                assert!(
-                    attacker.open(o, &b).is_err(),
-                    "the attacker opened an output"
-                );
-            }
-        }
+        assert!(
+            open_each(&attacker, &r).iter().all(|o| o.is_err()),
+            "the attacker opened an output"
+        );
     }
 
     // 2. a client's new job whose reply key is replaced in flight: refused by both workers,
