@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use marill_model::llama::argmax_last;
 use marill_model::{
-    Llama, LoadedModel, LoraAdapters, LoraInit, LoraSpec, MarillSpec, PublicLayers, Target,
+    Adapters, Llama, LoadedModel, LoraSpec, MarillSpec, ModelOptions, PublicLayers, Target,
 };
 use marill_mpc::channel::CommStats;
 use serde::Serialize;
@@ -131,15 +131,27 @@ impl ModelArgs {
     }
 }
 
+impl ModelArgs {
+    /// The flags as the plain options the model crate loads from.
+    pub fn options(&self) -> Result<ModelOptions> {
+        let adapters = match &self.adapters {
+            Some(dir) => Adapters::Export(dir.clone()),
+            None => Adapters::Generated {
+                spec: self.spec()?,
+                seed: self.adapter_seed,
+            },
+        };
+        Ok(ModelOptions {
+            model: self.model.clone(),
+            adapters,
+        })
+    }
+}
+
 /// Loads the base model (no spec) and its tokenizer.
 pub fn load_base(a: &ModelArgs) -> Result<LoadedModel> {
-    if !a.model.exists() {
-        return Err(anyhow!(
-            "model {} not found (run `bash scripts/fetch-smollm2.sh` for SmolLM2-135M)",
-            a.model.display()
-        ));
-    }
-    LoadedModel::load(&a.model, &Device::Cpu)
+    a.options()?
+        .load_base(&Device::Cpu)
         .with_context(|| format!("loading {}", a.model.display()))
 }
 
@@ -147,28 +159,16 @@ pub fn load_base(a: &ModelArgs) -> Result<LoadedModel> {
 /// adapters; otherwise the flags' spec with generated adapters that start at B = 0 (the adapted
 /// model equals the base model until fine-tuned).
 pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
-    let loaded = load_base(a)?;
-    if let Some(dir) = &a.adapters {
-        let (_, model) = marill_model::train::export::load_export(&loaded.model, dir)
-            .with_context(|| format!("loading the export {}", dir.display()))?;
-        return Ok((model, loaded.tokenizer));
-    }
-    let spec = a.spec()?;
-    let cfg = loaded.model.config().clone();
-    let resolved = spec.resolve(&cfg).map_err(|e| anyhow!("{e}"))?;
-    let adapters = match resolved.lora() {
-        Some(_) => Some(LoraAdapters::init(
-            &cfg,
-            &resolved,
-            LoraInit::ZeroB {
-                seed: a.adapter_seed,
-            },
-            &Device::Cpu,
-        )?),
-        None => None,
-    };
-    let model = loaded.model.with_marill(&spec, adapters.as_ref())?;
-    Ok((model, loaded.tokenizer))
+    a.options()?
+        .load(&Device::Cpu)
+        .with_context(|| match &a.adapters {
+            Some(dir) => format!(
+                "loading {} with the export {}",
+                a.model.display(),
+                dir.display()
+            ),
+            None => format!("loading {}", a.model.display()),
+        })
 }
 
 /// The two parties as the client sees them: give them shares of the prefix output (T × d),

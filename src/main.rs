@@ -154,21 +154,6 @@ enum EvalCommand {
     Fidelity(generate::FidelityArgs),
 }
 
-/// Serves `registry` on `GET /metrics` at `addr` when one is given (the handle stops the
-/// endpoint when dropped).
-pub(crate) fn serve_metrics(
-    addr: Option<&str>,
-    registry: marill_metrics::prometheus::Registry,
-    who: &str,
-) -> Result<Option<marill_metrics::MetricsServer>> {
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    let s = marill_metrics::serve(addr, registry)?;
-    eprintln!("{who}: metrics on http://{}/metrics", s.addr());
-    Ok(Some(s))
-}
-
 fn main() -> Result<()> {
     // before any thread starts: two heap arenas, not eight per core (see `heap`)
     heap::cap_arenas();

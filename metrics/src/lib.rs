@@ -90,6 +90,22 @@ impl Drop for MetricsServer {
     }
 }
 
+/// [`serve`] when an address is given (a process started without one serves no endpoint),
+/// saying where on standard error as `<who>: metrics on http://ADDR/metrics`; the handle stops
+/// the endpoint when dropped.
+pub fn serve_if(
+    addr: Option<&str>,
+    r: Registry,
+    who: &str,
+) -> Result<Option<MetricsServer>, MetricsError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let s = serve(addr, r)?;
+    eprintln!("{who}: metrics on http://{}/metrics", s.addr());
+    Ok(Some(s))
+}
+
 /// Serves `GET /metrics` (and `GET /healthz`) for `r` on `addr` (e.g. `0.0.0.0:9100`) from a
 /// background thread; other paths get 404.
 pub fn serve(addr: &str, r: Registry) -> Result<MetricsServer, MetricsError> {

@@ -10,6 +10,7 @@
 //!   private layers, head merging), validated against a model.
 //! - [`train`]: Marill fine-tuning (LoRA on the private layers, head merging or pruning,
 //!   AdamW, checkpoints, export, held-out evaluation).
+//! - [`options`]: what a process needs to load a Marill model ([`ModelOptions`]).
 //! - [`tiny`]: seeded tiny random models written in the real formats, for tests.
 //!
 //! The secure executor (the MPC library) calls into this crate for the public prefix and for the
@@ -22,6 +23,7 @@ pub mod error;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod options;
 pub mod spec;
 pub mod tiny;
 pub mod tokenizer;
@@ -33,6 +35,7 @@ pub use error::{ModelError, Result};
 pub use llama::{KvCache, Llama};
 pub use load::LoadedModel;
 pub use lora::{LoraAdapters, LoraInit, LoraPair};
+pub use options::{Adapters, ModelOptions};
 pub use spec::{LoraSpec, MarillSpec, PublicLayers, ResolvedSpec, SpecError, Target};
 pub use tokenizer::TextTokenizer;
 

@@ -164,7 +164,7 @@ pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
     );
     let registry = marill_metrics::registry("coordinator")?;
     let metrics = marill_coordinator::CoordinatorMetrics::new(&registry)?;
-    let _server = crate::serve_metrics(s.metrics_addr.as_deref(), registry, "coordinator")?;
+    let _server = marill_metrics::serve_if(s.metrics_addr.as_deref(), registry, "coordinator")?;
     let stats = marill_coordinator::run(cfg, Arc::new(AtomicBool::new(false)), metrics)?;
     eprintln!("coordinator: done: {stats:?}");
     Ok(())

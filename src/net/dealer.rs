@@ -440,7 +440,7 @@ pub fn run(a: DealerArgs) -> Result<()> {
     let own = KeyPair::load(&a.keys, "dealer")?;
     let registry = marill_metrics::registry("dealer")?;
     let metrics = DealerMetrics::new(&registry, a.lanes)?;
-    let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, "dealer")?;
+    let _server = marill_metrics::serve_if(a.metrics_addr.as_deref(), registry, "dealer")?;
     let per_lane = (a.pool_mb << 20) / a.lanes as u64;
     let epochs: Vec<_> = (0..a.lanes)
         .map(|_| {

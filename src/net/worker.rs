@@ -110,7 +110,7 @@ pub fn run(a: WorkerArgs) -> Result<()> {
     let own = KeyPair::load(&a.keys, me)?;
     let registry = marill_metrics::registry(me)?;
     let metrics = WorkerMetrics::new(&registry)?;
-    let _server = crate::serve_metrics(a.metrics_addr.as_deref(), registry, me)?;
+    let _server = marill_metrics::serve_if(a.metrics_addr.as_deref(), registry, me)?;
     let timeout = Duration::from_secs(a.idle_timeout_s);
     let peer_role = match a.role {
         WorkerRole::Provider => Role::Server {
