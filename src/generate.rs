@@ -1,7 +1,7 @@
 //! `marill generate` (a private generation on a real model in one process) and
 //! `marill eval fidelity` (secure vs plaintext on many real prompts).
 
-use crate::secure::bridge::{suffix_of, Bounds};
+use marill_model::suffix::{suffix_of, Bounds};
 use crate::secure::seeds::Seeding;
 use crate::secure::session::Session;
 use anyhow::{anyhow, Context, Result};

@@ -74,6 +74,9 @@ pub enum ModelError {
     /// The tensor library reported an error.
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The private suffix's configuration or weights do not fit together.
+    #[error(transparent)]
+    Suffix(#[from] marill_suffix::SuffixError),
 }
 
 impl ModelError {

@@ -10,11 +10,13 @@
 //!   private layers, head merging), validated against a model.
 //! - [`train`]: Marill fine-tuning (LoRA on the private layers, head merging or pruning,
 //!   AdamW, checkpoints, export, held-out evaluation).
+//! - [`suffix`]: the private suffix of a Marill model as the secure executor's configuration and
+//!   weights ([`suffix::suffix_of`]).
 //! - [`options`]: what a process needs to load a Marill model ([`ModelOptions`]).
 //! - [`tiny`]: seeded tiny random models written in the real formats, for tests.
 //!
-//! The secure executor (the MPC library) calls into this crate for the public prefix and for the
-//! weights and shapes of the private suffix; this crate never calls into it.
+//! This crate hands the private suffix's weights and shapes to the secure executor
+//! (`marill-suffix`, over the MPC library); they never call into this crate.
 
 #![deny(missing_docs)]
 
@@ -25,6 +27,7 @@ pub mod load;
 pub mod lora;
 pub mod options;
 pub mod spec;
+pub mod suffix;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;

@@ -23,7 +23,7 @@ use super::worker_lane::LaneState;
 use super::worker_metrics::WorkerMetrics;
 use super::{recv, send};
 use crate::generate::{load, ModelArgs};
-use crate::secure::bridge::{suffix_of, Bounds};
+use marill_model::suffix::{suffix_of, Bounds};
 use crate::secure::seeds::Purpose;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};

@@ -25,7 +25,7 @@ use super::model::{
     INPUTS_VERSION,
 };
 use crate::generate::{load, ModelArgs, PublicPrefix, PROMPTS};
-use crate::secure::bridge::{suffix_of, Bounds};
+use marill_model::suffix::{suffix_of, Bounds};
 use crate::secure::seeds::{Purpose, Seeding};
 use crate::secure::session::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Context, Result};

@@ -2,6 +2,5 @@
 //! candle, the provider and helper parties run the private suffix under 2PC on two threads over
 //! the in-memory channel with an on-demand dealer, and only the client reconstructs.
 
-pub mod bridge;
 pub mod seeds;
 pub mod session;

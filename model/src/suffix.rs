@@ -1,10 +1,9 @@
 //! From a loaded candle model with a Marill spec to the private suffix's configuration and
-//! plaintext weights (HF `(out, in)` weights become `x·W` matrices; LoRA `alpha/rank` is folded
-//! into `B`).
+//! plaintext weights, the input of the secure executor (`marill-suffix`): HF `(out, in)`
+//! weights become `x·W` matrices, LoRA `alpha/rank` is folded into `B`.
 
-use anyhow::{anyhow, Context, Result};
+use crate::{Llama, ModelError, Result, Target as MTarget};
 use candle_core::Tensor;
-use marill_model::{Llama, Target as MTarget};
 use marill_suffix::config::LoraConfig;
 use marill_suffix::weights::Lora;
 use marill_suffix::{LayerWeights, Mat, SuffixConfig, SuffixWeights, Target};
@@ -70,7 +69,7 @@ fn transposed(w: &Tensor, scale: f32) -> Result<Mat> {
             data[i * out + o] = x * scale;
         }
     }
-    Mat::new(inp, out, data).map_err(|e| anyhow!("{e}"))
+    Ok(Mat::new(inp, out, data)?)
 }
 
 /// The private suffix of `model` (which must carry a Marill spec) as configuration and weights.
@@ -82,11 +81,11 @@ pub fn suffix_of(
     let mc = model.config();
     let spec = model
         .marill_spec()
-        .context("the model has no Marill spec")?;
+        .ok_or_else(|| ModelError::input("the model has no Marill spec"))?;
     if model.head_prune() > 1 {
-        anyhow::bail!(
-            "a head-pruned model (the plaintext baseline of marill tune) has no secure suffix"
-        );
+        return Err(ModelError::input(
+            "a head-pruned model (the plaintext baseline of marill tune) has no secure suffix",
+        ));
     }
     let n_public = spec.n_public();
     let lora = spec.lora().map(|l| LoraConfig {
@@ -143,7 +142,7 @@ pub fn suffix_of(
         layers,
         final_norm: model.norm().weight().to_vec1()?,
     };
-    w.check(&cfg).map_err(|e| anyhow!("{e}"))?;
+    w.check(&cfg)?;
     Ok((cfg, w))
 }
 
