@@ -1,18 +1,18 @@
 //! `marill generate` (a private generation on a real model in one process) and
 //! `marill eval fidelity` (secure vs plaintext on many real prompts).
 
-use marill_model::suffix::{suffix_of, Bounds};
-use crate::secure::seeds::Seeding;
 use crate::secure::session::Session;
 use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use marill_model::llama::argmax_last;
+use marill_model::suffix::{suffix_of, Bounds};
 use marill_model::{
     Adapters, Llama, LoadedModel, LoraSpec, MarillSpec, ModelOptions, PublicLayers, Target,
 };
 use marill_mpc::channel::CommStats;
+use marill_mpc::prg::Seeding;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -92,7 +92,7 @@ impl ModelArgs {
     /// Where the secret randomness comes from (--seed, or the OS CSPRNG); a given seed is
     /// announced.
     pub fn seeding(&self) -> Seeding {
-        Seeding::from_arg(self.seed)
+        crate::secure::seeds::seeding(self.seed)
     }
 
     /// The seed of generated adapters, and of `marill tune`'s initialisation and data order.

@@ -436,7 +436,7 @@ pub fn eval_model(
     data: &TokenWindows,
     windows: &[usize],
     secure_windows: usize,
-    seeding: crate::secure::seeds::Seeding,
+    seeding: marill_mpc::prg::Seeding,
 ) -> Result<EvalReport> {
     let t = Instant::now();
     let plain = evaluate(model, data, windows)?;

@@ -58,6 +58,48 @@ impl Seed {
     }
 }
 
+/// Where a process's secret seeds come from: the OS CSPRNG ([`Seed::random`]), or a number
+/// given for a reproducible test or benchmark run (derived seeds, predictable to anyone who
+/// knows the number: the command that takes it says so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seeding {
+    /// fresh seeds from the OS CSPRNG (the default)
+    Os,
+    /// seeds derived from a given number (reproducible, not secret)
+    Fixed(u64),
+}
+
+/// What a secret seed is for (distinct purposes give independent seeds from one number).
+#[derive(Clone, Copy, Debug)]
+pub enum Purpose {
+    /// the dealer's seed
+    Dealer,
+    /// the split of the private weights into the provider's and the helper's shares
+    WeightSplit,
+    /// the client's input masks of session `n`
+    InputMasks(u64),
+}
+
+impl Purpose {
+    fn label(self) -> u64 {
+        match self {
+            Purpose::Dealer => 0,
+            Purpose::WeightSplit => 0x9e37,
+            Purpose::InputMasks(n) => 0x6d61_736b_0000_0000 ^ n,
+        }
+    }
+}
+
+impl Seeding {
+    /// The seed for `purpose`: fresh from the OS CSPRNG, or derived from the given number.
+    pub fn seed(self, purpose: Purpose) -> Seed {
+        match self {
+            Seeding::Os => Seed::random(),
+            Seeding::Fixed(s) => Seed::from_u64(s ^ purpose.label()),
+        }
+    }
+}
+
 const BATCH: usize = 8;
 
 /// AES-128-CTR keystream generator.
@@ -193,6 +235,21 @@ mod tests {
         let ones: u32 = seeds.iter().flatten().map(|b| b.count_ones()).sum();
         // 32768 fair bits: mean 16384, sd 90.5; 6 sd either way
         assert!((16384 - 543..=16384 + 543).contains(&ones), "{ones} ones");
+    }
+
+    #[test]
+    fn fixed_seedings_repeat_and_os_seedings_do_not() {
+        let f = Seeding::Fixed(7);
+        assert_eq!(f.seed(Purpose::Dealer), f.seed(Purpose::Dealer));
+        assert_ne!(f.seed(Purpose::Dealer), f.seed(Purpose::WeightSplit));
+        assert_ne!(
+            f.seed(Purpose::InputMasks(0)),
+            f.seed(Purpose::InputMasks(1))
+        );
+        assert_ne!(
+            Seeding::Os.seed(Purpose::Dealer),
+            Seeding::Os.seed(Purpose::Dealer)
+        );
     }
 
     #[test]

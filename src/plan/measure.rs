@@ -25,14 +25,13 @@ use super::model::{
     INPUTS_VERSION,
 };
 use crate::generate::{load, ModelArgs, PublicPrefix, PROMPTS};
-use marill_model::suffix::{suffix_of, Bounds};
-use crate::secure::seeds::{Purpose, Seeding};
 use crate::secure::session::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use marill_model::llama::argmax_last;
+use marill_model::suffix::{suffix_of, Bounds};
 use marill_mpc::channel::{memory_pair, CommStats};
 use marill_mpc::correlation::dealer::DealerStats;
 use marill_mpc::correlation::{
@@ -40,6 +39,7 @@ use marill_mpc::correlation::{
 };
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Prg;
+use marill_mpc::prg::{Purpose, Seeding};
 use marill_mpc::testing::reconstruct;
 use marill_mpc::{Party, PartyId};
 use marill_suffix::secure::{

@@ -4,62 +4,23 @@
 //! The dealer's seed, the split of the private weights into shares and the client's input masks
 //! are secrets: a seeded run makes them predictable to anyone who knows the number, so it is
 //! announced on standard error and is meant for tests and benchmarks on public data only.
-//! `tests/secret_seeds.rs` checks that no other source seeds secret material.
+//! The seeds themselves come from `marill_mpc::prg::Seeding`; `tests/secret_seeds.rs` checks
+//! that no other source seeds secret material.
 
-use marill_mpc::prg::Seed;
+use marill_mpc::prg::{Seed, Seeding};
 
-/// The source of a command's secret seeds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seeding {
-    /// fresh seeds from the OS CSPRNG (the default)
-    Os,
-    /// seeds derived from a number given with `--seed` (reproducible, not secret)
-    Fixed(u64),
-}
-
-/// What each secret seed is for (distinct labels give independent seeds from one `--seed`).
-#[derive(Clone, Copy, Debug)]
-pub enum Purpose {
-    /// the dealer's seed
-    Dealer,
-    /// the split of the private weights into the provider's and the helper's shares
-    WeightSplit,
-    /// the client's input masks of session `n`
-    InputMasks(u64),
-}
-
-impl Purpose {
-    fn label(self) -> u64 {
-        match self {
-            Purpose::Dealer => 0,
-            Purpose::WeightSplit => 0x9e37,
-            Purpose::InputMasks(n) => 0x6d61_736b_0000_0000 ^ n,
+/// The seeding a `--seed` option asks for; a given seed is announced on standard error.
+pub fn seeding(seed: Option<u64>) -> Seeding {
+    match seed {
+        Some(s) => {
+            eprintln!(
+                "--seed {s}: secret randomness (dealer, weight shares, input masks) is derived \
+                 from this number; the run is reproducible and its secrets are not secret (tests \
+                 and benchmarks only)"
+            );
+            Seeding::Fixed(s)
         }
-    }
-}
-
-impl Seeding {
-    /// The seeding a `--seed` option asks for; a given seed is announced on standard error.
-    pub fn from_arg(seed: Option<u64>) -> Self {
-        match seed {
-            Some(s) => {
-                eprintln!(
-                    "--seed {s}: secret randomness (dealer, weight shares, input masks) is derived \
-                     from this number; the run is reproducible and its secrets are not secret (tests \
-                     and benchmarks only)"
-                );
-                Seeding::Fixed(s)
-            }
-            None => Seeding::Os,
-        }
-    }
-
-    /// The seed for `purpose`: fresh from the OS CSPRNG, or derived from the given number.
-    pub fn seed(self, purpose: Purpose) -> Seed {
-        match self {
-            Seeding::Os => Seed::random(),
-            Seeding::Fixed(s) => Seed::from_u64(s ^ purpose.label()),
-        }
+        None => Seeding::Os,
     }
 }
 
@@ -81,21 +42,9 @@ pub fn bench_seed(seed: Option<u64>) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn fixed_seeds_repeat_and_os_seeds_do_not() {
-        let f = Seeding::Fixed(7);
-        assert_eq!(f.seed(Purpose::Dealer), f.seed(Purpose::Dealer));
-        assert_ne!(f.seed(Purpose::Dealer), f.seed(Purpose::WeightSplit));
-        assert_ne!(
-            f.seed(Purpose::InputMasks(0)),
-            f.seed(Purpose::InputMasks(1))
-        );
-        assert_ne!(
-            Seeding::Os.seed(Purpose::Dealer),
-            Seeding::Os.seed(Purpose::Dealer)
-        );
-        assert_eq!(Seeding::from_arg(None), Seeding::Os);
+    fn no_seed_means_the_os_csprng() {
+        assert_eq!(super::seeding(None), marill_mpc::prg::Seeding::Os);
+        assert_eq!(super::seeding(Some(3)), marill_mpc::prg::Seeding::Fixed(3));
     }
 }

@@ -1,12 +1,12 @@
 //! A secure suffix session in one process: two party threads that keep their shares and KV
 //! caches between calls, fed by the client with fresh shares per step.
 
-use super::seeds::{Purpose, Seeding};
 use anyhow::{anyhow, bail, Result};
 use marill_mpc::channel::{memory_pair, CommStats};
 use marill_mpc::correlation::{CorrelationStore, Dealer, SharedDealer};
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Prg;
+use marill_mpc::prg::{Purpose, Seeding};
 use marill_mpc::testing::{reconstruct, share};
 use marill_mpc::Party;
 use marill_suffix::secure::{gamma_at_client, prepare, SecureSuffix};
