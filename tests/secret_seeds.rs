@@ -51,6 +51,7 @@ const CRATES: &[&str] = &[
     "coordinator/src",
     "scheduler/src",
     "metrics/src",
+    "workers/src",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod job;
+pub mod link;
 
 use bincode::Options;
 use marill_mpc::correlation::{Bundle, CorrRequest, StepKey};

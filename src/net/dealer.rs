@@ -295,12 +295,15 @@ impl PartyStream {
         self.current = None;
         let first_id = match self.epochs()?.begin_step(self.party, key, asked) {
             Ok(first) => first,
-            Err(e) => return send(&self.link, &Message::Error(e)),
+            Err(e) => return Ok(send(&self.link, &Message::Error(e))?),
         };
         self.current = Some((key, first_id));
         let Some(manifest) = self.manifests()?.get(&key) else {
             self.recording = Some((key, Vec::new()));
-            return send(&self.link, &Message::StepStream { first_id, count: 0 });
+            return Ok(send(
+                &self.link,
+                &Message::StepStream { first_id, count: 0 },
+            )?);
         };
         let count = manifest.len() as u64;
         send(&self.link, &Message::StepStream { first_id, count })?;
@@ -312,7 +315,7 @@ impl PartyStream {
                         "dealer: stream to {:?} stopped at bundle {id}: {e}",
                         self.party
                     );
-                    return send(&self.link, &Message::Error(e));
+                    return Ok(send(&self.link, &Message::Error(e))?);
                 }
             };
             let bytes = b.explicit.len();
@@ -345,14 +348,14 @@ impl PartyStream {
             }; // the state's lock is released before any wait on the link
             match generated {
                 Ok(true) => {}
-                Ok(false) => return recv_idle(&self.link),
+                Ok(false) => return Ok(recv_idle(&self.link)?),
                 Err(e) => {
                     eprintln!("dealer: generating ahead stopped: {e}");
-                    return recv_idle(&self.link);
+                    return Ok(recv_idle(&self.link)?);
                 }
             }
             if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
-                return super::typed(&bytes);
+                return Ok(super::typed(&bytes)?);
             }
         }
     }

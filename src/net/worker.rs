@@ -1,39 +1,12 @@
-//! `marill worker --role provider|helper`: one party of the private suffix. The provider loads
-//! the model, prepares the suffix (folds γ, splits private weights into shares) and sends the
-//! helper its shares over their encrypted peer link; both fetch correlations from the dealer,
-//! mask the private weights once, then serve steps (prefill, then one token at a time) with the
-//! KV cache kept as shares between steps.
-//!
-//! The peer and dealer links are split into lanes (`marill_transport::mux`), one per session
-//! the pair runs at once (`--sessions`; the pair uses the smaller of its two workers' counts,
-//! which they tell each other after the suffix's shares have crossed). Each lane loads the
-//! suffix on its own correlation stream ([`super::worker_lane`]); the public base weights are
-//! shared.
-//!
-//! Two fronts: **direct** (`--client-endpoint`: one client session over a CURVE link, plain
-//! shares inside the encrypted link, on lane 0) and **coordinated** (`--control-endpoint`: the
-//! cluster's coordinator sends [`Message::SessionStep`]s naming a lane, whose shares are sealed
-//! to this worker's trust domain key, and gets the output share sealed to the client; the
-//! worker is an actor group, [`super::worker_group`], running its lanes' sessions in
-//! parallel).
+//! `marill worker --role provider|helper`: the command-line layer over `marill_workers::run`
+//! (the flags, layered with a configuration file and the environment, resolved into a
+//! `WorkerConfig`).
 
-use super::worker_group;
-use super::worker_handshake as handshake;
-use super::worker_lane::LaneState;
-use super::worker_metrics::WorkerMetrics;
-use super::{recv, send};
-use crate::generate::{load, ModelArgs};
-use anyhow::{anyhow, bail, Result};
+use crate::generate::ModelArgs;
+use anyhow::Result;
 use clap::{Args, ValueEnum};
-use marill_model::suffix::{suffix_of, Bounds};
-use marill_mpc::fixed::FixedPoint;
-use marill_mpc::prg::Purpose;
-use marill_mpc::PartyId;
-use marill_proto::Message;
-use marill_suffix::secure::{prepare, FinalGamma};
-use marill_transport::{KeyPair, Link, LinkConfig, Mux, Role, SealKeyPair};
+use marill_workers::WorkerConfig;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// A worker's role.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -95,258 +68,31 @@ pub struct WorkerArgs {
     model: ModelArgs,
 }
 
-fn link(role: Role, own: &KeyPair, peer: &str, timeout: Duration) -> Result<Link> {
-    let mut cfg = LinkConfig::new(peer);
-    cfg.timeout = timeout;
-    Ok(Link::open(role, own, cfg)?)
-}
-
-/// Runs one worker for one session.
-pub fn run(a: WorkerArgs) -> Result<()> {
-    let (party, me, other) = match a.role {
-        WorkerRole::Provider => (PartyId::P0, "provider", "helper"),
-        WorkerRole::Helper => (PartyId::P1, "helper", "provider"),
-    };
-    let own = KeyPair::load(&a.keys, me)?;
-    let registry = marill_metrics::registry(me)?;
-    let metrics = WorkerMetrics::new(&registry)?;
-    let _server = marill_metrics::serve_if(a.metrics_addr.as_deref(), registry, me)?;
-    let timeout = Duration::from_secs(a.idle_timeout_s);
-    let peer_role = match a.role {
-        WorkerRole::Provider => Role::Server {
-            endpoint: a.peer_endpoint.clone(),
-            allow: vec![KeyPair::load_public(&a.keys, other)?],
-        },
-        WorkerRole::Helper => Role::Client {
-            endpoint: a.peer_endpoint.clone(),
-            server_public: KeyPair::load_public(&a.keys, other)?,
-        },
-    };
-    let peer = link(peer_role, &own, other, timeout)?;
-    let front = match (&a.client_endpoint, &a.control_endpoint) {
-        (Some(_), Some(_)) => bail!("give --client-endpoint or --control-endpoint, not both"),
-        (Some(ep), None) => Front::Direct(link(
-            Role::Server {
-                endpoint: ep.clone(),
-                allow: vec![KeyPair::load_public(&a.keys, "client")?],
+impl WorkerArgs {
+    /// The flags as the worker's configuration.
+    pub fn config(&self) -> Result<WorkerConfig> {
+        Ok(WorkerConfig {
+            role: match self.role {
+                WorkerRole::Provider => marill_workers::WorkerRole::Provider,
+                WorkerRole::Helper => marill_workers::WorkerRole::Helper,
             },
-            &own,
-            "client",
-            timeout,
-        )?),
-        (None, Some(ep)) => Front::Coordinated {
-            link: link(
-                Role::Server {
-                    endpoint: ep.clone(),
-                    allow: vec![KeyPair::load_public(&a.keys, "coordinator")?],
-                },
-                &own,
-                "coordinator",
-                timeout,
-            )?,
-            seal: SealKeyPair::load(&a.keys, me)?,
-        },
-        (None, None) => bail!("give --client-endpoint or --control-endpoint"),
-    };
-    let dealer = link(
-        Role::Client {
-            endpoint: a.dealer_endpoint.clone(),
-            server_public: KeyPair::load_public(&a.keys, "dealer")?,
-        },
-        &own,
-        "dealer",
-        timeout,
-    )?;
-    let fx = FixedPoint::default();
-    // the suffix: prepared by the provider, the helper's shares sent over the peer link
-    // the lanes: the smaller of the two workers' session counts (1 in direct mode)
-    let own_sessions = match front {
-        Front::Direct(_) => 1,
-        Front::Coordinated { .. } => a.sessions.max(1),
-    };
-    let (cfg, prep, lanes) = match a.role {
-        WorkerRole::Provider => {
-            let (model, _) = load(&a.model)?;
-            let (cfg, w) = suffix_of(&model, Bounds::default(), a.max_seq)?;
-            let [p0, p1] = prepare(&cfg, &w, fx, a.model.seeding().seed(Purpose::WeightSplit))
-                .map_err(|e| anyhow!("{e}"))?;
-            let at_client = matches!(p0.final_gamma, FinalGamma::AtClient);
-            let hello = server_hello(&cfg, at_client, own_sessions);
-            let theirs = handshake::provide(&peer, &cfg, p1, &hello)?;
-            (cfg, p0, own_sessions.min(theirs))
-        }
-        WorkerRole::Helper => {
-            let (cfg, prep) = handshake::receive(&peer, me)?;
-            let at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-            let hello = server_hello(&cfg, at_client, own_sessions);
-            let theirs = handshake::exchange_hellos(&peer, &hello)?;
-            (cfg, prep, own_sessions.min(theirs))
-        }
-    };
-    eprintln!(
-        "{me}: suffix of {} private layers from layer {}",
-        cfg.n_layers, cfg.first_layer
-    );
-    let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-    let (peer_mux, peer_lanes) = Mux::split(peer, lanes)?;
-    let (dealer_mux, dealer_lanes) = Mux::split(dealer, lanes)?;
-    let loaded: Vec<Result<LaneState>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = peer_lanes
-            .into_iter()
-            .zip(dealer_lanes)
-            .map(|(pl, dl)| {
-                let (cfg, prep) = (&cfg, prep.clone());
-                scope.spawn(move || LaneState::load(party, pl, dl, cfg, prep, fx))
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a lane's load panicked")))
-            })
-            .collect()
-    });
-    let mut lanes_loaded = Vec::with_capacity(loaded.len());
-    for l in loaded {
-        lanes_loaded.push(l?);
-    }
-    drop(prep);
-    let muxes = vec![peer_mux, dealer_mux];
-    match front {
-        Front::Direct(client) => {
-            eprintln!("{me}: private weights masked, serving");
-            let lane = lanes_loaded.remove(0);
-            let r = serve(lane, &cfg, gamma_at_client, &client, me);
-            if let Err(e) = &r {
-                let _ = send(&client, &Message::Error(format!("{me}: {e}")));
-            }
-            drop(muxes); // after the lane: its dealer link says Done first
-            r
-        }
-        Front::Coordinated { link, seal } => {
-            eprintln!(
-                "{me}: private weights masked on {} lanes, serving the coordinator",
-                lanes_loaded.len()
-            );
-            let (outbox, outgoing) = worker_group::control::outbox()?;
-            let ctx = worker_group::WorkerContext {
-                me,
-                cfg,
-                gamma_at_client,
-                seal,
-                metrics,
-                outbox,
-            };
-            worker_group::run(
-                ctx,
-                outgoing,
-                lanes_loaded,
-                muxes,
-                link,
-                memory_limit(a.memory_limit_mb),
-            )
-        }
+            keys: self.keys.clone(),
+            client_endpoint: self.client_endpoint.clone(),
+            control_endpoint: self.control_endpoint.clone(),
+            peer_endpoint: self.peer_endpoint.clone(),
+            dealer_endpoint: self.dealer_endpoint.clone(),
+            max_seq: self.max_seq,
+            sessions: self.sessions,
+            memory_limit_mb: self.memory_limit_mb,
+            idle_timeout_s: self.idle_timeout_s,
+            metrics_addr: self.metrics_addr.clone(),
+            model: self.model.options()?,
+            seeding: self.model.seeding(),
+        })
     }
 }
 
-/// Where a worker's steps come from.
-enum Front {
-    /// one client, plain shares inside its encrypted link
-    Direct(Link),
-    /// the coordinator, shares sealed to this worker's trust domain
-    Coordinated {
-        /// the control link
-        link: Link,
-        /// this trust domain's sealing key
-        seal: SealKeyPair,
-    },
-}
-
-/// The memory the worker's memory owner may account: `mb` MiB, or (0) the device's.
-fn memory_limit(mb: u64) -> u64 {
-    if mb > 0 {
-        return mb << 20;
-    }
-    let device = marill_metrics::memory::cuda_devices()
-        .first()
-        .map(|d| d.total);
-    device
-        .or_else(marill_metrics::memory::limit_bytes)
-        .unwrap_or(0)
-}
-
-/// What a worker tells its client, coordinator or peer about the suffix it serves.
-fn server_hello(
-    cfg: &marill_suffix::SuffixConfig,
-    gamma_at_client: bool,
-    sessions: u32,
-) -> Message {
-    Message::ServerHello {
-        first_layer: cfg.first_layer,
-        d_model: cfg.d_model,
-        gamma_at_client,
-        sessions,
-    }
-}
-
-/// Serves one direct client on lane 0 until it ends the session.
-fn serve(
-    mut lane: LaneState,
-    cfg: &marill_suffix::SuffixConfig,
-    gamma_at_client: bool,
-    client: &Link,
-    me: &str,
-) -> Result<()> {
-    loop {
-        match recv(client)? {
-            Message::ClientHello { n_public } => {
-                if n_public != cfg.first_layer {
-                    let why = format!(
-                        "the client runs {n_public} public layers, this suffix starts at layer {}",
-                        cfg.first_layer
-                    );
-                    send(client, &Message::Error(why.clone()))?;
-                    bail!(why);
-                }
-                send(client, &server_hello(cfg, gamma_at_client, 1))?;
-            }
-            Message::Step { out_rows, x } => {
-                let rows = x.len() / cfg.d_model.max(1);
-                if !(1..=rows).contains(&(out_rows as usize)) {
-                    let why = format!("out_rows {out_rows} is not within 1..={rows}");
-                    send(client, &Message::Error(why.clone()))?;
-                    bail!(why);
-                }
-                let before = lane.party.comm();
-                let y = match lane.forward(&x) {
-                    Ok(y) => y,
-                    Err(e) => {
-                        // the detail may depend on secret values: debug level only
-                        tracing::debug!(detail = %e.detail, "step failed inside the 2PC");
-                        let why = format!("step failed inside the 2PC: {}", e.kind);
-                        send(client, &Message::Error(why.clone()))?;
-                        bail!(why);
-                    }
-                };
-                let c = lane.party.comm().since(&before);
-                // only the last rows the client asked for leave the worker
-                let keep = out_rows as usize * cfg.d_model;
-                let y = y[y.len() - keep.min(y.len())..].to_vec();
-                send(
-                    client,
-                    &Message::Output {
-                        y,
-                        bytes_sent: c.bytes_sent,
-                        rounds: c.rounds,
-                    },
-                )?;
-            }
-            Message::End => {
-                eprintln!("{me}: session ended by the client");
-                return Ok(());
-            }
-            m => bail!("unexpected {} from the client", marill_proto::describe(&m)),
-        }
-    }
+/// Runs `marill worker`.
+pub fn run(a: WorkerArgs) -> Result<()> {
+    marill_workers::run(a.config()?)
 }

@@ -17,7 +17,7 @@
 use super::memory::MemoryMsg;
 use super::supervisor::SupervisorMsg;
 use super::WorkerContext;
-use crate::net::worker_lane::LaneState;
+use crate::lane::LaneState;
 use marill_mpc::FailureKind;
 use marill_proto::job::{StepShare, SESSION_SECRET_LEN};
 use marill_proto::Message;

@@ -10,8 +10,8 @@
 //! starts afresh (a provider prepares fresh shares). Stale frames (a serving peer's "no such
 //! lane" notices, a previous incarnation's lane traffic, repeated hellos) are skipped.
 
-use super::send;
 use anyhow::{bail, Result};
+use marill_proto::link::send;
 use marill_proto::Message;
 use marill_suffix::secure::PreparedSuffix;
 use marill_suffix::SuffixConfig;

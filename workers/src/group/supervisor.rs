@@ -13,7 +13,7 @@ use super::links::{Links, LinksArgs};
 use super::memory::{MemoryMsg, MemoryOwner};
 use super::session::{SessionActor, SessionArgs, SessionMsg, StepInput};
 use super::WorkerContext;
-use crate::net::worker_lane::LaneState;
+use crate::lane::LaneState;
 use marill_proto::Message;
 use marill_transport::Mux;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};

@@ -13,8 +13,8 @@ pub mod memory;
 pub mod session;
 pub mod supervisor;
 
-use super::worker_lane::LaneState;
-use super::worker_metrics::WorkerMetrics;
+use crate::lane::LaneState;
+use crate::metrics::WorkerMetrics;
 use marill_suffix::SuffixConfig;
 use marill_transport::{Link, Mux, SealKeyPair};
 use ractor::Actor;

@@ -7,7 +7,7 @@
 //! with a GPU, else the host's cgroup limit or physical memory.
 //! Published as `marill_worker_accounted_bytes{kind}` beside the KV cache in use.
 
-use super::super::worker_metrics::WorkerMetrics;
+use crate::metrics::WorkerMetrics;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 

@@ -8,7 +8,6 @@
 //! (`marill_mpc::correlation::manifest`): no round trip per bundle; any other bundle is asked
 //! for.
 
-use super::{recv, send};
 use anyhow::{anyhow, bail, Result};
 use marill_mpc::correlation::{
     Bundle, BundleSupplier, CorrRequest, CorrelationError, CorrelationStore, StepKey,
@@ -16,6 +15,7 @@ use marill_mpc::correlation::{
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Seed;
 use marill_mpc::{FailureKind, Party, PartyId};
+use marill_proto::link::{recv, send};
 use marill_proto::Message;
 use marill_suffix::secure::{PreparedSuffix, SecureSuffix};
 use marill_suffix::SuffixConfig;
