@@ -52,6 +52,7 @@ const CRATES: &[&str] = &[
     "scheduler/src",
     "metrics/src",
     "workers/src",
+    "dealer-pool/src",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

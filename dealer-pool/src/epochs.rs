@@ -6,7 +6,7 @@
 //! peer's: it must restart too, which its step failure makes it do), and it joins the new
 //! epoch when it asks for its seed again.
 
-use super::dealer_ahead::AheadPool;
+use crate::ahead::AheadPool;
 use marill_mpc::correlation::dealer::DealerStats;
 use marill_mpc::correlation::{CorrRequest, Dealer, SharedDealer, StepKey};
 use marill_mpc::prg::Seed;

@@ -1,0 +1,502 @@
+//! A dealer process (`marill dealer`): serves a worker pair's correlations on demand. Each worker has its own
+//! encrypted link (only that worker's key is admitted); whichever asks first for bundle `id`
+//! makes the dealer generate both halves, the other half waits (the logic of
+//! `marill_mpc::correlation::SharedDealer`). Each worker's random half comes from the seed it
+//! receives here, so only corrections travel. The dealer outlives its workers: a restarted
+//! worker opens a new epoch with a fresh seed ([`crate::epochs`]), so no correlation is
+//! ever handed out twice, also across restarts; `--exit-when-done` ends it once both workers
+//! said goodbye on lane 0 (one session in direct mode).
+//!
+//! Each worker link is split into `--lanes` lanes (`marill_transport::mux`): a pair running
+//! several sessions at once uses one lane per session, and each lane is an independent
+//! correlation stream (its own seeds, epochs and ahead pool, its own serving thread); the
+//! manifests of step shapes are shared by all lanes.
+
+use crate::epochs::Epochs;
+use anyhow::{anyhow, Result};
+use marill_metrics::memory::DeviceMemory;
+use marill_metrics::prometheus::{Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use marill_metrics::register;
+use marill_mpc::correlation::{Bundle, BundleSupplier, CorrRequest, ManifestCache, StepKey};
+use marill_mpc::prg::Seed;
+use marill_mpc::PartyId;
+use marill_proto::link::{recv_idle, send, typed};
+use marill_proto::Message;
+use marill_transport::{KeyPair, Lane, Link, LinkConfig, Mux, Role};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a dealer process runs with (the `marill dealer` flags, resolved).
+#[derive(Clone, Debug)]
+pub struct DealerConfig {
+    /// key directory (`dealer.key`, `provider.pub`, `helper.pub`)
+    pub keys: PathBuf,
+    /// where the provider's link binds
+    pub provider_endpoint: String,
+    /// where the helper's link binds
+    pub helper_endpoint: String,
+    /// give up when a worker does not take a reply within this long
+    pub idle_timeout_s: u64,
+    /// serve Prometheus metrics on `GET /metrics` at this address
+    pub metrics_addr: Option<String>,
+    /// step manifests kept (0 serves every bundle on request)
+    pub manifests: usize,
+    /// megabytes of correlations generated ahead of demand while the pair is idle
+    pub pool_mb: u64,
+    /// lanes of each worker link (the most sessions the pair runs at once)
+    pub lanes: u32,
+    /// exit once both workers have said goodbye on lane 0
+    pub exit_when_done: bool,
+}
+
+/// The dealer's series (`marill_dealer_*`).
+#[derive(Clone)]
+struct DealerMetrics {
+    served: IntCounterVec,
+    sent_bytes: IntCounterVec,
+    bundles: IntGauge,
+    generation_seconds: Gauge,
+    stashed: IntGaugeVec,
+    epoch: IntGauge,
+    streamed: IntCounterVec,
+    manifests: IntGauge,
+    ahead: IntGaugeVec,
+    /// each lane's last pool figures; the gauges show their sums
+    lanes: Arc<Mutex<Vec<PoolSnapshot>>>,
+}
+
+/// One lane's pool figures.
+#[derive(Clone, Copy, Default)]
+struct PoolSnapshot {
+    bundles: u64,
+    gen_nanos: u64,
+    stashed: [usize; 2],
+    ahead: (u64, u64),
+    epoch: u64,
+}
+
+impl DealerMetrics {
+    fn new(r: &Registry, lanes: u32) -> Result<Self> {
+        register(r, DeviceMemory::new("marill_dealer_")?)?;
+        let m = Self {
+            served: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("marill_dealer_served_total", "Bundles served, by party"),
+                    &["party"],
+                )?,
+            )?,
+            sent_bytes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "marill_dealer_sent_bytes_total",
+                        "Explicit correlation bytes sent, by party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
+            bundles: register(
+                r,
+                IntGauge::new(
+                    "marill_dealer_generated_bundles",
+                    "Bundles generated since start (both halves)",
+                )?,
+            )?,
+            generation_seconds: register(
+                r,
+                Gauge::new(
+                    "marill_dealer_generation_seconds",
+                    "Time spent generating since start",
+                )?,
+            )?,
+            epoch: register(
+                r,
+                IntGauge::new(
+                    "marill_dealer_epoch",
+                    "The pair's incarnation: a restarted worker opens a new epoch with a fresh seed",
+                )?,
+            )?,
+            streamed: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "marill_dealer_streamed_total",
+                        "Bundles streamed unasked (their step's manifest was known), by party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
+            ahead: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "marill_dealer_ahead_bundles",
+                        "Bundles generated ahead of demand for a predicted step since start: \
+                         used by it, or skipped (another step came)",
+                    ),
+                    &["outcome"],
+                )?,
+            )?,
+            manifests: register(
+                r,
+                IntGauge::new(
+                    "marill_dealer_manifests",
+                    "Step manifests known (shapes whose bundles are streamed ahead of demand)",
+                )?,
+            )?,
+            stashed: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "marill_dealer_stashed_bundles",
+                        "Halves generated and waiting for their party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
+            lanes: Arc::new(Mutex::new(vec![PoolSnapshot::default(); lanes as usize])),
+        };
+        for p in ["provider", "helper"] {
+            m.served.with_label_values(&[p]);
+            m.sent_bytes.with_label_values(&[p]);
+            m.stashed.with_label_values(&[p]);
+            m.streamed.with_label_values(&[p]);
+        }
+        for o in ["used", "skipped"] {
+            m.ahead.with_label_values(&[o]);
+        }
+        Ok(m)
+    }
+
+    /// The pool's series (halves stashed, bundles generated ahead), summed over the lanes,
+    /// with `lane`'s figures from `d`.
+    fn observe_pool(&self, lane: u32, d: &Epochs) {
+        let st = d.stats();
+        let Ok(mut lanes) = self.lanes.lock() else {
+            return;
+        };
+        if let Some(slot) = lanes.get_mut(lane as usize) {
+            *slot = PoolSnapshot {
+                bundles: st.bundles,
+                gen_nanos: st.gen_nanos,
+                stashed: d.stashed(),
+                ahead: d.ahead_counts(),
+                epoch: d.epoch(),
+            };
+        }
+        let sum = lanes
+            .iter()
+            .fold(PoolSnapshot::default(), |a, l| PoolSnapshot {
+                bundles: a.bundles + l.bundles,
+                gen_nanos: a.gen_nanos + l.gen_nanos,
+                stashed: [a.stashed[0] + l.stashed[0], a.stashed[1] + l.stashed[1]],
+                ahead: (a.ahead.0 + l.ahead.0, a.ahead.1 + l.ahead.1),
+                epoch: a.epoch.max(l.epoch),
+            });
+        drop(lanes);
+        self.bundles.set(sum.bundles as i64);
+        self.generation_seconds.set(sum.gen_nanos as f64 / 1e9);
+        for (p, n) in ["provider", "helper"].iter().zip(sum.stashed) {
+            self.stashed.with_label_values(&[p]).set(n as i64);
+        }
+        self.ahead
+            .with_label_values(&["used"])
+            .set(sum.ahead.0 as i64);
+        self.ahead
+            .with_label_values(&["skipped"])
+            .set(sum.ahead.1 as i64);
+        self.epoch.set(sum.epoch as i64);
+    }
+
+    fn observe(&self, party: PartyId, lane: u32, bytes: usize, d: &Epochs) {
+        let name = party_name(party);
+        self.served.with_label_values(&[name]).inc();
+        self.sent_bytes
+            .with_label_values(&[name])
+            .inc_by(bytes as u64);
+        self.observe_pool(lane, d);
+    }
+}
+
+/// What one party's serving thread keeps between messages.
+struct PartyStream {
+    link: Lane,
+    party: PartyId,
+    epochs: Arc<Mutex<Epochs>>,
+    manifests: Arc<Mutex<ManifestCache>>,
+    m: DealerMetrics,
+    /// the step being recorded (its manifest was unknown): its key and requests so far
+    recording: Option<(StepKey, Vec<CorrRequest>)>,
+    /// a message that arrived while a stream was being sent
+    pending: Option<Message>,
+    /// the step under way and its first id
+    current: Option<(StepKey, u64)>,
+    served: u64,
+}
+
+impl PartyStream {
+    fn epochs(&self) -> Result<std::sync::MutexGuard<'_, Epochs>> {
+        self.epochs
+            .lock()
+            .map_err(|_| anyhow!("dealer state poisoned"))
+    }
+
+    fn manifests(&self) -> Result<std::sync::MutexGuard<'_, ManifestCache>> {
+        self.manifests
+            .lock()
+            .map_err(|_| anyhow!("dealer state poisoned"))
+    }
+
+    /// Bundle `id` of kind `req` for this party, from the current epoch's dealer.
+    fn bundle(&self, id: u64, req: &CorrRequest) -> Result<Bundle, String> {
+        let dealer = self
+            .epochs()
+            .map_err(|e| e.to_string())?
+            .dealer_for(self.party);
+        dealer.and_then(|mut d| d.fetch(self.party, id, req).map_err(|e| e.to_string()))
+    }
+
+    fn sent(&mut self, bytes: usize, streamed: bool) -> Result<()> {
+        self.served += 1;
+        let name = party_name(self.party);
+        if streamed {
+            self.m.streamed.with_label_values(&[name]).inc();
+        }
+        self.m
+            .observe(self.party, self.link.id(), bytes, &*self.epochs()?);
+        Ok(())
+    }
+
+    /// A step begins: streams its bundles when its manifest is known, else records it.
+    fn begin(&mut self, key: StepKey, asked: u64) -> Result<()> {
+        self.recording = None;
+        self.current = None;
+        let first_id = match self.epochs()?.begin_step(self.party, key, asked) {
+            Ok(first) => first,
+            Err(e) => return Ok(send(&self.link, &Message::Error(e))?),
+        };
+        self.current = Some((key, first_id));
+        let Some(manifest) = self.manifests()?.get(&key) else {
+            self.recording = Some((key, Vec::new()));
+            return Ok(send(
+                &self.link,
+                &Message::StepStream { first_id, count: 0 },
+            )?);
+        };
+        let count = manifest.len() as u64;
+        send(&self.link, &Message::StepStream { first_id, count })?;
+        for (id, req) in (first_id..).zip(manifest.iter()) {
+            let b = match self.bundle(id, req) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!(
+                        "dealer: stream to {:?} stopped at bundle {id}: {e}",
+                        self.party
+                    );
+                    return Ok(send(&self.link, &Message::Error(e))?);
+                }
+            };
+            let bytes = b.explicit.len();
+            if let Err(e) = send(&self.link, &Message::Bundle(b)) {
+                // the worker is gone; its next incarnation asks for a seed (a new epoch)
+                eprintln!("dealer: stream to {:?} stopped: {e}", self.party);
+                return Ok(());
+            }
+            self.sent(bytes, true)?;
+            // a worker that speaks during its stream no longer waits for it (it restarted)
+            if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
+                self.pending = Some(typed(&bytes)?);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker's next message; while there is none, the predicted next step is generated
+    /// ahead (up to the pool's budget).
+    fn next_message(&mut self) -> Result<Message> {
+        loop {
+            let generated = {
+                let mut epochs = self.epochs()?;
+                let g = epochs.generate_ahead();
+                if g == Ok(true) {
+                    self.m.observe_pool(self.link.id(), &epochs);
+                }
+                g
+            }; // the state's lock is released before any wait on the link
+            match generated {
+                Ok(true) => {}
+                Ok(false) => return Ok(recv_idle(&self.link)?),
+                Err(e) => {
+                    eprintln!("dealer: generating ahead stopped: {e}");
+                    return Ok(recv_idle(&self.link)?);
+                }
+            }
+            if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
+                return Ok(typed(&bytes)?);
+            }
+        }
+    }
+
+    fn serve(mut self, exit_when_done: bool) -> Result<u64> {
+        let party = self.party;
+        loop {
+            let msg = match self.pending.take() {
+                Some(m) => m,
+                None => self.next_message()?,
+            };
+            match msg {
+                Message::SeedRequest { party: p } if p == party => {
+                    self.recording = None;
+                    let (epoch, seed) = self.epochs()?.seed(party);
+                    let lane = self.link.id();
+                    eprintln!("dealer: {party:?} seeded in epoch {epoch} on lane {lane}");
+                    send(&self.link, &Message::Seed { seed: seed.0 })?;
+                }
+                Message::StepBegin {
+                    party: p,
+                    key,
+                    first_id,
+                } if p == party => self.begin(key, first_id)?,
+                Message::StepEnd { party: p } if p == party => {
+                    if let Some((key, reqs)) = self.recording.take() {
+                        let mut known = self.manifests()?;
+                        known.insert(key, reqs);
+                        self.m.manifests.set(known.len() as i64);
+                    }
+                    let ended = self.current.take();
+                    if let Some((next, ended)) =
+                        ended.and_then(|(k, f)| Some((k.next_decode()?, f)))
+                    {
+                        let manifest = self.manifests()?.get(&next);
+                        if let Some(m) = manifest {
+                            self.epochs()?.predict(ended, next, m);
+                        }
+                    }
+                }
+                Message::BundleRequest { party: p, id, req } if p == party => {
+                    match self.bundle(id, &req) {
+                        Ok(b) => {
+                            let bytes = b.explicit.len();
+                            send(&self.link, &Message::Bundle(b))?;
+                            if let Some((_, reqs)) = &mut self.recording {
+                                reqs.push(req);
+                            }
+                            self.sent(bytes, false)?;
+                        }
+                        Err(e) => {
+                            // this worker's request fails (its step fails, it restarts); the
+                            // dealer keeps serving
+                            self.recording = None;
+                            eprintln!("dealer: refused {party:?} bundle {id}: {e}");
+                            send(&self.link, &Message::Error(e))?;
+                        }
+                    }
+                }
+                Message::Done { party: p } if p == party => {
+                    if exit_when_done {
+                        return Ok(self.served);
+                    }
+                }
+                other => {
+                    let what = marill_proto::describe(&other);
+                    eprintln!("dealer: {party:?} sent an unexpected {what}");
+                    send(&self.link, &Message::Error(format!("unexpected {what}")))?;
+                }
+            }
+        }
+    }
+}
+
+fn party_name(p: PartyId) -> &'static str {
+    ["provider", "helper"][p.index()]
+}
+
+/// Runs the dealer until stopped (with `--exit-when-done`: until both workers are done on
+/// lane 0).
+pub fn run(a: DealerConfig) -> Result<()> {
+    if a.lanes == 0 {
+        anyhow::bail!("--lanes must be at least 1");
+    }
+    let own = KeyPair::load(&a.keys, "dealer")?;
+    let registry = marill_metrics::registry("dealer")?;
+    let metrics = DealerMetrics::new(&registry, a.lanes)?;
+    let _server = marill_metrics::serve_if(a.metrics_addr.as_deref(), registry, "dealer")?;
+    let per_lane = (a.pool_mb << 20) / a.lanes as u64;
+    let epochs: Vec<_> = (0..a.lanes)
+        .map(|_| {
+            let e = Epochs::new(Box::new(Seed::random)).with_ahead_budget(per_lane);
+            Arc::new(Mutex::new(e))
+        })
+        .collect();
+    let manifests = Arc::new(Mutex::new(ManifestCache::new(a.manifests)));
+    let (ended_tx, ended) = std::sync::mpsc::channel::<(PartyId, u32, Result<u64>)>();
+    let mut muxes = Vec::new();
+    for (party, endpoint, name) in [
+        (PartyId::P0, a.provider_endpoint.clone(), "provider"),
+        (PartyId::P1, a.helper_endpoint.clone(), "helper"),
+    ] {
+        let mut cfg = LinkConfig::new(name);
+        cfg.timeout = Duration::from_secs(a.idle_timeout_s);
+        let link = Link::open(
+            Role::Server {
+                endpoint,
+                allow: vec![KeyPair::load_public(&a.keys, name)?],
+            },
+            &own,
+            cfg,
+        )?;
+        let (mux, lanes) = Mux::split(link, a.lanes)?;
+        muxes.push(mux);
+        for lane in lanes {
+            let id = lane.id();
+            let stream = PartyStream {
+                link: lane,
+                party,
+                epochs: epochs[id as usize].clone(),
+                manifests: manifests.clone(),
+                m: metrics.clone(),
+                recording: None,
+                pending: None,
+                current: None,
+                served: 0,
+            };
+            let once = a.exit_when_done && id == 0;
+            let tx = ended_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("dealer-{name}-{id}"))
+                .spawn(move || {
+                    let _ = tx.send((party, id, stream.serve(once)));
+                })?;
+        }
+    }
+    drop(ended_tx);
+    eprintln!("dealer: serving provider and helper on {} lanes", a.lanes);
+    // a lane's thread ends when its link fails (the dealer exits; its supervisor restarts it)
+    // or, with --exit-when-done, when lane 0's worker said goodbye
+    let mut total = 0;
+    let mut done = [false; 2];
+    while !(done[0] && done[1]) {
+        let (party, lane, r) = ended
+            .recv()
+            .map_err(|_| anyhow!("every dealer thread ended"))?;
+        total += r.map_err(|e| anyhow!("{} lane {lane}: {e}", party_name(party)))?;
+        done[party.index()] = true;
+    }
+    let mut bytes = 0;
+    for e in &epochs {
+        let st = e
+            .lock()
+            .map_err(|_| anyhow!("dealer state poisoned"))?
+            .stats();
+        bytes += st.total_bytes();
+    }
+    eprintln!(
+        "dealer: session done, {total} bundles served, {:.1} MB sent",
+        bytes as f64 / 1e6
+    );
+    drop(muxes);
+    Ok(())
+}
