@@ -6,6 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+pub use marill_client::runner::{PublicPrefix, SuffixRunner};
 use marill_model::llama::argmax_last;
 use marill_model::suffix::{suffix_of, Bounds};
 use marill_model::{
@@ -171,62 +172,12 @@ pub fn load(a: &ModelArgs) -> Result<(Llama, marill_model::TextTokenizer)> {
         })
 }
 
-/// The two parties as the client sees them: give them shares of the prefix output (T × d),
-/// get back the reconstructed final normalised hidden state of the last rows asked for.
-pub trait SuffixRunner {
-    /// One step (prefill of T tokens, or one decoded token): the final hidden state of the
-    /// last `out_rows` rows (out_rows × d). Generation asks for one: the workers return
-    /// nothing of the other rows.
-    fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>>;
-    /// Online communication of party 0 so far.
-    fn comm(&self) -> CommStats;
-    /// The generation is over (a remote session is closed; nothing to do in process).
-    fn end(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
 impl SuffixRunner for Session {
     fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>> {
         Session::step(self, x, out_rows)
     }
     fn comm(&self) -> CommStats {
         Session::comm(self)
-    }
-}
-
-/// The client's public prefix: the first `n_public` layers run in plaintext on the tokens so
-/// far, with their KV cache.
-pub(crate) struct PublicPrefix<'a> {
-    /// the model (its public layers and head)
-    pub model: &'a Llama,
-    cache: marill_model::KvCache,
-    n_public: usize,
-    /// tokens processed so far
-    pub pos: usize,
-}
-
-impl<'a> PublicPrefix<'a> {
-    /// Before the first token.
-    pub fn new(model: &'a Llama, n_public: usize) -> Self {
-        Self {
-            model,
-            cache: model.new_cache(),
-            n_public,
-            pos: 0,
-        }
-    }
-
-    /// The hidden state after the public layers for `tokens` at the next positions, flattened,
-    /// with its `(rows, width)`; advances the position.
-    pub fn hidden(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize, usize)> {
-        let h = self.model.embed(tokens)?;
-        let h = self
-            .model
-            .forward_layers(&h, 0..self.n_public, &mut self.cache, self.pos)?;
-        let (_, t, d) = h.dims3()?;
-        self.pos += t;
-        Ok((h.flatten_all()?.to_vec1()?, t, d))
     }
 }
 

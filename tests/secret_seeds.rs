@@ -53,6 +53,8 @@ const CRATES: &[&str] = &[
     "metrics/src",
     "workers/src",
     "dealer-pool/src",
+    "client/src",
+    "kafka/src",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -422,7 +422,7 @@ impl State {
                     std::thread::sleep(Duration::from_secs(tries));
                     self.producer = self.cfg.kafka.producer()?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }

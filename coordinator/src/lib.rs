@@ -10,7 +10,6 @@
 #![deny(missing_docs)]
 
 pub mod coordinator;
-pub mod kafka;
 pub mod lag;
 mod lanes;
 pub mod metrics;
@@ -18,7 +17,9 @@ pub mod offsets;
 pub mod pairs;
 
 pub use coordinator::{run, CoordinatorConfig, CoordinatorStats, ServedModel};
-pub use kafka::KafkaSettings;
+/// The Kafka clients (`marill-kafka`), re-exported for the coordinator's own users.
+pub use marill_kafka as kafka;
+pub use marill_kafka::KafkaSettings;
 pub use metrics::CoordinatorMetrics;
 pub use pairs::{ControlKeys, PairEndpoints};
 
@@ -41,6 +42,12 @@ pub enum CoordinatorError {
 impl From<rdkafka::error::KafkaError> for CoordinatorError {
     fn from(e: rdkafka::error::KafkaError) -> Self {
         CoordinatorError::Kafka(e.to_string())
+    }
+}
+
+impl From<marill_kafka::KafkaError> for CoordinatorError {
+    fn from(e: marill_kafka::KafkaError) -> Self {
+        CoordinatorError::Kafka(e.0)
     }
 }
 /// The Kafka client library (for clients of the cluster).

@@ -7,12 +7,12 @@
 //! the run.
 
 use crate::bench::chart::{bars, Panel};
-use crate::cluster::client::ClusterTarget;
 use crate::cluster::launch::{launch, FAST_GROUP};
 use crate::cluster::run_batch;
 use crate::generate::{load, ModelArgs};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser};
+use marill_client::cluster::ClusterTarget;
 use marill_coordinator::KafkaSettings;
 use marill_model::{Llama, TextTokenizer};
 use marill_transport::SealKeyPair;
@@ -201,7 +201,7 @@ pub(crate) fn run_pairs(
             SealKeyPair::load_public(&cluster.keys, "helper")?,
         ],
         timeout: Duration::from_secs(300),
-        resend_after: crate::cluster::client::RESEND_AFTER,
+        resend_after: marill_client::cluster::RESEND_AFTER,
         replace: 0,
     };
     let r = run_batch(model, tok, &target, sessions, tokens, sessions)?;

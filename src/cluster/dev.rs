@@ -4,12 +4,12 @@
 //! the separate processes run (the same command-line entry points, parsed from arguments);
 //! links are CURVE-encrypted zeromq on 127.0.0.1, shares travel sealed.
 
-use super::client::KafkaRunner;
 use super::launch::free_port;
 use crate::generate::{generate_remote, load, GenerateArgs};
 use crate::net::{dealer::DealerArgs, worker::WorkerArgs};
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser};
+use marill_client::cluster::KafkaRunner;
 use marill_coordinator::rdkafka::mocking::MockCluster;
 use marill_coordinator::{
     ControlKeys, CoordinatorConfig, KafkaSettings, PairEndpoints, ServedModel,

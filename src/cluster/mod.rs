@@ -3,7 +3,6 @@
 //! each compared with plaintext), and `marill dev` (coordinator, provider, helper and dealer in
 //! one process with librdkafka's built-in mock broker, then one private generation).
 
-pub mod client;
 pub mod dev;
 pub mod launch;
 pub mod settings;
@@ -11,7 +10,7 @@ pub mod settings;
 use crate::generate::{compare_greedy, load, ModelArgs, PROMPTS};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use client::{ClusterTarget, KafkaRunner};
+use marill_client::cluster::{self as client, ClusterTarget, KafkaRunner};
 use marill_coordinator::{
     ControlKeys, CoordinatorConfig, KafkaSettings, PairEndpoints, ServedModel,
 };

@@ -4,9 +4,9 @@
 
 use super::{recv, send};
 use crate::generate::{generate_remote, load, GenerateArgs, SuffixRunner};
-use crate::secure::session::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use marill_client::shares::{decode_output, share_hidden};
 use marill_mpc::channel::CommStats;
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Prg, Seed};
@@ -181,7 +181,7 @@ pub fn generate(a: ClientArgs) -> Result<()> {
         .n_public();
     let gamma: Vec<f32> = model.norm().weight().to_vec1()?;
     if let Some(brokers) = &a.brokers {
-        let kafka = marill_coordinator::KafkaSettings {
+        let kafka = marill_kafka::KafkaSettings {
             brokers: brokers.clone(),
             overrides: a.kafka_set.clone(),
         };
@@ -192,7 +192,7 @@ pub fn generate(a: ClientArgs) -> Result<()> {
             Duration::from_secs(a.timeout_s),
             a.replace_attempts,
         )?;
-        let runner = crate::cluster::client::KafkaRunner::new(t, n_public, gamma)?;
+        let runner = marill_client::cluster::KafkaRunner::new(t, n_public, gamma)?;
         return generate_remote(&a.generate, &model, &tok, Box::new(runner));
     }
     let remote = Remote::connect(&a, n_public, gamma)?;

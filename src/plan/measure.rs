@@ -25,11 +25,11 @@ use super::model::{
     INPUTS_VERSION,
 };
 use crate::generate::{load, ModelArgs, PublicPrefix, PROMPTS};
-use crate::secure::session::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use marill_client::shares::{decode_output, share_hidden};
 use marill_model::llama::argmax_last;
 use marill_model::suffix::{suffix_of, Bounds};
 use marill_mpc::channel::{memory_pair, CommStats};

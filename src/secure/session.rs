@@ -2,12 +2,13 @@
 //! caches between calls, fed by the client with fresh shares per step.
 
 use anyhow::{anyhow, bail, Result};
+use marill_client::shares::{decode_output, share_hidden};
 use marill_mpc::channel::{memory_pair, CommStats};
 use marill_mpc::correlation::{CorrelationStore, Dealer, SharedDealer};
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Prg;
 use marill_mpc::prg::{Purpose, Seeding};
-use marill_mpc::testing::{reconstruct, share};
+use marill_mpc::testing::reconstruct;
 use marill_mpc::Party;
 use marill_suffix::secure::{gamma_at_client, prepare, SecureSuffix};
 use marill_suffix::{SuffixConfig, SuffixWeights};
@@ -15,39 +16,6 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 type Reply = Result<(Vec<u64>, CommStats), String>;
-
-/// The client's side of a step: checks that `x` holds rows of width `d`, encodes it in fixed
-/// point and splits it into the two parties' shares.
-pub fn share_hidden(
-    fx: FixedPoint,
-    d: usize,
-    x: &[f32],
-    prg: &mut Prg,
-) -> Result<(Vec<u64>, Vec<u64>)> {
-    if d == 0 || !x.len().is_multiple_of(d) {
-        return Err(anyhow!(
-            "hidden state of {} values is not a multiple of {d}",
-            x.len()
-        ));
-    }
-    let xs: Vec<f64> = x.iter().map(|v| *v as f64).collect();
-    let enc = fx
-        .encode_slice(&xs)
-        .map_err(|e| anyhow!("prefix output: {e}"))?;
-    Ok(share(&enc, prg))
-}
-
-/// The client's side of a step's end: decodes the reconstructed output and applies the final
-/// γ when the client holds it (`marill_suffix::secure::FinalGamma::AtClient`).
-pub fn decode_output(fx: FixedPoint, y: &[u64], gamma: Option<&[f32]>) -> Vec<f32> {
-    y.iter()
-        .enumerate()
-        .map(|(k, v)| {
-            let g = gamma.map_or(1.0, |g| g[k % g.len()]);
-            fx.decode(*v) as f32 * g
-        })
-        .collect()
-}
 
 /// The client's handle on the two parties.
 pub struct Session {

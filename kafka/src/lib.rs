@@ -1,8 +1,24 @@
 //! Kafka clients (rdkafka) with the settings Marill relies on: manual offset commits for the
 //! coordinator's consumer group, acknowledged produces (`acks=all`, idempotent producer), and
-//! short group timeouts where a test broker needs them.
+//! short group timeouts where a test broker needs them. Shared by the coordinator and the
+//! cluster's client (which imports this and the job schema, not the coordinator).
 
-use crate::CoordinatorError;
+#![deny(missing_docs)]
+
+/// The Kafka client library.
+pub use rdkafka;
+
+/// A Kafka client or broker error.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka: {0}")]
+pub struct KafkaError(pub String);
+
+impl From<rdkafka::error::KafkaError> for KafkaError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        KafkaError(e.to_string())
+    }
+}
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -39,7 +55,7 @@ impl KafkaSettings {
     }
 
     /// An acknowledged producer.
-    pub fn producer(&self) -> Result<FutureProducer, CoordinatorError> {
+    pub fn producer(&self) -> Result<FutureProducer, KafkaError> {
         let mut c = self.base();
         c.set("acks", "all");
         c.set("enable.idempotence", "true");
@@ -50,7 +66,7 @@ impl KafkaSettings {
     }
 
     /// A consumer in `group` that never commits by itself.
-    pub fn group_consumer(&self, group: &str) -> Result<BaseConsumer, CoordinatorError> {
+    pub fn group_consumer(&self, group: &str) -> Result<BaseConsumer, KafkaError> {
         let mut c = self.base();
         c.set("group.id", group);
         c.set("enable.auto.commit", "false");
@@ -63,7 +79,7 @@ impl KafkaSettings {
 
     /// A client that reads group `group`'s committed offsets without joining the group (it
     /// never subscribes).
-    pub fn group_reader(&self, group: &str) -> Result<BaseConsumer, CoordinatorError> {
+    pub fn group_reader(&self, group: &str) -> Result<BaseConsumer, KafkaError> {
         let mut c = self.base();
         c.set("group.id", group);
         c.set("enable.auto.commit", "false");
@@ -71,7 +87,7 @@ impl KafkaSettings {
     }
 
     /// A consumer outside any group (the client reads its results from assigned positions).
-    pub fn reader(&self) -> Result<BaseConsumer, CoordinatorError> {
+    pub fn reader(&self) -> Result<BaseConsumer, KafkaError> {
         let mut c = self.base();
         c.set("group.id", "marill-reader");
         c.set("enable.auto.commit", "false");
@@ -80,7 +96,7 @@ impl KafkaSettings {
     }
 
     /// Creates `topics` with `partitions` each (an existing topic is left as it is).
-    pub fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<(), CoordinatorError> {
+    pub fn ensure_topics(&self, topics: &[&str], partitions: i32) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.base().create()?;
         let new: Vec<NewTopic> = topics
             .iter()
@@ -93,7 +109,7 @@ impl KafkaSettings {
         for r in res {
             if let Err((topic, code)) = r {
                 if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                    return Err(CoordinatorError::Kafka(format!("creating {topic}: {code}")));
+                    return Err(KafkaError(format!("creating {topic}: {code}")));
                 }
             }
         }
@@ -119,19 +135,15 @@ pub fn produce(
     topic: &str,
     key: &str,
     payload: &[u8],
-) -> Result<(), CoordinatorError> {
+) -> Result<(), KafkaError> {
     let rec = FutureRecord::to(topic).key(key).payload(payload);
     let fut = p
         .send_result(rec)
-        .map_err(|(e, _)| CoordinatorError::Kafka(format!("queueing to {topic}: {e}")))?;
+        .map_err(|(e, _)| KafkaError(format!("queueing to {topic}: {e}")))?;
     match futures::executor::block_on(fut) {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(CoordinatorError::Kafka(format!(
-            "producing to {topic}: {e}"
-        ))),
-        Err(_) => Err(CoordinatorError::Kafka(format!(
-            "producing to {topic}: cancelled"
-        ))),
+        Ok(Err((e, _))) => Err(KafkaError(format!("producing to {topic}: {e}"))),
+        Err(_) => Err(KafkaError(format!("producing to {topic}: cancelled"))),
     }
 }
 
@@ -146,7 +158,7 @@ pub fn read_tail(
     topic: &str,
     per_partition: i64,
     deadline: Duration,
-) -> Result<Vec<Keyed>, CoordinatorError> {
+) -> Result<Vec<Keyed>, KafkaError> {
     use rdkafka::consumer::Consumer;
     use rdkafka::{Message, Offset, TopicPartitionList};
     let c = settings.reader()?;

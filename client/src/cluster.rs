@@ -6,13 +6,13 @@
 //! output shares (of the last row only) come back sealed to a per-session key that only this
 //! client holds. The broker and the coordinator never see a share in clear.
 
-use crate::generate::SuffixRunner;
-use crate::secure::session::{decode_output, share_hidden};
+use crate::runner::SuffixRunner;
+use crate::shares::{decode_output, share_hidden};
 use anyhow::{anyhow, bail, Context, Result};
-use marill_coordinator::rdkafka::consumer::{BaseConsumer, Consumer};
-use marill_coordinator::rdkafka::producer::FutureProducer;
-use marill_coordinator::rdkafka::{Message as _, Offset, TopicPartitionList};
-use marill_coordinator::KafkaSettings;
+use marill_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use marill_kafka::rdkafka::producer::FutureProducer;
+use marill_kafka::rdkafka::{Message as _, Offset, TopicPartitionList};
+use marill_kafka::KafkaSettings;
 use marill_mpc::channel::CommStats;
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Prg, Seed};
@@ -192,9 +192,7 @@ impl KafkaRunner {
             shares: [sealed.remove(0), sealed.remove(0)],
         };
         let bytes = job.encode();
-        let submit = || {
-            marill_coordinator::kafka::produce(&self.producer, JOBS_TOPIC, &self.session, &bytes)
-        };
+        let submit = || marill_kafka::produce(&self.producer, JOBS_TOPIC, &self.session, &bytes);
         submit()?;
         let start = Instant::now();
         let mut sent = start;
