@@ -17,6 +17,7 @@
 mod common;
 
 use common::{results, TestCluster};
+use marill_client::cluster::session_secret;
 use marill_coordinator::KafkaSettings;
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::FixedPoint;
@@ -40,19 +41,12 @@ struct Client {
     d: usize,
 }
 
-fn secret() -> [u8; SESSION_SECRET_LEN] {
-    let mut s = [0u8; SESSION_SECRET_LEN];
-    s[..16].copy_from_slice(&Seed::random().0);
-    s[16..].copy_from_slice(&Seed::random().0);
-    s
-}
-
 impl Client {
     fn new(c: &TestCluster, real: &Job, d: usize, session: &str) -> Self {
         let domains = PARTIES.map(|p| SealKeyPair::load_public(&c.keys, p).unwrap());
         Self {
             reply: SealKeyPair::generate(),
-            secrets: [secret(), secret()],
+            secrets: [session_secret(), session_secret()],
             session: session.into(),
             domains,
             model: real.model.clone(),
@@ -268,14 +262,26 @@ fn rewritten_and_injected_jobs_are_refused() {
         &victim.job("victim-b-0", 0, 3, victim.reply.public.0, victim.secrets),
     );
     // with the victim's reply key (to pass the sealing) and a secret of the attacker's own
-    let forged = victim.job("evil-1", 1, 1, victim.reply.public.0, [secret(), secret()]);
+    let forged = victim.job(
+        "evil-1",
+        1,
+        1,
+        victim.reply.public.0,
+        [session_secret(), session_secret()],
+    );
     produce(&c, &forged);
     let why = failure(&results_of(&c, "evil-1")[0]);
     assert!(why.contains("does not carry its session's secret"), "{why}");
     // with the attacker's own reply key, sealed to it
     let mut own = Client::new(&c, real, d, "victim-b");
     own.reply = SealKeyPair::generate();
-    let forged = own.job("evil-2", 1, 1, own.reply.public.0, [secret(), secret()]);
+    let forged = own.job(
+        "evil-2",
+        1,
+        1,
+        own.reply.public.0,
+        [session_secret(), session_secret()],
+    );
     produce(&c, &forged);
     let why = failure(&results_of(&c, "evil-2")[0]);
     assert!(why.contains("another reply key"), "{why}");

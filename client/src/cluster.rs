@@ -242,7 +242,7 @@ fn session_id(prg: &mut Prg) -> String {
 }
 
 /// A fresh session secret from the OS CSPRNG.
-fn session_secret() -> [u8; SESSION_SECRET_LEN] {
+pub fn session_secret() -> [u8; SESSION_SECRET_LEN] {
     let mut s = [0u8; SESSION_SECRET_LEN];
     s[..16].copy_from_slice(&Seed::random().0);
     s[16..].copy_from_slice(&Seed::random().0);

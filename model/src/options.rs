@@ -79,23 +79,28 @@ mod tests {
     use super::*;
     use crate::{LoraSpec, PublicLayers, Target};
 
+    /// Generated rank-2 adapters on q with `public_layers` frozen.
+    fn generated(public_layers: PublicLayers) -> Adapters {
+        Adapters::Generated {
+            spec: MarillSpec {
+                public_layers,
+                lora: Some(LoraSpec {
+                    rank: 2,
+                    alpha: 2.0,
+                    targets: vec![Target::Q],
+                }),
+                head_merge: 1,
+            },
+            seed: 7,
+        }
+    }
+
     /// A missing model names itself and the command that fetches the default one.
     #[test]
     fn a_missing_model_says_how_to_fetch_one() {
         let o = ModelOptions {
             model: PathBuf::from("/nonexistent/model.gguf"),
-            adapters: Adapters::Generated {
-                spec: MarillSpec {
-                    public_layers: PublicLayers::Fraction(0.5),
-                    lora: Some(LoraSpec {
-                        rank: 2,
-                        alpha: 2.0,
-                        targets: vec![Target::Q],
-                    }),
-                    head_merge: 1,
-                },
-                seed: 7,
-            },
+            adapters: generated(PublicLayers::Fraction(0.5)),
         };
         let e = o.load(&Device::Cpu).unwrap_err().to_string();
         assert!(
@@ -112,18 +117,7 @@ mod tests {
         crate::tiny::write_tiny_model(&dir, &Default::default()).unwrap();
         let o = ModelOptions {
             model: dir.clone(),
-            adapters: Adapters::Generated {
-                spec: MarillSpec {
-                    public_layers: PublicLayers::Count(2),
-                    lora: Some(LoraSpec {
-                        rank: 2,
-                        alpha: 2.0,
-                        targets: vec![Target::Q],
-                    }),
-                    head_merge: 1,
-                },
-                seed: 7,
-            },
+            adapters: generated(PublicLayers::Count(2)),
         };
         let (m, _) = o.load(&Device::Cpu).unwrap();
         assert_eq!(m.marill_spec().unwrap().n_public(), 2);

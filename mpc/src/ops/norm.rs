@@ -281,17 +281,7 @@ pub async fn norm_rows_untruncated<T: Transport>(
     };
     // round: x (masked by the norm material, for the squares and the input check) and
     // trunc(x·γ) together
-    let t = p.take_norm_triple(CorrRequest::NormTriple {
-        rows,
-        d,
-        product: false,
-        check: nm.check,
-    })?;
-    let msg: Vec<u64> = xc
-        .iter()
-        .zip(&t.a)
-        .map(|(x, a)| x.wrapping_sub(*a))
-        .collect();
+    let (t, msg) = masked_input(p, nm, &xc, rows, false)?;
     let prod: Vec<u64> = xc
         .iter()
         .enumerate()
@@ -345,6 +335,29 @@ fn check_public(nm: &Norm, gamma: Option<&[u64]>, beta: Option<&[u64]>) -> Resul
     Ok(())
 }
 
+/// The norm's triple for `rows` rows (`product`: with the squares' product shares, for the
+/// fused path) and the input masked by it, `x − a`, ready to open.
+fn masked_input<T: Transport>(
+    p: &mut Party<T>,
+    nm: &Norm,
+    xc: &[u64],
+    rows: usize,
+    product: bool,
+) -> Result<(NormTriple, Vec<u64>)> {
+    let t = p.take_norm_triple(CorrRequest::NormTriple {
+        rows,
+        d: nm.d,
+        product,
+        check: nm.check,
+    })?;
+    let msg = xc
+        .iter()
+        .zip(&t.a)
+        .map(|(x, a)| x.wrapping_sub(*a))
+        .collect();
+    Ok((t, msg))
+}
+
 /// The norm without γ (folded into the next projection by the caller): one mask serves the
 /// squares, the input check and the product with the per-row rsqrt, so `x` is opened once
 /// (8 bytes/elt) and the rsqrt once per row.
@@ -357,17 +370,7 @@ async fn norm_fused<T: Transport>(
 ) -> Result<(Vec<u64>, u32)> {
     let d = nm.d;
     let p0 = p.is_p0();
-    let t = p.take_norm_triple(CorrRequest::NormTriple {
-        rows,
-        d,
-        product: true,
-        check: nm.check,
-    })?;
-    let msg: Vec<u64> = xc
-        .iter()
-        .zip(&t.a)
-        .map(|(x, a)| x.wrapping_sub(*a))
-        .collect();
+    let (t, msg) = masked_input(p, nm, &xc, rows, true)?;
     let e = open(p, &msg, 64).await?;
     let NormTriple { a, a2, b, c, check } = t;
     let inv = checked_rsqrt(p, nm, &e, &a, &a2, check, rows).await?;
