@@ -1,5 +1,5 @@
 //! `marill fuzz`: a mutation fuzzer for every decoder that reads bytes from another party or
-//! process — the typed link messages (`marill_proto::decode`), the Kafka envelopes (`Job`,
+//! process — the typed messages of each link (`marill_proto::decode`), the Kafka envelopes (`Job`,
 //! `JobResult`, `DeadLetter`), share payloads, sealed (HPKE) shares, correlation bundles as a
 //! worker expands them, and settings files. Each target starts from valid encodings (seeds) and
 //! applies seeded random mutations (bit flips, byte overwrites, truncation, extension, chunk
@@ -17,7 +17,7 @@ use marill_mpc::prg::Seed;
 use marill_mpc::testing::run_pair;
 use marill_mpc::PartyId;
 use marill_proto::job::{DeadLetter, Job, JobResult, Outcome};
-use marill_proto::Message;
+use marill_proto::{ClientMessage, ControlMessage, DealerMessage, PeerMessage};
 use marill_transport::seal::seal;
 use marill_transport::{Binding, SealKeyPair, Sealed};
 use rand::rngs::StdRng;
@@ -166,28 +166,15 @@ fn targets() -> Result<Vec<Target>> {
         .iter()
         .map(|r| Ok((r.clone(), dealer.next_bundle(r)?)))
         .collect::<Result<_, marill_mpc::correlation::CorrelationError>>()?;
-    let mut messages = vec![
-        Message::SeedRequest { party: PartyId::P1 },
-        Message::Seed { seed: [1; 16] },
-        Message::Done { party: PartyId::P0 },
-        Message::ClientHello { n_public: 15 },
-        Message::ServerHello {
+    let control = [
+        ControlMessage::Probe,
+        ControlMessage::Ready {
             first_layer: 15,
             d_model: 576,
             gamma_at_client: true,
             sessions: 4,
         },
-        Message::Step {
-            out_rows: 1,
-            x: vec![1, 2, 3],
-        },
-        Message::Output {
-            y: vec![4; 5],
-            bytes_sent: 9,
-            rounds: 2,
-        },
-        Message::End,
-        Message::SessionStep {
+        ControlMessage::SessionStep {
             session: "s".into(),
             lane: 3,
             job_id: "j".into(),
@@ -197,7 +184,7 @@ fn targets() -> Result<Vec<Target>> {
             out_rows: 1,
             share: sealed(24),
         },
-        Message::SessionOutput {
+        ControlMessage::SessionOutput {
             session: "s".into(),
             job_id: "j".into(),
             step: 1,
@@ -206,15 +193,29 @@ fn targets() -> Result<Vec<Target>> {
             bytes_sent: 1,
             rounds: 1,
         },
-        Message::SessionFailed {
+        ControlMessage::SessionFailed {
             session: "s".into(),
             job_id: "j".into(),
             step: 1,
             reason: "why".into(),
             refused: true,
         },
-        Message::Error("boom".into()),
-        Message::StepBegin {
+        ControlMessage::SessionEnd {
+            session: "s".into(),
+            lane: 3,
+        },
+        ControlMessage::Error("boom".into()),
+    ];
+    let peer = [
+        PeerMessage::Probe,
+        PeerMessage::Ready { sessions: 4 },
+        PeerMessage::Error("boom".into()),
+    ];
+    let mut dealer_link = vec![
+        DealerMessage::SeedRequest { party: PartyId::P1 },
+        DealerMessage::Seed { seed: [1; 16] },
+        DealerMessage::Done { party: PartyId::P0 },
+        DealerMessage::StepBegin {
             party: PartyId::P0,
             key: marill_mpc::correlation::StepKey {
                 program: 3,
@@ -223,33 +224,69 @@ fn targets() -> Result<Vec<Target>> {
             },
             first_id: 17,
         },
-        Message::StepStream {
+        DealerMessage::StepStream {
             first_id: 17,
             count: 40,
         },
-        Message::StepEnd { party: PartyId::P1 },
-        Message::SessionEnd {
-            session: "s".into(),
-            lane: 3,
-        },
+        DealerMessage::StepEnd { party: PartyId::P1 },
+        DealerMessage::Error("boom".into()),
     ];
     for (i, (r, [b0, _])) in bundles.iter().enumerate().take(8) {
-        messages.push(Message::BundleRequest {
+        dealer_link.push(DealerMessage::BundleRequest {
             party: PartyId::P0,
             id: i as u64,
             req: r.clone(),
         });
-        messages.push(Message::Bundle(b0.clone()));
+        dealer_link.push(DealerMessage::Bundle(b0.clone()));
     }
+    let client = [
+        ClientMessage::Hello { n_public: 15 },
+        ClientMessage::Ready {
+            first_layer: 15,
+            d_model: 576,
+            gamma_at_client: true,
+        },
+        ClientMessage::Step {
+            out_rows: 1,
+            x: vec![1, 2, 3],
+        },
+        ClientMessage::Output {
+            y: vec![4; 5],
+            bytes_sent: 9,
+            rounds: 2,
+        },
+        ClientMessage::End,
+        ClientMessage::Error("boom".into()),
+    ];
+    // each link's decoder starts from its own messages (that another link's are refused by
+    // their magic is `marill_proto`'s unit test)
     out.push(Target {
-        name: "link message (marill_proto::decode)",
+        name: "control-link message (decode::<ControlMessage>)",
         authenticated: false,
-        seeds: messages.iter().map(marill_proto::encode).collect(),
-        decode: Box::new(|b| match marill_proto::decode(b) {
+        seeds: control.iter().map(marill_proto::encode).collect(),
+        decode: Box::new(|b| verdict(marill_proto::decode::<ControlMessage>(b))),
+    });
+    out.push(Target {
+        name: "peer-link message (decode::<PeerMessage>)",
+        authenticated: false,
+        seeds: peer.iter().map(marill_proto::encode).collect(),
+        decode: Box::new(|b| verdict(marill_proto::decode::<PeerMessage>(b))),
+    });
+    out.push(Target {
+        name: "dealer-link message (decode::<DealerMessage>)",
+        authenticated: false,
+        seeds: dealer_link.iter().map(marill_proto::encode).collect(),
+        decode: Box::new(|b| match marill_proto::decode::<DealerMessage>(b) {
             // a dealer validates what it is asked before generating
-            Ok(Message::BundleRequest { req, .. }) => verdict(req.validate()),
+            Ok(DealerMessage::BundleRequest { req, .. }) => verdict(req.validate()),
             r => verdict(r),
         }),
+    });
+    out.push(Target {
+        name: "client-link message (decode::<ClientMessage>)",
+        authenticated: false,
+        seeds: client.iter().map(marill_proto::encode).collect(),
+        decode: Box::new(|b| verdict(marill_proto::decode::<ClientMessage>(b))),
     });
     // Kafka envelopes
     out.push(Target {

@@ -25,7 +25,10 @@ fn every_decoder_survives_mutated_input() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["target"].as_str().unwrap()).collect();
     for want in [
-        "link message",
+        "control-link message",
+        "peer-link message",
+        "dealer-link message",
+        "client-link message",
         "job (",
         "job result",
         "dead letter",

@@ -18,7 +18,7 @@ mod common;
 use common::TestCluster;
 use marill_mpc::FixedPoint;
 use marill_proto::job::{StepShare, SESSION_SECRET_LEN};
-use marill_proto::Message;
+use marill_proto::ControlMessage;
 use marill_transport::seal::seal;
 use marill_transport::{Binding, KeyPair, Link, LinkConfig, Role, SealKeyPair};
 use std::time::{Duration, Instant};
@@ -45,11 +45,11 @@ fn control_links(c: &TestCluster) -> [Link; 2] {
     })
 }
 
-fn send(l: &Link, m: &Message) {
+fn send(l: &Link, m: &ControlMessage) {
     l.send(&marill_proto::encode(m)).unwrap();
 }
 
-fn next(l: &Link) -> Message {
+fn next(l: &Link) -> ControlMessage {
     marill_proto::decode(&l.recv().unwrap()).unwrap()
 }
 
@@ -57,9 +57,9 @@ fn next(l: &Link) -> Message {
 fn hello(links: &[Link; 2]) -> (usize, usize) {
     let mut shape = None;
     for l in links {
-        send(l, &Message::ClientHello { n_public: 0 });
+        send(l, &ControlMessage::Probe);
         match next(l) {
-            Message::ServerHello {
+            ControlMessage::Ready {
                 first_layer,
                 d_model,
                 ..
@@ -72,7 +72,13 @@ fn hello(links: &[Link; 2]) -> (usize, usize) {
 
 /// Session `session`'s step `step` on lane 0 for worker `party` (0 provider, 1 helper): one
 /// row of a small hidden state, shared as (x, 0), sealed to the worker's trust domain.
-fn step(c: &TestCluster, shape: (usize, usize), session: &str, step: u32, party: usize) -> Message {
+fn step(
+    c: &TestCluster,
+    shape: (usize, usize),
+    session: &str,
+    step: u32,
+    party: usize,
+) -> ControlMessage {
     let (first_layer, d) = shape;
     let fx = FixedPoint::default();
     let x: Vec<f64> = (0..d).map(|i| 0.25 * ((i % 7) as f64 - 3.0)).collect();
@@ -96,7 +102,7 @@ fn step(c: &TestCluster, shape: (usize, usize), session: &str, step: u32, party:
         values: share,
     };
     let share = seal(&domain, &binding, &share.to_bytes()).unwrap();
-    Message::SessionStep {
+    ControlMessage::SessionStep {
         session: session.into(),
         lane: 0,
         job_id,
@@ -111,8 +117,8 @@ fn step(c: &TestCluster, shape: (usize, usize), session: &str, step: u32, party:
 /// The step's end at one worker: Ok(()) for an output, Err(reason) for a failure.
 fn outcome(l: &Link) -> Result<(), String> {
     match next(l) {
-        Message::SessionOutput { .. } => Ok(()),
-        Message::SessionFailed { reason, .. } => Err(reason),
+        ControlMessage::SessionOutput { .. } => Ok(()),
+        ControlMessage::SessionFailed { reason, .. } => Err(reason),
         m => panic!("{}", marill_proto::describe(&m)),
     }
 }
@@ -150,10 +156,10 @@ fn a_step_only_one_worker_got_never_mixes_two_sessions() {
     let mut reasons = Vec::new();
     for l in &links {
         match next(l) {
-            Message::SessionFailed {
+            ControlMessage::SessionFailed {
                 session, reason, ..
             } => reasons.push((session, reason)),
-            Message::SessionOutput { session, .. } => {
+            ControlMessage::SessionOutput { session, .. } => {
                 panic!("{session} gave an output: two sessions' shares were mixed ({logs})")
             }
             m => panic!("{}", marill_proto::describe(&m)),

@@ -16,7 +16,7 @@ use marill_kafka::KafkaSettings;
 use marill_mpc::channel::CommStats;
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Prg, Seed};
-use marill_mpc::testing::reconstruct;
+use marill_mpc::sharing::reconstruct;
 use marill_proto::job::{
     shares_from_bytes, Job, JobResult, Outcome, StepShare, JOBS_TOPIC, RESULTS_TOPIC,
     SESSION_SECRET_LEN,

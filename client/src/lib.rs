@@ -3,9 +3,11 @@
 //! into the two parties' shares ([`shares`]), and talks to the private suffix through a
 //! [`runner::SuffixRunner`]: [`cluster::KafkaRunner`] submits each step as a job on Kafka,
 //! its shares sealed to the two trust domains with the session's secret, and reads and opens
-//! the result. It imports the job schema (`marill-proto`) and the Kafka clients
+//! the result; [`direct::DirectRunner`] talks to one provider and one helper over encrypted
+//! links (the direct mode). It imports the job schema (`marill-proto`) and the Kafka clients
 //! (`marill-kafka`), never the coordinator.
 
 pub mod cluster;
+pub mod direct;
 pub mod runner;
 pub mod shares;

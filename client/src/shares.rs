@@ -5,7 +5,7 @@
 use anyhow::{anyhow, Result};
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Prg;
-use marill_mpc::testing::share;
+use marill_mpc::sharing::share;
 
 /// The client's side of a step: checks that `x` holds rows of width `d`, encodes it in fixed
 /// point and splits it into the two parties' shares.

@@ -826,7 +826,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::pairs::tests::{failed, fake, output, sealed};
-    use marill_proto::Message;
+    use marill_proto::ControlMessage;
     use rdkafka::mocking::MockCluster;
 
     fn job(session: &str) -> Job {
@@ -894,7 +894,7 @@ mod tests {
         // a, idle past its limit, is closed: both workers free its lane, and c takes it
         for w in [&p, &h] {
             match w.next() {
-                Message::SessionEnd { session, lane } => {
+                ControlMessage::SessionEnd { session, lane } => {
                     assert_eq!((session.as_str(), lane), ("a", 0))
                 }
                 m => panic!("{m:?}"),

@@ -16,7 +16,7 @@
 //! sockets, so they live here, off the coordinator's loop.
 
 use marill_proto::job::{Job, Outcome};
-use marill_proto::Message;
+use marill_proto::ControlMessage;
 use marill_transport::{KeyPair, Link, LinkConfig, Role, Sealed};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -289,7 +289,7 @@ fn serve(
                     }
                 },
                 PairTask::End { session, lane } => {
-                    let m = marill_proto::encode(&Message::SessionEnd { session, lane });
+                    let m = marill_proto::encode(&ControlMessage::SessionEnd { session, lane });
                     for (i, l) in links.iter().enumerate() {
                         if let Err(e) = l.send(&m) {
                             tracing::warn!(pair = index, lane, error = %e, "sending a session end to the {}", role(i));
@@ -330,7 +330,7 @@ fn serve(
 fn send_step(links: &[Link; 2], t: &StepTask) -> Result<(), String> {
     let job = &t.job;
     for (i, l) in links.iter().enumerate() {
-        let m = Message::SessionStep {
+        let m = ControlMessage::SessionStep {
             session: job.session.clone(),
             lane: t.lane,
             job_id: job.job_id.clone(),
@@ -361,7 +361,7 @@ fn report(done: &Sender<PairEvent>, pair: usize, job: Job, outcome: Outcome, los
 }
 
 /// The next message on `link` within `wait`, decoded; `Ok(None)` when none came.
-fn next_message(link: &Link, wait: Duration) -> Result<Option<Message>, String> {
+fn next_message(link: &Link, wait: Duration) -> Result<Option<ControlMessage>, String> {
     match link.try_recv(wait).map_err(|e| e.to_string())? {
         Some(b) => marill_proto::decode(&b)
             .map(Some)
@@ -370,7 +370,7 @@ fn next_message(link: &Link, wait: Duration) -> Result<Option<Message>, String> 
     }
 }
 
-fn skipped(m: &Message) {
+fn skipped(m: &ControlMessage) {
     tracing::info!(
         message = marill_proto::describe(m),
         "skipped a stale reply from a worker"
@@ -382,7 +382,7 @@ fn skipped(m: &Message) {
 /// previous coordinator's, or of steps that timed out here) are skipped.
 fn hello(links: &[Link; 2]) -> Result<u32, String> {
     for l in links {
-        l.send(&marill_proto::encode(&Message::ClientHello { n_public: 0 }))
+        l.send(&marill_proto::encode(&ControlMessage::Probe))
             .map_err(|e| e.to_string())?;
     }
     let mut lanes = u32::MAX;
@@ -392,12 +392,14 @@ fn hello(links: &[Link; 2]) -> Result<u32, String> {
             let b = l.recv().map_err(|e| format!("{}: {e}", role(i)))?;
             let m = marill_proto::decode(&b).map_err(|e| format!("{}: {e}", role(i)))?;
             match m {
-                Message::SessionOutput { .. } | Message::SessionFailed { .. } => skipped(&m),
+                ControlMessage::SessionOutput { .. } | ControlMessage::SessionFailed { .. } => {
+                    skipped(&m)
+                }
                 m => break m,
             }
         };
         match m {
-            Message::ServerHello { sessions, .. } => lanes = lanes.min(sessions),
+            ControlMessage::Ready { sessions, .. } => lanes = lanes.min(sessions),
             m => {
                 return Err(format!(
                     "{} answered the hello with {}",
@@ -499,9 +501,9 @@ impl InFlight {
     /// Takes a message from worker `from` (0 provider, 1 helper): the step it ends, if any;
     /// `Err` when the worker failed as a whole or answered out of protocol (every step in
     /// flight is then lost: [`InFlight::fail_all`]).
-    pub fn on_reply(&mut self, from: usize, m: Message) -> Result<Option<StepDone>, String> {
+    pub fn on_reply(&mut self, from: usize, m: ControlMessage) -> Result<Option<StepDone>, String> {
         match m {
-            Message::SessionOutput {
+            ControlMessage::SessionOutput {
                 ref job_id,
                 ref share,
                 gamma_at_client,
@@ -537,7 +539,7 @@ impl InFlight {
                 };
                 Ok(self.end(job_id, outcome, false))
             }
-            Message::SessionFailed {
+            ControlMessage::SessionFailed {
                 ref job_id,
                 ref reason,
                 refused,
@@ -551,11 +553,11 @@ impl InFlight {
                 let done = self.end(job_id, Outcome::Failed { reason }, false);
                 Ok(done.map(|d| StepDone { refused, ..d }))
             }
-            Message::ServerHello { .. } => {
+            ControlMessage::Ready { .. } => {
                 skipped(&m); // an extra hello answer
                 Ok(None)
             }
-            Message::Error(e) => Err(format!("{} failed: {e}", role(from))),
+            ControlMessage::Error(e) => Err(format!("{} failed: {e}", role(from))),
             m => Err(format!(
                 "{} answered {}",
                 role(from),
@@ -632,8 +634,8 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn output(id: &str, tag: u8, bytes_sent: u64) -> Message {
-        Message::SessionOutput {
+    pub(crate) fn output(id: &str, tag: u8, bytes_sent: u64) -> ControlMessage {
+        ControlMessage::SessionOutput {
             session: format!("s-{id}"),
             job_id: id.into(),
             step: 0,
@@ -644,8 +646,8 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn failed(id: &str, reason: &str) -> Message {
-        Message::SessionFailed {
+    pub(crate) fn failed(id: &str, reason: &str) -> ControlMessage {
+        ControlMessage::SessionFailed {
             session: format!("s-{id}"),
             job_id: id.into(),
             step: 0,
@@ -750,7 +752,7 @@ pub(crate) mod tests {
         f.start(&job("a", 0), Instant::now());
         assert!(f.on_reply(0, output("old", 1, 1)).unwrap().is_none());
         assert!(f.on_reply(1, failed("old", "x")).unwrap().is_none());
-        let hello = Message::ServerHello {
+        let hello = ControlMessage::Ready {
             first_layer: 2,
             d_model: 8,
             gamma_at_client: true,
@@ -765,11 +767,11 @@ pub(crate) mod tests {
         let mut f = InFlight::new(2, T);
         f.start(&job("a", 0), Instant::now());
         f.start(&job("b", 3), Instant::now());
-        let e = f.on_reply(1, Message::Error("boom".into())).unwrap_err();
-        assert_eq!(e, "helper failed: boom");
         let e = f
-            .on_reply(0, Message::ClientHello { n_public: 0 })
+            .on_reply(1, ControlMessage::Error("boom".into()))
             .unwrap_err();
+        assert_eq!(e, "helper failed: boom");
+        let e = f.on_reply(0, ControlMessage::Probe).unwrap_err();
         assert!(e.starts_with("provider answered "), "{e}");
         assert_eq!(f.len(), 2, "the caller decides");
         let all = f.fail_all("helper failed: boom", true);
@@ -828,8 +830,8 @@ pub(crate) mod tests {
     /// A fake worker on its own thread: what the pair thread sends it comes out of `got`, what
     /// goes into `say` is sent back.
     pub(crate) struct Fake {
-        got: Receiver<Message>,
-        pub(crate) say: Sender<Message>,
+        got: Receiver<ControlMessage>,
+        pub(crate) say: Sender<ControlMessage>,
         pub(crate) endpoint: String,
         pub(crate) public: String,
     }
@@ -839,7 +841,7 @@ pub(crate) mod tests {
         let public = own.public.clone();
         let allow = vec![allow.to_string()];
         let (got_tx, got) = channel();
-        let (say, say_rx) = channel::<Message>();
+        let (say, say_rx) = channel::<ControlMessage>();
         let (ep_tx, ep_rx) = channel();
         std::thread::spawn(move || {
             let server = Role::Server {
@@ -875,7 +877,7 @@ pub(crate) mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     impl Fake {
-        pub(crate) fn next(&self) -> Message {
+        pub(crate) fn next(&self) -> ControlMessage {
             self.got
                 .recv_timeout(WAIT)
                 .expect("a message from the pair")
@@ -884,9 +886,9 @@ pub(crate) mod tests {
         /// The next message is a hello: answered with `sessions`.
         pub(crate) fn hello(&self, sessions: u32) {
             let m = self.next();
-            assert!(matches!(m, Message::ClientHello { .. }), "{m:?}");
+            assert!(matches!(m, ControlMessage::Probe), "{m:?}");
             self.say
-                .send(Message::ServerHello {
+                .send(ControlMessage::Ready {
                     first_layer: 2,
                     d_model: 8,
                     gamma_at_client: true,
@@ -898,7 +900,7 @@ pub(crate) mod tests {
         /// The next message is a step: its (job id, lane, share).
         pub(crate) fn step(&self) -> (String, u32, Sealed) {
             match self.next() {
-                Message::SessionStep {
+                ControlMessage::SessionStep {
                     job_id,
                     lane,
                     share,
@@ -981,7 +983,7 @@ pub(crate) mod tests {
         .unwrap();
         for w in [&p, &h] {
             match w.next() {
-                Message::SessionEnd { session, lane } => {
+                ControlMessage::SessionEnd { session, lane } => {
                     assert_eq!((session.as_str(), lane), ("s-a", 0))
                 }
                 m => panic!("{m:?}"),

@@ -21,7 +21,7 @@ use marill_mpc::correlation::{Bundle, BundleSupplier, CorrRequest, ManifestCache
 use marill_mpc::prg::Seed;
 use marill_mpc::PartyId;
 use marill_proto::link::{recv_idle, send, typed};
-use marill_proto::Message;
+use marill_proto::DealerMessage;
 use marill_transport::{KeyPair, Lane, Link, LinkConfig, Mux, Role};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -230,7 +230,7 @@ struct PartyStream {
     /// the step being recorded (its manifest was unknown): its key and requests so far
     recording: Option<(StepKey, Vec<CorrRequest>)>,
     /// a message that arrived while a stream was being sent
-    pending: Option<Message>,
+    pending: Option<DealerMessage>,
     /// the step under way and its first id
     current: Option<(StepKey, u64)>,
     served: u64,
@@ -275,18 +275,18 @@ impl PartyStream {
         self.current = None;
         let first_id = match self.epochs()?.begin_step(self.party, key, asked) {
             Ok(first) => first,
-            Err(e) => return Ok(send(&self.link, &Message::Error(e))?),
+            Err(e) => return Ok(send(&self.link, &DealerMessage::Error(e))?),
         };
         self.current = Some((key, first_id));
         let Some(manifest) = self.manifests()?.get(&key) else {
             self.recording = Some((key, Vec::new()));
             return Ok(send(
                 &self.link,
-                &Message::StepStream { first_id, count: 0 },
+                &DealerMessage::StepStream { first_id, count: 0 },
             )?);
         };
         let count = manifest.len() as u64;
-        send(&self.link, &Message::StepStream { first_id, count })?;
+        send(&self.link, &DealerMessage::StepStream { first_id, count })?;
         for (id, req) in (first_id..).zip(manifest.iter()) {
             let b = match self.bundle(id, req) {
                 Ok(b) => b,
@@ -295,11 +295,11 @@ impl PartyStream {
                         "dealer: stream to {:?} stopped at bundle {id}: {e}",
                         self.party
                     );
-                    return Ok(send(&self.link, &Message::Error(e))?);
+                    return Ok(send(&self.link, &DealerMessage::Error(e))?);
                 }
             };
             let bytes = b.explicit.len();
-            if let Err(e) = send(&self.link, &Message::Bundle(b)) {
+            if let Err(e) = send(&self.link, &DealerMessage::Bundle(b)) {
                 // the worker is gone; its next incarnation asks for a seed (a new epoch)
                 eprintln!("dealer: stream to {:?} stopped: {e}", self.party);
                 return Ok(());
@@ -316,7 +316,7 @@ impl PartyStream {
 
     /// The worker's next message; while there is none, the predicted next step is generated
     /// ahead (up to the pool's budget).
-    fn next_message(&mut self) -> Result<Message> {
+    fn next_message(&mut self) -> Result<DealerMessage> {
         loop {
             let generated = {
                 let mut epochs = self.epochs()?;
@@ -348,19 +348,19 @@ impl PartyStream {
                 None => self.next_message()?,
             };
             match msg {
-                Message::SeedRequest { party: p } if p == party => {
+                DealerMessage::SeedRequest { party: p } if p == party => {
                     self.recording = None;
                     let (epoch, seed) = self.epochs()?.seed(party);
                     let lane = self.link.id();
                     eprintln!("dealer: {party:?} seeded in epoch {epoch} on lane {lane}");
-                    send(&self.link, &Message::Seed { seed: seed.0 })?;
+                    send(&self.link, &DealerMessage::Seed { seed: seed.0 })?;
                 }
-                Message::StepBegin {
+                DealerMessage::StepBegin {
                     party: p,
                     key,
                     first_id,
                 } if p == party => self.begin(key, first_id)?,
-                Message::StepEnd { party: p } if p == party => {
+                DealerMessage::StepEnd { party: p } if p == party => {
                     if let Some((key, reqs)) = self.recording.take() {
                         let mut known = self.manifests()?;
                         known.insert(key, reqs);
@@ -376,11 +376,11 @@ impl PartyStream {
                         }
                     }
                 }
-                Message::BundleRequest { party: p, id, req } if p == party => {
+                DealerMessage::BundleRequest { party: p, id, req } if p == party => {
                     match self.bundle(id, &req) {
                         Ok(b) => {
                             let bytes = b.explicit.len();
-                            send(&self.link, &Message::Bundle(b))?;
+                            send(&self.link, &DealerMessage::Bundle(b))?;
                             if let Some((_, reqs)) = &mut self.recording {
                                 reqs.push(req);
                             }
@@ -391,11 +391,11 @@ impl PartyStream {
                             // dealer keeps serving
                             self.recording = None;
                             eprintln!("dealer: refused {party:?} bundle {id}: {e}");
-                            send(&self.link, &Message::Error(e))?;
+                            send(&self.link, &DealerMessage::Error(e))?;
                         }
                     }
                 }
-                Message::Done { party: p } if p == party => {
+                DealerMessage::Done { party: p } if p == party => {
                     if exit_when_done {
                         return Ok(self.served);
                     }
@@ -403,7 +403,10 @@ impl PartyStream {
                 other => {
                     let what = marill_proto::describe(&other);
                     eprintln!("dealer: {party:?} sent an unexpected {what}");
-                    send(&self.link, &Message::Error(format!("unexpected {what}")))?;
+                    send(
+                        &self.link,
+                        &DealerMessage::Error(format!("unexpected {what}")),
+                    )?;
                 }
             }
         }

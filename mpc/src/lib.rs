@@ -28,6 +28,7 @@ pub mod ops;
 pub mod party;
 pub mod prg;
 pub mod ring;
+pub mod sharing;
 pub mod testing;
 
 pub use error::{FailureKind, MpcError};

@@ -6,24 +6,10 @@ use crate::correlation::dealer::DealerStats;
 use crate::correlation::{CorrRequest, CorrelationStore, Dealer, SharedDealer};
 use crate::fixed::FixedPoint;
 use crate::party::{Party, PartyId};
-use crate::prg::{Prg, Seed};
+use crate::prg::Seed;
 use std::future::Future;
 
-/// Splits secret ring values into two additive shares using `prg`.
-pub fn share(values: &[u64], prg: &mut Prg) -> (Vec<u64>, Vec<u64>) {
-    let s0 = prg.ring_vec(values.len());
-    let s1 = values
-        .iter()
-        .zip(&s0)
-        .map(|(v, r)| v.wrapping_sub(*r))
-        .collect();
-    (s0, s1)
-}
-
-/// Adds two shares back together.
-pub fn reconstruct(s0: &[u64], s1: &[u64]) -> Vec<u64> {
-    s0.iter().zip(s1).map(|(a, b)| a.wrapping_add(*b)).collect()
-}
+pub use crate::sharing::{reconstruct, share};
 
 /// What a two-party run returns: each party's output and counters, and the dealer's counters.
 pub struct PairRun<R> {

@@ -1,31 +1,55 @@
-//! Marill's typed wire messages, in one place: every message between client, workers and dealer
-//! is a [`Message`] in a versioned envelope (`b"MRL"`, version byte, bincode body with a size
-//! limit). Decoders reject wrong magic or version, truncated and trailing bytes, and oversized
-//! lengths, with an error naming what was wrong.
+//! Marill's typed wire messages, in one place: one message enum per link, each in a versioned
+//! envelope (three magic bytes naming the link, a version byte, a bincode body with a size
+//! limit).
+//!
+//! | link | enum | between |
+//! |---|---|---|
+//! | control | [`control::ControlMessage`] | coordinator ↔ worker |
+//! | peer | [`peer::PeerMessage`] | provider ↔ helper (set-up; the 2PC traffic is raw frames) |
+//! | dealer | [`dealer::DealerMessage`] | worker ↔ dealer |
+//! | client | [`client::ClientMessage`] | a direct client ↔ worker |
+//!
+//! A message of one link arriving on another is refused by its magic ("a peer-link message on
+//! the dealer link"), before any of its body is read. Decoders also reject another version,
+//! truncated and trailing bytes, and oversized lengths, with an error naming what was wrong.
+//! The Kafka job schema ([`job`]) has an envelope of its own.
 
 #![deny(missing_docs)]
 
+pub mod client;
+pub mod control;
+pub mod dealer;
 pub mod job;
 pub mod link;
+pub mod peer;
 
 use bincode::Options;
-use marill_mpc::correlation::{Bundle, CorrRequest, StepKey};
-use marill_mpc::PartyId;
-use marill_suffix::secure::PreparedSuffix;
 use marill_suffix::SuffixConfig;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The envelope's magic bytes.
-pub const MAGIC: &[u8; 3] = b"MRL";
-/// The wire version this build speaks (4: a step names the output rows the client wants, a
-/// session step's sealed share carries the session's secret, a failure says whether it was
-/// refused before any 2PC work, and a norm's correlation request and bundle carry its input
-/// check; 3: a fused signed lookup's
-/// range check moved to its cell index, so its correlation request and bundle layout changed).
-pub const VERSION: u8 = 4;
+pub use client::ClientMessage;
+pub use control::ControlMessage;
+pub use dealer::DealerMessage;
+pub use peer::PeerMessage;
+
+/// The wire version this build speaks on every link (5: one message enum per link, each link
+/// with its own magic; 4: a step names the output rows the client wants, a session step's
+/// sealed share carries the session's secret, a failure says whether it was refused before
+/// any 2PC work, and a norm's correlation request and bundle carry its input check; 3: a fused
+/// signed lookup's range check moved to its cell index).
+pub const VERSION: u8 = 5;
 /// Largest message body accepted (a model's weight shares travel in one message).
 pub const MAX_BODY: u64 = 1 << 30;
+
+/// The links and their envelope magics.
+const LINKS: [(&[u8; 3], &str); 4] = [
+    (control::MAGIC, "control"),
+    (peer::MAGIC, "peer"),
+    (dealer::MAGIC, "dealer"),
+    (client::MAGIC, "client"),
+];
 
 /// Decoding failures.
 #[derive(Debug, Error, PartialEq)]
@@ -33,6 +57,14 @@ pub enum ProtoError {
     /// Not a Marill message.
     #[error("not a marill message (bad magic)")]
     Magic,
+    /// A Marill message of another link.
+    #[error("a {got}-link message on the {expected} link")]
+    WrongLink {
+        /// the link the receiver serves
+        expected: &'static str,
+        /// the link the message belongs to
+        got: &'static str,
+    },
     /// Another wire version.
     #[error("wire version {got} is not supported (this build speaks {VERSION})")]
     Version {
@@ -49,203 +81,54 @@ pub enum ProtoError {
     },
 }
 
-/// Everything that travels between Marill's processes. Its `Debug` output names the kind
-/// only: shares, seeds and weights never reach a log through it.
-#[derive(Clone, Serialize, Deserialize)]
-pub enum Message {
-    /// party → dealer: the party's PRG seed for a session
-    SeedRequest {
-        /// which party
-        party: PartyId,
-    },
-    /// dealer → party: the seed it shares with the dealer
-    Seed {
-        /// 16 seed bytes
-        seed: [u8; 16],
-    },
-    /// party → dealer: bundle `id` of kind `req`
-    BundleRequest {
-        /// which party
-        party: PartyId,
-        /// sequence number
-        id: u64,
-        /// kind and shape
-        req: CorrRequest,
-    },
-    /// dealer → party: a bundle
-    Bundle(Bundle),
-    /// party → dealer: the session is over
-    Done {
-        /// which party
-        party: PartyId,
-    },
-    /// provider → helper: the suffix configuration and the helper's weight shares
-    Prepared {
-        /// the suffix configuration
-        cfg: SuffixConfig,
-        /// the helper's prepared suffix
-        suffix: Box<PreparedSuffix>,
-    },
-    /// client → party: hello, with the number of public layers the client runs
-    ClientHello {
-        /// the client's public prefix length
-        n_public: usize,
-    },
-    /// party → client: the suffix it serves
-    ServerHello {
-        /// first private layer (= the client's public layers)
-        first_layer: usize,
-        /// model width
-        d_model: usize,
-        /// the client multiplies the output by the final norm's γ (public, no zero entry)
-        gamma_at_client: bool,
-        /// sessions the party serves at once (lanes `0..sessions`; 1 on a direct link)
-        sessions: u32,
-    },
-    /// client → party: one step's share of the prefix output (T × d, fixed point)
-    Step {
-        /// the last rows of the output the client wants (1..=T; generation needs 1)
-        out_rows: u32,
-        /// the share
-        x: Vec<u64>,
-    },
-    /// party → client: the share of the step's output and the party's online cost
-    Output {
-        /// the share of the last `out_rows` rows (out_rows × d)
-        y: Vec<u64>,
-        /// bytes this party sent in the step
-        bytes_sent: u64,
-        /// rounds of the step
-        rounds: u64,
-    },
-    /// client → party: end of session
-    End,
-    /// coordinator → worker: run one step of a session on one of the pair's lanes (step 0
-    /// opens the session on the lane, replacing whatever session the lane held); the share is
-    /// sealed to the worker's trust domain
-    SessionStep {
-        /// the session
-        session: String,
-        /// the lane (`0..sessions` of the worker's hello) the coordinator placed the session
-        /// on: the same at both workers, so the session's 2PC messages and correlations
-        /// travel on that lane of the peer and dealer links
-        lane: u32,
-        /// the job
-        job_id: String,
-        /// the step
-        step: u32,
-        /// public layers the client ran (the worker's suffix must start there)
-        n_public: usize,
-        /// the client's sealing key for the output share (bound into the share's sealing)
-        reply_key: [u8; 32],
-        /// the last rows of the output the client wants (1..=rows)
-        out_rows: u32,
-        /// this worker's sealed share, with the session's secret for this worker
-        /// ([`job::StepShare`])
-        share: marill_transport::Sealed,
-    },
-    /// worker → coordinator: a step's output share, sealed to the client
-    SessionOutput {
-        /// the session
-        session: String,
-        /// the job
-        job_id: String,
-        /// the step
-        step: u32,
-        /// the sealed output share
-        share: marill_transport::Sealed,
-        /// the client multiplies the output by the final norm's γ
-        gamma_at_client: bool,
-        /// bytes this worker sent in the step
-        bytes_sent: u64,
-        /// rounds of the step
-        rounds: u64,
-    },
-    /// worker → coordinator: a step failed (the reason names what, never secrets)
-    SessionFailed {
-        /// the session
-        session: String,
-        /// the job
-        job_id: String,
-        /// the step
-        step: u32,
-        /// why (a public category for failures inside the 2PC: their detail can depend on
-        /// secret values and stays at the workers)
-        reason: String,
-        /// refused before any 2PC work, at both workers: the lane and the session are as
-        /// they were (the pair stays in service; a later step of the session may still run)
-        refused: bool,
-    },
-    /// any direction: the peer failed; the text names what (never secrets)
-    Error(String),
-    /// party → dealer: a step (or the suffix's load) named `key` begins with bundle `first_id`
-    StepBegin {
-        /// which party
-        party: PartyId,
-        /// program, rows and position of the step
-        key: StepKey,
-        /// the party's next bundle id
-        first_id: u64,
-    },
-    /// dealer → party: the step begins with bundle `first_id`, and its first `count` bundles
-    /// follow unasked, in order (0: the party asks for each)
-    StepStream {
-        /// the step's first bundle id (ids the party skips to were never handed out)
-        first_id: u64,
-        /// bundles streamed unasked
-        count: u64,
-    },
-    /// party → dealer: the step ended well (its requests are the manifest of its key)
-    StepEnd {
-        /// which party
-        party: PartyId,
-    },
-    /// coordinator → worker: the session ended (or expired): its lane's shares and KV cache
-    /// are freed; no reply
-    SessionEnd {
-        /// the session
-        session: String,
-        /// its lane
-        lane: u32,
-    },
+/// A link's message enum: its envelope magic, its name, and its `Error` variant (every link
+/// can carry a peer's failure, whose text names what failed and never a secret).
+pub trait Wire: Serialize + DeserializeOwned {
+    /// The link's envelope magic.
+    const MAGIC: &'static [u8; 3];
+    /// The link's name, for errors ("dealer").
+    const LINK: &'static str;
+    /// The kind of this message, for errors and logs (never its content).
+    fn kind(&self) -> &'static str;
+    /// The link's failure message.
+    fn error(text: String) -> Self;
+    /// This message as a failure: its text, or itself when it is not one.
+    fn into_error(self) -> Result<String, Self>;
 }
 
-impl Message {
-    fn name(&self) -> &'static str {
-        match self {
-            Message::SeedRequest { .. } => "seed request",
-            Message::Seed { .. } => "seed",
-            Message::BundleRequest { .. } => "bundle request",
-            Message::Bundle(_) => "bundle",
-            Message::Done { .. } => "done",
-            Message::Prepared { .. } => "prepared suffix",
-            Message::ClientHello { .. } => "client hello",
-            Message::ServerHello { .. } => "server hello",
-            Message::Step { .. } => "step",
-            Message::Output { .. } => "output",
-            Message::End => "end",
-            Message::SessionStep { .. } => "session step",
-            Message::SessionOutput { .. } => "session output",
-            Message::SessionFailed { .. } => "session failed",
-            Message::Error(_) => "error",
-            Message::StepBegin { .. } => "step begin",
-            Message::StepStream { .. } => "step stream",
-            Message::StepEnd { .. } => "step end",
-            Message::SessionEnd { .. } => "session end",
+/// Implements [`Wire`] for a link's enum `$t` (its module's `MAGIC`, the link's name, its
+/// `Error(String)` variant, its inherent `kind_of`) and `Debug` as the message's kind only:
+/// shares, seeds and weights never reach a log through it.
+macro_rules! wire {
+    ($t:ident, $link:literal) => {
+        impl crate::Wire for $t {
+            const MAGIC: &'static [u8; 3] = MAGIC;
+            const LINK: &'static str = $link;
+
+            fn kind(&self) -> &'static str {
+                self.kind_of()
+            }
+
+            fn error(text: String) -> Self {
+                $t::Error(text)
+            }
+
+            fn into_error(self) -> Result<String, Self> {
+                match self {
+                    $t::Error(e) => Ok(e),
+                    m => Err(m),
+                }
+            }
         }
-    }
-}
 
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Message::<{}>", self.name())
-    }
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}::<{}>", stringify!($t), self.kind_of())
+            }
+        }
+    };
 }
-
-/// The kind of a message, for errors and logs (never its content).
-pub fn describe(m: &Message) -> &'static str {
-    m.name()
-}
+pub(crate) use wire;
 
 /// Encodes `m` in an envelope `magic ‖ version ‖ bincode(m)`.
 pub(crate) fn encode_in<T: Serialize>(magic: &[u8; 3], version: u8, limit: u64, m: &T) -> Vec<u8> {
@@ -288,34 +171,51 @@ pub(crate) fn decode_in<T: for<'de> Deserialize<'de>>(
 }
 
 /// The program fingerprint of a suffix, naming its steps' correlation manifests
-/// ([`StepKey::program`]): its configuration as it travels, this wire version and the build's
-/// version (another build may order its correlations differently).
+/// ([`marill_mpc::correlation::StepKey::program`]): its configuration as it travels, this wire
+/// version and the build's version (another build may order its correlations differently).
 pub fn program_of(cfg: &SuffixConfig) -> u64 {
-    let mut d = encode_in(MAGIC, VERSION, MAX_BODY, cfg);
+    let mut d = encode_in(peer::MAGIC, VERSION, MAX_BODY, cfg);
     d.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     marill_mpc::correlation::manifest::program_id(&d)
 }
 
-/// Encodes a message in its envelope.
-pub fn encode(m: &Message) -> Vec<u8> {
-    encode_in(MAGIC, VERSION, MAX_BODY, m)
+/// Encodes a message of link `M` in its envelope.
+pub fn encode<M: Wire>(m: &M) -> Vec<u8> {
+    encode_in(M::MAGIC, VERSION, MAX_BODY, m)
 }
 
-/// Decodes a message from its envelope.
-pub fn decode(bytes: &[u8]) -> Result<Message, ProtoError> {
-    decode_in(MAGIC, VERSION, MAX_BODY, bytes, "marill")
+/// Decodes a message of link `M` from its envelope; a message of another link is
+/// [`ProtoError::WrongLink`].
+pub fn decode<M: Wire>(bytes: &[u8]) -> Result<M, ProtoError> {
+    match decode_in(M::MAGIC, VERSION, MAX_BODY, bytes, M::LINK) {
+        Err(ProtoError::Magic) => Err(LINKS
+            .iter()
+            .find(|(magic, _)| bytes.len() >= 3 && &bytes[..3] == *magic)
+            .map_or(ProtoError::Magic, |(_, got)| ProtoError::WrongLink {
+                expected: M::LINK,
+                got,
+            })),
+        r => r,
+    }
+}
+
+/// The kind of a message, for errors and logs (never its content).
+pub fn describe<M: Wire>(m: &M) -> &'static str {
+    m.kind()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use marill_mpc::correlation::{Bundle, CorrRequest, StepKey};
+    use marill_mpc::PartyId;
     use proptest::prelude::*;
 
-    fn samples() -> Vec<Message> {
+    fn dealer_samples() -> Vec<DealerMessage> {
         vec![
-            Message::SeedRequest { party: PartyId::P1 },
-            Message::Seed { seed: [7; 16] },
-            Message::BundleRequest {
+            DealerMessage::SeedRequest { party: PartyId::P1 },
+            DealerMessage::Seed { seed: [7; 16] },
+            DealerMessage::BundleRequest {
                 party: PartyId::P0,
                 id: 42,
                 req: CorrRequest::Mask {
@@ -325,23 +225,12 @@ mod tests {
                     exact: vec![],
                 },
             },
-            Message::Bundle(Bundle {
+            DealerMessage::Bundle(Bundle {
                 id: 9,
                 req: CorrRequest::MulTriples { n: 2 },
                 explicit: vec![1, 2, 3],
             }),
-            Message::Step {
-                out_rows: 1,
-                x: vec![1, u64::MAX, 3],
-            },
-            Message::Output {
-                y: vec![5; 4],
-                bytes_sent: 10,
-                rounds: 2,
-            },
-            Message::End,
-            Message::Error("boom".into()),
-            Message::StepBegin {
+            DealerMessage::StepBegin {
                 party: PartyId::P1,
                 key: StepKey {
                     program: 0xfeed,
@@ -350,34 +239,136 @@ mod tests {
                 },
                 first_id: 812,
             },
-            Message::StepStream {
+            DealerMessage::StepStream {
                 first_id: 900,
                 count: 6558,
             },
-            Message::StepEnd { party: PartyId::P0 },
-            Message::SessionEnd {
-                session: "s".into(),
-                lane: 1,
-            },
+            DealerMessage::StepEnd { party: PartyId::P0 },
+            DealerMessage::Done { party: PartyId::P0 },
+            DealerMessage::Error("boom".into()),
         ]
     }
 
-    #[test]
-    fn round_trips() {
-        for m in samples() {
+    fn client_samples() -> Vec<ClientMessage> {
+        vec![
+            ClientMessage::Hello { n_public: 15 },
+            ClientMessage::Ready {
+                first_layer: 15,
+                d_model: 576,
+                gamma_at_client: true,
+            },
+            ClientMessage::Step {
+                out_rows: 1,
+                x: vec![1, u64::MAX, 3],
+            },
+            ClientMessage::Output {
+                y: vec![5; 4],
+                bytes_sent: 10,
+                rounds: 2,
+            },
+            ClientMessage::End,
+            ClientMessage::Error("boom".into()),
+        ]
+    }
+
+    fn control_samples() -> Vec<ControlMessage> {
+        vec![
+            ControlMessage::Probe,
+            ControlMessage::Ready {
+                first_layer: 15,
+                d_model: 576,
+                gamma_at_client: false,
+                sessions: 4,
+            },
+            ControlMessage::SessionFailed {
+                session: "s".into(),
+                job_id: "j".into(),
+                step: 3,
+                reason: "r".into(),
+                refused: true,
+            },
+            ControlMessage::SessionEnd {
+                session: "s".into(),
+                lane: 1,
+            },
+            ControlMessage::Error("boom".into()),
+        ]
+    }
+
+    fn peer_samples() -> Vec<PeerMessage> {
+        vec![
+            PeerMessage::Probe,
+            PeerMessage::Ready { sessions: 3 },
+            PeerMessage::Error("boom".into()),
+        ]
+    }
+
+    fn round_trip<M: Wire>(samples: Vec<M>) {
+        for m in samples {
             let b = encode(&m);
-            assert_eq!(encode(&decode(&b).unwrap()), b, "{}", describe(&m));
+            assert_eq!(encode(&decode::<M>(&b).unwrap()), b, "{}", describe(&m));
         }
     }
 
     #[test]
+    fn every_link_round_trips() {
+        round_trip(dealer_samples());
+        round_trip(client_samples());
+        round_trip(control_samples());
+        round_trip(peer_samples());
+    }
+
+    #[test]
+    fn a_message_of_another_link_is_refused_by_name() {
+        let on_peer = encode(&PeerMessage::Probe);
+        assert_eq!(
+            decode::<DealerMessage>(&on_peer).unwrap_err(),
+            ProtoError::WrongLink {
+                expected: "dealer",
+                got: "peer"
+            }
+        );
+        let step = encode(&ClientMessage::End);
+        let e = decode::<ControlMessage>(&step).unwrap_err();
+        assert_eq!(e.to_string(), "a client-link message on the control link");
+        // every pair of distinct links: no message of one decodes as another's
+        let all: [(&str, Vec<u8>); 4] = [
+            ("control", encode(&ControlMessage::Probe)),
+            ("peer", encode(&PeerMessage::Probe)),
+            (
+                "dealer",
+                encode(&DealerMessage::Done { party: PartyId::P0 }),
+            ),
+            ("client", encode(&ClientMessage::End)),
+        ];
+        for (link, bytes) in &all {
+            let results = [
+                ("control", decode::<ControlMessage>(bytes).is_ok()),
+                ("peer", decode::<PeerMessage>(bytes).is_ok()),
+                ("dealer", decode::<DealerMessage>(bytes).is_ok()),
+                ("client", decode::<ClientMessage>(bytes).is_ok()),
+            ];
+            for (other, ok) in results {
+                assert_eq!(ok, link == &other, "a {link} message decoded on {other}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_peers_error_becomes_an_error_on_every_link() {
+        let e = link::typed::<DealerMessage>(&encode(&DealerMessage::Error("no stock".into())));
+        assert!(matches!(e, Err(link::LinkError::Peer(t)) if t == "no stock"));
+        let e = link::typed::<PeerMessage>(&encode(&PeerMessage::error("gone".into())));
+        assert!(matches!(e, Err(link::LinkError::Peer(t)) if t == "gone"));
+    }
+
+    #[test]
     fn debug_output_carries_no_content() {
-        let m = Message::Seed { seed: [0xab; 16] };
-        let shown = format!("{m:?}");
-        assert_eq!(shown, "Message::<seed>");
+        let m = DealerMessage::Seed { seed: [0xab; 16] };
+        assert_eq!(format!("{m:?}"), "DealerMessage::<seed>");
         let s = format!(
             "{:?}",
-            Message::Step {
+            ClientMessage::Step {
                 out_rows: 1,
                 x: vec![123_456_789]
             }
@@ -387,35 +378,38 @@ mod tests {
 
     #[test]
     fn bad_envelopes_are_rejected_with_a_reason() {
-        let good = encode(&Message::Step {
+        let good = encode(&ClientMessage::Step {
             out_rows: 1,
             x: vec![1, 2, 3],
         });
-        assert_eq!(decode(b"XYZ\x01abc").unwrap_err(), ProtoError::Magic);
+        assert_eq!(
+            decode::<ClientMessage>(b"XYZ\x01abc").unwrap_err(),
+            ProtoError::Magic
+        );
         let mut next = good.clone();
         next[3] = VERSION + 1;
         assert_eq!(
-            decode(&next).unwrap_err(),
+            decode::<ClientMessage>(&next).unwrap_err(),
             ProtoError::Version { got: VERSION + 1 }
         );
         assert!(matches!(
-            decode(&good[..good.len() - 1]),
+            decode::<ClientMessage>(&good[..good.len() - 1]),
             Err(ProtoError::Malformed { .. })
         ));
         let mut trailing = good.clone();
         trailing.push(0);
         assert!(matches!(
-            decode(&trailing),
+            decode::<ClientMessage>(&trailing),
             Err(ProtoError::Malformed { .. })
         ));
         // a length prefix claiming 2^62 elements is refused, not allocated
-        let mut huge = encode(&Message::Step {
+        let mut huge = encode(&ClientMessage::Step {
             out_rows: 1,
             x: vec![],
         });
         let n = huge.len();
         huge[n - 8..].copy_from_slice(&(1u64 << 62).to_le_bytes());
-        assert!(decode(&huge).is_err());
+        assert!(decode::<ClientMessage>(&huge).is_err());
     }
 
     #[test]
@@ -433,20 +427,27 @@ mod tests {
         assert!(back.is_err());
     }
 
+    fn random_body<M: Wire>(body: &[u8]) {
+        let mut b = M::MAGIC.to_vec();
+        b.push(VERSION);
+        b.extend_from_slice(body);
+        let _ = decode::<M>(&b);
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut b = MAGIC.to_vec();
-            b.push(VERSION);
-            b.extend_from_slice(&body);
-            let _ = decode(&b);
+            random_body::<ControlMessage>(&body);
+            random_body::<PeerMessage>(&body);
+            random_body::<DealerMessage>(&body);
+            random_body::<ClientMessage>(&body);
         }
 
         #[test]
         fn steps_round_trip(x in proptest::collection::vec(any::<u64>(), 0..64)) {
-            let m = Message::Step { out_rows: 1, x: x.clone() };
-            match decode(&encode(&m)).unwrap() {
-                Message::Step { x: back, .. } => prop_assert_eq!(back, x),
+            let m = ClientMessage::Step { out_rows: 1, x: x.clone() };
+            match decode::<ClientMessage>(&encode(&m)).unwrap() {
+                ClientMessage::Step { x: back, .. } => prop_assert_eq!(back, x),
                 other => prop_assert!(false, "decoded {}", describe(&other)),
             }
         }

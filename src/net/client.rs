@@ -1,18 +1,11 @@
-//! `marill client generate`: the client of a private generation in direct mode. It runs the
-//! public prefix and the public LM head itself, splits each prefix output into two shares, sends
-//! one to each worker over its encrypted link, and reconstructs the suffix's output.
+//! `marill client generate`: the client of a private generation, in direct mode
+//! (`marill_client::direct`: two workers over encrypted links) or through the cluster
+//! (`marill_client::cluster`: jobs on Kafka). It runs the public prefix and the public LM head
+//! itself; the library does the sharing, the exchange and the reconstruction.
 
-use super::{recv, send};
-use crate::generate::{generate_remote, load, GenerateArgs, SuffixRunner};
+use crate::generate::{generate_remote, load, GenerateArgs};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use marill_client::shares::{decode_output, share_hidden};
-use marill_mpc::channel::CommStats;
-use marill_mpc::fixed::FixedPoint;
-use marill_mpc::prg::{Prg, Seed};
-use marill_mpc::testing::reconstruct;
-use marill_proto::Message;
-use marill_transport::{KeyPair, Link, LinkConfig, Role};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,129 +42,6 @@ pub struct ClientArgs {
     generate: GenerateArgs,
 }
 
-/// The two workers over their links.
-struct Remote {
-    links: [Link; 2],
-    fx: FixedPoint,
-    d: usize,
-    prg: Prg,
-    comm: CommStats,
-    gamma: Option<Vec<f32>>,
-}
-
-impl Remote {
-    /// Connects to both workers; `gamma` is the model's final-norm γ (applied here when the
-    /// workers say so).
-    fn connect(a: &ClientArgs, n_public: usize, gamma: Vec<f32>) -> Result<Self> {
-        let own = KeyPair::load(&a.keys, "client")?;
-        let open = |endpoint: &str, name: &str| -> Result<Link> {
-            let mut cfg = LinkConfig::new(name);
-            cfg.timeout = Duration::from_secs(a.timeout_s);
-            Ok(Link::open(
-                Role::Client {
-                    endpoint: endpoint.to_string(),
-                    server_public: KeyPair::load_public(&a.keys, name)?,
-                },
-                &own,
-                cfg,
-            )?)
-        };
-        let (Some(p), Some(h)) = (&a.provider, &a.helper) else {
-            bail!("direct mode needs --provider and --helper");
-        };
-        let links = [open(p, "provider")?, open(h, "helper")?];
-        let (mut d, mut at_client) = (0, false);
-        for l in &links {
-            send(l, &Message::ClientHello { n_public })?;
-        }
-        for l in &links {
-            match recv(l)? {
-                Message::ServerHello {
-                    first_layer,
-                    d_model,
-                    gamma_at_client,
-                    ..
-                } if first_layer == n_public && d_model == gamma.len() => {
-                    d = d_model;
-                    at_client = gamma_at_client;
-                }
-                Message::ServerHello {
-                    first_layer,
-                    d_model,
-                    ..
-                } => bail!(
-                    "the workers serve layers from {first_layer} at width {d_model}; the client \
-                     runs {n_public} public layers at width {}",
-                    gamma.len()
-                ),
-                m => bail!("expected a hello, got {}", marill_proto::describe(&m)),
-            }
-        }
-        Ok(Self {
-            links,
-            fx: FixedPoint::default(),
-            d,
-            prg: Prg::new(Seed::random(), 0),
-            comm: CommStats::default(),
-            gamma: at_client.then_some(gamma),
-        })
-    }
-}
-
-impl SuffixRunner for Remote {
-    fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>> {
-        let (s0, s1) = share_hidden(self.fx, self.d, x, &mut self.prg)?;
-        for (l, s) in self.links.iter().zip([s0, s1]) {
-            send(
-                l,
-                &Message::Step {
-                    out_rows: out_rows as u32,
-                    x: s,
-                },
-            )?;
-        }
-        let mut ys = Vec::new();
-        for l in &self.links {
-            match recv(l)? {
-                Message::Output {
-                    y,
-                    bytes_sent,
-                    rounds,
-                } => {
-                    if y.len() != out_rows * self.d {
-                        bail!(
-                            "a worker returned {} values for {out_rows} rows of {}",
-                            y.len(),
-                            self.d
-                        );
-                    }
-                    if ys.is_empty() {
-                        self.comm.bytes_sent += bytes_sent;
-                        self.comm.rounds += rounds;
-                    }
-                    ys.push(y);
-                }
-                Message::Error(why) => bail!("a worker failed the step: {why}"),
-                m => bail!("expected an output, got {}", marill_proto::describe(&m)),
-            }
-        }
-        let y = reconstruct(&ys[0], &ys[1]);
-        Ok(decode_output(self.fx, &y, self.gamma.as_deref()))
-    }
-
-    fn comm(&self) -> CommStats {
-        self.comm
-    }
-}
-
-impl Drop for Remote {
-    fn drop(&mut self) {
-        for l in &self.links {
-            let _ = send(l, &Message::End);
-        }
-    }
-}
-
 /// Runs a private generation against two workers.
 pub fn generate(a: ClientArgs) -> Result<()> {
     let (model, tok) = load(a.generate.model_args())?;
@@ -195,6 +65,15 @@ pub fn generate(a: ClientArgs) -> Result<()> {
         let runner = marill_client::cluster::KafkaRunner::new(t, n_public, gamma)?;
         return generate_remote(&a.generate, &model, &tok, Box::new(runner));
     }
-    let remote = Remote::connect(&a, n_public, gamma)?;
+    let (Some(provider), Some(helper)) = (&a.provider, &a.helper) else {
+        bail!("direct mode needs --provider and --helper");
+    };
+    let target = marill_client::direct::DirectTarget {
+        keys: &a.keys,
+        provider,
+        helper,
+        timeout: Duration::from_secs(a.timeout_s),
+    };
+    let remote = marill_client::direct::DirectRunner::connect(&target, n_public, gamma)?;
     generate_remote(&a.generate, &model, &tok, Box::new(remote))
 }

@@ -211,10 +211,10 @@ fn measure_peer_link() -> Result<(f64, f64, f64)> {
 /// provider and the helper do, concurrently: (seconds per fetch, CPU seconds per fetch).
 fn measure_dealer(n: usize, bundle_bytes: usize) -> Result<(f64, f64)> {
     use crate::cluster::launch::free_port;
-    use crate::net::{recv, send};
     use marill_mpc::correlation::CorrRequest;
     use marill_mpc::PartyId;
-    use marill_proto::Message;
+    use marill_proto::link::{recv, send};
+    use marill_proto::DealerMessage;
     let keys = std::env::temp_dir().join(format!(
         "marill-plan-keys-{}-{}",
         std::process::id(),
@@ -273,17 +273,17 @@ fn measure_dealer(n: usize, bundle_bytes: usize) -> Result<(f64, f64)> {
                     &own,
                     LinkConfig::new("dealer"),
                 )?;
-                send(&link, &Message::SeedRequest { party })?;
-                recv(&link)?;
+                send(&link, &DealerMessage::SeedRequest { party })?;
+                recv::<DealerMessage>(&link)?;
                 let fetch = |id: u64| -> Result<()> {
-                    let r = Message::BundleRequest {
+                    let r = DealerMessage::BundleRequest {
                         party,
                         id,
                         req: req.clone(),
                     };
                     send(&link, &r)?;
                     match recv(&link)? {
-                        Message::Bundle(_) => Ok(()),
+                        DealerMessage::Bundle(_) => Ok(()),
                         other => bail!("dealer sent {}", marill_proto::describe(&other)),
                     }
                 };
@@ -306,7 +306,7 @@ fn measure_dealer(n: usize, bundle_bytes: usize) -> Result<(f64, f64)> {
     let cpu = cpu_now()? - c0;
     let mut times = Vec::new();
     for (dt, link, party) in done {
-        let _ = send(&link, &Message::Done { party });
+        let _ = send(&link, &DealerMessage::Done { party });
         times.push(dt);
     }
     drop(child);

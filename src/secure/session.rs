@@ -8,7 +8,7 @@ use marill_mpc::correlation::{CorrelationStore, Dealer, SharedDealer};
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Prg;
 use marill_mpc::prg::{Purpose, Seeding};
-use marill_mpc::testing::reconstruct;
+use marill_mpc::sharing::reconstruct;
 use marill_mpc::Party;
 use marill_suffix::secure::{gamma_at_client, prepare, SecureSuffix};
 use marill_suffix::{SuffixConfig, SuffixWeights};

@@ -12,7 +12,7 @@
 
 use anyhow::{bail, Result};
 use marill_proto::link::send;
-use marill_proto::Message;
+use marill_proto::PeerMessage;
 use marill_suffix::secure::PreparedSuffix;
 use marill_suffix::SuffixConfig;
 use marill_transport::{Link, TransportError};
@@ -21,33 +21,37 @@ use std::time::Duration;
 /// How often a helper says hello until a provider answers.
 pub const RETRY: Duration = Duration::from_secs(2);
 
-/// Provider: waits for a helper's hello, sends it `shares` and `hello`; returns the helper's
-/// session count.
+/// Provider: waits for a helper's hello, sends it `shares` and its own session count; returns
+/// the helper's session count.
 pub fn provide(
     peer: &Link,
     cfg: &SuffixConfig,
     shares: PreparedSuffix,
-    hello: &Message,
+    sessions: u32,
 ) -> Result<u32> {
     // "here I am" too: a helper still serving this worker's previous incarnation hears it
     // outside its lanes and restarts; a fresh helper skips it. Anything but a hello is a
     // previous helper's lane traffic or a "no such lane" notice.
     hello_until(peer, |bytes| {
-        Ok(matches!(marill_proto::decode(bytes), Ok(Message::ClientHello { .. })).then_some(()))
+        Ok(matches!(
+            marill_proto::decode::<PeerMessage>(bytes),
+            Ok(PeerMessage::Probe)
+        )
+        .then_some(()))
     })?;
     send(
         peer,
-        &Message::Prepared {
+        &PeerMessage::Prepared {
             cfg: cfg.clone(),
             suffix: Box::new(shares),
         },
     )?;
-    send(peer, hello)?;
+    send(peer, &PeerMessage::Ready { sessions })?;
     loop {
         match marill_proto::decode(&peer.recv()?)? {
-            Message::ServerHello { sessions, .. } => return Ok(sessions.max(1)),
+            PeerMessage::Ready { sessions } => return Ok(sessions.max(1)),
             // the helper's repeated hellos, sent before our answer reached it
-            Message::ClientHello { .. } => continue,
+            PeerMessage::Probe => continue,
             m => bail!(
                 "expected the helper's hello, got {}",
                 marill_proto::describe(&m)
@@ -61,22 +65,24 @@ pub fn provide(
 /// provider loads the model first).
 pub fn receive(peer: &Link, me: &str) -> Result<(SuffixConfig, PreparedSuffix)> {
     let mut told = false;
-    hello_until(peer, |bytes| match marill_proto::decode(bytes) {
-        Ok(Message::Prepared { cfg, suffix }) => Ok(Some((cfg, *suffix))),
-        // the provider's "here I am", sent until it heard a helper
-        Ok(Message::ClientHello { .. }) => Ok(None),
-        Ok(m) => bail!(
-            "expected the prepared suffix, got {}",
-            marill_proto::describe(&m)
-        ),
-        Err(_) => {
-            if !told {
-                told = true;
-                eprintln!(
+    hello_until(peer, |bytes| {
+        match marill_proto::decode::<PeerMessage>(bytes) {
+            Ok(PeerMessage::Prepared { cfg, suffix }) => Ok(Some((cfg, *suffix))),
+            // the provider's "here I am", sent until it heard a helper
+            Ok(PeerMessage::Probe) => Ok(None),
+            Ok(m) => bail!(
+                "expected the prepared suffix, got {}",
+                marill_proto::describe(&m)
+            ),
+            Err(_) => {
+                if !told {
+                    told = true;
+                    eprintln!(
                     "{me}: the provider still serves a previous helper; waiting for its restart"
                 );
+                }
+                Ok(None)
             }
-            Ok(None)
         }
     })
 }
@@ -85,7 +91,7 @@ pub fn receive(peer: &Link, me: &str) -> Result<(SuffixConfig, PreparedSuffix)> 
 /// peer is there, and a full queue is not an error) until `heard` makes something of a frame
 /// received.
 fn hello_until<T>(peer: &Link, mut heard: impl FnMut(&[u8]) -> Result<Option<T>>) -> Result<T> {
-    let hello = marill_proto::encode(&Message::ClientHello { n_public: 0 });
+    let hello = marill_proto::encode(&PeerMessage::Probe);
     let mut attempt = 0u32;
     loop {
         attempt = attempt.saturating_add(1);
@@ -102,11 +108,11 @@ fn hello_until<T>(peer: &Link, mut heard: impl FnMut(&[u8]) -> Result<Option<T>>
     }
 }
 
-/// Helper: sends `hello` and returns the provider's session count from its hello.
-pub fn exchange_hellos(peer: &Link, hello: &Message) -> Result<u32> {
-    send(peer, hello)?;
+/// Helper: sends its own session count and returns the provider's.
+pub fn exchange_hellos(peer: &Link, sessions: u32) -> Result<u32> {
+    send(peer, &PeerMessage::Ready { sessions })?;
     match marill_proto::decode(&peer.recv()?)? {
-        Message::ServerHello { sessions, .. } => Ok(sessions.max(1)),
+        PeerMessage::Ready { sessions } => Ok(sessions.max(1)),
         m => bail!(
             "expected the provider's hello, got {}",
             marill_proto::describe(&m)

@@ -16,7 +16,7 @@ use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::Seed;
 use marill_mpc::{FailureKind, Party, PartyId};
 use marill_proto::link::{recv, send};
-use marill_proto::Message;
+use marill_proto::DealerMessage;
 use marill_suffix::secure::{PreparedSuffix, SecureSuffix};
 use marill_suffix::SuffixConfig;
 use marill_transport::Lane;
@@ -34,11 +34,11 @@ impl DealerLink {
     /// Asks the dealer for this lane's seed (skipping what it still streamed to this worker's
     /// previous incarnation); returns the link and the seed.
     pub fn open(link: Lane, party: PartyId) -> Result<(Self, Seed)> {
-        send(&link, &Message::SeedRequest { party })?;
+        send(&link, &DealerMessage::SeedRequest { party })?;
         let seed = loop {
             match recv(&link)? {
-                Message::Seed { seed } => break Seed(seed),
-                Message::Bundle(_) | Message::StepStream { .. } => continue,
+                DealerMessage::Seed { seed } => break Seed(seed),
+                DealerMessage::Bundle(_) | DealerMessage::StepStream { .. } => continue,
                 m => bail!(
                     "expected a seed from the dealer, got {}",
                     marill_proto::describe(&m)
@@ -54,7 +54,7 @@ impl DealerLink {
     }
 
     /// Sends `m` to the dealer; a failure makes bundle `id` unavailable.
-    fn tell(&self, id: u64, m: &Message) -> Result<(), CorrelationError> {
+    fn tell(&self, id: u64, m: &DealerMessage) -> Result<(), CorrelationError> {
         send(&self.link, m).map_err(|e| CorrelationError::Unavailable {
             id,
             why: e.to_string(),
@@ -65,8 +65,8 @@ impl DealerLink {
     fn receive(&self, id: u64) -> Result<Bundle, CorrelationError> {
         let unavailable = |why: String| CorrelationError::Unavailable { id, why };
         match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
-            Message::Bundle(b) if b.id == id => Ok(b),
-            Message::Bundle(b) => Err(unavailable(format!("dealer sent bundle {}", b.id))),
+            DealerMessage::Bundle(b) if b.id == id => Ok(b),
+            DealerMessage::Bundle(b) => Err(unavailable(format!("dealer sent bundle {}", b.id))),
             other => Err(unavailable(format!(
                 "dealer sent {}",
                 marill_proto::describe(&other)
@@ -77,7 +77,7 @@ impl DealerLink {
 
 impl Drop for DealerLink {
     fn drop(&mut self) {
-        let _ = send(&self.link, &Message::Done { party: self.party });
+        let _ = send(&self.link, &DealerMessage::Done { party: self.party });
     }
 }
 
@@ -89,7 +89,7 @@ impl BundleSupplier for DealerLink {
         req: &CorrRequest,
     ) -> Result<Bundle, CorrelationError> {
         if !self.streamed.contains(&id) {
-            let ask = Message::BundleRequest {
+            let ask = DealerMessage::BundleRequest {
                 party,
                 id,
                 req: req.clone(),
@@ -105,7 +105,7 @@ impl BundleSupplier for DealerLink {
         key: StepKey,
         first_id: u64,
     ) -> Result<u64, CorrelationError> {
-        let begin = Message::StepBegin {
+        let begin = DealerMessage::StepBegin {
             party,
             key,
             first_id,
@@ -113,7 +113,7 @@ impl BundleSupplier for DealerLink {
         self.tell(first_id, &begin)?;
         let unavailable = |why: String| CorrelationError::Unavailable { id: first_id, why };
         match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
-            Message::StepStream { first_id: f, count } if f >= first_id => {
+            DealerMessage::StepStream { first_id: f, count } if f >= first_id => {
                 self.streamed = f..f.saturating_add(count);
                 Ok(f)
             }
@@ -131,7 +131,7 @@ impl BundleSupplier for DealerLink {
         }
         let next = next_id.max(self.streamed.end);
         self.streamed = 0..0;
-        self.tell(next, &Message::StepEnd { party })?;
+        self.tell(next, &DealerMessage::StepEnd { party })?;
         Ok(next)
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! Two fronts: **direct** (`--client-endpoint`: one client session over a CURVE link, plain
 //! shares inside the encrypted link, on lane 0) and **coordinated** (`--control-endpoint`: the
-//! cluster's coordinator sends [`Message::SessionStep`]s naming a lane, whose shares are sealed
+//! cluster's coordinator sends [`marill_proto::ControlMessage::SessionStep`]s naming a lane, whose shares are sealed
 //! to this worker's trust domain key, and gets the output share sealed to the client; the
 //! worker is an actor group, [`crate::group`], running its lanes' sessions in
 //! parallel).
@@ -28,7 +28,7 @@ use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Purpose, Seeding};
 use marill_mpc::PartyId;
 use marill_proto::link::{recv, send};
-use marill_proto::Message;
+use marill_proto::ClientMessage;
 use marill_suffix::secure::{prepare, FinalGamma};
 use marill_transport::{KeyPair, Link, LinkConfig, Mux, Role, SealKeyPair};
 use std::path::PathBuf;
@@ -153,16 +153,12 @@ pub fn run(a: WorkerConfig) -> Result<()> {
             let (cfg, w) = suffix_of(&model, Bounds::default(), a.max_seq)?;
             let [p0, p1] = prepare(&cfg, &w, fx, a.seeding.seed(Purpose::WeightSplit))
                 .map_err(|e| anyhow!("{e}"))?;
-            let at_client = matches!(p0.final_gamma, FinalGamma::AtClient);
-            let hello = server_hello(&cfg, at_client, own_sessions);
-            let theirs = handshake::provide(&peer, &cfg, p1, &hello)?;
+            let theirs = handshake::provide(&peer, &cfg, p1, own_sessions)?;
             (cfg, p0, own_sessions.min(theirs))
         }
         WorkerRole::Helper => {
             let (cfg, prep) = handshake::receive(&peer, me)?;
-            let at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
-            let hello = server_hello(&cfg, at_client, own_sessions);
-            let theirs = handshake::exchange_hellos(&peer, &hello)?;
+            let theirs = handshake::exchange_hellos(&peer, own_sessions)?;
             (cfg, prep, own_sessions.min(theirs))
         }
     };
@@ -202,7 +198,7 @@ pub fn run(a: WorkerConfig) -> Result<()> {
             let lane = lanes_loaded.remove(0);
             let r = serve(lane, &cfg, gamma_at_client, &client, me);
             if let Err(e) = &r {
-                let _ = send(&client, &Message::Error(format!("{me}: {e}")));
+                let _ = send(&client, &ClientMessage::Error(format!("{me}: {e}")));
             }
             drop(muxes); // after the lane: its dealer link says Done first
             r
@@ -259,20 +255,6 @@ fn memory_limit(mb: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// What a worker tells its client, coordinator or peer about the suffix it serves.
-fn server_hello(
-    cfg: &marill_suffix::SuffixConfig,
-    gamma_at_client: bool,
-    sessions: u32,
-) -> Message {
-    Message::ServerHello {
-        first_layer: cfg.first_layer,
-        d_model: cfg.d_model,
-        gamma_at_client,
-        sessions,
-    }
-}
-
 /// Serves one direct client on lane 0 until it ends the session.
 fn serve(
     mut lane: LaneState,
@@ -283,22 +265,27 @@ fn serve(
 ) -> Result<()> {
     loop {
         match recv(client)? {
-            Message::ClientHello { n_public } => {
+            ClientMessage::Hello { n_public } => {
                 if n_public != cfg.first_layer {
                     let why = format!(
                         "the client runs {n_public} public layers, this suffix starts at layer {}",
                         cfg.first_layer
                     );
-                    send(client, &Message::Error(why.clone()))?;
+                    send(client, &ClientMessage::Error(why.clone()))?;
                     bail!(why);
                 }
-                send(client, &server_hello(cfg, gamma_at_client, 1))?;
+                let ready = ClientMessage::Ready {
+                    first_layer: cfg.first_layer,
+                    d_model: cfg.d_model,
+                    gamma_at_client,
+                };
+                send(client, &ready)?;
             }
-            Message::Step { out_rows, x } => {
+            ClientMessage::Step { out_rows, x } => {
                 let rows = x.len() / cfg.d_model.max(1);
                 if !(1..=rows).contains(&(out_rows as usize)) {
                     let why = format!("out_rows {out_rows} is not within 1..={rows}");
-                    send(client, &Message::Error(why.clone()))?;
+                    send(client, &ClientMessage::Error(why.clone()))?;
                     bail!(why);
                 }
                 let before = lane.party.comm();
@@ -308,7 +295,7 @@ fn serve(
                         // the detail may depend on secret values: debug level only
                         tracing::debug!(detail = %e.detail, "step failed inside the 2PC");
                         let why = format!("step failed inside the 2PC: {}", e.kind);
-                        send(client, &Message::Error(why.clone()))?;
+                        send(client, &ClientMessage::Error(why.clone()))?;
                         bail!(why);
                     }
                 };
@@ -318,14 +305,14 @@ fn serve(
                 let y = y[y.len() - keep.min(y.len())..].to_vec();
                 send(
                     client,
-                    &Message::Output {
+                    &ClientMessage::Output {
                         y,
                         bytes_sent: c.bytes_sent,
                         rounds: c.rounds,
                     },
                 )?;
             }
-            Message::End => {
+            ClientMessage::End => {
                 eprintln!("{me}: session ended by the client");
                 return Ok(());
             }

@@ -7,7 +7,7 @@
 //! supervisor has stopped, after sending what is left in the outbox.
 
 use super::supervisor::SupervisorMsg;
-use marill_proto::Message;
+use marill_proto::ControlMessage;
 use marill_transport::{doorbell, Doorbell, Link, Ringer};
 use ractor::{ActorRef, ActorStatus};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -17,13 +17,13 @@ use std::time::Duration;
 /// doorbell, which waits for the link and the bell together.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: Sender<Message>,
+    tx: Sender<ControlMessage>,
     bell: Ringer,
 }
 
 impl Outbox {
     /// Hands `m` to the control thread to send (an error: the thread has ended).
-    pub fn send(&self, m: Message) -> Result<(), OutboxClosed> {
+    pub fn send(&self, m: ControlMessage) -> Result<(), OutboxClosed> {
         self.tx.send(m).map_err(|_| OutboxClosed)?;
         self.bell.ring();
         Ok(())
@@ -36,7 +36,7 @@ pub struct OutboxClosed;
 
 /// What the control thread drains: the replies and the bell they ring.
 pub struct Outgoing {
-    rx: Receiver<Message>,
+    rx: Receiver<ControlMessage>,
     bell: Doorbell,
 }
 
@@ -94,7 +94,7 @@ fn serve(link: Link, outgoing: Outgoing, sup: ActorRef<SupervisorMsg>) -> anyhow
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable message from the coordinator");
                 let why = format!("undecodable message: {e}");
-                link.send(&marill_proto::encode(&Message::Error(why)))?;
+                link.send(&marill_proto::encode(&ControlMessage::Error(why)))?;
             }
         }
     }

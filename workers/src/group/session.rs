@@ -20,7 +20,7 @@ use super::WorkerContext;
 use crate::lane::LaneState;
 use marill_mpc::FailureKind;
 use marill_proto::job::{StepShare, SESSION_SECRET_LEN};
-use marill_proto::Message;
+use marill_proto::ControlMessage;
 use marill_transport::seal::seal as seal_to;
 use marill_transport::{Binding, SealPublic, Sealed};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -215,7 +215,7 @@ async fn step(st: &mut SessionState, input: StepInput) -> Result<(), ActorProces
     }
 }
 
-fn send_reply(ctx: &WorkerContext, m: Message) -> Result<(), ActorProcessingErr> {
+fn send_reply(ctx: &WorkerContext, m: ControlMessage) -> Result<(), ActorProcessingErr> {
     ctx.outbox
         .send(m)
         .map_err(|_| ActorProcessingErr::from("the control link is closed"))
@@ -225,14 +225,14 @@ fn send_reply(ctx: &WorkerContext, m: Message) -> Result<(), ActorProcessingErr>
 enum StepEnd {
     /// the output, sealed to the client
     Done {
-        reply: Message,
+        reply: ControlMessage,
         step: u32,
         auth: SessionAuth,
     },
     /// refused before any 2PC work, at both workers
-    Refused(Message),
+    Refused(ControlMessage),
     /// failed inside the 2PC: the lane may be out of step with the peer's
-    Fatal(Message, String),
+    Fatal(ControlMessage, String),
 }
 
 /// The step on the lane (blocking: the 2PC waits on the lane's links).
@@ -245,7 +245,7 @@ fn run_step(
 ) -> StepEnd {
     let cfg = &ctx.cfg;
     let m = &ctx.metrics;
-    let failed = |reason: String, refused: bool| Message::SessionFailed {
+    let failed = |reason: String, refused: bool| ControlMessage::SessionFailed {
         session: input.session.clone(),
         job_id: input.job_id.clone(),
         step: input.step,
@@ -408,7 +408,7 @@ fn run_step(
         Err(e) => return StepEnd::Refused(failed(format!("sealing the output: {e}"), false)),
     };
     StepEnd::Done {
-        reply: Message::SessionOutput {
+        reply: ControlMessage::SessionOutput {
             session: input.session.clone(),
             job_id: input.job_id.clone(),
             step: input.step,

@@ -14,7 +14,7 @@ use super::memory::{MemoryMsg, MemoryOwner};
 use super::session::{SessionActor, SessionArgs, SessionMsg, StepInput};
 use super::WorkerContext;
 use crate::lane::LaneState;
-use marill_proto::Message;
+use marill_proto::ControlMessage;
 use marill_transport::Mux;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 /// Messages to the supervisor.
 pub enum SupervisorMsg {
     /// a message from the coordinator
-    Control(Message),
+    Control(ControlMessage),
     /// a session ended: its lane is free
     LaneBack(Box<LaneState>),
     /// a step failed inside the 2PC: the worker must restart
@@ -168,7 +168,7 @@ fn stop(myself: &ActorRef<SupervisorMsg>, st: &State, why: String) {
     myself.stop(Some(why));
 }
 
-fn reply(st: &State, m: Message) -> Result<(), ActorProcessingErr> {
+fn reply(st: &State, m: ControlMessage) -> Result<(), ActorProcessingErr> {
     st.ctx
         .outbox
         .send(m)
@@ -178,13 +178,13 @@ fn reply(st: &State, m: Message) -> Result<(), ActorProcessingErr> {
 async fn control(
     myself: &ActorRef<SupervisorMsg>,
     st: &mut State,
-    m: Message,
+    m: ControlMessage,
 ) -> Result<(), ActorProcessingErr> {
     match m {
-        Message::ClientHello { .. } => {
+        ControlMessage::Probe => {
             // the coordinator's readiness probe
             let cfg = &st.ctx.cfg;
-            let hello = Message::ServerHello {
+            let hello = ControlMessage::Ready {
                 first_layer: cfg.first_layer,
                 d_model: cfg.d_model,
                 gamma_at_client: st.ctx.gamma_at_client,
@@ -192,7 +192,7 @@ async fn control(
             };
             reply(st, hello)
         }
-        Message::SessionStep {
+        ControlMessage::SessionStep {
             session,
             lane,
             job_id,
@@ -220,7 +220,7 @@ async fn control(
                 );
                 return reply(
                     st,
-                    Message::SessionFailed {
+                    ControlMessage::SessionFailed {
                         session: input.session,
                         job_id: input.job_id,
                         step,
@@ -231,7 +231,7 @@ async fn control(
             }
             route(myself, st, lane as usize, input).await
         }
-        Message::SessionEnd { session, lane } => {
+        ControlMessage::SessionEnd { session, lane } => {
             if let Some(slot) = st.slots.get_mut(lane as usize) {
                 if let Slot::Busy { session: s, actor } = slot {
                     if *s == session {
@@ -245,7 +245,7 @@ async fn control(
         other => {
             let what = marill_proto::describe(&other);
             tracing::warn!(message = what, "unexpected message from the coordinator");
-            reply(st, Message::Error(format!("unexpected {what}")))
+            reply(st, ControlMessage::Error(format!("unexpected {what}")))
         }
     }
 }
@@ -273,7 +273,7 @@ async fn route(
         );
         return reply(
             st,
-            Message::SessionFailed {
+            ControlMessage::SessionFailed {
                 session: input.session,
                 job_id: input.job_id,
                 step: input.step,
