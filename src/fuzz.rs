@@ -192,6 +192,7 @@ fn targets() -> Result<Vec<Target>> {
             gamma_at_client: false,
             bytes_sent: 1,
             rounds: 1,
+            dealer_bytes: 2,
         },
         ControlMessage::SessionFailed {
             session: "s".into(),
@@ -254,6 +255,7 @@ fn targets() -> Result<Vec<Target>> {
             y: vec![4; 5],
             bytes_sent: 9,
             rounds: 2,
+            dealer_bytes: 3,
         },
         ClientMessage::End,
         ClientMessage::Error("boom".into()),

@@ -179,6 +179,9 @@ impl SuffixRunner for Session {
     fn comm(&self) -> CommStats {
         Session::comm(self)
     }
+    fn dealer_bytes(&self) -> Option<u64> {
+        Some(Session::dealer_bytes(self))
+    }
 }
 
 /// Secure generation state: the client's public prefix and the parties' session.
@@ -336,8 +339,11 @@ fn generate_with(
     let text = tok.decode(&out)?;
     println!("{}{}", a.prompt, text);
     let c = private.session.comm();
+    let dealer = private.session.dealer_bytes().map_or(String::new(), |b| {
+        format!("; dealer: {:.1} MB", b as f64 / 1e6)
+    });
     eprintln!(
-        "{} tokens in {:.1} s; online per party: {:.1} MB, {} rounds",
+        "{} tokens in {:.1} s; online per party: {:.1} MB, {} rounds{dealer}",
         out.len(),
         start.elapsed().as_secs_f64(),
         c.bytes_sent as f64 / 1e6,

@@ -63,6 +63,7 @@ pub struct KafkaRunner {
     d: usize,
     prg: Prg,
     comm: CommStats,
+    dealer_bytes: u64,
     gamma: Vec<f32>,
     open: bool,
     /// the prefix output of every row the session has taken
@@ -137,6 +138,7 @@ impl KafkaRunner {
             d: gamma.len(),
             prg,
             comm: CommStats::default(),
+            dealer_bytes: 0,
             gamma,
             open: false,
             rows_sent: Vec::new(),
@@ -265,6 +267,7 @@ impl KafkaRunner {
                 gamma_at_client,
                 bytes_sent,
                 rounds,
+                dealer_bytes,
             } => {
                 let mut ys = Vec::with_capacity(2);
                 for (i, o) in outputs.iter().enumerate() {
@@ -286,6 +289,7 @@ impl KafkaRunner {
                 }
                 self.comm.bytes_sent += bytes_sent[0];
                 self.comm.rounds += rounds;
+                self.dealer_bytes += dealer_bytes[0] + dealer_bytes[1];
                 let y = reconstruct(&ys[0], &ys[1]);
                 decode_output(
                     self.fx,
@@ -342,6 +346,10 @@ impl SuffixRunner for KafkaRunner {
 
     fn comm(&self) -> CommStats {
         self.comm
+    }
+
+    fn dealer_bytes(&self) -> Option<u64> {
+        Some(self.dealer_bytes)
     }
 
     fn end(&mut self) -> Result<()> {

@@ -38,6 +38,7 @@ pub struct DirectRunner {
     d: usize,
     prg: Prg,
     comm: CommStats,
+    dealer_bytes: u64,
     gamma: Option<Vec<f32>>,
 }
 
@@ -95,6 +96,7 @@ impl DirectRunner {
             d,
             prg: Prg::new(Seed::random(), 0),
             comm: CommStats::default(),
+            dealer_bytes: 0,
             gamma: at_client.then_some(gamma),
         })
     }
@@ -117,6 +119,7 @@ impl SuffixRunner for DirectRunner {
                     y,
                     bytes_sent,
                     rounds,
+                    dealer_bytes,
                 }) => {
                     if y.len() != out_rows * self.d {
                         bail!(
@@ -129,6 +132,7 @@ impl SuffixRunner for DirectRunner {
                         self.comm.bytes_sent += bytes_sent;
                         self.comm.rounds += rounds;
                     }
+                    self.dealer_bytes += dealer_bytes;
                     ys.push(y);
                 }
                 Ok(m) => bail!("expected an output, got {}", marill_proto::describe(&m)),
@@ -144,6 +148,10 @@ impl SuffixRunner for DirectRunner {
 
     fn comm(&self) -> CommStats {
         self.comm
+    }
+
+    fn dealer_bytes(&self) -> Option<u64> {
+        Some(self.dealer_bytes)
     }
 }
 

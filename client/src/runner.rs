@@ -15,6 +15,11 @@ pub trait SuffixRunner {
     fn step(&mut self, x: &[f32], out_rows: usize) -> Result<Vec<f32>>;
     /// Online communication of party 0 so far.
     fn comm(&self) -> CommStats;
+    /// Correlation bytes both parties received from the dealer for the steps so far (made
+    /// ahead of the steps or during them), when the runner learns it.
+    fn dealer_bytes(&self) -> Option<u64> {
+        None
+    }
     /// The generation is over (a remote session is closed; nothing to do in process).
     fn end(&mut self) -> Result<()> {
         Ok(())

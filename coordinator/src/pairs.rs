@@ -418,6 +418,7 @@ struct Output {
     gamma_at_client: bool,
     bytes_sent: u64,
     rounds: u64,
+    dealer_bytes: u64,
 }
 
 /// A step sent to both workers and not yet ended.
@@ -509,6 +510,7 @@ impl InFlight {
                 gamma_at_client,
                 bytes_sent,
                 rounds,
+                dealer_bytes,
                 ..
             } => {
                 let Some(p) = self.steps.get_mut(job_id) else {
@@ -524,6 +526,7 @@ impl InFlight {
                     gamma_at_client,
                     bytes_sent,
                     rounds,
+                    dealer_bytes,
                 });
                 let [Some(_), Some(_)] = &p.outs else {
                     return Ok(None);
@@ -536,6 +539,7 @@ impl InFlight {
                     gamma_at_client: prov.gamma_at_client,
                     bytes_sent: [prov.bytes_sent, help.bytes_sent],
                     rounds: prov.rounds,
+                    dealer_bytes: [prov.dealer_bytes, help.dealer_bytes],
                 };
                 Ok(self.end(job_id, outcome, false))
             }
@@ -643,6 +647,7 @@ pub(crate) mod tests {
             gamma_at_client: true,
             bytes_sent,
             rounds: 7,
+            dealer_bytes: bytes_sent * 10,
         }
     }
 
@@ -682,10 +687,12 @@ pub(crate) mod tests {
                 gamma_at_client,
                 bytes_sent,
                 rounds,
+                dealer_bytes,
             } => {
                 // provider first, though the helper answered first
                 assert_eq!(outputs, [sealed(10), sealed(11)]);
                 assert_eq!(bytes_sent, [1000, 100]);
+                assert_eq!(dealer_bytes, [10_000, 1000]);
                 assert!(gamma_at_client);
                 assert_eq!(rounds, 7);
             }

@@ -60,6 +60,7 @@ struct DealerMetrics {
     stashed: IntGaugeVec,
     epoch: IntGauge,
     streamed: IntCounterVec,
+    frames: IntCounterVec,
     manifests: IntGauge,
     ahead: IntGaugeVec,
     /// each lane's last pool figures; the gauges show their sums
@@ -128,6 +129,17 @@ impl DealerMetrics {
                     &["party"],
                 )?,
             )?,
+            frames: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "marill_dealer_stream_frames_total",
+                        "Frames of streamed bundles sent (a streamed step travels in a few), \
+                         by party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
             ahead: register(
                 r,
                 IntGaugeVec::new(
@@ -163,6 +175,7 @@ impl DealerMetrics {
             m.sent_bytes.with_label_values(&[p]);
             m.stashed.with_label_values(&[p]);
             m.streamed.with_label_values(&[p]);
+            m.frames.with_label_values(&[p]);
         }
         for o in ["used", "skipped"] {
             m.ahead.with_label_values(&[o]);
@@ -287,7 +300,9 @@ impl PartyStream {
         };
         let count = manifest.len() as u64;
         send(&self.link, &DealerMessage::StepStream { first_id, count })?;
-        for (id, req) in (first_id..).zip(manifest.iter()) {
+        let mut batch = Vec::new();
+        let mut bounds = frame_bounds(manifest.len()).into_iter().peekable();
+        for (k, (id, req)) in (first_id..).zip(manifest.iter()).enumerate() {
             let b = match self.bundle(id, req) {
                 Ok(b) => b,
                 Err(e) => {
@@ -298,13 +313,27 @@ impl PartyStream {
                     return Ok(send(&self.link, &DealerMessage::Error(e))?);
                 }
             };
-            let bytes = b.explicit.len();
-            if let Err(e) = send(&self.link, &DealerMessage::Bundle(b)) {
+            batch.push(b);
+            if bounds.peek() != Some(&(k + 1)) {
+                continue;
+            }
+            bounds.next();
+            let sizes: Vec<usize> = batch.iter().map(|b| b.explicit.len()).collect();
+            if let Err(e) = send(
+                &self.link,
+                &DealerMessage::Bundles(std::mem::take(&mut batch)),
+            ) {
                 // the worker is gone; its next incarnation asks for a seed (a new epoch)
                 eprintln!("dealer: stream to {:?} stopped: {e}", self.party);
                 return Ok(());
             }
-            self.sent(bytes, true)?;
+            self.m
+                .frames
+                .with_label_values(&[party_name(self.party)])
+                .inc();
+            for bytes in sizes {
+                self.sent(bytes, true)?;
+            }
             // a worker that speaks during its stream no longer waits for it (it restarted)
             if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
                 self.pending = Some(typed(&bytes)?);
@@ -413,6 +442,18 @@ impl PartyStream {
     }
 }
 
+/// Where a streamed step of `count` bundles is cut into frames (the end of each frame): an
+/// eighth first, so the worker starts while the rest is made, then three eighths, then the
+/// rest. Three frames (and the step's header) per party per step, whatever its size.
+fn frame_bounds(count: usize) -> Vec<usize> {
+    let mut ends: Vec<usize> = [count.div_ceil(8), count.div_ceil(2), count]
+        .into_iter()
+        .filter(|e| *e > 0)
+        .collect();
+    ends.dedup();
+    ends
+}
+
 fn party_name(p: PartyId) -> &'static str {
     ["provider", "helper"][p.index()]
 }
@@ -502,4 +543,25 @@ pub fn run(a: DealerConfig) -> Result<()> {
     );
     drop(muxes);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_bounds;
+
+    #[test]
+    fn a_step_travels_in_at_most_three_frames_covering_every_bundle() {
+        assert_eq!(frame_bounds(0), Vec::<usize>::new());
+        assert_eq!(frame_bounds(1), vec![1]);
+        assert_eq!(frame_bounds(2), vec![1, 2]);
+        assert_eq!(frame_bounds(5800), vec![725, 2900, 5800]);
+        for n in 1..200 {
+            let b = frame_bounds(n);
+            assert!(
+                b.len() <= 3 && b.windows(2).all(|w| w[0] < w[1]),
+                "{n}: {b:?}"
+            );
+            assert_eq!(*b.last().unwrap(), n);
+        }
+    }
 }

@@ -41,6 +41,8 @@ pub enum ClientMessage {
         bytes_sent: u64,
         /// rounds of the step
         rounds: u64,
+        /// correlation bytes this worker received from the dealer for the step
+        dealer_bytes: u64,
     },
     /// client → worker: end of session
     End,

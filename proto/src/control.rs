@@ -64,6 +64,8 @@ pub enum ControlMessage {
         bytes_sent: u64,
         /// rounds of the step
         rounds: u64,
+        /// correlation bytes this worker received from the dealer for the step
+        dealer_bytes: u64,
     },
     /// worker → coordinator: a step failed (the reason names what, never secrets)
     SessionFailed {

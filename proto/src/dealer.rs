@@ -34,6 +34,9 @@ pub enum DealerMessage {
     },
     /// dealer → party: a bundle
     Bundle(Bundle),
+    /// dealer → party: consecutive bundles of a streamed step, in id order, in one frame (a
+    /// step's material travels in a handful of frames, not bundle by bundle)
+    Bundles(Vec<Bundle>),
     /// party → dealer: a step (or the suffix's load) named `key` begins with bundle `first_id`
     StepBegin {
         /// which party
@@ -44,7 +47,8 @@ pub enum DealerMessage {
         first_id: u64,
     },
     /// dealer → party: the step begins with bundle `first_id`, and its first `count` bundles
-    /// follow unasked, in order (0: the party asks for each)
+    /// follow unasked, in order, in a few [`DealerMessage::Bundles`] frames (0: the party
+    /// asks for each)
     StepStream {
         /// the step's first bundle id (ids the party skips to were never handed out)
         first_id: u64,
@@ -73,6 +77,7 @@ impl DealerMessage {
             DealerMessage::Seed { .. } => "seed",
             DealerMessage::BundleRequest { .. } => "bundle request",
             DealerMessage::Bundle(_) => "bundle",
+            DealerMessage::Bundles(_) => "bundles",
             DealerMessage::StepBegin { .. } => "step begin",
             DealerMessage::StepStream { .. } => "step stream",
             DealerMessage::StepEnd { .. } => "step end",

@@ -16,9 +16,10 @@ use crate::ProtoError;
 
 /// The job envelope's magic bytes.
 pub const JOB_MAGIC: &[u8; 3] = b"MRJ";
-/// The job schema version this build speaks (2: `out_rows`; the sealed shares carry the
+/// The job schema version this build speaks (3: a result names the dealer bytes of its step;
+/// 2: `out_rows`; the sealed shares carry the
 /// session's secret and are bound to the reply key).
-pub const JOB_VERSION: u8 = 2;
+pub const JOB_VERSION: u8 = 3;
 /// Largest job message accepted (a prompt's sealed shares: T × d × 8 bytes each).
 pub const MAX_JOB_BODY: u64 = 64 << 20;
 /// Longest job, session or model identifier.
@@ -76,6 +77,8 @@ pub enum Outcome {
         bytes_sent: [u64; 2],
         /// rounds of the step
         rounds: u64,
+        /// correlation bytes each party received from the dealer for the step
+        dealer_bytes: [u64; 2],
     },
     /// the session was closed by an end step (no rows)
     Closed,
@@ -328,6 +331,7 @@ mod tests {
                 gamma_at_client: true,
                 bytes_sent: [1, 2],
                 rounds: 3,
+                dealer_bytes: [4, 5],
             },
         };
         assert_eq!(JobResult::decode(&r.encode()).unwrap(), r);

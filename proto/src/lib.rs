@@ -265,6 +265,7 @@ mod tests {
                 y: vec![5; 4],
                 bytes_sent: 10,
                 rounds: 2,
+                dealer_bytes: 3,
             },
             ClientMessage::End,
             ClientMessage::Error("boom".into()),

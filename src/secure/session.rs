@@ -15,7 +15,8 @@ use marill_suffix::{SuffixConfig, SuffixWeights};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-type Reply = Result<(Vec<u64>, CommStats), String>;
+/// A party's step: its output share, its online cost and the dealer bytes it received.
+type Reply = Result<(Vec<u64>, CommStats, u64), String>;
 
 /// The client's handle on the two parties.
 pub struct Session {
@@ -26,6 +27,8 @@ pub struct Session {
     handles: Vec<JoinHandle<()>>,
     prg: Prg,
     comm: CommStats,
+    /// correlation bytes both parties received for the steps so far
+    dealer_bytes: u64,
     /// γ of the final norm when the client applies it
     gamma: Option<Vec<f32>>,
 }
@@ -64,10 +67,14 @@ impl Session {
                     };
                     while let Ok(x) = in_rx.recv() {
                         let before = p.comm();
+                        let dealer_before = p.store.stats().explicit_bytes;
                         let r = sfx
                             .forward(&mut p, &x)
                             .await
-                            .map(|y| (y, p.comm().since(&before)))
+                            .map(|y| {
+                                let dealer = p.store.stats().explicit_bytes - dealer_before;
+                                (y, p.comm().since(&before), dealer)
+                            })
                             .map_err(|e| format!("party {id:?}: {e}"));
                         let failed = r.is_err();
                         if out_tx.send(r).is_err() || failed {
@@ -87,6 +94,7 @@ impl Session {
             handles,
             prg: Prg::new(seeding.seed(Purpose::InputMasks(0)), 0),
             comm: CommStats::default(),
+            dealer_bytes: 0,
             gamma: gamma_at_client(cfg, w).then(|| w.final_norm.clone()),
         })
     }
@@ -107,10 +115,11 @@ impl Session {
         }
         let mut outs = Vec::new();
         for rx in &self.from {
-            let (y, c) = rx
+            let (y, c, dealer) = rx
                 .recv()
                 .map_err(|_| anyhow!("a party has stopped"))?
                 .map_err(|e| anyhow!(e))?;
+            self.dealer_bytes += dealer;
             outs.push((y, c));
         }
         let c = outs[0].1;
@@ -124,6 +133,11 @@ impl Session {
     /// Online communication of party 0 over all steps so far.
     pub fn comm(&self) -> CommStats {
         self.comm
+    }
+
+    /// Correlation bytes both parties received from the dealer for the steps so far.
+    pub fn dealer_bytes(&self) -> u64 {
+        self.dealer_bytes
     }
 }
 

@@ -20,6 +20,7 @@
 use crate::config::{SuffixConfig, SuffixError, Target};
 use crate::weights::{LayerWeights, Mat, SuffixWeights};
 use marill_mpc::channel::Transport;
+use marill_mpc::correlation::key_bucket;
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::gemm::PublicWeights;
 use marill_mpc::ops::lut::PiecewiseLinear;
@@ -723,7 +724,11 @@ async fn attention<T: Transport>(
     let (hd, m) = (cfg.head_dim, cfg.head_merge);
     let (qw, kw) = (cfg.q_width(), cfg.kv_width());
     let group = cfg.n_heads / cfg.n_kv_heads;
-    let ctx = kc.len() / kw;
+    // the keys are padded with zeros to a bucket (masked out in the softmax, which every row
+    // reads only up to its own position): the correlations a step consumes depend on its
+    // bucket, not on its exact position (`marill_mpc::correlation::manifest`)
+    let real = kc.len() / kw;
+    let ctx = key_bucket(real, cfg.max_seq);
     let g_count = cfg.merged_heads();
     let mw = m * hd;
     let mut qs = Vec::with_capacity(g_count);
@@ -740,7 +745,7 @@ async fn attention<T: Transport>(
         // K_gᵀ (mw × ctx) and V_g (ctx × mw)
         let mut kt = vec![0u64; mw * ctx];
         let mut vg = Vec::with_capacity(ctx * mw);
-        for j in 0..ctx {
+        for j in 0..real {
             for sub in 0..m {
                 let kvh = (g * m + sub) / group;
                 let krow = &kc[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
@@ -750,6 +755,7 @@ async fn attention<T: Transport>(
                 vg.extend_from_slice(&vc[j * kw + kvh * hd..j * kw + (kvh + 1) * hd]);
             }
         }
+        vg.resize(ctx * mw, 0);
         qs.push(RingTensor::from_vec(&[t, mw], qg)?);
         kts.push(RingTensor::from_vec(&[mw, ctx], kt)?);
         vs.push(RingTensor::from_vec(&[ctx, mw], vg)?);

@@ -250,3 +250,70 @@ fn reset_starts_a_fresh_sequence() {
         assert!(e < BOUND, "sequence {k}: max abs error {e}");
     }
 }
+
+/// The keys are padded to a bucket (`marill_mpc::correlation::KEY_BUCKET`), masked out in
+/// the softmax: every decode step of one bucket consumes the same correlations (one manifest
+/// serves the bucket), a step in the next bucket other ones, and the output still equals the
+/// plaintext within the bound.
+#[test]
+fn decode_steps_of_one_key_bucket_consume_the_same_correlations() {
+    use marill_mpc::correlation::KEY_BUCKET;
+    let cfg = SuffixConfig {
+        max_seq: 2 * KEY_BUCKET,
+        ..tiny()
+    };
+    let fx = FixedPoint::default();
+    let w = SuffixWeights::random(&cfg, 17, false).unwrap();
+    let d = cfg.d_model;
+    let (t0, steps) = (3, KEY_BUCKET); // decode positions 3 ..= KEY_BUCKET + 2
+    let total = t0 + steps;
+    let mut prg = Prg::new(Seed::from_u64(17), 3);
+    let x: Vec<f64> = (0..total * d)
+        .map(|_| (prg.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0)
+        .collect();
+    let mut cache = PlainCache::default();
+    let mut want = forward(&cfg, &w, &x[..t0 * d], 0, &mut cache);
+    for r in t0..total {
+        want.extend(forward(&cfg, &w, &x[r * d..(r + 1) * d], r, &mut cache));
+    }
+    let (x0, x1) = share(&fx.encode_slice(&x).unwrap(), &mut prg);
+    let prepared = prepare(&cfg, &w, fx, Seed::from_u64(18)).unwrap();
+    let run = run_pair(17, fx, |mut p| {
+        let xs = if p.is_p0() { x0.clone() } else { x1.clone() };
+        let prep = prepared[p.id.index()].clone();
+        let cfg = cfg.clone();
+        async move {
+            let mut sfx = SecureSuffix::load(&mut p, &cfg, prep).await.unwrap();
+            let mut marks = vec![p.store.watermark()];
+            let mut out = sfx.forward(&mut p, &xs[..t0 * d]).await.unwrap();
+            marks.push(p.store.watermark());
+            for r in t0..total {
+                out.extend(sfx.forward(&mut p, &xs[r * d..(r + 1) * d]).await.unwrap());
+                marks.push(p.store.watermark());
+            }
+            ((out, marks), p)
+        }
+    });
+    let (out0, marks) = &run.out[0];
+    let mut got = fx.decode_slice(&reconstruct(out0, &run.out[1].0));
+    finish_at_client(&cfg, &w, &mut got);
+    let e = max_err(&got, &want);
+    assert!(e < BOUND, "max abs error {e}");
+    // each decode step's requests, from the dealer's record of every request in order
+    let step = |i: usize| run.manifest[marks[i] as usize..marks[i + 1] as usize].to_vec();
+    let decode = |pos: usize| step(1 + pos - t0); // the step at position `pos`
+    let first = decode(t0);
+    assert!(!first.is_empty());
+    // positions t0 .. KEY_BUCKET - 1 attend to at most KEY_BUCKET keys: one bucket
+    for pos in t0 + 1..KEY_BUCKET {
+        assert_eq!(
+            decode(pos),
+            first,
+            "decode at {pos} left the bucket's manifest"
+        );
+    }
+    // the next bucket consumes more
+    let next = decode(KEY_BUCKET);
+    assert_ne!(next, first);
+    assert_eq!(decode(KEY_BUCKET + 1), next);
+}

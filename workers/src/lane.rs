@@ -28,6 +28,8 @@ pub struct DealerLink {
     party: PartyId,
     /// the ids the dealer streams in the current step
     streamed: std::ops::Range<u64>,
+    /// streamed bundles received and not yet taken, in id order
+    queue: std::collections::VecDeque<Bundle>,
 }
 
 impl DealerLink {
@@ -38,7 +40,9 @@ impl DealerLink {
         let seed = loop {
             match recv(&link)? {
                 DealerMessage::Seed { seed } => break Seed(seed),
-                DealerMessage::Bundle(_) | DealerMessage::StepStream { .. } => continue,
+                DealerMessage::Bundle(_)
+                | DealerMessage::Bundles(_)
+                | DealerMessage::StepStream { .. } => continue,
                 m => bail!(
                     "expected a seed from the dealer, got {}",
                     marill_proto::describe(&m)
@@ -49,6 +53,7 @@ impl DealerLink {
             link,
             party,
             streamed: 0..0,
+            queue: Default::default(),
         };
         Ok((me, seed))
     }
@@ -61,16 +66,29 @@ impl DealerLink {
         })
     }
 
-    /// Receives bundle `id`, which the dealer sends next.
-    fn receive(&self, id: u64) -> Result<Bundle, CorrelationError> {
+    /// Receives bundle `id`, which the dealer sends next (alone, or in a frame of streamed
+    /// bundles).
+    fn receive(&mut self, id: u64) -> Result<Bundle, CorrelationError> {
         let unavailable = |why: String| CorrelationError::Unavailable { id, why };
-        match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
-            DealerMessage::Bundle(b) if b.id == id => Ok(b),
-            DealerMessage::Bundle(b) => Err(unavailable(format!("dealer sent bundle {}", b.id))),
-            other => Err(unavailable(format!(
-                "dealer sent {}",
-                marill_proto::describe(&other)
-            ))),
+        if self.queue.is_empty() {
+            match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
+                DealerMessage::Bundle(b) => self.queue.push_back(b),
+                DealerMessage::Bundles(bs) if !bs.is_empty() => self.queue.extend(bs),
+                other => {
+                    return Err(unavailable(format!(
+                        "dealer sent {}",
+                        marill_proto::describe(&other)
+                    )))
+                }
+            }
+        }
+        match self.queue.pop_front() {
+            Some(b) if b.id == id => Ok(b),
+            Some(b) => {
+                self.queue.clear();
+                Err(unavailable(format!("dealer sent bundle {}", b.id)))
+            }
+            None => Err(unavailable("dealer sent an empty frame".into())),
         }
     }
 }
@@ -131,6 +149,7 @@ impl BundleSupplier for DealerLink {
         }
         let next = next_id.max(self.streamed.end);
         self.streamed = 0..0;
+        self.queue.clear();
         self.tell(next, &DealerMessage::StepEnd { party })?;
         Ok(next)
     }

@@ -289,6 +289,8 @@ fn serve(
                     bail!(why);
                 }
                 let before = lane.party.comm();
+                let dealer_before = lane.party.store.stats().explicit_bytes;
+                let t0 = std::time::Instant::now();
                 let y = match lane.forward(&x) {
                     Ok(y) => y,
                     Err(e) => {
@@ -300,6 +302,11 @@ fn serve(
                     }
                 };
                 let c = lane.party.comm().since(&before);
+                tracing::debug!(
+                    rows,
+                    elapsed_ms = t0.elapsed().as_millis() as u64,
+                    "step done"
+                );
                 // only the last rows the client asked for leave the worker
                 let keep = out_rows as usize * cfg.d_model;
                 let y = y[y.len() - keep.min(y.len())..].to_vec();
@@ -309,6 +316,7 @@ fn serve(
                         y,
                         bytes_sent: c.bytes_sent,
                         rounds: c.rounds,
+                        dealer_bytes: lane.party.store.stats().explicit_bytes - dealer_before,
                     },
                 )?;
             }

@@ -10,9 +10,38 @@
 //! kind and shape against what the protocol asks for, so a wrong manifest fails a step, it never
 //! feeds it a wrong correlation.
 
+//!
+//! A step's requests depend on its rows and on the number of keys its attention runs over. The
+//! keys are padded to a multiple of [`KEY_BUCKET`] (the padding masked out in the softmax, a
+//! public mask), so the decode steps of a whole bucket of positions share one manifest: a
+//! manifest is known by its [`StepShape`], and a dealer that served one decode step of a
+//! bucket streams the rest of the bucket's.
+
 use super::CorrRequest;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Attention runs over a multiple of this many keys (the padding masked out): the decode steps
+/// of positions in one bucket consume the same correlations.
+pub const KEY_BUCKET: usize = 8;
+
+/// The number of keys attention runs over when `keys` are real: `keys` rounded up to a
+/// multiple of [`KEY_BUCKET`], at most `max_keys` (the longest sequence a program serves).
+pub fn key_bucket(keys: usize, max_keys: usize) -> usize {
+    keys.next_multiple_of(KEY_BUCKET).min(max_keys.max(keys))
+}
+
+/// What a step's requests depend on: the program, the rows fed and the (bucketed) keys the
+/// rows attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StepShape {
+    /// fingerprint of the program
+    pub program: u64,
+    /// rows fed (0: the load)
+    pub rows: u32,
+    /// keys attended to, rounded up to a multiple of [`KEY_BUCKET`] (0 for a load)
+    pub keys: u32,
+}
 
 /// Names a step's request sequence: the program, the rows it feeds and where they start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -32,6 +61,22 @@ impl StepKey {
             program,
             rows: 0,
             pos: 0,
+        }
+    }
+
+    /// The shape of the step, which names its manifest: steps at other positions of the same
+    /// key bucket share it. (A program whose longest sequence is not a multiple of
+    /// [`KEY_BUCKET`] pads its last bucket less; that bucket's steps still share one shape.)
+    pub fn shape(&self) -> StepShape {
+        let keys = if self.rows == 0 {
+            0
+        } else {
+            (self.pos as usize + self.rows as usize).next_multiple_of(KEY_BUCKET) as u32
+        };
+        StepShape {
+            program: self.program,
+            rows: self.rows,
+            keys,
         }
     }
 
@@ -55,11 +100,12 @@ pub fn program_id(description: &[u8]) -> u64 {
     })
 }
 
-/// Manifests by step, at most `capacity`, the least recently used evicted first.
+/// Manifests by step shape ([`StepKey::shape`]), at most `capacity`, the least recently used
+/// evicted first.
 pub struct ManifestCache {
     capacity: usize,
     clock: u64,
-    entries: HashMap<StepKey, (Arc<[CorrRequest]>, u64)>,
+    entries: HashMap<StepShape, (Arc<[CorrRequest]>, u64)>,
 }
 
 impl ManifestCache {
@@ -76,7 +122,7 @@ impl ManifestCache {
     pub fn get(&mut self, key: &StepKey) -> Option<Arc<[CorrRequest]>> {
         self.clock += 1;
         let now = self.clock;
-        self.entries.get_mut(key).map(|(m, used)| {
+        self.entries.get_mut(&key.shape()).map(|(m, used)| {
             *used = now;
             m.clone()
         })
@@ -84,7 +130,7 @@ impl ManifestCache {
 
     /// Whether `key`'s manifest is known (without marking it used).
     pub fn contains(&self, key: &StepKey) -> bool {
-        self.entries.contains_key(key)
+        self.entries.contains_key(&key.shape())
     }
 
     /// Records `key`'s manifest, evicting the least recently used one when full.
@@ -92,6 +138,7 @@ impl ManifestCache {
         if self.capacity == 0 {
             return;
         }
+        let key = key.shape();
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             if let Some(oldest) = self
                 .entries
@@ -135,16 +182,40 @@ mod tests {
         c.insert(key(4, 0), vec![CorrRequest::MulTriples { n: 1 }]);
         c.insert(key(1, 4), vec![CorrRequest::MulTriples { n: 2 }]);
         assert!(c.get(&key(4, 0)).is_some()); // (1, 4) is now the oldest
-        c.insert(key(1, 5), vec![CorrRequest::MulTriples { n: 3 }]);
+        c.insert(key(1, 40), vec![CorrRequest::MulTriples { n: 3 }]);
         assert_eq!(c.len(), 2);
         assert!(!c.contains(&key(1, 4)));
         assert_eq!(
-            c.get(&key(1, 5)).unwrap().to_vec(),
+            c.get(&key(1, 40)).unwrap().to_vec(),
             vec![CorrRequest::MulTriples { n: 3 }]
         );
         let mut off = ManifestCache::new(0);
         off.insert(key(1, 1), vec![]);
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn steps_of_one_key_bucket_share_a_manifest() {
+        let mut c = ManifestCache::new(8);
+        c.insert(key(1, 4), vec![CorrRequest::MulTriples { n: 1 }]);
+        // positions 4..31 attend to 5..=32 keys: one bucket
+        for pos in 4..KEY_BUCKET as u32 {
+            assert!(c.contains(&key(1, pos)), "pos {pos}");
+        }
+        assert!(!c.contains(&key(1, KEY_BUCKET as u32)));
+        // rows and programs stay apart
+        assert!(!c.contains(&key(2, 4)));
+        assert!(!c.contains(&StepKey {
+            program: 8,
+            rows: 1,
+            pos: 4
+        }));
+        assert_eq!(key(32, 0).shape().keys, 32);
+        assert_eq!(key(33, 0).shape().keys, 64);
+        assert_eq!(StepKey::load(7).shape().keys, 0);
+        assert_eq!(key_bucket(5, 256), 32);
+        assert_eq!(key_bucket(33, 40), 40);
+        assert_eq!(key_bucket(64, 256), 64);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 pub use dealer::{Dealer, SharedDealer};
-pub use manifest::{ManifestCache, StepKey};
+pub use manifest::{key_bucket, ManifestCache, StepKey, StepShape, KEY_BUCKET};
 pub use material::*;
 
 /// Correlation errors.

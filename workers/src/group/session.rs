@@ -416,6 +416,7 @@ fn run_step(
             gamma_at_client: ctx.gamma_at_client,
             bytes_sent: c.bytes_sent,
             rounds: c.rounds,
+            dealer_bytes: st.explicit_bytes - store_before.explicit_bytes,
         },
         step: input.step,
         auth,
