@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod grafana;
 pub mod proxy;
 
 use marill_coordinator::KafkaSettings;
