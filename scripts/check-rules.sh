@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks the Prometheus alert rules with Prometheus's own tool, promtool (CI runs this after
-# scripts/check-chart.sh):
+# Checks the Prometheus rules (alerts, and the recording rules the dashboards read) with
+# Prometheus's own tool, promtool (CI runs this after scripts/check-chart.sh):
 #  1. promtool, from Debian's `prometheus` package (2.42 on Debian 12), installed when missing;
 #  2. `promtool check rules` on deploy/prometheus/marill-rules.yaml and on the chart's copy
 #     charts/marill/rules/marill-rules.yaml, which must be byte-identical (the chart's
@@ -9,8 +9,11 @@
 #     PrometheusRule the chart renders;
 #  3. every alert has a unit test that fires it and one that does not fire it at the same eval
 #     time, in deploy/prometheus/marill-rules.test.yaml, and every alert that file names exists;
+#     every recording rule has a unit test that evaluates the recorded series to expected samples;
 #  4. `promtool test rules` on that file (and again on the rules the chart renders);
-#  5. expected failures: a planted PromQL error and a planted wrong label must fail promtool.
+#  5. expected failures: a planted PromQL error, a planted wrong label and a planted change of a
+#     recording rule's quantile must fail promtool.
+# (tests/prometheus_live.rs loads the same rules into a running Prometheus scraping a cluster.)
 # Idempotent: overwrites target/rules-check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +79,20 @@ for a in $alerts; do
     printf '%-26s fires and stays quiet at %s (%s cases)\n' "$a" "$both" "$(echo "$cases" | grep -c "^$a ")"
 done
 
+step "every recording rule has a unit test of its values"
+records=$(sed -n 's/^[[:space:]]*- record:[[:space:]]*\([A-Za-z0-9_:]*\).*/\1/p' "$rules")
+[ -n "$records" ] || die "no recording rule in $rules"
+for r in $records; do
+    grep -Eq "^[[:space:]]*- expr:[[:space:]]*$r([[:space:]{#]|\$)" "$tests" \
+        || die "no promql_expr_test in $tests evaluates the recorded $r"
+    grep -Eq "^[[:space:]]*- labels:[[:space:]]*'$r\{" "$tests" \
+        || die "no expected sample of $r in $tests"
+    printf '%-55s evaluated to %s expected samples\n' "$r" "$(grep -Ec "^[[:space:]]*- labels:[[:space:]]*'$r\{" "$tests")"
+done
+for r in $(sed -n "s/^[[:space:]]*- expr:[[:space:]]*\([a-z_]*:[A-Za-z0-9_:]*\).*/\1/p" "$tests" | sort -u); do
+    echo "$records" | grep -qx "$r" || die "$tests evaluates $r, which $rules does not record"
+done
+
 step "promtool test rules"
 promtool test rules "$tests" || die "promtool test rules $tests"
 if [ -n "$rendered" ]; then
@@ -103,5 +120,15 @@ if promtool test rules "$out/planted/bad-label.test.yaml" > "$out/planted/bad-la
 fi
 grep -q 'severity="planted"' "$out/planted/bad-label.out" || { cat "$out/planted/bad-label.out"; die "failed for another reason"; }
 echo "promtool test rules rejects a planted wrong label"
+# a recording rule's quantile changed (0.99 -> 0.9 in the first recorded p99)
+mkdir -p "$out/planted/record"
+sed '0,/^        expr: histogram_quantile(0.99,/s//        expr: histogram_quantile(0.9,/' "$rules" > "$out/planted/record/marill-rules.yaml"
+cmp -s "$rules" "$out/planted/record/marill-rules.yaml" && die "no recorded p99 to plant in $rules"
+cp "$tests" "$out/planted/record/marill-rules.test.yaml"
+if promtool test rules "$out/planted/record/marill-rules.test.yaml" > "$out/planted/record.out" 2>&1; then
+    die "promtool test rules accepted a planted change of a recorded quantile"
+fi
+grep -q 'p99_rate5m' "$out/planted/record.out" || { cat "$out/planted/record.out"; die "failed for another reason"; }
+echo "promtool test rules rejects a planted change of a recorded quantile"
 
 printf '\ncheck-rules: OK (%ss)\n' "$(( $(date +%s) - start ))"

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod grafana;
 pub mod proxy;
 
 use marill_coordinator::KafkaSettings;
@@ -279,6 +280,8 @@ pub struct TestCluster {
     pub proxies: Vec<proxy::Proxy>,
     /// per pair, the provider's and the helper's `/metrics` address (`host:port`)
     pub metrics: Vec<[String; 2]>,
+    /// per pair, the dealer's `/metrics` address (`host:port`)
+    pub dealer_metrics: Vec<String>,
     /// the proxy every connection to the broker goes through
     /// ([`TestCluster::start_broker_proxied`])
     pub broker_proxy: Option<proxy::Proxy>,
@@ -424,6 +427,7 @@ impl TestCluster {
             helper_peer: Vec::new(),
             proxies: Vec::new(),
             metrics: Vec::new(),
+            dealer_metrics: Vec::new(),
             broker_proxy,
             broker_store,
             // fetches that find nothing new are held up to 500 ms by the broker instead of
@@ -440,6 +444,7 @@ impl TestCluster {
             c.control.push((cp, ch));
             let addr = || format!("127.0.0.1:{}", free_port());
             c.metrics.push([addr(), addr()]);
+            c.dealer_metrics.push(addr());
             if proxied.peer {
                 let px = proxy::Proxy::start(proxy::port_of(&peer));
                 c.helper_peer.push(px.endpoint());
@@ -455,12 +460,13 @@ impl TestCluster {
         c
     }
 
-    /// Starts pair `i`'s dealer (again, after a fault: same endpoints and keys), logging to
-    /// `<log>.log`.
+    /// Starts pair `i`'s dealer (again, after a fault: same endpoints, keys and metrics
+    /// address), logging to `<log>.log`.
     pub fn dealer(&self, i: usize, log: &str) -> Child {
         let [dp, dh, _] = &self.links[i];
         marill(&["dealer", "--keys", self.keys.to_str().unwrap()])
             .args(["--provider-endpoint", dp, "--helper-endpoint", dh])
+            .args(["--metrics-addr", &self.dealer_metrics[i]])
             .stderr(self.log(log))
             .spawn()
             .unwrap()
