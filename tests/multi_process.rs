@@ -185,7 +185,7 @@ fn a_second_session_of_the_same_shape_is_streamed_by_the_dealer() {
     let addr = format!("127.0.0.1:{}", free_port());
     let (_dealer, d0, d1) = start_dealer(&dir, "120", &["--metrics-addr", &addr]);
     let series = |name: &str, party: &str| metric(&addr, &format!("{name}{{party=\"{party}\"}}"));
-    let mut served = Vec::new();
+    let (mut served, mut streamed) = (Vec::new(), Vec::new());
     for session in 0..2 {
         let (mut pair, c0, c1) = start_pair(&dir, model, "120", &d0, &d1);
         let out = client(&dir, model, &c0, &c1, "120");
@@ -197,11 +197,15 @@ fn a_second_session_of_the_same_shape_is_streamed_by_the_dealer() {
         }
         pair.0.clear();
         served.push(["provider", "helper"].map(|p| series("marill_dealer_served_total", p) as u64));
+        streamed
+            .push(["provider", "helper"].map(|p| series("marill_dealer_streamed_total", p) as u64));
         if session == 0 {
-            // the load, the prefill and three decode steps: five shapes, nothing streamed yet
-            assert_eq!(metric(&addr, "marill_dealer_manifests"), 5.0);
-            for p in ["provider", "helper"] {
-                assert_eq!(series("marill_dealer_streamed_total", p), 0.0, "{p}");
+            // the load, the prefill (5 rows) and three decode steps at positions 5, 6, 7: their
+            // keys (6, 7, 8) fall in one bucket, so three shapes; the first decode step teaches
+            // the dealer the bucket's manifest and the next two are streamed
+            assert_eq!(metric(&addr, "marill_dealer_manifests"), 3.0);
+            for (i, p) in ["provider", "helper"].iter().enumerate() {
+                assert!(streamed[0][i] > 0, "{p}: no decode step streamed");
             }
         }
     }
@@ -223,9 +227,18 @@ fn a_second_session_of_the_same_shape_is_streamed_by_the_dealer() {
             "{p}: the same steps take the same bundles"
         );
         assert_eq!(
-            series("marill_dealer_streamed_total", p) as u64,
+            streamed[1][i] - streamed[0][i],
             second,
             "{p}: every bundle of the second session is streamed"
+        );
+        // the two streamed decode steps of the first session took the same bundles each
+        assert!(streamed[0][i] < served[0][i], "{p}");
+        // streamed steps travel in frames of many bundles: two in the first session, five
+        // (load, prefill, three decodes) in the second, at most three frames each
+        let frames = series("marill_dealer_stream_frames_total", p) as u64;
+        assert!(
+            (7..=21).contains(&frames),
+            "{p}: {frames} frames for 7 streamed steps"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
