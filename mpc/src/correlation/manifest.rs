@@ -197,25 +197,26 @@ mod tests {
     #[test]
     fn steps_of_one_key_bucket_share_a_manifest() {
         let mut c = ManifestCache::new(8);
-        c.insert(key(1, 4), vec![CorrRequest::MulTriples { n: 1 }]);
-        // positions 4..31 attend to 5..=32 keys: one bucket
-        for pos in 4..KEY_BUCKET as u32 {
+        c.insert(key(1, 0), vec![CorrRequest::MulTriples { n: 1 }]);
+        // positions 0..KEY_BUCKET attend to 1..=KEY_BUCKET keys: one bucket
+        for pos in 0..KEY_BUCKET as u32 {
             assert!(c.contains(&key(1, pos)), "pos {pos}");
         }
         assert!(!c.contains(&key(1, KEY_BUCKET as u32)));
         // rows and programs stay apart
-        assert!(!c.contains(&key(2, 4)));
+        assert!(!c.contains(&key(2, 0)));
         assert!(!c.contains(&StepKey {
             program: 8,
             rows: 1,
-            pos: 4
+            pos: 0
         }));
-        assert_eq!(key(32, 0).shape().keys, 32);
-        assert_eq!(key(33, 0).shape().keys, 64);
+        let b = KEY_BUCKET as u32;
+        assert_eq!(key(b, 0).shape().keys, b);
+        assert_eq!(key(b + 1, 0).shape().keys, 2 * b);
         assert_eq!(StepKey::load(7).shape().keys, 0);
-        assert_eq!(key_bucket(5, 256), 32);
-        assert_eq!(key_bucket(33, 40), 40);
-        assert_eq!(key_bucket(64, 256), 64);
+        assert_eq!(key_bucket(1, 256), KEY_BUCKET);
+        assert_eq!(key_bucket(KEY_BUCKET + 1, KEY_BUCKET + 3), KEY_BUCKET + 3);
+        assert_eq!(key_bucket(2 * KEY_BUCKET, 256), 2 * KEY_BUCKET);
     }
 
     #[test]
