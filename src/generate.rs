@@ -2,7 +2,7 @@
 //! `marill eval fidelity` (secure vs plaintext on many real prompts).
 
 use crate::secure::session::Session;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -245,6 +245,12 @@ pub struct GenerateArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
+    /// Longest sequence (prompt + generated tokens) the suffix serves: in one process the
+    /// suffix is built for it; through workers it must not exceed theirs (`marill worker
+    /// --max-seq`, the same default). A prompt plus `--max-new-tokens` past it is refused
+    /// before anything runs.
+    #[arg(long, default_value_t = marill_model::suffix::DEFAULT_MAX_SEQ)]
+    max_seq: usize,
     /// Also run the plaintext model and report agreement and logit error.
     #[arg(long)]
     check: bool,
@@ -265,8 +271,22 @@ fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let (model, tok) = load(&a.model)?;
     let ids = tok.encode(&a.prompt)?;
-    let private = Private::new(&model, ids.len() + a.max_new_tokens + 1, a.model.seeding())?;
+    check_length(ids.len(), &a)?;
+    let private = Private::new(&model, a.max_seq, a.model.seeding())?;
     generate_with(&a, &model, &tok, private)
+}
+
+/// Refuses a prompt of `prompt` tokens whose generation would run past `--max-seq`.
+fn check_length(prompt: usize, a: &GenerateArgs) -> Result<()> {
+    if prompt + a.max_new_tokens > a.max_seq {
+        bail!(
+            "the prompt's {prompt} tokens and --max-new-tokens {} exceed the longest sequence \
+             served, --max-seq {}",
+            a.max_new_tokens,
+            a.max_seq
+        );
+    }
+    Ok(())
 }
 
 /// Runs a generation with the suffix run by `runner` (which serves the model's private layers).
@@ -277,6 +297,7 @@ pub fn generate_remote(
     runner: Box<dyn SuffixRunner + '_>,
 ) -> Result<()> {
     let n_public = model.marill_spec().context("spec")?.n_public();
+    check_length(tok.encode(&a.prompt)?.len(), a)?;
     generate_with(a, model, tok, Private::with_runner(model, n_public, runner))
 }
 

@@ -28,4 +28,40 @@ fn private_generation_agrees_with_plaintext() {
     assert!(out.status.success(), "marill failed: {stderr}");
     assert!(stdout.contains("Paris"), "unexpected text: {stdout}");
     common::assert_agrees(&stderr, 0.5);
+    // the last line: tokens, time, online cost and the dealer bytes the steps consumed
+    let last = stderr
+        .lines()
+        .find(|l| l.contains(" tokens in "))
+        .unwrap_or_else(|| panic!("no summary line: {stderr}"));
+    assert!(
+        last.starts_with("4 tokens in ") && last.contains("; dealer: ") && last.ends_with(" MB"),
+        "{last}"
+    );
+}
+
+/// A prompt plus `--max-new-tokens` past the longest sequence served is refused before any
+/// 2PC work, naming both numbers.
+#[test]
+fn a_generation_past_the_longest_sequence_is_refused_at_once() {
+    let model = common::smollm2();
+    let out = Command::new(env!("CARGO_BIN_EXE_marill"))
+        .args([
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "The capital of France is",
+            "--max-new-tokens",
+            "100000",
+        ])
+        .output()
+        .expect("run marill");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it ran: {stderr}");
+    assert!(
+        stderr
+            .contains("--max-new-tokens 100000 exceed the longest sequence served, --max-seq 256"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(" tokens in "), "{stderr}");
 }

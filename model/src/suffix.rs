@@ -72,6 +72,11 @@ fn transposed(w: &Tensor, scale: f32) -> Result<Mat> {
     Ok(Mat::new(inp, out, data)?)
 }
 
+/// The longest sequence (prompt + generated tokens) served by default: the workers' `--max-seq`
+/// and `marill generate`'s, so that every command runs the same protocol (the softmax's
+/// reciprocal table and the last key bucket follow it).
+pub const DEFAULT_MAX_SEQ: usize = 256;
+
 /// The private suffix of `model` (which must carry a Marill spec) as configuration and weights.
 pub fn suffix_of(
     model: &Llama,

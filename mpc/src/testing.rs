@@ -92,6 +92,23 @@ where
     F: Fn(Party<MemoryTransport>) -> Fut + Sync,
     Fut: Future<Output = (R, Party<MemoryTransport>)>,
 {
+    run_pair_stocked(seed, fx, true, f)
+}
+
+/// Like [`run_pair_offline`], with the parties' decoding of the pre-generated bundles (seed
+/// expansion, key decoding) done before the online run when `decode_ahead`, or inside it, as
+/// each bundle is taken, when not (what a worker does with the bundles it receives).
+pub fn run_pair_stocked<R, F, Fut>(
+    seed: u64,
+    fx: FixedPoint,
+    decode_ahead: bool,
+    f: F,
+) -> (PairRun<R>, PhaseTimes)
+where
+    R: Send,
+    F: Fn(Party<MemoryTransport>) -> Fut + Sync,
+    Fut: Future<Output = (R, Party<MemoryTransport>)>,
+{
     let manifest = run_pair(seed, fx, &f).manifest;
     let mut dealer = Dealer::new(Seed::from_u64(seed));
     let t = std::time::Instant::now();
@@ -111,8 +128,10 @@ where
     // Workers expand correlations (seed expansion, key decoding) ahead of the request: part of
     // the offline phase, timed with it.
     let t_expand = std::time::Instant::now();
-    s0.expand_pending();
-    s1.expand_pending();
+    if decode_ahead {
+        s0.expand_pending();
+        s1.expand_pending();
+    }
     let offline_s = offline_s + t_expand.elapsed().as_secs_f64();
     let p0 = Party::new(PartyId::P0, t0, s0, fx);
     let p1 = Party::new(PartyId::P1, t1, s1, fx);

@@ -44,7 +44,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     dealer_endpoint: String,
     /// Longest sequence served (prompt + generated tokens).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = marill_model::suffix::DEFAULT_MAX_SEQ)]
     max_seq: usize,
     /// Sessions this worker runs at once (lanes of its peer and dealer links; at most the
     /// dealer's `--lanes`). The pair serves the smaller of its two workers' counts.

@@ -631,6 +631,16 @@ pub fn summary(i: &Inputs) -> String {
     ] {
         let _ = writeln!(s, "| {name} | {} | {} |", fit_text(p), fit_text(d));
     }
+    let (prefill_bytes, prefill_cpu, decode_bytes, decode_cpu) = dealer_per_token(i);
+    let _ = writeln!(
+        s,
+        "\nDealer per token (both parties): prefill {:.2} MB and {:.3} CPU s per prompt token; \
+         decode {:.2} MB and {:.3} CPU s per decoded token (means over the runs above).",
+        mb(prefill_bytes),
+        prefill_cpu,
+        mb(decode_bytes),
+        decode_cpu
+    );
     let _ = writeln!(
         s,
         "\nMemory: KV cache {:.0} B per token per worker; weights per worker {:.1} MB prepared, {:.1} MB loaded. Load (once per pair): {:.1} MB/party, {} rounds, {:.2} s, dealer {:.1} MB.",
@@ -643,6 +653,23 @@ pub fn summary(i: &Inputs) -> String {
         mb(i.load.dealer_bytes as f64)
     );
     s
+}
+
+/// The dealer's bytes (both halves) and CPU seconds per prompt token of the prefills and per
+/// decoded token: `(prefill bytes, prefill CPU s, decode bytes, decode CPU s)`.
+pub fn dealer_per_token(i: &Inputs) -> (f64, f64, f64, f64) {
+    let bytes = |st: &StepCost| (st.dealer_bytes[0] + st.dealer_bytes[1]) as f64;
+    let prompt: usize = i.runs.iter().map(|r| r.prompt_tokens).sum();
+    let decoded: usize = i.runs.iter().map(|r| r.decode.len()).sum();
+    let per = |total: f64, n: usize| if n == 0 { 0.0 } else { total / n as f64 };
+    let prefills = i.runs.iter().map(|r| &r.prefill);
+    let decodes = i.runs.iter().flat_map(|r| &r.decode);
+    (
+        per(prefills.clone().map(bytes).sum(), prompt),
+        per(prefills.map(|st| st.dealer_cpu_s).sum(), prompt),
+        per(decodes.clone().map(bytes).sum(), decoded),
+        per(decodes.map(|st| st.dealer_cpu_s).sum(), decoded),
+    )
 }
 
 fn fit_text(f: &super::model::Fit) -> String {

@@ -1,0 +1,102 @@
+use marill_mpc::correlation::{CorrRequest, Dealer};
+use marill_mpc::fixed::FixedPoint;
+use marill_mpc::prg::{Prg, Seed};
+use marill_mpc::testing::{run_pair, share};
+use marill_suffix::config::LoraConfig;
+use marill_suffix::secure::{prepare, SecureSuffix};
+use marill_suffix::{SuffixConfig, SuffixWeights, Target};
+use std::collections::BTreeMap;
+
+fn main() {
+    let cfg = SuffixConfig {
+        d_model: 576,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        d_ff: 1536,
+        n_layers: 15,
+        first_layer: 15,
+        head_merge: 1,
+        lora: Some(LoraConfig {
+            rank: 8,
+            targets: vec![
+                Target::Q,
+                Target::K,
+                Target::V,
+                Target::O,
+                Target::Gate,
+                Target::Up,
+                Target::Down,
+            ],
+        }),
+        private_base: false,
+        rms_eps: 1e-5,
+        rope_theta: 10000.0,
+        max_seq: 256,
+        score_bound: 64.0,
+        act_bound: 31.0,
+        norm_sum_bound: 2e9,
+    };
+    let fx = FixedPoint::default();
+    let w = SuffixWeights::random(&cfg, 3, false).unwrap();
+    let d = cfg.d_model;
+    let t0 = 5;
+    let mut prg = Prg::new(Seed::from_u64(3), 3);
+    let x: Vec<f64> = (0..(t0 + 1) * d)
+        .map(|_| (prg.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
+        .collect();
+    let (x0, x1) = share(&fx.encode_slice(&x).unwrap(), &mut prg);
+    let prepared = prepare(&cfg, &w, fx, Seed::from_u64(4)).unwrap();
+    let run = run_pair(3, fx, |mut p| {
+        let xs = if p.is_p0() { x0.clone() } else { x1.clone() };
+        let prep = prepared[p.id.index()].clone();
+        let cfg = cfg.clone();
+        async move {
+            let mut sfx = SecureSuffix::load(&mut p, &cfg, prep).await.unwrap();
+            let mut marks = vec![p.store.watermark()];
+            sfx.forward(&mut p, &xs[..t0 * d]).await.unwrap();
+            marks.push(p.store.watermark());
+            sfx.forward(&mut p, &xs[t0 * d..]).await.unwrap();
+            marks.push(p.store.watermark());
+            (marks, p)
+        }
+    });
+    let marks = &run.out[0];
+    let mut dealer = Dealer::new(Seed::from_u64(9));
+    for (name, r) in [
+        ("load", 0..marks[0]),
+        ("prefill", marks[0]..marks[1]),
+        ("decode", marks[1]..marks[2]),
+    ] {
+        let mut by: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for req in &run.manifest[r.start as usize..r.end as usize] {
+            let [b0, b1] = dealer.next_bundle(req).unwrap();
+            let kind = format!("{:?}", req)
+                .split([' ', '{', '('])
+                .next()
+                .unwrap()
+                .to_string();
+            let e = by.entry(kind).or_default();
+            e.0 += 1;
+            e.1 += b0.explicit.len() as u64;
+            e.2 += b1.explicit.len() as u64;
+            if matches!(req, CorrRequest::SignedLut { .. }) && name == "decode" && e.0 == 1 {
+                println!("{req:?} p0 {} p1 {}", b0.explicit.len(), b1.explicit.len());
+            }
+        }
+        let tot: u64 = by.values().map(|v| v.1 + v.2).sum();
+        println!(
+            "== {name}: {} bundles, {:.1} MB",
+            r.end - r.start,
+            tot as f64 / 1e6
+        );
+        for (k, (n, a, b)) in &by {
+            println!(
+                "  {k:14} {n:6} bundles  p0 {:8.2} MB  p1 {:8.2} MB  ({:.0}%)",
+                *a as f64 / 1e6,
+                *b as f64 / 1e6,
+                100.0 * (*a + *b) as f64 / tot as f64
+            );
+        }
+    }
+}
