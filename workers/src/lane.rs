@@ -26,6 +26,9 @@ use marill_transport::Lane;
 pub struct DealerLink {
     link: Lane,
     party: PartyId,
+    /// nanoseconds spent waiting for the dealer (its answers to a step's start, its bundles),
+    /// shared with the lane's state
+    waited: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// the ids the dealer streams in the current step
     streamed: std::ops::Range<u64>,
     /// streamed bundles received and not yet taken, in id order
@@ -52,6 +55,7 @@ impl DealerLink {
         let me = Self {
             link,
             party,
+            waited: Default::default(),
             streamed: 0..0,
             queue: Default::default(),
         };
@@ -66,12 +70,22 @@ impl DealerLink {
         })
     }
 
+    /// Receives the dealer's next message, counting the wait.
+    fn next(&self) -> Result<DealerMessage, marill_proto::link::LinkError> {
+        let t = std::time::Instant::now();
+        let m = recv(&self.link);
+        let waited = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waited
+            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        m
+    }
+
     /// Receives bundle `id`, which the dealer sends next (alone, or in a frame of streamed
     /// bundles).
     fn receive(&mut self, id: u64) -> Result<Bundle, CorrelationError> {
         let unavailable = |why: String| CorrelationError::Unavailable { id, why };
         if self.queue.is_empty() {
-            match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
+            match self.next().map_err(|e| unavailable(e.to_string()))? {
                 DealerMessage::Bundle(b) => self.queue.push_back(b),
                 DealerMessage::Bundles(bs) if !bs.is_empty() => self.queue.extend(bs),
                 other => {
@@ -130,7 +144,7 @@ impl BundleSupplier for DealerLink {
         };
         self.tell(first_id, &begin)?;
         let unavailable = |why: String| CorrelationError::Unavailable { id: first_id, why };
-        match recv(&self.link).map_err(|e| unavailable(e.to_string()))? {
+        match self.next().map_err(|e| unavailable(e.to_string()))? {
             DealerMessage::StepStream { first_id: f, count } if f >= first_id => {
                 self.streamed = f..f.saturating_add(count);
                 Ok(f)
@@ -166,6 +180,8 @@ pub struct LaneState {
     pub sfx: SecureSuffix,
     /// the suffix's program fingerprint (names its steps for the dealer)
     pub program: u64,
+    /// nanoseconds the lane has waited for the dealer so far (see [`LaneState::dealer_wait`])
+    waited: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LaneState {
@@ -181,6 +197,7 @@ impl LaneState {
     ) -> Result<Self> {
         let lane = peer.id();
         let (supplier, seed) = DealerLink::open(dealer, party)?;
+        let waited = supplier.waited.clone();
         let store = CorrelationStore::with_supplier(party, seed, Box::new(supplier));
         let mut p = Party::new(party, peer, store, fx);
         let program = marill_proto::program_of(cfg);
@@ -197,6 +214,7 @@ impl LaneState {
             party: p,
             sfx,
             program,
+            waited,
         })
     }
 
@@ -221,6 +239,12 @@ impl LaneState {
         })?;
         p.store.end_step().map_err(correlation)?;
         Ok(y)
+    }
+
+    /// Seconds this lane has waited for the dealer so far (inside steps and loads): the time
+    /// its 2PC stood still for correlations that were not in its hands.
+    pub fn dealer_wait(&self) -> f64 {
+        self.waited.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
     }
 
     fn sfx_width(&self) -> usize {

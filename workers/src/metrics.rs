@@ -1,6 +1,6 @@
 //! A worker's Prometheus series (`marill_worker_*`): steps by outcome, their latency and the one
-//! running now, online bytes and rounds, correlations consumed and their bytes, the KV cache's
-//! bytes, the device's memory used and its limit.
+//! running now, online bytes and rounds, correlations consumed and their bytes, the time steps
+//! waited for the dealer, the KV cache's bytes, the device's memory used and its limit.
 
 use marill_metrics::memory::DeviceMemory;
 use marill_metrics::prometheus::{
@@ -27,6 +27,9 @@ pub struct WorkerMetrics {
     pub correlations: IntCounter,
     /// explicit correlation bytes received from the dealer
     pub dealer_bytes: IntCounter,
+    /// seconds steps waited for the dealer, by phase (a step whose material is in the worker's
+    /// hands before it starts waits none)
+    pub dealer_wait_seconds: HistogramVec,
     /// this worker's KV-cache shares
     pub kv_cache_bytes: IntGauge,
     /// bytes the memory owner accounts, by kind (weights, kv_reserved)
@@ -48,6 +51,7 @@ impl WorkerMetrics {
         for phase in ["prefill", "decode"] {
             m.step_seconds.with_label_values(&[phase]);
             m.step_running.with_label_values(&[phase]);
+            m.dealer_wait_seconds.with_label_values(&[phase]);
         }
         Ok(m)
     }
@@ -94,6 +98,19 @@ impl WorkerMetrics {
             dealer_bytes: counter(
                 "dealer_bytes_total",
                 "Explicit correlation bytes received from the dealer",
+            )?,
+            dealer_wait_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        format!("{p}dealer_wait_seconds"),
+                        "Time a step waited for the dealer's correlations, by phase",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ]),
+                    &["phase"],
+                )?,
             )?,
             kv_cache_bytes: register(
                 r,

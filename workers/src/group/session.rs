@@ -351,6 +351,7 @@ fn run_step(
     }
     let started = std::time::Instant::now();
     let store_before = lane.party.store.stats();
+    let wait_before = lane.dealer_wait();
     let before = lane.party.comm();
     let phase = if input.step == 0 { "prefill" } else { "decode" };
     let running = m.step_running.with_label_values(&[phase]);
@@ -395,6 +396,9 @@ fn run_step(
     m.correlations.inc_by(st.consumed - store_before.consumed);
     m.dealer_bytes
         .inc_by(st.explicit_bytes - store_before.explicit_bytes);
+    m.dealer_wait_seconds
+        .with_label_values(&[phase])
+        .observe(lane.dealer_wait() - wait_before);
     let out = seal_to(
         &SealPublic(input.reply_key),
         &Binding {
