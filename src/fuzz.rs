@@ -230,6 +230,15 @@ fn targets() -> Result<Vec<Target>> {
             count: 40,
         },
         DealerMessage::StepEnd { party: PartyId::P1 },
+        DealerMessage::AheadStream {
+            key: marill_mpc::correlation::StepKey {
+                program: 3,
+                rows: 1,
+                pos: 4,
+            },
+            first_id: 57,
+            count: 40,
+        },
         DealerMessage::Error("boom".into()),
     ];
     for (i, (r, [b0, _])) in bundles.iter().enumerate().take(8) {

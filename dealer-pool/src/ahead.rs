@@ -113,6 +113,13 @@ impl AheadPool {
         Ok(true)
     }
 
+    /// The pending prediction once every bundle of it is generated: its key, first id and
+    /// requests (what a stream may ship to its party before the step begins).
+    pub fn complete(&self) -> Option<(StepKey, u64, Arc<[CorrRequest]>)> {
+        let p = self.predicted.as_ref()?;
+        (p.generated == p.manifest.len()).then(|| (p.key, p.first, p.manifest.clone()))
+    }
+
     /// `party` begins step `key` at its next id `first_id`: returns the id the step begins at.
     /// The predicted step begins where asked (its bundles wait in the stash); another step
     /// begins past the pool, whose halves are dropped.
@@ -144,6 +151,11 @@ impl AheadPool {
                 }
                 return given;
             }
+        }
+        if self.predicted.as_ref().is_some_and(|p| first_id < p.first) {
+            // a party that lags begins the step the other one began before the prediction
+            // was made: the prediction is for the step after it
+            return first_id;
         }
         let Some(p) = self.predicted.take() else {
             return first_id;
@@ -288,6 +300,50 @@ mod tests {
         assert_eq!(pool.begin(&fresh, PartyId::P0, key(2, 0), 0), 0);
         pool.predict(&fresh, 0, key(1, 2), manifest());
         assert!(pool.generate_one(&fresh).unwrap());
+    }
+
+    /// The first party to begin a streamed step predicts the one after it while the other
+    /// party has not begun it yet: the lagging party's begin keeps that prediction.
+    #[test]
+    fn a_lagging_party_keeps_the_prediction_made_past_its_step() {
+        let d = SharedDealer::new(Dealer::new(Seed::from_u64(10)));
+        let mut pool = AheadPool::new(1 << 20);
+        // P0 begins a decode step at 0 and takes its 3 bundles; the next one is predicted
+        assert_eq!(pool.begin(&d, PartyId::P0, key(1, 8), 0), 0);
+        for req in manifest().iter() {
+            d.generate_ahead(req).unwrap();
+        }
+        pool.predict(&d, 0, key(1, 9), manifest());
+        while pool.generate_one(&d).unwrap() {}
+        // P1 begins the same step at 0, late: the prediction (from id 3) stays
+        assert_eq!(pool.begin(&d, PartyId::P1, key(1, 8), 0), 0);
+        assert!(
+            pool.complete().is_some(),
+            "the lagging begin dropped the prediction"
+        );
+        // both then begin the predicted step where it was made
+        assert_eq!(pool.begin(&d, PartyId::P0, key(1, 9), 3), 3);
+        assert_eq!(pool.begin(&d, PartyId::P1, key(1, 9), 3), 3);
+        assert_eq!(pool.counts(), (3, 0));
+    }
+
+    #[test]
+    fn a_prediction_is_complete_once_all_its_bundles_are_generated() {
+        let d = SharedDealer::new(Dealer::new(Seed::from_u64(9)));
+        let mut pool = AheadPool::new(1 << 20);
+        assert!(pool.complete().is_none());
+        pool.predict(&d, 0, key(1, 8), manifest());
+        assert!(pool.generate_one(&d).unwrap());
+        assert!(
+            pool.complete().is_none(),
+            "complete after one of three bundles"
+        );
+        while pool.generate_one(&d).unwrap() {}
+        let (k, first, m) = pool.complete().expect("complete");
+        assert_eq!((k, first, m.len()), (key(1, 8), 0, 3));
+        // once a party begins it, it is no longer pending
+        assert_eq!(pool.begin(&d, PartyId::P0, key(1, 8), 0), 0);
+        assert!(pool.complete().is_none());
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl Epochs {
             .map_err(|e| e.to_string())
     }
 
+    /// The predicted next step, once all its bundles are generated: key, first id, requests.
+    pub fn complete_prediction(&self) -> Option<(StepKey, u64, Arc<[CorrRequest]>)> {
+        self.ahead.complete()
+    }
+
     /// Bundles generated ahead over every epoch: used as predicted, and skipped.
     pub fn ahead_counts(&self) -> (u64, u64) {
         self.ahead.counts()

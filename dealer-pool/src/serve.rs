@@ -44,6 +44,8 @@ pub struct DealerConfig {
     pub manifests: usize,
     /// megabytes of correlations generated ahead of demand while the pair is idle
     pub pool_mb: u64,
+    /// ship a predicted step's correlations to its workers before the step starts
+    pub ship_ahead: bool,
     /// lanes of each worker link (the most sessions the pair runs at once)
     pub lanes: u32,
     /// exit once both workers have said goodbye on lane 0
@@ -61,6 +63,8 @@ struct DealerMetrics {
     epoch: IntGauge,
     streamed: IntCounterVec,
     frames: IntCounterVec,
+    shipped: IntCounterVec,
+    ahead_used: IntCounterVec,
     manifests: IntGauge,
     ahead: IntGaugeVec,
     /// each lane's last pool figures; the gauges show their sums
@@ -140,6 +144,28 @@ impl DealerMetrics {
                     &["party"],
                 )?,
             )?,
+            shipped: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "marill_dealer_shipped_steps_total",
+                        "Predicted steps whose bundles were shipped to the worker before the step \
+                         began, by party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
+            ahead_used: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "marill_dealer_shipped_used_bundles_total",
+                        "Bundles shipped ahead that their step used (the rest were dropped: \
+                         another step came), by party",
+                    ),
+                    &["party"],
+                )?,
+            )?,
             ahead: register(
                 r,
                 IntGaugeVec::new(
@@ -176,6 +202,8 @@ impl DealerMetrics {
             m.stashed.with_label_values(&[p]);
             m.streamed.with_label_values(&[p]);
             m.frames.with_label_values(&[p]);
+            m.shipped.with_label_values(&[p]);
+            m.ahead_used.with_label_values(&[p]);
         }
         for o in ["used", "skipped"] {
             m.ahead.with_label_values(&[o]);
@@ -246,6 +274,15 @@ struct PartyStream {
     pending: Option<DealerMessage>,
     /// the step under way and its first id
     current: Option<(StepKey, u64)>,
+    /// the predicted step shipped ahead to the worker (key, first id, bundles), until its
+    /// worker begins a step
+    shipped: Option<(StepKey, u64, u64)>,
+    /// the worker has its seed (a stream of this epoch)
+    seeded: bool,
+    /// ship predicted steps ahead ([`DealerConfig::ship_ahead`])
+    ship: bool,
+    /// every bundle of the current step was sent (streamed or shipped)
+    current_sent: bool,
     served: u64,
 }
 
@@ -291,6 +328,19 @@ impl PartyStream {
             Err(e) => return Ok(send(&self.link, &DealerMessage::Error(e))?),
         };
         self.current = Some((key, first_id));
+        self.current_sent = false;
+        // the step its worker already holds: shipped ahead, as predicted, where it asked
+        if let Some((k, f, count)) = self.shipped.take() {
+            if k == key && f == first_id && asked == first_id {
+                self.m
+                    .ahead_used
+                    .with_label_values(&[party_name(self.party)])
+                    .inc_by(count);
+                tracing::debug!(party = ?self.party, rows = key.rows, pos = key.pos, "the worker begins a step shipped ahead");
+                self.current_sent = true;
+                return self.predict_after(key, first_id);
+            }
+        }
         let Some(manifest) = self.manifests()?.get(&key) else {
             self.recording = Some((key, Vec::new()));
             return Ok(send(
@@ -300,6 +350,38 @@ impl PartyStream {
         };
         let count = manifest.len() as u64;
         send(&self.link, &DealerMessage::StepStream { first_id, count })?;
+        self.stream(first_id, &manifest, true)?;
+        self.current_sent = self.pending.is_none();
+        self.predict_after(key, first_id)
+    }
+
+    /// A step whose bundles are all in its worker's hands has begun: predicts the decode step
+    /// after it, to be generated (and shipped) while this one runs.
+    fn predict_after(&mut self, key: StepKey, first_id: u64) -> Result<()> {
+        if !self.ship {
+            return Ok(());
+        }
+        let Some(next) = key.next_decode() else {
+            return Ok(());
+        };
+        let manifest = self.manifests()?.get(&next);
+        if let Some(m) = manifest {
+            self.epochs()?.predict(first_id, next, m);
+        }
+        Ok(())
+    }
+
+    /// Sends the bundles `first_id..` of `manifest` in a few frames ([`frame_bounds`]). A
+    /// message the worker sends meanwhile is kept for the serving loop; with `stop_if_spoken`
+    /// the stream then stops (a worker that speaks during its step's stream no longer waits
+    /// for it: it restarted), else it goes on (a stream shipped ahead crosses the worker's
+    /// start of the step it is for).
+    fn stream(
+        &mut self,
+        first_id: u64,
+        manifest: &[CorrRequest],
+        stop_if_spoken: bool,
+    ) -> Result<()> {
         let mut batch = Vec::new();
         let mut bounds = frame_bounds(manifest.len()).into_iter().peekable();
         for (k, (id, req)) in (first_id..).zip(manifest.iter()).enumerate() {
@@ -334,13 +416,53 @@ impl PartyStream {
             for bytes in sizes {
                 self.sent(bytes, true)?;
             }
-            // a worker that speaks during its stream no longer waits for it (it restarted)
-            if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
-                self.pending = Some(typed(&bytes)?);
+            if self.pending.is_none() {
+                if let Some(bytes) = self.link.try_recv(Duration::ZERO)? {
+                    self.pending = Some(typed(&bytes)?);
+                }
+            }
+            if stop_if_spoken && self.pending.is_some() {
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Between this party's steps, ships the predicted next step's bundles once all are
+    /// generated, so that they cross the link (and are decrypted at the worker) before the step
+    /// starts; `true` when it shipped them.
+    fn ship_ahead(&mut self) -> Result<bool> {
+        // between steps, or during one whose bundles were all sent (they precede the shipped
+        // ones on the lane, so the worker takes them first)
+        if !self.ship || (self.current.is_some() && !self.current_sent) || !self.seeded {
+            return Ok(false);
+        }
+        let Some((key, first_id, manifest)) = self.epochs()?.complete_prediction() else {
+            return Ok(false);
+        };
+        if self
+            .shipped
+            .is_some_and(|(k, f, _)| k == key && f == first_id)
+        {
+            return Ok(false);
+        }
+        let count = manifest.len() as u64;
+        tracing::debug!(party = ?self.party, rows = key.rows, pos = key.pos, first_id, count, during_step = self.current.is_some(), "shipping a predicted step");
+        self.shipped = Some((key, first_id, count));
+        send(
+            &self.link,
+            &DealerMessage::AheadStream {
+                key,
+                first_id,
+                count,
+            },
+        )?;
+        self.m
+            .shipped
+            .with_label_values(&[party_name(self.party)])
+            .inc();
+        self.stream(first_id, &manifest, false)?;
+        Ok(true)
     }
 
     /// The worker's next message; while there is none, the predicted next step is generated
@@ -357,7 +479,15 @@ impl PartyStream {
             }; // the state's lock is released before any wait on the link
             match generated {
                 Ok(true) => {}
-                Ok(false) => return Ok(recv_idle(&self.link)?),
+                Ok(false) => {
+                    if self.ship_ahead()? {
+                        if let Some(m) = self.pending.take() {
+                            return Ok(m);
+                        }
+                        continue;
+                    }
+                    return Ok(recv_idle(&self.link)?);
+                }
                 Err(e) => {
                     eprintln!("dealer: generating ahead stopped: {e}");
                     return Ok(recv_idle(&self.link)?);
@@ -379,6 +509,9 @@ impl PartyStream {
             match msg {
                 DealerMessage::SeedRequest { party: p } if p == party => {
                     self.recording = None;
+                    self.current = None;
+                    self.shipped = None;
+                    self.seeded = true;
                     let (epoch, seed) = self.epochs()?.seed(party);
                     let lane = self.link.id();
                     eprintln!("dealer: {party:?} seeded in epoch {epoch} on lane {lane}");
@@ -505,6 +638,10 @@ pub fn run(a: DealerConfig) -> Result<()> {
                 recording: None,
                 pending: None,
                 current: None,
+                shipped: None,
+                seeded: false,
+                ship: a.ship_ahead,
+                current_sent: false,
                 served: 0,
             };
             let once = a.exit_when_done && id == 0;

@@ -55,6 +55,19 @@ pub enum DealerMessage {
         /// bundles streamed unasked
         count: u64,
     },
+    /// dealer → party, between steps and unasked: the predicted next step `key` begins with
+    /// bundle `first_id`, and its `count` bundles follow in a few [`DealerMessage::Bundles`]
+    /// frames, so that they cross the link (and are decrypted) before the step starts. The
+    /// party uses them if its next step is `key` at `first_id` (the dealer then sends no
+    /// [`DealerMessage::StepStream`] for it), and drops them otherwise.
+    AheadStream {
+        /// the predicted step
+        key: StepKey,
+        /// its first bundle id
+        first_id: u64,
+        /// bundles that follow
+        count: u64,
+    },
     /// party → dealer: the step ended well (its requests are the manifest of its key)
     StepEnd {
         /// which party
@@ -80,6 +93,7 @@ impl DealerMessage {
             DealerMessage::Bundles(_) => "bundles",
             DealerMessage::StepBegin { .. } => "step begin",
             DealerMessage::StepStream { .. } => "step stream",
+            DealerMessage::AheadStream { .. } => "ahead stream",
             DealerMessage::StepEnd { .. } => "step end",
             DealerMessage::Done { .. } => "done",
             DealerMessage::Error(_) => "error",

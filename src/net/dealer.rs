@@ -35,9 +35,16 @@ pub struct DealerArgs {
     #[arg(long, default_value_t = 512)]
     manifests: usize,
     /// Megabytes of correlations (both workers' halves) generated ahead of demand for the
-    /// predicted next step (the next decoded token) while the pair is idle; 0: none.
-    #[arg(long, default_value_t = 256)]
+    /// predicted next step (the next decoded token), shared out among the lanes; a lane's
+    /// share must hold a whole step for it to be shipped ahead (a SmolLM2 decode step with
+    /// LF 0.5 and LoRA r 8 is ~92 MB); 0: none.
+    #[arg(long, default_value_t = 1024)]
     pool_mb: u64,
+    /// Ship the predicted next step's correlations to each worker as soon as they are
+    /// generated, between steps, so that they cross the link before the step starts (false:
+    /// send them when the worker starts the step).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    ship_ahead: bool,
     /// Lanes of each worker link: the most sessions the pair runs at once (each worker's
     /// `--sessions` must not exceed it); the pool is shared out among them.
     #[arg(long, default_value_t = 8)]
@@ -59,6 +66,7 @@ impl DealerArgs {
             metrics_addr: self.metrics_addr.clone(),
             manifests: self.manifests,
             pool_mb: self.pool_mb,
+            ship_ahead: self.ship_ahead,
             lanes: self.lanes,
             exit_when_done: self.exit_when_done,
         }

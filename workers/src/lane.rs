@@ -45,7 +45,8 @@ impl DealerLink {
                 DealerMessage::Seed { seed } => break Seed(seed),
                 DealerMessage::Bundle(_)
                 | DealerMessage::Bundles(_)
-                | DealerMessage::StepStream { .. } => continue,
+                | DealerMessage::StepStream { .. }
+                | DealerMessage::AheadStream { .. } => continue,
                 m => bail!(
                     "expected a seed from the dealer, got {}",
                     marill_proto::describe(&m)
@@ -107,6 +108,25 @@ impl DealerLink {
     }
 }
 
+impl DealerLink {
+    /// Reads and drops `count` bundles shipped ahead for a step that did not come.
+    fn drop_bundles(&mut self, mut count: u64) -> Result<(), String> {
+        while count > 0 {
+            match self.next().map_err(|e| e.to_string())? {
+                DealerMessage::Bundle(_) => count -= 1,
+                DealerMessage::Bundles(bs) => count = count.saturating_sub(bs.len() as u64),
+                other => {
+                    return Err(format!(
+                        "dealer sent {} among bundles shipped ahead",
+                        marill_proto::describe(&other)
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for DealerLink {
     fn drop(&mut self) {
         let _ = send(&self.link, &DealerMessage::Done { party: self.party });
@@ -144,15 +164,34 @@ impl BundleSupplier for DealerLink {
         };
         self.tell(first_id, &begin)?;
         let unavailable = |why: String| CorrelationError::Unavailable { id: first_id, why };
-        match self.next().map_err(|e| unavailable(e.to_string()))? {
-            DealerMessage::StepStream { first_id: f, count } if f >= first_id => {
-                self.streamed = f..f.saturating_add(count);
-                Ok(f)
+        self.queue.clear();
+        loop {
+            match self.next().map_err(|e| unavailable(e.to_string()))? {
+                DealerMessage::StepStream { first_id: f, count } if f >= first_id => {
+                    self.streamed = f..f.saturating_add(count);
+                    return Ok(f);
+                }
+                // shipped before the step began: this step's bundles, already here, when the
+                // dealer predicted it (it then sends no step stream)
+                DealerMessage::AheadStream {
+                    key: k,
+                    first_id: f,
+                    count,
+                } if k == key && f == first_id => {
+                    self.streamed = f..f.saturating_add(count);
+                    return Ok(f);
+                }
+                // another step's: dropped (their ids are never used)
+                DealerMessage::AheadStream { count, .. } => self
+                    .drop_bundles(count)
+                    .map_err(|e| unavailable(e.to_string()))?,
+                other => {
+                    return Err(unavailable(format!(
+                        "dealer answered the step's start with {}",
+                        marill_proto::describe(&other)
+                    )))
+                }
             }
-            other => Err(unavailable(format!(
-                "dealer answered the step's start with {}",
-                marill_proto::describe(&other)
-            ))),
         }
     }
 

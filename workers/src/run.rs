@@ -305,6 +305,7 @@ fn serve(
                 tracing::debug!(
                     rows,
                     elapsed_ms = t0.elapsed().as_millis() as u64,
+                    dealer_wait_s = lane.dealer_wait(),
                     "step done"
                 );
                 // only the last rows the client asked for leave the worker
