@@ -24,7 +24,10 @@ assert text == expected, f"completion {text!r} != marill generate's {expected!r}
 chunks, finish = [], None
 stream = client.chat.completions.create(
     model=model,
-    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    messages=[
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ],
     max_tokens=6,
     temperature=0,
     stream=True,
