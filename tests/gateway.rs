@@ -304,5 +304,21 @@ fn the_gateway_serves_openai_clients() {
     );
     assert!(value("marill_gateway_tokens_total") >= 28.0, "{m}");
     assert_eq!(value("marill_gateway_sessions_in_flight"), 0.0, "{m}");
+    // every series docs/metrics.md lists for the gateway is served
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let documented: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `marill_"))
+        .filter(|l| matches!(l.split('|').nth(3).map(str::trim), Some("gateway" | "all")))
+        .filter_map(|l| l.split('`').nth(1))
+        .collect();
+    assert!(documented.len() >= 5, "{documented:?}");
+    for name in documented {
+        assert!(
+            m.lines().any(|l| l.starts_with(name)),
+            "{name} documented but not served: {m}"
+        );
+    }
     let _ = std::fs::remove_file(&log);
 }

@@ -354,7 +354,7 @@ fn sse(
     include_usage: bool,
     events: impl Stream<Item = Event> + Send + 'static,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let usage_null = include_usage.then(|| Value::Null);
+    let usage_null = include_usage.then_some(Value::Null);
     let mut opened = false;
     let out = events.flat_map(move |ev| {
         let mut out = Vec::new();
