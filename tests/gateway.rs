@@ -6,6 +6,7 @@
 //! - a streamed chat completion yields at least two content chunks, a finish_reason, `[DONE]`;
 //! - an unknown model is a 404 in OpenAI's error shape; bad JSON, an unsupported parameter and
 //!   a prompt past the context are 400s naming what is wrong, before any session;
+//! - a client that disconnects ends its session (counted as cancelled);
 //! - the gateway's metrics count the requests and their first tokens;
 //! - `marill generate` and `marill dev` refuse a prompt plus --max-new-tokens past the maximum
 //!   at once (and `marill dev` needs no --prompt).
@@ -255,6 +256,34 @@ fn the_gateway_serves_openai_clients() {
         "{body}"
     );
 
+    // a client that goes away ends its session (a non-streaming one, cut after 4 s of 40
+    // tokens)
+    let out = curl(&[
+        "--max-time",
+        "4",
+        "-d",
+        &format!(r#"{{"model":"{name}","prompt":"Once upon a time","max_tokens":40}}"#),
+        &url,
+    ]);
+    assert!(
+        !out.status.success(),
+        "a 40-token completion within 4 s: {out:?}"
+    );
+    let start = Instant::now();
+    loop {
+        let m = String::from_utf8_lossy(&curl(&[&format!("{base}/metrics")]).stdout).into_owned();
+        if m.contains("marill_gateway_requests_total{outcome=\"cancelled\"} 1")
+            && m.contains("marill_gateway_sessions_in_flight 0")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the session did not end: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // the real openai package, the same checks
     let out = Command::new("bash")
         .arg(concat!(
@@ -298,8 +327,14 @@ fn the_gateway_serves_openai_clients() {
         "{m}"
     );
     assert_eq!(
+        value("marill_gateway_requests_total{outcome=\"cancelled\"}"),
+        1.0,
+        "{m}"
+    );
+    // the cancelled request's first token included
+    assert_eq!(
         value("marill_gateway_time_to_first_token_seconds_count"),
-        4.0,
+        5.0,
         "{m}"
     );
     assert!(value("marill_gateway_tokens_total") >= 28.0, "{m}");
