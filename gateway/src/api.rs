@@ -280,7 +280,7 @@ fn message(i: usize, v: &Value) -> Result<ChatMessage, ApiError> {
         ));
     };
     for (k, v) in o {
-        if !["role", "content", "name"].contains(&k.as_str()) && !v.is_null() {
+        if !["role", "content"].contains(&k.as_str()) && !v.is_null() {
             return Err(ApiError::BadRequest {
                 message: format!("unsupported message field {}", at(k)),
                 param: Some(at(k)),
@@ -426,6 +426,7 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
             br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
             br#"{"model":"m","messages":[{"role":"assistant","content":"x","tool_calls":[]}]}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x","name":"bob"}]}"#,
         ] {
             assert_eq!(err(chat(body)).status().as_u16(), 400);
         }
