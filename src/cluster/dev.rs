@@ -26,8 +26,8 @@ use std::time::Duration;
 #[derive(Args)]
 pub struct DevArgs {
     /// Serve the OpenAI-compatible API at this address (e.g. 127.0.0.1:8080) over the embedded
-    /// cluster and stay up, instead of one generation.
-    #[arg(long)]
+    /// cluster and stay up, instead of one generation (requests carry their prompts).
+    #[arg(long, conflicts_with_all = ["prompt", "check"])]
     serve: Option<String>,
     /// The embedded workers' longest sequence (prompt plus new tokens).
     #[arg(long, default_value_t = 256)]
