@@ -3,19 +3,23 @@
 # a Kafka-protocol broker (tansu), one dealer per worker pair, PAIRS provider/helper worker
 # pairs, the coordinator, and the client (`marill client generate --brokers`). Shares travel
 # sealed to the provider's and the helper's trust-domain keys; every zeromq link is CURVE.
-#   bash scripts/run-cluster.sh [--pairs N] [--prompt TEXT] [--max-new-tokens N] [model options...]
+#   bash scripts/run-cluster.sh [--pairs N] [--prompt TEXT] [--max-new-tokens N] [--serve ADDR] [model options...]
+# With --serve ADDR the client is `marill gateway --listen ADDR` instead (the OpenAI API in front
+# of the cluster, until Ctrl-C).
 # Model options go to the workers and the client (they must agree). Logs: target/cluster/*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prompt="The capital of France is"
 tokens=8
 pairs=1
+serve=""
 model_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --prompt) prompt="$2"; shift 2 ;;
         --max-new-tokens) tokens="$2"; shift 2 ;;
         --pairs) pairs="$2"; shift 2 ;;
+        --serve) serve="$2"; shift 2 ;;
         *) model_args+=("$1"); shift ;;
     esac
 done
@@ -48,5 +52,10 @@ for i in $(seq 1 "$pairs"); do
 done
 "$bin" coordinator --brokers "127.0.0.1:$kport" --keys "$dir/keys" "${pair_args[@]}" "${fast[@]}" \
     2> "$dir/coordinator.log" & pids+=($!)
+if [ -n "$serve" ]; then
+    "$bin" gateway --listen "$serve" --brokers "127.0.0.1:$kport" --keys "$dir/keys" "${fast[@]}" \
+        "${model_args[@]}"
+    exit
+fi
 "$bin" client generate --brokers "127.0.0.1:$kport" --keys "$dir/keys" "${fast[@]}" \
     --prompt "$prompt" --max-new-tokens "$tokens" --check "${model_args[@]}"

@@ -3,12 +3,15 @@
 # workers, dealer and client; Debian's libzmq3-dev is built with libsodium) and pkg-config to
 # find it, the font the benchmark charts are drawn with, and Prometheus (the server and
 # promtool: tests/prometheus_live.rs runs the dashboards' queries and the rules in it,
-# scripts/check-rules.sh unit-tests the rules; 2.42 on Debian 12). Installs only what is missing.
+# scripts/check-rules.sh unit-tests the rules; 2.42 on Debian 12), python3-venv (the openai
+# package's check of the gateway) and curl. Installs only what is missing.
 set -euo pipefail
 need=()
 pkg-config --exists libzmq 2>/dev/null || need+=(libzmq3-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 python3 -c "import ensurepip" 2>/dev/null || need+=(python3-venv)
+# tests/gateway.rs talks to the gateway with curl
+command -v curl >/dev/null || need+=(curl)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 # without its recommends: prometheus would bring the node exporter along
 lean=()

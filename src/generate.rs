@@ -2,7 +2,7 @@
 //! `marill eval fidelity` (secure vs plaintext on many real prompts).
 
 use crate::secure::session::Session;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,6 +16,9 @@ use marill_mpc::channel::CommStats;
 use marill_mpc::prg::Seeding;
 use serde::Serialize;
 use std::path::PathBuf;
+
+/// The prompt of `marill dev` when none is given.
+pub const DEFAULT_PROMPT: &str = "The capital of France is";
 
 /// Where `scripts/fetch-smollm2.sh` puts the model.
 pub const DEFAULT_MODEL: &str = "target/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -239,18 +242,12 @@ pub fn secure_logits(model: &Llama, tokens: &[u32], seeding: Seeding) -> Result<
 pub struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The prompt.
+    /// The prompt (required, except by `marill dev`, which has a default).
     #[arg(long)]
-    prompt: String,
+    prompt: Option<String>,
     /// Tokens to generate.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// Longest sequence (prompt + generated tokens) the suffix serves: in one process the
-    /// suffix is built for it; through workers it must not exceed theirs (`marill worker
-    /// --max-seq`, the same default). A prompt plus `--max-new-tokens` past it is refused
-    /// before anything runs.
-    #[arg(long, default_value_t = marill_model::suffix::DEFAULT_MAX_SEQ)]
-    max_seq: usize,
     /// Also run the plaintext model and report agreement and logit error.
     #[arg(long)]
     check: bool,
@@ -261,43 +258,83 @@ impl GenerateArgs {
     pub fn model_args(&self) -> &ModelArgs {
         &self.model
     }
+
+    /// The prompt; none given is an error.
+    pub fn prompt(&self) -> Result<&str> {
+        self.prompt
+            .as_deref()
+            .ok_or_else(|| anyhow!("--prompt is required"))
+    }
+
+    /// These arguments with [`DEFAULT_PROMPT`] when no prompt is given.
+    pub fn with_default_prompt(mut self) -> Self {
+        self.prompt
+            .get_or_insert_with(|| DEFAULT_PROMPT.to_string());
+        self
+    }
+
+    /// Refuses at once a prompt plus --max-new-tokens longer than `limit` tokens (`whose`
+    /// limit: the model's positions, or the workers' --max-seq).
+    pub fn check_length(
+        &self,
+        tok: &marill_model::TextTokenizer,
+        limit: usize,
+        whose: &str,
+    ) -> Result<()> {
+        let n = tok.encode(self.prompt()?)?.len();
+        check_length(n, self.max_new_tokens, limit, whose)
+    }
+}
+
+/// Refuses `prompt` tokens plus `max_new` past `limit` (`whose` maximum sequence length).
+pub fn check_length(prompt: usize, max_new: usize, limit: usize, whose: &str) -> Result<()> {
+    if prompt.saturating_add(max_new) > limit {
+        return Err(anyhow!(
+            "the prompt ({prompt} tokens) plus --max-new-tokens {max_new} exceeds {whose} \
+             maximum sequence length of {limit} tokens"
+        ));
+    }
+    Ok(())
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok(marill_model::llama::max_abs_diff(a, b)?)
 }
 
+/// Arguments of `marill generate`: a private generation with both parties in this process.
+#[derive(Args)]
+pub struct LocalArgs {
+    /// Longest sequence (prompt + generated tokens) the suffix is built for: the workers'
+    /// default (`marill worker --max-seq`), so that this command runs their protocol. A prompt
+    /// plus `--max-new-tokens` past it is refused before anything runs.
+    #[arg(long, default_value_t = marill_model::suffix::DEFAULT_MAX_SEQ)]
+    max_seq: usize,
+    #[command(flatten)]
+    generate: GenerateArgs,
+}
+
 /// Runs `marill generate`.
-pub fn generate(a: GenerateArgs) -> Result<()> {
-    let (model, tok) = load(&a.model)?;
-    let ids = tok.encode(&a.prompt)?;
-    check_length(ids.len(), &a)?;
-    let private = Private::new(&model, a.max_seq, a.model.seeding())?;
-    generate_with(&a, &model, &tok, private)
+pub fn generate(a: LocalArgs) -> Result<()> {
+    let (model, tok) = load(&a.generate.model)?;
+    // the suffix is built for --max-seq (the workers' default: every command runs one
+    // protocol), within the model's positions
+    let limit = a.max_seq.min(model.config().max_position_embeddings);
+    a.generate.check_length(&tok, limit, "the suffix's")?;
+    let private = Private::new(&model, a.max_seq, a.generate.model.seeding())?;
+    generate_with(&a.generate, &model, &tok, private)
 }
 
-/// Refuses a prompt of `prompt` tokens whose generation would run past `--max-seq`.
-fn check_length(prompt: usize, a: &GenerateArgs) -> Result<()> {
-    if prompt + a.max_new_tokens > a.max_seq {
-        bail!(
-            "the prompt's {prompt} tokens and --max-new-tokens {} exceed the longest sequence \
-             served, --max-seq {}",
-            a.max_new_tokens,
-            a.max_seq
-        );
-    }
-    Ok(())
-}
-
-/// Runs a generation with the suffix run by `runner` (which serves the model's private layers).
+/// Runs a generation with the suffix run by `runner` (which serves the model's private layers,
+/// sequences of at most `max_seq` tokens).
 pub fn generate_remote(
     a: &GenerateArgs,
     model: &Llama,
     tok: &marill_model::TextTokenizer,
+    max_seq: usize,
     runner: Box<dyn SuffixRunner + '_>,
 ) -> Result<()> {
+    a.check_length(tok, max_seq, "the workers'")?;
     let n_public = model.marill_spec().context("spec")?.n_public();
-    check_length(tok.encode(&a.prompt)?.len(), a)?;
     generate_with(a, model, tok, Private::with_runner(model, n_public, runner))
 }
 
@@ -307,7 +344,8 @@ fn generate_with(
     tok: &marill_model::TextTokenizer,
     mut private: Private<'_>,
 ) -> Result<()> {
-    let ids = tok.encode(&a.prompt)?;
+    let prompt = a.prompt()?;
+    let ids = tok.encode(prompt)?;
     if ids.is_empty() {
         return Err(anyhow!("the prompt encodes to no token"));
     }
@@ -358,7 +396,7 @@ fn generate_with(
     bar.finish_and_clear();
     private.session.end()?;
     let text = tok.decode(&out)?;
-    println!("{}{}", a.prompt, text);
+    println!("{prompt}{text}");
     let c = private.session.comm();
     let dealer = private.session.dealer_bytes().map_or(String::new(), |b| {
         format!("; dealer: {:.1} MB", b as f64 / 1e6)
@@ -393,6 +431,18 @@ pub struct FidelityArgs {
     /// Write the per-prompt rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_prompt_past_the_limit_is_refused() {
+        assert!(super::check_length(10, 246, 256, "the workers'").is_ok());
+        let e = super::check_length(10, 100_000, 256, "the workers'").unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("100000") && e.contains("256"), "{e}");
+        assert!(super::check_length(1, usize::MAX, 256, "the model's").is_err());
+    }
 }
 
 #[derive(Serialize)]

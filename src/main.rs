@@ -3,6 +3,7 @@
 mod bench;
 mod cluster;
 mod fuzz;
+mod gateway;
 mod generate;
 mod heap;
 mod layered;
@@ -31,7 +32,7 @@ enum Command {
     },
     /// A private generation on a real model, in one process: the client runs the public prefix,
     /// two parties run the private suffix under 2PC with a dealer.
-    Generate(generate::GenerateArgs),
+    Generate(generate::LocalArgs),
     /// Evaluations.
     Eval {
         #[command(subcommand)]
@@ -51,8 +52,13 @@ enum Command {
     /// results.
     Coordinator(cluster::CoordinatorArgs),
     /// Everything in one process (embedded Kafka-protocol broker, coordinator, provider,
-    /// helper, dealer), then a private generation through Kafka.
+    /// helper, dealer), then a private generation through Kafka (a default prompt when none is
+    /// given); with --serve ADDR, the OpenAI-compatible API over it instead, until stopped.
     Dev(cluster::dev::DevArgs),
+    /// The OpenAI-compatible HTTP API on the client's side, in front of the cluster:
+    /// completions and chat completions (streamed or not), sampling at the client. It sees the
+    /// prompt: run it where the prompt may be seen, never at the provider.
+    Gateway(gateway::GatewayArgs),
     /// Mutation fuzzing of every decoder that reads another party's or process's bytes (link
     /// messages, Kafka envelopes, shares, sealed shares, correlation bundles, settings files):
     /// executions, accepted, rejected and panics per decoder; fails on any panic.
@@ -182,6 +188,7 @@ fn main() -> Result<()> {
         Command::Worker(a) => net::worker::run(a),
         Command::Coordinator(a) => cluster::coordinator(a),
         Command::Dev(a) => cluster::dev::run(a),
+        Command::Gateway(a) => gateway::run(a),
         Command::Fuzz(a) => fuzz::run(a),
         Command::Config { which } => match which {
             ConfigCommand::Reference => {

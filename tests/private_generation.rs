@@ -59,8 +59,10 @@ fn a_generation_past_the_longest_sequence_is_refused_at_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "it ran: {stderr}");
     assert!(
-        stderr
-            .contains("--max-new-tokens 100000 exceed the longest sequence served, --max-seq 256"),
+        stderr.contains(
+            "the prompt (5 tokens) plus --max-new-tokens 100000 exceeds the suffix's maximum \
+             sequence length of 256 tokens"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains(" tokens in "), "{stderr}");

@@ -54,7 +54,8 @@ impl LoadedModel {
         let cfg = HfLlamaConfig::from_file(&dir.join("config.json"))?.resolve()?;
         let tensors = read_safetensors(&safetensors_files(dir)?, device)?;
         let model = Llama::load(&TensorStore::new(tensors), &cfg, device)?;
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?
+            .with_chat_template(TextTokenizer::chat_template_of_dir(dir)?);
         check_vocab(&cfg, &tokenizer)?;
         Ok(Self { model, tokenizer })
     }

@@ -8,6 +8,10 @@
 //! pre-tokenizer selected by `tokenizer.ggml.pre` (`gpt2`/`default`, or `smollm`, which first
 //! splits digits one by one), the byte-level decoder, and control tokens registered as special
 //! tokens so they are matched whole and can be skipped when decoding.
+//!
+//! A tokenizer also carries the model's chat template when the model has one (the GGUF key
+//! `tokenizer.chat_template`, or `chat_template` in a directory's `tokenizer_config.json`): a
+//! Jinja template the OpenAI gateway renders chat messages with.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -122,6 +126,7 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     prepend_bos: Option<u32>,
     add_special_tokens: bool,
+    chat_template: Option<String>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -141,6 +146,51 @@ impl TextTokenizer {
             inner,
             prepend_bos,
             add_special_tokens,
+            chat_template: None,
+        }
+    }
+
+    /// The same tokenizer with `template` as its chat template.
+    pub fn with_chat_template(mut self, template: Option<String>) -> Self {
+        self.chat_template = template;
+        self
+    }
+
+    /// The model's chat template (Jinja), if it has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// The string of a token id (special tokens included), if the vocabulary has it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The chat template of a directory model: `chat_template` in `tokenizer_config.json`
+    /// (a string, or a list of named templates of which `default` is taken); `None` when the
+    /// file or the key is absent.
+    pub fn chat_template_of_dir(dir: &Path) -> Result<Option<String>> {
+        let path = dir.join("tokenizer_config.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ModelError::io(&path, e)),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Tokenizer(format!("{}: invalid json: {e}", path.display())))?;
+        match v.get("chat_template") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(t)) => Ok(Some(t.clone())),
+            Some(serde_json::Value::Array(named)) => Ok(named
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+                .map(str::to_string)),
+            Some(_) => Err(ModelError::Tokenizer(format!(
+                "{}: chat_template is neither a string nor a list of named templates",
+                path.display()
+            ))),
         }
     }
 
@@ -233,8 +283,18 @@ impl TextTokenizer {
             }
             (false, _) => None,
         };
+        let chat_template = match metadata.get("tokenizer.chat_template") {
+            None => None,
+            Some(gguf_file::Value::String(t)) => Some(t.clone()),
+            Some(other) => {
+                return Err(ModelError::Tokenizer(format!(
+                    "tokenizer.chat_template must be a string, got {:?}",
+                    other.value_type()
+                )))
+            }
+        };
         let inner = byte_level_bpe(&tokens, merges, &special_ids, pre)?;
-        Ok(Self::new(inner, prepend_bos, false))
+        Ok(Self::new(inner, prepend_bos, false).with_chat_template(chat_template))
     }
 
     /// The wrapped tokenizer.
@@ -314,6 +374,37 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), 256);
+    }
+
+    #[test]
+    fn reads_the_chat_template_of_a_directory() {
+        let dir = std::env::temp_dir().join(format!("marill-chat-tpl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(TextTokenizer::chat_template_of_dir(&dir).unwrap(), None);
+        let f = dir.join("tokenizer_config.json");
+        std::fs::write(&f, r#"{"chat_template": "{{ messages[0].content }}"}"#).unwrap();
+        assert_eq!(
+            TextTokenizer::chat_template_of_dir(&dir)
+                .unwrap()
+                .as_deref(),
+            Some("{{ messages[0].content }}")
+        );
+        std::fs::write(
+            &f,
+            r#"{"chat_template": [{"name": "tool_use", "template": "t"}, {"name": "default", "template": "d"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            TextTokenizer::chat_template_of_dir(&dir)
+                .unwrap()
+                .as_deref(),
+            Some("d")
+        );
+        std::fs::write(&f, r#"{"chat_template": 3}"#).unwrap();
+        assert!(TextTokenizer::chat_template_of_dir(&dir).is_err());
+        std::fs::write(&f, "not json").unwrap();
+        assert!(TextTokenizer::chat_template_of_dir(&dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

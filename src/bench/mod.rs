@@ -2,6 +2,7 @@
 
 mod chart;
 pub(crate) mod cluster;
+mod gateway;
 mod ops;
 mod scheduler;
 mod suffix;
@@ -24,6 +25,9 @@ pub enum BenchCommand {
     /// Completed jobs/s through the whole cluster (separate processes, tansu broker) for
     /// several worker-pair counts, on a tiny model.
     Cluster(cluster::ClusterArgs),
+    /// Time to first token and tokens/s through the OpenAI-compatible gateway (streamed
+    /// completions at several concurrencies; starts `marill dev --serve` without --url).
+    Gateway(gateway::GatewayBenchArgs),
 }
 
 /// Runs a benchmark subcommand.
@@ -33,6 +37,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Suffix(args) => suffix::run(args),
         BenchCommand::Scheduler(args) => scheduler::run(args),
         BenchCommand::Cluster(args) => cluster::run(args),
+        BenchCommand::Gateway(args) => gateway::run(args),
     }
 }
 

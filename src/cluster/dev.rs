@@ -1,6 +1,8 @@
 //! `marill dev`: the whole cluster in one process — librdkafka's built-in mock broker, a
 //! dealer, a provider and a helper worker (coordinated front), the coordinator — then one
-//! private generation through Kafka, printed with a progress bar. Every component is the code
+//! private generation through Kafka, printed with a progress bar (of `--prompt`, or a default
+//! prompt); with `--serve ADDR`, the OpenAI-compatible API (`marill gateway`'s) over the
+//! embedded cluster instead, until SIGINT or SIGTERM. Every component is the code
 //! the separate processes run (the same command-line entry points, parsed from arguments);
 //! links are CURVE-encrypted zeromq on 127.0.0.1, shares travel sealed.
 
@@ -23,6 +25,15 @@ use std::time::Duration;
 /// Arguments of `marill dev`.
 #[derive(Args)]
 pub struct DevArgs {
+    /// Serve the OpenAI-compatible API at this address (e.g. 127.0.0.1:8080) over the embedded
+    /// cluster and stay up, instead of one generation (requests carry their prompts).
+    #[arg(long, conflicts_with_all = ["prompt", "check"])]
+    serve: Option<String>,
+    /// The embedded workers' longest sequence (prompt plus new tokens).
+    #[arg(long, default_value_t = marill_model::suffix::DEFAULT_MAX_SEQ)]
+    max_seq: usize,
+    #[command(flatten)]
+    http: crate::gateway::ServeArgs,
     #[command(flatten)]
     generate: GenerateArgs,
 }
@@ -41,6 +52,10 @@ struct Dealer {
 
 /// Runs `marill dev`.
 pub fn run(a: DevArgs) -> Result<()> {
+    let a = DevArgs {
+        generate: a.generate.with_default_prompt(),
+        ..a
+    };
     let dir = std::env::temp_dir().join(format!("marill-dev-{}", std::process::id()));
     crate::net::keys::write_all(&dir)?;
     let result = run_in(&a, &dir);
@@ -71,6 +86,9 @@ fn run_in(a: &DevArgs, keys: &std::path::Path) -> Result<()> {
     ])?;
     std::thread::spawn(move || crate::net::dealer::run(dealer.a));
     let (model, tok) = load(a.generate.model_args())?;
+    if a.serve.is_none() {
+        a.generate.check_length(&tok, a.max_seq, "the workers'")?;
+    }
     let n_public = model
         .marill_spec()
         .ok_or_else(|| anyhow!("model without a Marill spec"))?
@@ -88,6 +106,8 @@ fn run_in(a: &DevArgs, keys: &std::path::Path) -> Result<()> {
             &ep(peer),
             "--dealer-endpoint",
             &ep(dealer_ep),
+            "--max-seq",
+            &a.max_seq.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -140,11 +160,25 @@ fn run_in(a: &DevArgs, keys: &std::path::Path) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let runner = runner.context("waiting for the coordinator's topics")?;
-    eprintln!(
-        "dev: coordinator, provider, helper and dealer up; session {}",
-        runner.session()
-    );
-    let r = generate_remote(&a.generate, &model, &tok, Box::new(runner));
+    let r = if let Some(addr) = &a.serve {
+        eprintln!("dev: coordinator, provider, helper and dealer up");
+        drop(runner);
+        crate::gateway::serve(
+            addr,
+            model,
+            tok,
+            target,
+            a.max_seq,
+            &a.http,
+            a.generate.model_args().model_path(),
+        )
+    } else {
+        eprintln!(
+            "dev: coordinator, provider, helper and dealer up; session {}",
+            runner.session()
+        );
+        generate_remote(&a.generate, &model, &tok, a.max_seq, Box::new(runner))
+    };
     stop.store(true, Ordering::Relaxed);
     let stats = coord
         .join()

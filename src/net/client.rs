@@ -38,6 +38,10 @@ pub struct ClientArgs {
     /// re-placed: opened again on a pair the coordinator picks, fed every row so far.
     #[arg(long, default_value_t = 1)]
     replace_attempts: u32,
+    /// The workers' longest sequence (their --max-seq): a prompt plus --max-new-tokens past it
+    /// is refused before any step.
+    #[arg(long, default_value_t = marill_model::suffix::DEFAULT_MAX_SEQ)]
+    max_seq: usize,
     #[command(flatten)]
     generate: GenerateArgs,
 }
@@ -45,6 +49,7 @@ pub struct ClientArgs {
 /// Runs a private generation against two workers.
 pub fn generate(a: ClientArgs) -> Result<()> {
     let (model, tok) = load(a.generate.model_args())?;
+    a.generate.check_length(&tok, a.max_seq, "the workers'")?;
     let n_public = model
         .marill_spec()
         .ok_or_else(|| anyhow!("model without a Marill spec"))?
@@ -63,7 +68,7 @@ pub fn generate(a: ClientArgs) -> Result<()> {
             a.replace_attempts,
         )?;
         let runner = marill_client::cluster::KafkaRunner::new(t, n_public, gamma)?;
-        return generate_remote(&a.generate, &model, &tok, Box::new(runner));
+        return generate_remote(&a.generate, &model, &tok, a.max_seq, Box::new(runner));
     }
     let (Some(provider), Some(helper)) = (&a.provider, &a.helper) else {
         bail!("direct mode needs --provider and --helper");
@@ -75,5 +80,5 @@ pub fn generate(a: ClientArgs) -> Result<()> {
         timeout: Duration::from_secs(a.timeout_s),
     };
     let remote = marill_client::direct::DirectRunner::connect(&target, n_public, gamma)?;
-    generate_remote(&a.generate, &model, &tok, Box::new(remote))
+    generate_remote(&a.generate, &model, &tok, a.max_seq, Box::new(remote))
 }
