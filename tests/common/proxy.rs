@@ -46,10 +46,12 @@ pub fn port_of(endpoint: &str) -> u16 {
 }
 
 impl Proxy {
-    /// Listens on a free port of 127.0.0.1 and forwards every connection to `target_port`.
+    /// Listens on a port of 127.0.0.1 the kernel picks (held from the start: no other process
+    /// can take it between choosing and binding) and forwards every connection to
+    /// `target_port`.
     pub fn start(target_port: u16) -> Proxy {
-        let port = super::free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let shared = Arc::new(Shared {
             mode: Mutex::new(Mode::Forward(Duration::ZERO)),
