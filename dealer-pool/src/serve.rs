@@ -358,9 +358,15 @@ impl PartyStream {
     /// A step whose bundles are all in its worker's hands has begun: predicts the decode step
     /// after it, to be generated (and shipped) while this one runs.
     fn predict_after(&mut self, key: StepKey, first_id: u64) -> Result<()> {
-        if !self.ship {
-            return Ok(());
+        if self.ship {
+            self.predict_next(key, first_id)?;
         }
+        Ok(())
+    }
+
+    /// Predicts that the decode step after step `key` (which began at `first_id`) comes
+    /// next, when its manifest is known.
+    fn predict_next(&mut self, key: StepKey, first_id: u64) -> Result<()> {
         let Some(next) = key.next_decode() else {
             return Ok(());
         };
@@ -528,14 +534,8 @@ impl PartyStream {
                         known.insert(key, reqs);
                         self.m.manifests.set(known.len() as i64);
                     }
-                    let ended = self.current.take();
-                    if let Some((next, ended)) =
-                        ended.and_then(|(k, f)| Some((k.next_decode()?, f)))
-                    {
-                        let manifest = self.manifests()?.get(&next);
-                        if let Some(m) = manifest {
-                            self.epochs()?.predict(ended, next, m);
-                        }
+                    if let Some((key, first)) = self.current.take() {
+                        self.predict_next(key, first)?;
                     }
                 }
                 DealerMessage::BundleRequest { party: p, id, req } if p == party => {

@@ -1,4 +1,9 @@
-use marill_mpc::correlation::{CorrRequest, Dealer};
+//! The dealer's bytes by correlation kind for one load, one prefill of 5 rows and one decode
+//! step of a SmolLM2-shaped suffix (15 private layers, LoRA r = 8, random weights: the requests
+//! are data-oblivious), both halves; in process, on the seed-compressed encoding the workers
+//! receive. Run: `cargo run --release -p marill-suffix --example dealer_bytes_by_kind`.
+
+use marill_mpc::correlation::Dealer;
 use marill_mpc::fixed::FixedPoint;
 use marill_mpc::prg::{Prg, Seed};
 use marill_mpc::testing::{run_pair, share};
@@ -80,9 +85,6 @@ fn main() {
             e.0 += 1;
             e.1 += b0.explicit.len() as u64;
             e.2 += b1.explicit.len() as u64;
-            if matches!(req, CorrRequest::SignedLut { .. }) && name == "decode" && e.0 == 1 {
-                println!("{req:?} p0 {} p1 {}", b0.explicit.len(), b1.explicit.len());
-            }
         }
         let tot: u64 = by.values().map(|v| v.1 + v.2).sum();
         println!(

@@ -106,9 +106,7 @@ impl DealerLink {
             None => Err(unavailable("dealer sent an empty frame".into())),
         }
     }
-}
 
-impl DealerLink {
     /// Reads and drops `count` bundles shipped ahead for a step that did not come.
     fn drop_bundles(&mut self, mut count: u64) -> Result<(), String> {
         while count > 0 {
