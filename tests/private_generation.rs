@@ -5,24 +5,25 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::Output;
+
+/// `marill generate` on SmolLM2 and the prompt "The capital of France is", with `extra`.
+fn generate(extra: &[&str]) -> Output {
+    let model = common::smollm2();
+    let mut args = vec![
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "The capital of France is",
+    ];
+    args.extend_from_slice(extra);
+    common::marill(&args).output().expect("run marill")
+}
 
 #[test]
 fn private_generation_agrees_with_plaintext() {
-    let model = common::smollm2();
-    let out = Command::new(env!("CARGO_BIN_EXE_marill"))
-        .args([
-            "generate",
-            "--model",
-            &model,
-            "--prompt",
-            "The capital of France is",
-            "--max-new-tokens",
-            "4",
-            "--check",
-        ])
-        .output()
-        .expect("run marill");
+    let out = generate(&["--max-new-tokens", "4", "--check"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "marill failed: {stderr}");
@@ -43,19 +44,7 @@ fn private_generation_agrees_with_plaintext() {
 /// 2PC work, naming both numbers.
 #[test]
 fn a_generation_past_the_longest_sequence_is_refused_at_once() {
-    let model = common::smollm2();
-    let out = Command::new(env!("CARGO_BIN_EXE_marill"))
-        .args([
-            "generate",
-            "--model",
-            &model,
-            "--prompt",
-            "The capital of France is",
-            "--max-new-tokens",
-            "100000",
-        ])
-        .output()
-        .expect("run marill");
+    let out = generate(&["--max-new-tokens", "100000"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "it ran: {stderr}");
     assert!(
