@@ -22,6 +22,21 @@ struct Predicted {
     bytes: u64,
 }
 
+/// A prediction whose bundles are all generated.
+#[derive(Clone, Debug)]
+pub struct Complete {
+    /// the predicted step
+    pub key: StepKey,
+    /// its first id
+    pub first: u64,
+    /// its requests
+    pub manifest: Arc<[CorrRequest]>,
+    /// the first id of the step after which it was predicted: only a party that has begun
+    /// that step may be shipped it (a party a step behind would take it for the step it has
+    /// yet to begin, drop it, and later find its ids spent)
+    pub after: u64,
+}
+
 /// A step start moved past skipped ids, until both parties have begun it.
 struct Moved {
     asked: u64,
@@ -113,11 +128,16 @@ impl AheadPool {
         Ok(true)
     }
 
-    /// The pending prediction once every bundle of it is generated: its key, first id and
-    /// requests (what a stream may ship to its party before the step begins).
-    pub fn complete(&self) -> Option<(StepKey, u64, Arc<[CorrRequest]>)> {
+    /// The pending prediction once every bundle of it is generated (what a stream may ship to
+    /// its party before the step begins).
+    pub fn complete(&self) -> Option<Complete> {
         let p = self.predicted.as_ref()?;
-        (p.generated == p.manifest.len()).then(|| (p.key, p.first, p.manifest.clone()))
+        (p.generated == p.manifest.len()).then(|| Complete {
+            key: p.key,
+            first: p.first,
+            manifest: p.manifest.clone(),
+            after: self.predicted_after.unwrap_or(0),
+        })
     }
 
     /// `party` begins step `key` at its next id `first_id`: returns the id the step begins at.
@@ -317,10 +337,10 @@ mod tests {
         while pool.generate_one(&d).unwrap() {}
         // P1 begins the same step at 0, late: the prediction (from id 3) stays
         assert_eq!(pool.begin(&d, PartyId::P1, key(1, 8), 0), 0);
-        assert!(
-            pool.complete().is_some(),
-            "the lagging begin dropped the prediction"
-        );
+        let c = pool
+            .complete()
+            .expect("the lagging begin dropped the prediction");
+        assert_eq!(c.after, 0, "predicted after the step both have now begun");
         // both then begin the predicted step where it was made
         assert_eq!(pool.begin(&d, PartyId::P0, key(1, 9), 3), 3);
         assert_eq!(pool.begin(&d, PartyId::P1, key(1, 9), 3), 3);
@@ -339,8 +359,11 @@ mod tests {
             "complete after one of three bundles"
         );
         while pool.generate_one(&d).unwrap() {}
-        let (k, first, m) = pool.complete().expect("complete");
-        assert_eq!((k, first, m.len()), (key(1, 8), 0, 3));
+        let c = pool.complete().expect("complete");
+        assert_eq!(
+            (c.key, c.first, c.manifest.len(), c.after),
+            (key(1, 8), 0, 3, 0)
+        );
         // once a party begins it, it is no longer pending
         assert_eq!(pool.begin(&d, PartyId::P0, key(1, 8), 0), 0);
         assert!(pool.complete().is_none());

@@ -6,7 +6,7 @@
 //! peer's: it must restart too, which its step failure makes it do), and it joins the new
 //! epoch when it asks for its seed again.
 
-use crate::ahead::AheadPool;
+use crate::ahead::{AheadPool, Complete};
 use marill_mpc::correlation::dealer::DealerStats;
 use marill_mpc::correlation::{CorrRequest, Dealer, SharedDealer, StepKey};
 use marill_mpc::prg::Seed;
@@ -99,8 +99,8 @@ impl Epochs {
             .map_err(|e| e.to_string())
     }
 
-    /// The predicted next step, once all its bundles are generated: key, first id, requests.
-    pub fn complete_prediction(&self) -> Option<(StepKey, u64, Arc<[CorrRequest]>)> {
+    /// The predicted next step, once all its bundles are generated.
+    pub fn complete_prediction(&self) -> Option<Complete> {
         self.ahead.complete()
     }
 

@@ -274,6 +274,8 @@ struct PartyStream {
     pending: Option<DealerMessage>,
     /// the step under way and its first id
     current: Option<(StepKey, u64)>,
+    /// the first id of the latest step this party began (in this epoch)
+    begun: Option<u64>,
     /// the predicted step shipped ahead to the worker (key, first id, bundles), until its
     /// worker begins a step
     shipped: Option<(StepKey, u64, u64)>,
@@ -328,6 +330,7 @@ impl PartyStream {
             Err(e) => return Ok(send(&self.link, &DealerMessage::Error(e))?),
         };
         self.current = Some((key, first_id));
+        self.begun = Some(first_id);
         self.current_sent = false;
         // the step its worker already holds: shipped ahead, as predicted, where it asked
         if let Some((k, f, count)) = self.shipped.take() {
@@ -443,9 +446,16 @@ impl PartyStream {
         if !self.ship || (self.current.is_some() && !self.current_sent) || !self.seeded {
             return Ok(false);
         }
-        let Some((key, first_id, manifest)) = self.epochs()?.complete_prediction() else {
+        let Some(c) = self.epochs()?.complete_prediction() else {
             return Ok(false);
         };
+        // only the step after the one this party began last: a party a step behind its peer
+        // (the peer began the next step and predicted the one after it) gets the prediction
+        // once it has caught up, else it would drop it and find its ids spent later
+        if self.begun != Some(c.after) {
+            return Ok(false);
+        }
+        let (key, first_id, manifest) = (c.key, c.first, c.manifest);
         if self
             .shipped
             .is_some_and(|(k, f, _)| k == key && f == first_id)
@@ -516,6 +526,7 @@ impl PartyStream {
                 DealerMessage::SeedRequest { party: p } if p == party => {
                     self.recording = None;
                     self.current = None;
+                    self.begun = None;
                     self.shipped = None;
                     self.seeded = true;
                     let (epoch, seed) = self.epochs()?.seed(party);
@@ -638,6 +649,7 @@ pub fn run(a: DealerConfig) -> Result<()> {
                 recording: None,
                 pending: None,
                 current: None,
+                begun: None,
                 shipped: None,
                 seeded: false,
                 ship: a.ship_ahead,
