@@ -173,6 +173,7 @@ fn targets() -> Result<Vec<Target>> {
             d_model: 576,
             gamma_at_client: true,
             sessions: 4,
+            draining: false,
         },
         ControlMessage::SessionStep {
             session: "s".into(),
@@ -200,6 +201,7 @@ fn targets() -> Result<Vec<Target>> {
             step: 1,
             reason: "why".into(),
             refused: true,
+            draining: false,
         },
         ControlMessage::SessionEnd {
             session: "s".into(),

@@ -94,6 +94,9 @@ struct Session {
     queue: VecDeque<Job>,
     /// the step running now is the session's last
     last_step_was_last: bool,
+    /// its step 0 until that step ran: placed again elsewhere if its pair refused it because
+    /// a worker drains
+    first: Option<Job>,
 }
 
 struct State {
@@ -106,6 +109,8 @@ struct State {
     pair_lost: Vec<bool>,
     /// both workers answered the hello
     pair_ready: Vec<bool>,
+    /// a worker of the pair drains: no new session goes there
+    pair_draining: Vec<bool>,
     sessions: HashMap<String, Session>,
     waiting: VecDeque<Job>,
     /// job id → the offsets waiting for its outcome
@@ -195,6 +200,7 @@ pub fn run(
         lanes: Lanes::new(n),
         pair_lost: vec![false; n],
         pair_ready: vec![false; n],
+        pair_draining: vec![false; n],
         sessions: HashMap::new(),
         waiting: VecDeque::new(),
         in_flight: HashMap::new(),
@@ -488,7 +494,12 @@ impl State {
         while let Ok(ev) = rx.try_recv() {
             any = true;
             match ev {
-                PairEvent::Ready { pair, lanes } => self.ready(pair, lanes)?,
+                PairEvent::Ready {
+                    pair,
+                    lanes,
+                    draining,
+                } => self.ready(pair, lanes, draining)?,
+                PairEvent::Draining { pair } => self.draining(pair),
                 PairEvent::Lost { pair, reason } => {
                     tracing::warn!(pair, reason = %reason, "worker pair did not become ready");
                     self.retire(pair)?;
@@ -499,8 +510,28 @@ impl State {
         Ok(any)
     }
 
-    /// Pair `pair` answered its hello with `lanes` lanes: it takes sessions.
-    fn ready(&mut self, pair: usize, lanes: u32) -> Result<(), CoordinatorError> {
+    /// A worker of pair `pair` drains: its open sessions go on, no new one goes there.
+    fn draining(&mut self, pair: usize) {
+        if !self.pair_draining[pair] {
+            self.pair_draining[pair] = true;
+            tracing::info!(
+                pair,
+                open = self.lanes.open(pair),
+                "worker pair draining: no new session goes there"
+            );
+        }
+    }
+
+    /// Pair `pair` answered its hello with `lanes` lanes: it takes sessions (unless a worker
+    /// drains).
+    fn ready(&mut self, pair: usize, lanes: u32, draining: bool) -> Result<(), CoordinatorError> {
+        let serving = self.pair_ready[pair] && !self.pair_lost[pair];
+        if draining && serving {
+            // the same workers, draining: their sessions and caches are still there
+            self.draining(pair);
+            return Ok(());
+        }
+        self.pair_draining[pair] = draining;
         if self.pair_lost[pair] {
             // its workers answer again (restarted): back into service
             self.pair_lost[pair] = false;
@@ -551,6 +582,7 @@ impl State {
                 s.busy = false;
                 s.next_step = d.step + 1;
                 s.last_activity = Instant::now();
+                s.first = None;
             }
             if failed || last || d.pair_lost {
                 self.close(&d.session, "ended")?;
@@ -572,6 +604,21 @@ impl State {
             .sessions
             .get(&d.session)
             .is_some_and(|s| s.pair == d.pair && s.busy && s.next_step == d.step);
+        if mine && d.step == 0 && d.draining {
+            // refused because a worker drains: the session goes to another pair, no result
+            // yet (the workers' drain notice may still be on its way)
+            self.draining(d.pair);
+            if let Some(job) = self
+                .sessions
+                .get_mut(&d.session)
+                .and_then(|s| s.first.take())
+            {
+                tracing::info!(session = %d.session, pair = d.pair, "step 0 refused by a draining pair: placed again");
+                self.close(&d.session, "moved off a draining pair")?;
+                self.waiting.push_front(job);
+                return Ok(());
+            }
+        }
         self.finish(&d.job_id, &d.session, d.step, d.outcome)?;
         if mine {
             if d.step == 0 {
@@ -692,7 +739,7 @@ impl State {
             // session on the pair's two workers
             let candidates = self
                 .lanes
-                .candidates(|i| self.pair_ready[i] && !self.pair_lost[i]);
+                .candidates(|i| self.pair_ready[i] && !self.pair_lost[i] && !self.pair_draining[i]);
             let placed = candidates.into_iter().find(|&(i, _)| {
                 let req = SessionRequest {
                     id,
@@ -744,6 +791,7 @@ impl State {
                     last_activity: Instant::now(),
                     queue: VecDeque::new(),
                     last_step_was_last: job.last,
+                    first: Some(job.clone()),
                 },
             );
             self.send(pair, lane, job);
@@ -785,13 +833,18 @@ impl State {
         m.sessions_active.set(self.sessions.len() as i64);
         m.sessions_waiting.set(self.waiting.len() as i64);
         let lost = self.pair_lost.iter().filter(|l| **l).count();
-        let ready = (0..self.pair_lost.len())
+        let serving: Vec<usize> = (0..self.pair_lost.len())
             .filter(|&i| self.pair_ready[i] && !self.pair_lost[i])
-            .count();
+            .collect();
+        let draining = serving.iter().filter(|&&i| self.pair_draining[i]).count();
+        let ready = serving.len() - draining;
         m.pairs.with_label_values(&["ready"]).set(ready as i64);
         m.pairs
+            .with_label_values(&["draining"])
+            .set(draining as i64);
+        m.pairs
             .with_label_values(&["starting"])
-            .set((self.pair_lost.len() - lost - ready) as i64);
+            .set((self.pair_lost.len() - lost - serving.len()) as i64);
         m.pairs.with_label_values(&["lost"]).set(lost as i64);
         m.uncommitted_messages.set(self.tracker.pending() as i64);
     }
@@ -825,7 +878,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pairs::tests::{failed, fake, output, sealed};
+    use crate::pairs::tests::{failed, fake, fake_with, output, ready, sealed};
     use marill_proto::ControlMessage;
     use rdkafka::mocking::MockCluster;
 
@@ -919,5 +972,99 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         let stats = coordinator.join().unwrap().unwrap();
         assert_eq!((stats.sessions, stats.done, stats.failed), (3, 2, 1));
+    }
+
+    #[test]
+    fn a_first_step_refused_by_a_draining_pair_is_placed_on_another_not_failed() {
+        let mock = MockCluster::new(1).unwrap();
+        for t in [JOBS_TOPIC, RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
+            mock.create_topic(t, 1, 1).unwrap();
+        }
+        let k = KafkaSettings::new(mock.bootstrap_servers());
+        let own = marill_transport::KeyPair::generate().unwrap();
+        // one key per trust domain: providers share theirs, helpers theirs
+        let domains = [
+            marill_transport::KeyPair::generate().unwrap(),
+            marill_transport::KeyPair::generate().unwrap(),
+        ];
+        let workers: Vec<_> = (0..4)
+            .map(|i| fake_with(&own.public, domains[i % 2].clone()))
+            .collect();
+        let cfg = CoordinatorConfig {
+            kafka: k.clone(),
+            group: "drain".into(),
+            pairs: vec![
+                PairEndpoints {
+                    provider: workers[0].endpoint.clone(),
+                    helper: workers[1].endpoint.clone(),
+                },
+                PairEndpoints {
+                    provider: workers[2].endpoint.clone(),
+                    helper: workers[3].endpoint.clone(),
+                },
+            ],
+            keys: ControlKeys {
+                own,
+                provider: workers[0].public.clone(),
+                helper: workers[1].public.clone(),
+            },
+            model: ServedModel { name: "m".into() },
+            step_timeout: Duration::from_secs(20),
+            session_idle: Duration::from_secs(60),
+            exit_when_idle: None,
+            create_topics: false,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = CoordinatorMetrics::unregistered();
+        let coordinator = {
+            let (stop, metrics) = (stop.clone(), metrics.clone());
+            std::thread::spawn(move || run(cfg, stop, metrics))
+        };
+        for w in &workers {
+            w.hello(1);
+        }
+        let pairs = |s: &str| metrics.pairs.with_label_values(&[s]).get();
+        let settled = Instant::now() + Duration::from_secs(10);
+        while pairs("ready") != 2 {
+            assert!(Instant::now() < settled, "the pairs are not ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let producer = k.producer().unwrap();
+        produce(&producer, JOBS_TOPIC, "a", &job("a").encode()).unwrap();
+        // a goes to pair 0, whose provider begins to drain before it runs: both refuse it
+        assert_eq!(workers[0].step().0, "j-a");
+        assert_eq!(workers[1].step().0, "j-a");
+        workers[0].say.send(ready(1, true)).unwrap();
+        let refused = ControlMessage::SessionFailed {
+            session: "a".into(),
+            job_id: "j-a".into(),
+            step: 0,
+            reason: "the worker is draining: it takes no new session".into(),
+            refused: true,
+            draining: true,
+        };
+        workers[0].say.send(refused.clone()).unwrap();
+        workers[1].say.send(refused).unwrap();
+        // pair 0 frees the lane; a runs on pair 1
+        for w in &workers[..2] {
+            match w.next() {
+                ControlMessage::SessionEnd { session, .. } => assert_eq!(session, "a"),
+                m => panic!("{m:?}"),
+            }
+        }
+        assert_eq!(workers[2].step().0, "j-a");
+        assert_eq!(workers[3].step().0, "j-a");
+        workers[2].say.send(output("j-a", 10, 1)).unwrap();
+        workers[3].say.send(output("j-a", 11, 1)).unwrap();
+        let jobs = |o: &str| metrics.jobs.with_label_values(&[o]).get();
+        while jobs("done") != 1 {
+            assert!(Instant::now() < settled, "a did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(jobs("failed"), 0, "the refusal was published as a failure");
+        assert_eq!((pairs("ready"), pairs("draining")), (1, 1));
+        stop.store(true, Ordering::Relaxed);
+        let stats = coordinator.join().unwrap().unwrap();
+        assert_eq!((stats.sessions, stats.done, stats.failed), (2, 1, 0));
     }
 }

@@ -24,7 +24,7 @@ pub struct CoordinatorMetrics {
     pub sessions_active: IntGauge,
     /// sessions waiting for a pair
     pub sessions_waiting: IntGauge,
-    /// worker pairs by state (starting, ready, lost)
+    /// worker pairs by state (starting, ready, draining, lost)
     pub pairs: IntGaugeVec,
     /// scheduler decisions by result (placed, rejected)
     pub scheduler_decisions: IntCounterVec,
@@ -48,7 +48,7 @@ impl CoordinatorMetrics {
         for phase in ["prefill", "decode"] {
             m.job_seconds.with_label_values(&[phase]);
         }
-        for s in ["starting", "ready", "lost"] {
+        for s in ["starting", "ready", "draining", "lost"] {
             m.pairs.with_label_values(&[s]);
         }
         for d in ["placed", "rejected"] {

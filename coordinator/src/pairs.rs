@@ -65,6 +65,15 @@ pub enum PairEvent {
         /// sessions the pair serves at once (lanes `0..lanes`): the smaller of its two
         /// workers' counts, at least 1
         lanes: u32,
+        /// a worker is draining: the pair takes no new session
+        draining: bool,
+    },
+    /// a worker of the pair began to drain (`SIGTERM`): the pair takes no new session, its
+    /// open sessions go on; it is probed every few seconds until it is gone (lost) or back
+    /// (restarted: ready)
+    Draining {
+        /// which pair
+        pair: usize,
     },
     /// a worker did not answer the hello: the pair takes no session
     Lost {
@@ -95,6 +104,8 @@ pub struct StepDone {
     /// the workers refused the step before any 2PC work (a share that does not open, a step
     /// injected into a session, ...): the pair and the session's lane are as they were
     pub refused: bool,
+    /// refused because a worker of the pair drains: a step 0 may run on another pair
+    pub draining: bool,
 }
 
 /// Keys the coordinator needs for its control links.
@@ -173,8 +184,8 @@ fn run(
                 hello(links.insert([p, h]))
             }),
         };
-        let lanes = match probe {
-            Ok(lanes) => lanes,
+        let (lanes, draining) = match probe {
+            Ok(answer) => answer,
             Err(reason) => {
                 if !reported_lost {
                     reported_lost = true;
@@ -208,10 +219,15 @@ fn run(
         let Some(l) = &links else {
             continue; // a successful hello had links
         };
-        if done.send(PairEvent::Ready { pair: index, lanes }).is_err() {
+        let ready = PairEvent::Ready {
+            pair: index,
+            lanes,
+            draining,
+        };
+        if done.send(ready).is_err() {
             return;
         }
-        match serve(index, l, timeout, &rx, &done) {
+        match serve(index, l, timeout, &rx, &done, draining) {
             Served::Gone => return,
             // on a lost step the coordinator retires the pair: no second report if the probe
             // fails; after a failed one it waits for this probe's answer
@@ -240,6 +256,9 @@ enum Served {
 /// twice this before it is sent).
 const POLL: Duration = Duration::from_millis(2);
 
+/// How often an idle pair's links are looked at for a worker's drain notice.
+const IDLE_LOOK: Duration = Duration::from_millis(250);
+
 /// Runs the pair's steps concurrently until one fails or a link breaks, then lets the other
 /// steps in flight end (a worker whose step failed inside the 2PC exits, and the steps on it
 /// fail with it) and returns. Steps handed over meanwhile fail at once.
@@ -249,21 +268,39 @@ fn serve(
     timeout: Duration,
     rx: &Receiver<PairTask>,
     done: &Sender<PairEvent>,
+    mut draining: bool,
 ) -> Served {
     let mut flight = InFlight::new(index, timeout);
     // Some(lost) once a step failed or a link broke
     let mut down: Option<bool> = None;
+    // when a draining pair was last probed (through [`run`]'s hello)
+    let probed = Instant::now();
     loop {
         let mut ended = Vec::new();
-        // nothing in flight: wait for the coordinator (or go back to probing)
+        // nothing in flight: wait for the coordinator (or go back to probing); a worker's
+        // drain notice is looked for meanwhile, and a draining pair is probed again every
+        // RETRY (gone: lost; restarted: back in service)
         let mut next = None;
-        if flight.is_empty() {
+        while flight.is_empty() && next.is_none() {
             if let Some(lost) = down {
                 return Served::Down { lost };
             }
-            match rx.recv() {
+            if draining && probed.elapsed() >= RETRY {
+                return Served::Down { lost: false };
+            }
+            match rx.recv_timeout(IDLE_LOOK) {
                 Ok(t) => next = Some(t),
-                Err(_) => return Served::Gone,
+                Err(RecvTimeoutError::Timeout) => {
+                    for l in links {
+                        // a broken link shows at the next step sent to it
+                        if let Ok(Some(m)) = next_message(l, Duration::ZERO) {
+                            if notice(index, m, &mut draining, done).is_err() {
+                                return Served::Gone;
+                            }
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Served::Gone,
             }
         }
         // everything handed over is sent at once, without waiting for earlier steps
@@ -305,6 +342,11 @@ fn serve(
             }
             match next_message(l, POLL) {
                 Ok(None) => {}
+                Ok(Some(ControlMessage::Ready { draining: true, .. })) => {
+                    if notice_drain(index, &mut draining, done).is_err() {
+                        return Served::Gone;
+                    }
+                }
                 Ok(Some(m)) => match flight.on_reply(i, m) {
                     Ok(d) => ended.extend(d),
                     Err(reason) => ended.extend(flight.fail_all(&reason, true)),
@@ -324,6 +366,34 @@ fn serve(
             }
         }
     }
+}
+
+/// A message from an idle pair's worker: a drain notice is reported, anything else (a reply
+/// left from a timed-out step) skipped. `Err`: the coordinator is gone.
+fn notice(
+    index: usize,
+    m: ControlMessage,
+    draining: &mut bool,
+    done: &Sender<PairEvent>,
+) -> Result<(), ()> {
+    match m {
+        ControlMessage::Ready { draining: true, .. } => notice_drain(index, draining, done),
+        m => {
+            skipped(&m);
+            Ok(())
+        }
+    }
+}
+
+/// A worker of the pair drains: reported once. `Err`: the coordinator is gone.
+fn notice_drain(index: usize, draining: &mut bool, done: &Sender<PairEvent>) -> Result<(), ()> {
+    if !*draining {
+        *draining = true;
+        tracing::info!(pair = index, "a worker of the pair is draining");
+        done.send(PairEvent::Draining { pair: index })
+            .map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 /// Sends a step's shares to both workers; why not.
@@ -356,6 +426,7 @@ fn report(done: &Sender<PairEvent>, pair: usize, job: Job, outcome: Outcome, los
         outcome,
         pair_lost: lost,
         refused: false,
+        draining: false,
     };
     done.send(PairEvent::Done(d)).is_ok()
 }
@@ -378,14 +449,16 @@ fn skipped(m: &ControlMessage) {
 }
 
 /// Both workers answer a hello once they serve (suffix loaded and masked); the sessions the
-/// pair serves at once (the smaller count, at least 1). Step replies still on the links (a
-/// previous coordinator's, or of steps that timed out here) are skipped.
-fn hello(links: &[Link; 2]) -> Result<u32, String> {
+/// pair serves at once (the smaller count, at least 1), and whether a worker drains. Step
+/// replies still on the links (a previous coordinator's, or of steps that timed out here) are
+/// skipped.
+fn hello(links: &[Link; 2]) -> Result<(u32, bool), String> {
     for l in links {
         l.send(&marill_proto::encode(&ControlMessage::Probe))
             .map_err(|e| e.to_string())?;
     }
     let mut lanes = u32::MAX;
+    let mut draining = false;
     for (i, l) in links.iter().enumerate() {
         let m = loop {
             // the link's timeout ends the wait with an error
@@ -399,7 +472,14 @@ fn hello(links: &[Link; 2]) -> Result<u32, String> {
             }
         };
         match m {
-            ControlMessage::Ready { sessions, .. } => lanes = lanes.min(sessions),
+            ControlMessage::Ready {
+                sessions,
+                draining: d,
+                ..
+            } => {
+                lanes = lanes.min(sessions);
+                draining |= d;
+            }
             m => {
                 return Err(format!(
                     "{} answered the hello with {}",
@@ -409,7 +489,7 @@ fn hello(links: &[Link; 2]) -> Result<u32, String> {
             }
         }
     }
-    Ok(lanes.max(1))
+    Ok((lanes.max(1), draining))
 }
 
 /// One worker's output of a step.
@@ -483,6 +563,7 @@ impl InFlight {
             outcome,
             pair_lost: lost,
             refused: false,
+            draining: false,
         }
     }
 
@@ -496,6 +577,7 @@ impl InFlight {
             outcome,
             pair_lost: lost,
             refused: false,
+            draining: false,
         })
     }
 
@@ -547,6 +629,7 @@ impl InFlight {
                 ref job_id,
                 ref reason,
                 refused,
+                draining,
                 ..
             } => {
                 if !self.steps.contains_key(job_id) {
@@ -555,7 +638,11 @@ impl InFlight {
                 }
                 let reason = format!("{}: {reason}", role(from));
                 let done = self.end(job_id, Outcome::Failed { reason }, false);
-                Ok(done.map(|d| StepDone { refused, ..d }))
+                Ok(done.map(|d| StepDone {
+                    refused,
+                    draining: refused && draining,
+                    ..d
+                }))
             }
             ControlMessage::Ready { .. } => {
                 skipped(&m); // an extra hello answer
@@ -658,6 +745,7 @@ pub(crate) mod tests {
             step: 0,
             reason: reason.into(),
             refused: false,
+            draining: false,
         }
     }
 
@@ -764,6 +852,7 @@ pub(crate) mod tests {
             d_model: 8,
             gamma_at_client: true,
             sessions: 4,
+            draining: false,
         };
         assert!(f.on_reply(1, hello).unwrap().is_none());
         assert_eq!(f.len(), 1);
@@ -844,7 +933,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn fake(allow: &str) -> Fake {
-        let own = KeyPair::generate().unwrap();
+        fake_with(allow, KeyPair::generate().unwrap())
+    }
+
+    /// A fake worker with key pair `own` (workers of one trust domain share theirs).
+    pub(crate) fn fake_with(allow: &str, own: KeyPair) -> Fake {
         let public = own.public.clone();
         let allow = vec![allow.to_string()];
         let (got_tx, got) = channel();
@@ -894,16 +987,22 @@ pub(crate) mod tests {
         pub(crate) fn hello(&self, sessions: u32) {
             let m = self.next();
             assert!(matches!(m, ControlMessage::Probe), "{m:?}");
-            self.say
-                .send(ControlMessage::Ready {
-                    first_layer: 2,
-                    d_model: 8,
-                    gamma_at_client: true,
-                    sessions,
-                })
-                .unwrap();
+            self.say.send(ready(sessions, false)).unwrap();
         }
+    }
 
+    /// A worker's hello answer (or, with `draining`, its drain notice).
+    pub(crate) fn ready(sessions: u32, draining: bool) -> ControlMessage {
+        ControlMessage::Ready {
+            first_layer: 2,
+            d_model: 8,
+            gamma_at_client: true,
+            sessions,
+            draining,
+        }
+    }
+
+    impl Fake {
         /// The next message is a step: its (job id, lane, share).
         pub(crate) fn step(&self) -> (String, u32, Sealed) {
             match self.next() {
@@ -943,8 +1042,13 @@ pub(crate) mod tests {
         p.hello(sessions[0]);
         h.hello(sessions[1]);
         match done.recv_timeout(WAIT).expect("ready") {
-            PairEvent::Ready { pair, lanes } => {
-                assert_eq!((pair, lanes), (5, sessions[0].min(sessions[1]).max(1)))
+            PairEvent::Ready {
+                pair,
+                lanes,
+                draining,
+            } => {
+                assert_eq!((pair, lanes), (5, sessions[0].min(sessions[1]).max(1)));
+                assert!(!draining);
             }
             e => panic!("{e:?}"),
         }
@@ -1037,11 +1141,63 @@ pub(crate) mod tests {
         p.hello(1);
         h.hello(1);
         match done.recv_timeout(WAIT).expect("ready again") {
-            PairEvent::Ready { pair: 5, lanes: 1 } => {}
+            PairEvent::Ready {
+                pair: 5,
+                lanes: 1,
+                draining: false,
+            } => {}
             e => panic!("{e:?}"),
         }
         run_step(&tx, "f", 0);
         assert_eq!(p.step().0, "f");
         assert_eq!(h.step().0, "f");
+    }
+
+    #[test]
+    fn a_drain_notice_is_reported_the_open_steps_end_and_the_pair_is_probed_until_back() {
+        let (p, h, tx, done) = ready_pair([1, 1]);
+        run_step(&tx, "a", 0);
+        p.step();
+        h.step();
+        // the helper drains while a's step runs: reported at once, a's step still ends
+        h.say.send(ready(1, true)).unwrap();
+        match done.recv_timeout(WAIT).expect("the drain") {
+            PairEvent::Draining { pair: 5 } => {}
+            e => panic!("{e:?}"),
+        }
+        p.say.send(output("a", 1, 1)).unwrap();
+        h.say.send(output("a", 2, 1)).unwrap();
+        let d = next_done(&done);
+        assert!(matches!(d.outcome, Outcome::Done { .. }), "{:?}", d.outcome);
+        // idle and draining: probed again within a few seconds; the helper still drains
+        p.hello(1);
+        let m = h.next();
+        assert!(matches!(m, ControlMessage::Probe), "{m:?}");
+        h.say.send(ready(1, true)).unwrap();
+        match done.recv_timeout(WAIT).expect("the probe's answer") {
+            PairEvent::Ready { draining: true, .. } => {}
+            e => panic!("{e:?}"),
+        }
+        // restarted (no longer draining): back in service
+        p.hello(1);
+        h.hello(1);
+        match done.recv_timeout(WAIT).expect("ready again") {
+            PairEvent::Ready {
+                pair: 5,
+                lanes: 1,
+                draining: false,
+            } => {}
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn an_idle_pair_reports_a_drain_notice() {
+        let (p, _h, _tx, done) = ready_pair([2, 2]);
+        p.say.send(ready(2, true)).unwrap();
+        match done.recv_timeout(WAIT).expect("the drain") {
+            PairEvent::Draining { pair: 5 } => {}
+            e => panic!("{e:?}"),
+        }
     }
 }

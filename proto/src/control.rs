@@ -23,6 +23,10 @@ pub enum ControlMessage {
         gamma_at_client: bool,
         /// sessions the worker runs at once (lanes `0..sessions`)
         sessions: u32,
+        /// the worker is draining (it was told to stop: `SIGTERM`): it takes no new session,
+        /// finishes its open ones, then exits. Sent unasked when the drain begins, and in
+        /// every answer to a probe after that.
+        draining: bool,
     },
     /// coordinator → worker: run one step of a session on one of the pair's lanes (step 0
     /// opens the session on the lane, replacing whatever session the lane held); the share is
@@ -81,6 +85,9 @@ pub enum ControlMessage {
         /// refused before any 2PC work, at both workers: the lane and the session are as
         /// they were (the pair stays in service; a later step of the session may still run)
         refused: bool,
+        /// refused because a worker of the pair drains (both workers learn it in their
+        /// agreement before the step): a refused step 0 may run on another pair
+        draining: bool,
     },
     /// coordinator → worker: the session ended (or expired): its lane's shares and KV cache
     /// are freed; no reply

@@ -60,6 +60,12 @@ pub struct WorkerArgs {
     /// exchange (between a coordinator's steps the worker waits without limit).
     #[arg(long, default_value_t = 300)]
     idle_timeout_s: u64,
+    /// On `SIGTERM` the worker drains: it takes no new session, runs its open sessions to
+    /// their end, and exits once they have ended or after this many seconds, whichever comes
+    /// first (a session's length: `marill plan`; the Helm chart's
+    /// `terminationGracePeriodSeconds` must exceed it).
+    #[arg(long, default_value_t = 600)]
+    drain_timeout_s: u64,
     /// Serve Prometheus metrics on `GET /metrics` at this address, e.g. 0.0.0.0:9101.
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -85,6 +91,7 @@ impl WorkerArgs {
             sessions: self.sessions,
             memory_limit_mb: self.memory_limit_mb,
             idle_timeout_s: self.idle_timeout_s,
+            drain_timeout_s: self.drain_timeout_s,
             metrics_addr: self.metrics_addr.clone(),
             model: self.model.options()?,
             seeding: self.model.seeding(),

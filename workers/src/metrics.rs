@@ -36,6 +36,8 @@ pub struct WorkerMetrics {
     pub accounted: IntGaugeVec,
     /// sessions open on the worker's lanes
     pub sessions_open: IntGauge,
+    /// 1 while the worker drains (`SIGTERM`: no new session, the open ones finishing)
+    pub draining: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -130,6 +132,14 @@ impl WorkerMetrics {
             sessions_open: register(
                 r,
                 IntGauge::new(format!("{p}sessions_open"), "Sessions open on the lanes")?,
+            )?,
+            draining: register(
+                r,
+                IntGauge::new(
+                    format!("{p}draining"),
+                    "1 while the worker drains: it takes no new session and exits once its open \
+                     ones have ended",
+                )?,
             )?,
         })
     }

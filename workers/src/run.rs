@@ -67,6 +67,8 @@ pub struct WorkerConfig {
     /// give up when the peer, the dealer or a direct client is silent this long inside an
     /// exchange
     pub idle_timeout_s: u64,
+    /// after `SIGTERM`, the longest the worker waits for its open sessions to end
+    pub drain_timeout_s: u64,
     /// serve Prometheus metrics on `GET /metrics` at this address
     pub metrics_addr: Option<String>,
     /// the model (the provider loads it; the helper receives shares)
@@ -216,6 +218,7 @@ pub fn run(a: WorkerConfig) -> Result<()> {
                 seal,
                 metrics,
                 outbox,
+                draining: Default::default(),
             };
             worker_group::run(
                 ctx,
@@ -224,6 +227,7 @@ pub fn run(a: WorkerConfig) -> Result<()> {
                 muxes,
                 link,
                 memory_limit(a.memory_limit_mb),
+                Duration::from_secs(a.drain_timeout_s),
             )
         }
     }

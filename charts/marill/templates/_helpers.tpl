@@ -192,6 +192,10 @@ spec:
   {{- end }}
   securityContext:
     {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
+  {{- if has .component (list "provider" "helper") }}
+  {{- /* a worker drains on SIGTERM: its open sessions run to their end first */}}
+  terminationGracePeriodSeconds: {{ add (int (default 600 $c.config.drain_timeout_s)) 30 }}
+  {{- end }}
   containers:
     - name: {{ .component }}
       image: {{ include "marill.image" . | quote }}

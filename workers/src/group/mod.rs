@@ -34,10 +34,26 @@ pub struct WorkerContext {
     pub metrics: WorkerMetrics,
     /// replies to the coordinator
     pub outbox: control::Outbox,
+    /// the worker is draining: step 0 of a new session is refused (see [`supervisor`])
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
-/// Runs the group until the control link closes or a step fails inside the 2PC (the worker
-/// then exits; its supervisor process restarts it). `lanes` are loaded; `muxes` are the pumps
+/// Drains the group on `SIGTERM` (the signal Kubernetes sends a pod it stops): see
+/// [`supervisor`].
+fn on_sigterm(sup: ractor::ActorRef<supervisor::SupervisorMsg>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        if term.recv().await.is_some() {
+            let _ = sup.cast(supervisor::SupervisorMsg::Drain);
+        }
+    });
+    Ok(())
+}
+
+/// Runs the group until the control link closes, a step fails inside the 2PC (the worker
+/// then exits; its supervisor process restarts it), or a drain ends (`SIGTERM`: no new
+/// session, the open ones finished within `drain_timeout`). `lanes` are loaded; `muxes` are the pumps
 /// of the peer and dealer links they use; `outgoing` is the receiving end of the context's
 /// outbox ([`control::outbox`]).
 pub fn run(
@@ -47,6 +63,7 @@ pub fn run(
     muxes: Vec<Mux>,
     control: Link,
     memory_limit: u64,
+    drain_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -63,10 +80,12 @@ pub fn run(
             muxes,
             memory_limit,
             exit,
+            drain_timeout,
         };
         let (sup, handle) = Actor::spawn(None, supervisor::Supervisor, args)
             .await
             .map_err(|e| anyhow::anyhow!("starting the worker's actors: {e}"))?;
+        on_sigterm(sup.clone())?;
         let reader = control::spawn(control, outgoing, sup.clone())?;
         handle
             .await

@@ -158,7 +158,11 @@ async fn step(st: &mut SessionState, input: StepInput) -> Result<(), ActorProces
     let Some(lane) = st.lane.take() else {
         return Err("a session's lane is gone".into());
     };
-    let mut expected = if input.n_public != cfg.first_layer {
+    let draining = ctx.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let mut expected = if input.step == 0 && draining {
+        // refused at both workers (agreed below): the coordinator places it elsewhere
+        Err("the worker is draining: it takes no new session".to_string())
+    } else if input.n_public != cfg.first_layer {
         Err(format!(
             "the client ran {} public layers, this suffix starts at layer {}",
             input.n_public, cfg.first_layer
@@ -189,7 +193,7 @@ async fn step(st: &mut SessionState, input: StepInput) -> Result<(), ActorProces
     let auth = st.auth.clone();
     let (lane, done) = tokio::task::spawn_blocking(move || {
         let mut lane = lane;
-        let done = run_step(&mut lane, &ctx, &input, auth.as_ref(), expected);
+        let done = run_step(&mut lane, &ctx, &input, auth.as_ref(), expected, draining);
         (lane, done)
     })
     .await?;
@@ -242,6 +246,7 @@ fn run_step(
     input: &StepInput,
     fixed: Option<&SessionAuth>,
     expected: Result<(), String>,
+    draining: bool,
 ) -> StepEnd {
     let cfg = &ctx.cfg;
     let m = &ctx.metrics;
@@ -251,6 +256,7 @@ fn run_step(
         step: input.step,
         reason,
         refused,
+        draining: false,
     };
     let binding = Binding {
         job_id: &input.job_id,
@@ -307,13 +313,14 @@ fn run_step(
         Ok((x, auth))
     });
     // this side's checks, then agreement with the peer before any 2PC work: the refusals
-    // are counted, and the step's tag opens to 0 only if the peer runs the same step
+    // are counted, the step's tag opens to 0 only if the peer runs the same step, and the
+    // draining workers are counted (a step 0 refused for a drain may run on another pair)
     let tag = step_tag(&input.session, input.step);
     let tag = match lane.party.id {
         marill_mpc::PartyId::P0 => tag,
         marill_mpc::PartyId::P1 => tag.wrapping_neg(),
     };
-    let flags = [x.is_err() as u64, tag];
+    let flags = [x.is_err() as u64, tag, (draining && input.step == 0) as u64];
     let both =
         futures::executor::block_on(marill_mpc::ops::open::open(&mut lane.party, &flags, 64));
     let both = match both {
@@ -338,11 +345,20 @@ fn run_step(
     let (x, auth) = match (x, both[0]) {
         (Ok(x), 0) => x,
         (x, _) => {
-            let why = x
-                .err()
-                .unwrap_or_else(|| "the peer refused its share".into());
+            let drain = both[2] != 0;
+            let why = x.err().unwrap_or_else(|| {
+                if drain {
+                    "the peer is draining: it takes no new session".into()
+                } else {
+                    "the peer refused its share".into()
+                }
+            });
             m.steps.with_label_values(&["refused"]).inc();
-            return StepEnd::Refused(failed(why, true));
+            let mut reply = failed(why, true);
+            if let ControlMessage::SessionFailed { draining, .. } = &mut reply {
+                *draining = drain;
+            }
+            return StepEnd::Refused(reply);
         }
     };
     if input.step == 0 {

@@ -4,6 +4,12 @@
 //! group when a step failed inside the 2PC (the two workers' lane states may differ: the
 //! process exits and is restarted) or a session actor failed.
 //!
+//! Drain (`SIGTERM`, [`SupervisorMsg::Drain`]): the worker tells the coordinator at once
+//! (an unasked `Ready` with `draining`, and every probe's answer after it), refuses every new
+//! session's step 0 (agreed with the peer like any refusal, so the coordinator places the
+//! session elsewhere), runs the open sessions' steps to their end, and stops once every lane is
+//! free, or at the drain deadline, whichever comes first.
+//!
 //! Routing by lane (the coordinator names the lane, the same at both workers, so both route a
 //! step to the same lane and their 2PC messages meet): step 0 opens the session on its lane,
 //! ending whatever session held it; a later step goes to the lane's session actor, which
@@ -27,6 +33,10 @@ pub enum SupervisorMsg {
     LaneBack(Box<LaneState>),
     /// a step failed inside the 2PC: the worker must restart
     Fatal(String),
+    /// stop taking sessions, finish the open ones, then stop (`SIGTERM`)
+    Drain,
+    /// the drain's deadline passed
+    DrainDeadline,
 }
 
 /// What the supervisor starts with.
@@ -41,6 +51,8 @@ pub struct Args {
     pub memory_limit: u64,
     /// why the group stopped, when it failed
     pub exit: Arc<Mutex<Option<String>>>,
+    /// how long a drain waits for the open sessions to end
+    pub drain_timeout: std::time::Duration,
 }
 
 /// A lane as the supervisor sees it.
@@ -65,6 +77,7 @@ pub struct State {
     slots: Vec<Slot>,
     memory: ActorRef<MemoryMsg>,
     exit: Arc<Mutex<Option<String>>>,
+    drain_timeout: std::time::Duration,
 }
 
 impl Actor for Supervisor {
@@ -98,6 +111,7 @@ impl Actor for Supervisor {
             slots,
             memory,
             exit: a.exit,
+            drain_timeout: a.drain_timeout,
         })
     }
 
@@ -121,10 +135,23 @@ impl Actor for Supervisor {
                 for input in queued {
                     route(&myself, st, i, input).await?;
                 }
+                drained(&myself, st);
                 Ok(())
             }
             SupervisorMsg::Fatal(why) => {
                 stop(&myself, st, why);
+                Ok(())
+            }
+            SupervisorMsg::Drain => drain(&myself, st),
+            SupervisorMsg::DrainDeadline => {
+                let open = open_sessions(st);
+                if open > 0 {
+                    let why = format!(
+                        "the drain deadline ({} s) passed with {open} sessions open",
+                        st.drain_timeout.as_secs()
+                    );
+                    stop(&myself, st, why);
+                }
                 Ok(())
             }
         }
@@ -159,6 +186,67 @@ impl Actor for Supervisor {
     }
 }
 
+fn draining(st: &State) -> bool {
+    st.ctx.draining.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sessions open on the worker's lanes (running, or ending).
+fn open_sessions(st: &State) -> usize {
+    st.slots
+        .iter()
+        .filter(|s| !matches!(s, Slot::Free(_)))
+        .count()
+}
+
+/// This worker's answer to a probe (and its drain notice).
+fn ready(st: &State) -> ControlMessage {
+    let cfg = &st.ctx.cfg;
+    ControlMessage::Ready {
+        first_layer: cfg.first_layer,
+        d_model: cfg.d_model,
+        gamma_at_client: st.ctx.gamma_at_client,
+        sessions: st.slots.len() as u32,
+        draining: draining(st),
+    }
+}
+
+/// Begins the drain: tells the coordinator, arms the deadline, stops at once if idle.
+fn drain(myself: &ActorRef<SupervisorMsg>, st: &mut State) -> Result<(), ActorProcessingErr> {
+    if draining(st) {
+        return Ok(());
+    }
+    st.ctx
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    st.ctx.metrics.draining.set(1);
+    let open = open_sessions(st);
+    let deadline = st.drain_timeout;
+    tracing::info!(
+        open,
+        deadline_s = deadline.as_secs(),
+        "draining: no new session; the open ones run to their end"
+    );
+    eprintln!(
+        "{}: draining: {open} sessions open, deadline {} s",
+        st.ctx.me,
+        deadline.as_secs()
+    );
+    myself.send_after(deadline, || SupervisorMsg::DrainDeadline);
+    // the coordinator may be gone: the drain goes on without it
+    let _ = reply(st, ready(st));
+    drained(myself, st);
+    Ok(())
+}
+
+/// Stops the group (a clean exit) once a draining worker has no session open.
+fn drained(myself: &ActorRef<SupervisorMsg>, st: &State) {
+    if draining(st) && open_sessions(st) == 0 {
+        tracing::info!("drained: every session ended");
+        eprintln!("{}: drained: every session ended, exiting", st.ctx.me);
+        myself.stop(None);
+    }
+}
+
 fn stop(myself: &ActorRef<SupervisorMsg>, st: &State, why: String) {
     tracing::error!(reason = %why, "worker stops");
     eprintln!("{}: {why}", st.ctx.me);
@@ -181,17 +269,8 @@ async fn control(
     m: ControlMessage,
 ) -> Result<(), ActorProcessingErr> {
     match m {
-        ControlMessage::Probe => {
-            // the coordinator's readiness probe
-            let cfg = &st.ctx.cfg;
-            let hello = ControlMessage::Ready {
-                first_layer: cfg.first_layer,
-                d_model: cfg.d_model,
-                gamma_at_client: st.ctx.gamma_at_client,
-                sessions: st.slots.len() as u32,
-            };
-            reply(st, hello)
-        }
+        // the coordinator's readiness probe
+        ControlMessage::Probe => reply(st, ready(st)),
         ControlMessage::SessionStep {
             session,
             lane,
@@ -226,6 +305,7 @@ async fn control(
                         step,
                         reason,
                         refused: true,
+                        draining: false,
                     },
                 );
             }
@@ -279,6 +359,7 @@ async fn route(
                 step: input.step,
                 reason,
                 refused: true,
+                draining: false,
             },
         );
     }
