@@ -878,7 +878,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pairs::tests::{failed, fake, fake_with, output, ready, sealed};
+    use crate::pairs::tests::{failed, fake, fake_with, output, ready, sealed, Fake};
     use marill_proto::ControlMessage;
     use rdkafka::mocking::MockCluster;
 
@@ -898,6 +898,38 @@ mod tests {
         }
     }
 
+    /// A coordinator's configuration on `k` for the pairs of fake workers `w` (provider,
+    /// helper, provider, helper, ...; each trust domain's workers share a key).
+    fn config(
+        k: &KafkaSettings,
+        group: &str,
+        own: marill_transport::KeyPair,
+        w: &[&Fake],
+        session_idle: Duration,
+    ) -> CoordinatorConfig {
+        CoordinatorConfig {
+            kafka: k.clone(),
+            group: group.into(),
+            pairs: w
+                .chunks(2)
+                .map(|p| PairEndpoints {
+                    provider: p[0].endpoint.clone(),
+                    helper: p[1].endpoint.clone(),
+                })
+                .collect(),
+            keys: ControlKeys {
+                own,
+                provider: w[0].public.clone(),
+                helper: w[1].public.clone(),
+            },
+            model: ServedModel { name: "m".into() },
+            step_timeout: Duration::from_secs(20),
+            session_idle,
+            exit_when_idle: None,
+            create_topics: false,
+        }
+    }
+
     #[test]
     fn sessions_share_a_pair_on_their_own_lanes_and_a_failed_step_closes_the_pair_s_sessions() {
         let mock = MockCluster::new(1).unwrap();
@@ -907,24 +939,7 @@ mod tests {
         let k = KafkaSettings::new(mock.bootstrap_servers());
         let own = marill_transport::KeyPair::generate().unwrap();
         let (p, h) = (fake(&own.public), fake(&own.public));
-        let cfg = CoordinatorConfig {
-            kafka: k.clone(),
-            group: "lanes".into(),
-            pairs: vec![PairEndpoints {
-                provider: p.endpoint.clone(),
-                helper: h.endpoint.clone(),
-            }],
-            keys: ControlKeys {
-                own,
-                provider: p.public.clone(),
-                helper: h.public.clone(),
-            },
-            model: ServedModel { name: "m".into() },
-            step_timeout: Duration::from_secs(20),
-            session_idle: Duration::from_secs(1),
-            exit_when_idle: None,
-            create_topics: false,
-        };
+        let cfg = config(&k, "lanes", own, &[&p, &h], Duration::from_secs(1));
         let producer = k.producer().unwrap();
         for s in ["a", "b", "c"] {
             produce(&producer, JOBS_TOPIC, s, &job(s).encode()).unwrap();
@@ -990,30 +1005,8 @@ mod tests {
         let workers: Vec<_> = (0..4)
             .map(|i| fake_with(&own.public, domains[i % 2].clone()))
             .collect();
-        let cfg = CoordinatorConfig {
-            kafka: k.clone(),
-            group: "drain".into(),
-            pairs: vec![
-                PairEndpoints {
-                    provider: workers[0].endpoint.clone(),
-                    helper: workers[1].endpoint.clone(),
-                },
-                PairEndpoints {
-                    provider: workers[2].endpoint.clone(),
-                    helper: workers[3].endpoint.clone(),
-                },
-            ],
-            keys: ControlKeys {
-                own,
-                provider: workers[0].public.clone(),
-                helper: workers[1].public.clone(),
-            },
-            model: ServedModel { name: "m".into() },
-            step_timeout: Duration::from_secs(20),
-            session_idle: Duration::from_secs(60),
-            exit_when_idle: None,
-            create_topics: false,
-        };
+        let refs: Vec<&Fake> = workers.iter().collect();
+        let cfg = config(&k, "drain", own, &refs, Duration::from_secs(60));
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = CoordinatorMetrics::unregistered();
         let coordinator = {

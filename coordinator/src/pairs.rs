@@ -1055,6 +1055,18 @@ pub(crate) mod tests {
         (p, h, tx, done)
     }
 
+    /// The pair's next event is pair 5's hello answered with `lanes` lanes, `draining` or not.
+    fn expect_ready(done: &Receiver<PairEvent>, lanes: u32, draining: bool) {
+        match done.recv_timeout(WAIT).expect("a hello answered") {
+            PairEvent::Ready {
+                pair: 5,
+                lanes: l,
+                draining: d,
+            } => assert_eq!((l, d), (lanes, draining)),
+            e => panic!("{e:?}"),
+        }
+    }
+
     fn run_step(tx: &Sender<PairTask>, id: &str, lane: u32) {
         let task = StepTask {
             job: job(id, 0),
@@ -1140,14 +1152,7 @@ pub(crate) mod tests {
         // then the pair is probed (the next message after d's step: e never went out)
         p.hello(1);
         h.hello(1);
-        match done.recv_timeout(WAIT).expect("ready again") {
-            PairEvent::Ready {
-                pair: 5,
-                lanes: 1,
-                draining: false,
-            } => {}
-            e => panic!("{e:?}"),
-        }
+        expect_ready(&done, 1, false);
         run_step(&tx, "f", 0);
         assert_eq!(p.step().0, "f");
         assert_eq!(h.step().0, "f");
@@ -1174,21 +1179,11 @@ pub(crate) mod tests {
         let m = h.next();
         assert!(matches!(m, ControlMessage::Probe), "{m:?}");
         h.say.send(ready(1, true)).unwrap();
-        match done.recv_timeout(WAIT).expect("the probe's answer") {
-            PairEvent::Ready { draining: true, .. } => {}
-            e => panic!("{e:?}"),
-        }
+        expect_ready(&done, 1, true);
         // restarted (no longer draining): back in service
         p.hello(1);
         h.hello(1);
-        match done.recv_timeout(WAIT).expect("ready again") {
-            PairEvent::Ready {
-                pair: 5,
-                lanes: 1,
-                draining: false,
-            } => {}
-            e => panic!("{e:?}"),
-        }
+        expect_ready(&done, 1, false);
     }
 
     #[test]
