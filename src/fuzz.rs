@@ -174,6 +174,8 @@ fn targets() -> Result<Vec<Target>> {
             gamma_at_client: true,
             sessions: 4,
             draining: false,
+            kv_room: u64::MAX,
+            session_kv: 4096,
         },
         ControlMessage::SessionStep {
             session: "s".into(),

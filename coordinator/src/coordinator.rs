@@ -9,9 +9,13 @@
 //!
 //! Each worker pair serves several sessions at once, one per *lane* (its workers keep a KV
 //! cache per lane; the pair's hello says how many): a new session goes to a free lane of the
-//! ready pair with the fewest open sessions (`lanes.rs`) and keeps that lane for all its
-//! steps; its steps run one at a time, while the steps of different sessions run concurrently.
-//! Sessions wait in arrival order for a free lane. A closed session (ended, expired, closed by
+//! ready pair with the fewest open sessions (`lanes.rs`) whose two workers have room for its
+//! KV cache (`marill-scheduler`, against the memory each worker announced in its hello) and
+//! keeps that lane for all its steps; its steps run one at a time, while the steps of
+//! different sessions run concurrently. Sessions wait in arrival order for a lane with room;
+//! when no pair in service could hold even one session, a new session is refused at once with
+//! the reason. A draining pair (`SIGTERM` to a worker) takes no new session: a step 0 it
+//! refused for its drain goes to another pair. A closed session (ended, expired, closed by
 //! its client, failed) frees its lane, and both workers are told to drop its cache. A pair that
 //! fails a step or is lost goes out of service until it answers a hello again, and every
 //! session on it is closed (its workers restart, their caches gone). A session idle for longer
@@ -23,7 +27,9 @@ use crate::lag;
 use crate::lanes::Lanes;
 use crate::metrics::CoordinatorMetrics;
 use crate::offsets::OffsetTracker;
-use crate::pairs::{self, ControlKeys, PairEndpoints, PairEvent, PairTask, StepDone, StepTask};
+use crate::pairs::{
+    self, ControlKeys, PairEndpoints, PairEvent, PairMemory, PairTask, StepDone, StepTask,
+};
 use crate::CoordinatorError;
 use marill_proto::job::{
     DeadLetter, Job, JobResult, Outcome, DEAD_LETTER_TOPIC, JOBS_TOPIC, RESULTS_TOPIC,
@@ -111,6 +117,8 @@ struct State {
     pair_ready: Vec<bool>,
     /// a worker of the pair drains: no new session goes there
     pair_draining: Vec<bool>,
+    /// what each pair's workers announced for KV caches
+    pair_memory: Vec<PairMemory>,
     sessions: HashMap<String, Session>,
     waiting: VecDeque<Job>,
     /// job id → the offsets waiting for its outcome
@@ -201,6 +209,7 @@ pub fn run(
         pair_lost: vec![false; n],
         pair_ready: vec![false; n],
         pair_draining: vec![false; n],
+        pair_memory: vec![PairMemory::default(); n],
         sessions: HashMap::new(),
         waiting: VecDeque::new(),
         in_flight: HashMap::new(),
@@ -498,7 +507,8 @@ impl State {
                     pair,
                     lanes,
                     draining,
-                } => self.ready(pair, lanes, draining)?,
+                    memory,
+                } => self.ready(pair, lanes, draining, memory)?,
                 PairEvent::Draining { pair } => self.draining(pair),
                 PairEvent::Lost { pair, reason } => {
                     tracing::warn!(pair, reason = %reason, "worker pair did not become ready");
@@ -524,7 +534,13 @@ impl State {
 
     /// Pair `pair` answered its hello with `lanes` lanes: it takes sessions (unless a worker
     /// drains).
-    fn ready(&mut self, pair: usize, lanes: u32, draining: bool) -> Result<(), CoordinatorError> {
+    fn ready(
+        &mut self,
+        pair: usize,
+        lanes: u32,
+        draining: bool,
+        memory: PairMemory,
+    ) -> Result<(), CoordinatorError> {
         let serving = self.pair_ready[pair] && !self.pair_lost[pair];
         if draining && serving {
             // the same workers, draining: their sessions and caches are still there
@@ -538,15 +554,24 @@ impl State {
             for w in [2 * pair, 2 * pair + 1] {
                 let _ = self.sched.set_health(w as u32, Health::Healthy);
             }
-            tracing::info!(pair, lanes, "worker pair back in service");
+            tracing::info!(pair, lanes, kv_room = ?memory.room, session_kv = memory.session_kv, "worker pair back in service");
         } else {
-            tracing::info!(pair, lanes, "worker pair ready");
+            tracing::info!(pair, lanes, kv_room = ?memory.room, session_kv = memory.session_kv, "worker pair ready");
         }
         // a session still placed here did not outlive the probe (normally closed already when
         // the pair went out of service)
         self.pair_ready[pair] = false;
         self.close_all(pair)?;
-        self.lanes.reset(pair, lanes.clamp(1, MAX_LANES));
+        let lanes = lanes.clamp(1, MAX_LANES);
+        self.lanes.reset(pair, lanes);
+        // the scheduler places against what the workers announced (their sessions were
+        // closed above: nothing is placed on them)
+        for (k, w) in [2 * pair, 2 * pair + 1].into_iter().enumerate() {
+            self.sched
+                .set_capacity(w as u32, memory.room[k], lanes)
+                .map_err(|e| CoordinatorError::Config(e.to_string()))?;
+        }
+        self.pair_memory[pair] = memory;
         self.pair_ready[pair] = true;
         Ok(())
     }
@@ -744,7 +769,7 @@ impl State {
                 let req = SessionRequest {
                     id,
                     model: 0,
-                    kv_bytes: KV_RESERVE,
+                    kv_bytes: self.pair_memory[i].session_kv.max(KV_RESERVE),
                     pin: Some(((2 * i) as u32, (2 * i + 1) as u32)),
                 };
                 self.sched.place(&req).is_ok()
@@ -758,6 +783,15 @@ impl State {
                 }])
                 .inc();
             let Some((pair, lane)) = placed else {
+                if let Some(reason) = self.fits_nowhere() {
+                    let job = self.waiting.pop_front().expect("front");
+                    if let Err(e) =
+                        self.finish(&job.job_id, &job.session, 0, Outcome::Failed { reason })
+                    {
+                        tracing::warn!(error = %e, "publishing a failure");
+                    }
+                    continue;
+                }
                 if self.pair_lost.iter().all(|l| *l) {
                     let job = self.waiting.pop_front().expect("front");
                     let reason = "no worker pair is available".to_string();
@@ -796,6 +830,25 @@ impl State {
             );
             self.send(pair, lane, job);
         }
+    }
+
+    /// Why no session can be placed on any pair in service even once the others end: every
+    /// such pair has a worker without memory for one session's KV cache. `None` while some
+    /// pair could take one (or no pair is in service yet: sessions wait for one).
+    fn fits_nowhere(&self) -> Option<String> {
+        let serving: Vec<usize> = (0..self.pair_lost.len())
+            .filter(|&i| self.pair_ready[i] && !self.pair_lost[i])
+            .collect();
+        let fits = |m: &PairMemory| m.room.iter().all(|r| *r >= m.session_kv.max(KV_RESERVE));
+        if serving.is_empty() || serving.iter().any(|&i| fits(&self.pair_memory[i])) {
+            return None;
+        }
+        let m = &self.pair_memory[serving[0]];
+        Some(format!(
+            "no worker pair has memory for a session: a session's KV cache takes {} bytes, \
+             the workers have {} and {} bytes for KV caches",
+            m.session_kv, m.room[0], m.room[1]
+        ))
     }
 
     /// Takes a pair out of service until its thread reports it ready again (its workers are

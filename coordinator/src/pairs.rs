@@ -67,6 +67,9 @@ pub enum PairEvent {
         lanes: u32,
         /// a worker is draining: the pair takes no new session
         draining: bool,
+        /// what it holds for sessions' KV caches, by worker (provider, helper): the
+        /// announced room and the reservation of one session
+        memory: PairMemory,
     },
     /// a worker of the pair began to drain (`SIGTERM`): the pair takes no new session, its
     /// open sessions go on; it is probed every few seconds until it is gone (lost) or back
@@ -84,6 +87,23 @@ pub enum PairEvent {
     },
     /// a step ended
     Done(StepDone),
+}
+
+/// What a pair's workers announced for sessions' KV caches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairMemory {
+    /// bytes each worker (provider, helper) has for KV caches (`u64::MAX`: no limit)
+    pub room: [u64; 2],
+    /// the larger of the two workers' reservation for one session
+    pub session_kv: u64,
+}
+
+/// What a pair answered its probe with.
+#[derive(Clone, Copy, Debug)]
+struct Hello {
+    lanes: u32,
+    draining: bool,
+    memory: PairMemory,
 }
 
 /// A step's end, reported back to the coordinator.
@@ -184,7 +204,7 @@ fn run(
                 hello(links.insert([p, h]))
             }),
         };
-        let (lanes, draining) = match probe {
+        let hello = match probe {
             Ok(answer) => answer,
             Err(reason) => {
                 if !reported_lost {
@@ -221,13 +241,14 @@ fn run(
         };
         let ready = PairEvent::Ready {
             pair: index,
-            lanes,
-            draining,
+            lanes: hello.lanes,
+            draining: hello.draining,
+            memory: hello.memory,
         };
         if done.send(ready).is_err() {
             return;
         }
-        match serve(index, l, timeout, &rx, &done, draining) {
+        match serve(index, l, timeout, &rx, &done, hello.draining) {
             Served::Gone => return,
             // on a lost step the coordinator retires the pair: no second report if the probe
             // fails; after a failed one it waits for this probe's answer
@@ -449,16 +470,17 @@ fn skipped(m: &ControlMessage) {
 }
 
 /// Both workers answer a hello once they serve (suffix loaded and masked); the sessions the
-/// pair serves at once (the smaller count, at least 1), and whether a worker drains. Step
-/// replies still on the links (a previous coordinator's, or of steps that timed out here) are
-/// skipped.
-fn hello(links: &[Link; 2]) -> Result<(u32, bool), String> {
+/// pair serves at once (the smaller count, at least 1), whether a worker drains, and their
+/// memory for KV caches. Step replies still on the links (a previous coordinator's, or of steps
+/// that timed out here) are skipped.
+fn hello(links: &[Link; 2]) -> Result<Hello, String> {
     for l in links {
         l.send(&marill_proto::encode(&ControlMessage::Probe))
             .map_err(|e| e.to_string())?;
     }
     let mut lanes = u32::MAX;
     let mut draining = false;
+    let mut memory = PairMemory::default();
     for (i, l) in links.iter().enumerate() {
         let m = loop {
             // the link's timeout ends the wait with an error
@@ -475,10 +497,14 @@ fn hello(links: &[Link; 2]) -> Result<(u32, bool), String> {
             ControlMessage::Ready {
                 sessions,
                 draining: d,
+                kv_room,
+                session_kv,
                 ..
             } => {
                 lanes = lanes.min(sessions);
                 draining |= d;
+                memory.room[i] = kv_room;
+                memory.session_kv = memory.session_kv.max(session_kv);
             }
             m => {
                 return Err(format!(
@@ -489,7 +515,11 @@ fn hello(links: &[Link; 2]) -> Result<(u32, bool), String> {
             }
         }
     }
-    Ok((lanes.max(1), draining))
+    Ok(Hello {
+        lanes: lanes.max(1),
+        draining,
+        memory,
+    })
 }
 
 /// One worker's output of a step.
@@ -853,6 +883,8 @@ pub(crate) mod tests {
             gamma_at_client: true,
             sessions: 4,
             draining: false,
+            kv_room: u64::MAX,
+            session_kv: 1,
         };
         assert!(f.on_reply(1, hello).unwrap().is_none());
         assert_eq!(f.len(), 1);
@@ -999,6 +1031,8 @@ pub(crate) mod tests {
             gamma_at_client: true,
             sessions,
             draining,
+            kv_room: u64::MAX,
+            session_kv: 1,
         }
     }
 
@@ -1046,6 +1080,7 @@ pub(crate) mod tests {
                 pair,
                 lanes,
                 draining,
+                ..
             } => {
                 assert_eq!((pair, lanes), (5, sessions[0].min(sessions[1]).max(1)));
                 assert!(!draining);
@@ -1062,6 +1097,7 @@ pub(crate) mod tests {
                 pair: 5,
                 lanes: l,
                 draining: d,
+                ..
             } => assert_eq!((l, d), (lanes, draining)),
             e => panic!("{e:?}"),
         }

@@ -27,6 +27,12 @@ pub enum ControlMessage {
         /// finishes its open ones, then exits. Sent unasked when the drain begins, and in
         /// every answer to a probe after that.
         draining: bool,
+        /// bytes the worker may hold for sessions' KV caches (its memory limit less its
+        /// weights; `u64::MAX`: no limit)
+        kv_room: u64,
+        /// the KV-cache bytes the worker reserves for each session (its most: `max_seq`
+        /// positions)
+        session_kv: u64,
     },
     /// coordinator → worker: run one step of a session on one of the pair's lanes (step 0
     /// opens the session on the lane, replacing whatever session the lane held); the share is

@@ -35,7 +35,7 @@ pub use dealer::DealerMessage;
 pub use peer::PeerMessage;
 
 /// The wire version this build speaks on every link (6: a worker's `Ready` and a refused
-/// step say whether it drains; 5: one message enum per link, each link
+/// step say whether it drains, and its `Ready` the memory it has for sessions' KV caches; 5: one message enum per link, each link
 /// with its own magic; 4: a step names the output rows the client wants, a session step's
 /// sealed share carries the session's secret, a failure says whether it was refused before
 /// any 2PC work, and a norm's correlation request and bundle carry its input check; 3: a fused
@@ -282,6 +282,8 @@ mod tests {
                 gamma_at_client: false,
                 sessions: 4,
                 draining: true,
+                kv_room: 1 << 30,
+                session_kv: 1 << 20,
             },
             ControlMessage::SessionFailed {
                 session: "s".into(),

@@ -275,6 +275,29 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Sets a worker's capacity (what it announced: memory for sessions, sessions at once);
+    /// refused when its placed sessions already hold more.
+    pub fn set_capacity(
+        &mut self,
+        id: WorkerId,
+        mem_limit: u64,
+        max_sessions: u32,
+    ) -> Result<(), SchedulerError> {
+        let w = self
+            .workers
+            .get(&id)
+            .ok_or(SchedulerError::UnknownWorker(id))?;
+        if w.used > mem_limit || w.sessions > max_sessions {
+            return Err(SchedulerError::BelowUse(id));
+        }
+        self.unindex(id);
+        let spec = &mut self.workers.get_mut(&id).expect("checked").spec;
+        spec.mem_limit = mem_limit;
+        spec.max_sessions = max_sessions;
+        self.reindex(id);
+        Ok(())
+    }
+
     /// Changes a worker's health. A lost worker's sessions are released (on both of their
     /// workers) and returned, for the coordinator to re-place or fail.
     pub fn set_health(

@@ -103,6 +103,9 @@ pub enum SchedulerError {
     /// a worker id is unknown
     #[error("worker {0} is unknown")]
     UnknownWorker(WorkerId),
+    /// a new capacity is below what the worker's sessions already hold
+    #[error("worker {0} holds more than the new capacity")]
+    BelowUse(WorkerId),
 }
 
 /// Everything a batch placement needs.

@@ -4,7 +4,8 @@
 //! `solve` is deterministic and keeps valid previous assignments.
 
 use marill_scheduler::{
-    solve, Health, Placement, Problem, Rejection, Role, Scheduler, SessionRequest, WorkerSpec,
+    solve, Health, Placement, Problem, Rejection, Role, Scheduler, SchedulerError, SessionRequest,
+    WorkerSpec,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ enum Op {
     Release(usize),
     Resize(usize, u64),
     Health(u32, u8),
+    Capacity(u32, u64, u32),
 }
 
 fn workers(n: u32) -> Vec<WorkerSpec> {
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..64).prop_map(Op::Release),
         1 => (0usize..64, 1u64..500).prop_map(|(i, kv)| Op::Resize(i, kv)),
         1 => (0u32..10, 0u8..3).prop_map(|(w, h)| Op::Health(w, h)),
+        1 => (0u32..11, 0u64..2000, 0u32..5).prop_map(|(w, m, n)| Op::Capacity(w, m, n)),
     ]
 }
 
@@ -82,6 +85,21 @@ proptest! {
                     live.retain(|id| !gone.contains(id));
                     for id in &gone {
                         prop_assert!(s.assignment(*id).is_none());
+                    }
+                }
+                Op::Capacity(w, mem, n) => {
+                    // an announced capacity: taken when the worker's sessions fit in it,
+                    // refused (and nothing changes) otherwise
+                    let before = s.usage(w);
+                    match s.set_capacity(w, mem, n) {
+                        Ok(()) => {}
+                        Err(SchedulerError::BelowUse(id)) => {
+                            prop_assert_eq!(id, w);
+                            let (used, sessions) = before.unwrap();
+                            prop_assert!(used > mem || sessions > n);
+                        }
+                        Err(SchedulerError::UnknownWorker(id)) => prop_assert_eq!(id, 10),
+                        Err(e) => prop_assert!(false, "unexpected {e}"),
                     }
                 }
                 _ => {}

@@ -78,6 +78,10 @@ pub struct State {
     memory: ActorRef<MemoryMsg>,
     exit: Arc<Mutex<Option<String>>>,
     drain_timeout: std::time::Duration,
+    /// bytes the worker has for sessions' KV caches (announced in `Ready`)
+    kv_room: u64,
+    /// the KV-cache reservation of one session
+    session_kv: u64,
 }
 
 impl Actor for Supervisor {
@@ -100,7 +104,17 @@ impl Actor for Supervisor {
         // the public base weights are shared by the lanes: counted once
         let public = a.lanes.first().map_or(0, |l| l.sfx.weight_bytes().0);
         let private: usize = a.lanes.iter().map(|l| l.sfx.weight_bytes().1).sum();
-        memory.cast(MemoryMsg::Weights((public + private) as u64))?;
+        let weights = (public + private) as u64;
+        memory.cast(MemoryMsg::Weights(weights))?;
+        let kv_room = match a.memory_limit {
+            0 => u64::MAX,
+            limit => limit.saturating_sub(weights),
+        };
+        let cfg = &a.ctx.cfg;
+        let session_kv = a
+            .lanes
+            .first()
+            .map_or(0, |l| l.sfx.cache_bytes_for(cfg.max_seq) as u64);
         let slots = a
             .lanes
             .into_iter()
@@ -112,6 +126,8 @@ impl Actor for Supervisor {
             memory,
             exit: a.exit,
             drain_timeout: a.drain_timeout,
+            kv_room,
+            session_kv,
         })
     }
 
@@ -207,6 +223,8 @@ fn ready(st: &State) -> ControlMessage {
         gamma_at_client: st.ctx.gamma_at_client,
         sessions: st.slots.len() as u32,
         draining: draining(st),
+        kv_room: st.kv_room,
+        session_kv: st.session_kv,
     }
 }
 
