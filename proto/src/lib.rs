@@ -34,12 +34,14 @@ pub use control::ControlMessage;
 pub use dealer::DealerMessage;
 pub use peer::PeerMessage;
 
-/// The wire version this build speaks on every link (5: one message enum per link, each link
+/// The wire version this build speaks on every link (6: a fused signed lookup's bundle carries
+/// one two-word DCF key for its cell borrow and `a·β` instead of two one-word keys; 5: one
+/// message enum per link, each link
 /// with its own magic; 4: a step names the output rows the client wants, a session step's
 /// sealed share carries the session's secret, a failure says whether it was refused before
 /// any 2PC work, and a norm's correlation request and bundle carry its input check; 3: a fused
 /// signed lookup's range check moved to its cell index).
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Largest message body accepted (a model's weight shares travel in one message).
 pub const MAX_BODY: u64 = 1 << 30;
 
