@@ -1,12 +1,13 @@
 //! Online FSS evaluation cost per element, single thread: the Z_2^64 DPF lookup against the
 //! bit-output DPF's signed lookup (batched, packed tables) at the SiLU table width (11 bits), and
-//! DCF comparisons (key by key and batched across keys).
+//! DCF comparisons (key by key and batched across keys), and the signed lookup's borrow and
+//! `a·β` at 12 bits: two one-word DCF walks against one two-word walk.
 //! Run: `cargo bench -p marill-mpc --bench fss_eval`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use marill_mpc::fss::{
-    bit_dpf_gen, bit_dpf_lookup_many, dcf_eval_keys, dcf_eval_many, dcf_gen, dpf_gen, dpf_lookup,
-    BitDpfKeys, DcfCorrection, DcfKeys, SignedTables,
+    bit_dpf_gen, bit_dpf_lookup_many, dcf2_eval_keys, dcf2_gen, dcf_eval_keys, dcf_eval_many,
+    dcf_gen, dpf_gen, dpf_lookup, BitDpfKeys, Dcf2Keys, DcfCorrection, DcfKeys, SignedTables,
 };
 use marill_mpc::prg::{Prg, Seed};
 
@@ -74,5 +75,40 @@ fn comparisons(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookups, comparisons);
+/// One point per key at 12 bits (SiLU's cell truncation): the borrow `[x < α]` and `a·[x < α]`
+/// from two one-word keys (two walks) or from one two-word key with payload `(1, a)`.
+fn borrow_and_product(c: &mut Criterion) {
+    let mut prg = Prg::new(Seed::from_u64(5), 0);
+    let bits = 12u32;
+    let mut one = [
+        DcfKeys::with_capacity(bits, N),
+        DcfKeys::with_capacity(bits, N),
+    ];
+    let mut two = Dcf2Keys::with_capacity(bits, N);
+    let roots: Vec<u128> = (0..N).map(|_| prg.next_u128()).collect();
+    for root in &roots {
+        let alpha = prg.next_u64() >> 52;
+        let a = prg.next_u64();
+        one[0].push(&dcf_gen(bits, alpha, 1, *root, prg.next_u128()));
+        one[1].push(&dcf_gen(bits, alpha, a, *root, prg.next_u128()));
+        two.push(&dcf2_gen(bits, alpha, [1, a], *root, prg.next_u128()));
+    }
+    let xs: Vec<u64> = (0..N).map(|_| prg.next_u64() >> 52).collect();
+    let mut g = c.benchmark_group("dcf_12bit_borrow_and_product");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("two_one_word_walks", |b| {
+        let (mut o0, mut o1) = (vec![0u64; N], vec![0u64; N]);
+        b.iter(|| {
+            dcf_eval_keys(0, &roots, &one[0], 1, &xs, &mut o0);
+            dcf_eval_keys(0, &roots, &one[1], 1, &xs, &mut o1);
+        })
+    });
+    g.bench_function("one_two_word_walk", |b| {
+        let (mut o0, mut o1) = (vec![0u64; N], vec![0u64; N]);
+        b.iter(|| dcf2_eval_keys(0, &roots, &two, 1, &xs, &mut o0, &mut o1))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookups, comparisons, borrow_and_product);
 criterion_main!(benches);

@@ -35,7 +35,9 @@ pub use dealer::DealerMessage;
 pub use peer::PeerMessage;
 
 /// The wire version this build speaks on every link (6: a worker's `Ready` and a refused
-/// step say whether it drains, and its `Ready` the memory it has for sessions' KV caches; 5: one message enum per link, each link
+/// step say whether it drains, and its `Ready` the memory it has for sessions' KV caches; a
+/// fused signed lookup's bundle carries one two-word DCF key for its cell borrow and `a·β`
+/// instead of two one-word keys; 5: one message enum per link, each link
 /// with its own magic; 4: a step names the output rows the client wants, a session step's
 /// sealed share carries the session's secret, a failure says whether it was refused before
 /// any 2PC work, and a norm's correlation request and bundle carry its input check; 3: a fused

@@ -4,7 +4,9 @@
 
 use super::wire::{put_u64s, Reader};
 use super::{CorrRequest, CorrelationError};
-use crate::fss::{bit_dpf_gen, dcf_gen, dpf_gen, BitDpfKeys, DcfKeys, DpfCorrection};
+use crate::fss::{
+    bit_dpf_gen, dcf2_gen, dcf_gen, dpf_gen, BitDpfKeys, Dcf2Keys, DcfKeys, DpfCorrection,
+};
 use crate::gemm::gemm_u64;
 use crate::party::PartyId;
 use crate::prg::Prg;
@@ -187,20 +189,22 @@ pub struct SignedLutMaterial {
 }
 
 /// See [`SignedInput`](super::SignedInput): the input mask, the slope's mask `a`, shares of
-/// `a·M_z(c_hi)` for both top bits, and a DCF key giving shares of `a·β` for the borrow `β` of
-/// the exact cell truncation.
+/// `a·M_z(c_hi)` for both top bits, and one two-word DCF key (payload `(1, a)`) giving shares of
+/// the exact cell truncation's borrow `β` and of `a·β` from one walk.
 #[derive(Clone, Debug)]
 pub struct SignedInputMaterial {
-    /// the input mask (cell and remainder shifts, comparison, exact cell truncation)
+    /// the input mask (cell and remainder shifts; no comparison, and no exact-truncation key of
+    /// its own: the borrow is word 0 of `cws`)
     pub mask: MaskMaterial,
     /// shares of the slope's mask a
     pub a: Vec<u64>,
     /// shares of `a·M_z(0)` and `a·M_z(1)`
     pub am: [Vec<u64>; 2],
-    /// this party's DCF root seeds for `a·β`
+    /// this party's root seeds of the two-word DCF keys
     pub roots: Vec<u128>,
-    /// DCF correction words (α = r mod 2^shift, β = a)
-    pub cws: DcfKeys,
+    /// two-word DCF correction words (α = r mod 2^shift, payload (1, a): the borrow
+    /// `[c mod 2^shift < r mod 2^shift]` and its product with `a`)
+    pub cws: Dcf2Keys,
     /// comparison material on the index mask (`range_bits` wide) for the range check on the
     /// cell index
     pub range: CmpMaterial,
@@ -717,7 +721,8 @@ pub fn generate(
                 put_u64s(&mut e1, &sub(&asm1, &asm10));
             }
             if let Some(inp) = input {
-                let r = gen_mask(*n, &inp.shifts(), 0, &[inp.shift], s0, s1, &mut e0, &mut e1);
+                // the exact cell truncation's borrow rides on the two-word key below
+                let r = gen_mask(*n, &inp.shifts(), 0, &[], s0, s1, &mut e0, &mut e1);
                 let a = add(&s0.ring_vec(*n), &s1.ring_vec(*n));
                 let (am00, am10) = (s0.ring_vec(*n), s0.ring_vec(*n));
                 let am0: Vec<u64> = (0..*n)
@@ -731,7 +736,7 @@ pub fn generate(
                 let (roots0, roots1) = (roots(s0, *n), roots(s1, *n));
                 let low = (1u64 << inp.shift) - 1;
                 for i in 0..*n {
-                    let cw = dcf_gen(inp.shift, r[i] & low, a[i], roots0[i], roots1[i]);
+                    let cw = dcf2_gen(inp.shift, r[i] & low, [1, a[i]], roots0[i], roots1[i]);
                     cw.to_bytes(&mut e0);
                     cw.to_bytes(&mut e1);
                 }
@@ -742,13 +747,28 @@ pub fn generate(
     Ok((e0, e1))
 }
 
-fn dcfs(rd: &mut Reader, n: usize, bits: u32) -> Result<DcfKeys, CorrelationError> {
-    let (keys, used) =
-        DcfKeys::from_bytes(bits, n, rd.rest()).map_err(|e| CorrelationError::Malformed {
-            detail: format!("dcf keys: {e}"),
-        })?;
+/// Decodes keys with `decode` (a scheme's batch decoder: keys and bytes used) from the reader's
+/// rest; `what` names them in the error.
+fn flat_keys<K>(
+    rd: &mut Reader,
+    what: &str,
+    decode: impl FnOnce(&[u8]) -> Result<(K, usize), crate::fss::FssError>,
+) -> Result<K, CorrelationError> {
+    let (keys, used) = decode(rd.rest()).map_err(|e| CorrelationError::Malformed {
+        detail: format!("{what}: {e}"),
+    })?;
     rd.advance(used)?;
     Ok(keys)
+}
+
+fn dcfs(rd: &mut Reader, n: usize, bits: u32) -> Result<DcfKeys, CorrelationError> {
+    flat_keys(rd, "dcf keys", |b| DcfKeys::from_bytes(bits, n, b))
+}
+
+fn dcf2s(rd: &mut Reader, n: usize, bits: u32) -> Result<Dcf2Keys, CorrelationError> {
+    flat_keys(rd, "two-word dcf keys", |b| {
+        Dcf2Keys::from_bytes(bits, n, b)
+    })
 }
 
 fn dpfs(rd: &mut Reader, n: usize, bits: u32) -> Result<Vec<DpfCorrection>, CorrelationError> {
@@ -912,7 +932,7 @@ pub fn materialize(
             };
             let input = match input {
                 Some(inp) => {
-                    let mask = read_mask(p0, *n, &inp.shifts(), 0, &[inp.shift], prg, &mut rd)?;
+                    let mask = read_mask(p0, *n, &inp.shifts(), 0, &[], prg, &mut rd)?;
                     let a = prg.ring_vec(*n);
                     let am = if p0 {
                         [prg.ring_vec(*n), prg.ring_vec(*n)]
@@ -920,7 +940,7 @@ pub fn materialize(
                         [rd.u64s(*n)?, rd.u64s(*n)?]
                     };
                     let a_roots = self::roots(prg, *n);
-                    let cws = dcfs(&mut rd, *n, inp.shift)?;
+                    let cws = dcf2s(&mut rd, *n, inp.shift)?;
                     let range = read_cmp(p0, *n, inp.range_bits, prg, &mut rd)?;
                     Some(Box::new(SignedInputMaterial {
                         mask,

@@ -196,8 +196,9 @@ pub struct NormCheck {
 /// The remainder `z` is public up to dealer-known terms: with the input opened as
 /// `c = x + r (+2^62)` and the cell index `y` truncated exactly (borrow `β` by a DCF),
 /// `z = P_z(c) − M_z(c_hi) + 2^t·β` where `c_hi` is the top bit of `c − A` (`A` the segment
-/// start). The dealer adds shares of `a·M_z(0)`, `a·M_z(1)` and a second DCF key on the same
-/// point with payload `a` (shares of `a·β`).
+/// start). The dealer adds shares of `a·M_z(0)`, `a·M_z(1)`, and the borrow's DCF key has the
+/// two-word payload `(1, a)` (`fss::dcf2`): one walk gives shares of `β` and of `a·β` (one key
+/// of `33·shift + 16` bytes where two one-word keys took `50·shift + 16`).
 /// The declared-range check then runs on the exact cell index instead of the input: the index
 /// mask `α` has `range_bits` bits (the lookup reads its low `bits`), and comparison material
 /// on `α` (a DCF key of `range_bits − 1` levels) compares the opened `y + α mod 2^range_bits`
@@ -662,8 +663,9 @@ mod tests {
         }
     }
 
-    /// The fused input of a signed lookup: its mask supports the cell/remainder truncations,
-    /// the slope mask's products with `M_z(c_hi)` match the mask, the second DCF key gives
+    /// The fused input of a signed lookup: its mask supports the cell/remainder truncations
+    /// (with no exact-truncation key of its own), the slope mask's products with `M_z(c_hi)`
+    /// match the mask, the one two-word DCF key gives the borrow `[x < r mod 2^shift]` and
     /// `a·[x < r mod 2^shift]`, and the range material compares with the index mask; both
     /// `shift > t` and `shift ≤ t` layouts.
     #[test]
@@ -688,7 +690,8 @@ mod tests {
             let r = add(&i0.mask.r, &i1.mask.r);
             let a = add(&i0.a, &i1.a);
             assert_eq!(i0.mask.lo_shifted.len(), inp.shifts().len());
-            assert_eq!(i0.mask.exact[0].shift, shift);
+            assert!(i0.mask.exact.is_empty());
+            assert_eq!((i0.cws.n_bits(), i0.cws.len()), (shift, 20));
             for i in 0..20 {
                 for c in 0..2 {
                     let am = i0.am[c][i].wrapping_add(i1.am[c][i]);
@@ -709,14 +712,17 @@ mod tests {
                     assert_eq!(v, if x < low { beta } else { 0 });
                 }
                 let alpha = r[i] & ((1 << shift) - 1);
-                for x in [0, alpha.saturating_sub(1), alpha, (1 << shift) - 1] {
-                    let v = dcf_eval(0, i0.roots[i], &i0.cws.key(i), x).wrapping_add(dcf_eval(
-                        1,
-                        i1.roots[i],
-                        &i1.cws.key(i),
-                        x,
-                    ));
-                    assert_eq!(v, if x < alpha { a[i] } else { 0 });
+                for x in [
+                    0,
+                    alpha.saturating_sub(1),
+                    alpha,
+                    alpha + 1,
+                    (1 << shift) - 1,
+                ] {
+                    let v0 = crate::fss::dcf2_eval(0, i0.roots[i], &i0.cws.key(i), x);
+                    let v1 = crate::fss::dcf2_eval(1, i1.roots[i], &i1.cws.key(i), x);
+                    let v = [v0[0].wrapping_add(v1[0]), v0[1].wrapping_add(v1[1])];
+                    assert_eq!(v, if x < alpha { [1, a[i]] } else { [0, 0] });
                 }
             }
         }

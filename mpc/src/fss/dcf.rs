@@ -14,13 +14,14 @@
 //! packed into one byte, plus a final 64-bit word: **`25·n + 8` bytes**.
 
 use super::flat::{FlatKeys, Layout};
-use super::prg::{self, encrypt_u128, TWEAK_VALUE};
+use super::prg::{encrypt_u128, TWEAK_LEFT, TWEAK_RIGHT, TWEAK_VALUE};
 use super::FssError;
 
 /// Largest supported input width in bits.
 pub const DCF_MAX_BITS: u32 = 64;
 
-/// Walks advanced together by every batched walk (2 AES blocks each per level).
+/// Walks advanced together by every batched walk (2 AES blocks each per level, 3 for a
+/// two-word payload).
 pub(super) const LANES: usize = 16;
 
 /// Correction words of one tree level (opaque: decoded from a key's encoding).
@@ -39,6 +40,47 @@ pub struct DcfLevel {
     pub(super) ctrl: u64,
 }
 
+/// A tree level's correction words for a payload of [`Level::WORDS`] 64-bit words: the
+/// one-word [`DcfLevel`] and the two-word [`super::dcf2::Dcf2Level`]. The batched walks (the
+/// portable one here, [`super::dcf_avx512`], [`super::dcf_avx2`]) are written once over it.
+/// Both records begin with `DcfLevel`'s 32 bytes (seed, value word 0, control bits), which the
+/// SIMD walks load as one 256-bit word; a second value word follows at byte 32.
+pub(super) trait Level: Copy + Default {
+    /// payload words (1 or 2)
+    const WORDS: usize;
+    /// the key's final correction word(s)
+    type Last: Copy;
+    /// seed correction word (bit 0 always 0)
+    fn seed(&self) -> u128;
+    /// control-bit correction words: bit 0 left, bit 1 right
+    fn ctrl(&self) -> u64;
+    /// value correction word `w` (`w < WORDS`)
+    fn value(&self, w: usize) -> u64;
+    /// final correction word `w` of a key
+    fn last_word(last: &Self::Last, w: usize) -> u64;
+}
+
+impl Level for DcfLevel {
+    const WORDS: usize = 1;
+    type Last = u64;
+    #[inline(always)]
+    fn seed(&self) -> u128 {
+        self.seed
+    }
+    #[inline(always)]
+    fn ctrl(&self) -> u64 {
+        self.ctrl
+    }
+    #[inline(always)]
+    fn value(&self, _w: usize) -> u64 {
+        self.value
+    }
+    #[inline(always)]
+    fn last_word(last: &u64, _w: usize) -> u64 {
+        *last
+    }
+}
+
 /// Correction words shared by both keys of one DCF instance.
 ///
 /// A party's key is its root seed together with this value; see [`dcf_gen`] and [`dcf_eval`].
@@ -51,7 +93,7 @@ pub struct DcfCorrection {
 }
 
 #[inline(always)]
-fn neg_if(x: u64, cond: bool) -> u64 {
+pub(super) fn neg_if(x: u64, cond: bool) -> u64 {
     if cond {
         x.wrapping_neg()
     } else {
@@ -60,12 +102,140 @@ fn neg_if(x: u64, cond: bool) -> u64 {
 }
 
 #[inline(always)]
-fn domain_mask(n: u32) -> u64 {
+pub(super) fn domain_mask(n: u32) -> u64 {
     if n >= 64 {
         u64::MAX
     } else {
         (1u64 << n) - 1
     }
+}
+
+/// The tweak of value block `w` (`TWEAK_VALUE + w`): each payload word of a level takes its
+/// own 128-bit PRG output (left word low, right word high).
+#[inline(always)]
+pub(super) fn value_tweak(w: usize) -> u128 {
+    TWEAK_VALUE + w as u128
+}
+
+/// `Convert` of the paper at the leaves, for `words` payload words: one word is the high half of
+/// the leaf seed (as in the one-word scheme); two words are the two halves of the leaf seed's
+/// value block (one more AES call: the seed's 127 pseudorandom bits cannot fill 128).
+pub(super) fn convert_leaves(nodes: &[u128], words: usize, out: &mut [[u64; 2]]) {
+    if words == 1 {
+        for (o, s) in out.iter_mut().zip(nodes) {
+            o[0] = (s >> 64) as u64;
+        }
+        return;
+    }
+    let mut blocks = [0u128; LANES];
+    for (chunk, outs) in nodes.chunks(LANES).zip(out.chunks_mut(LANES)) {
+        let b = &mut blocks[..chunk.len()];
+        for (d, s) in b.iter_mut().zip(chunk) {
+            *d = (s & !1) ^ value_tweak(0);
+        }
+        encrypt_u128(b);
+        for ((o, d), s) in outs.iter_mut().zip(b.iter()).zip(chunk) {
+            let v = d ^ (s & !1) ^ value_tweak(0);
+            *o = [v as u64, (v >> 64) as u64];
+        }
+    }
+}
+
+/// The correction words of one level for a payload of `W` words: seed, values, control bits.
+pub(super) type GenLevel<const W: usize> = (u128, [u64; W], u64);
+
+/// Dealer side of the DCF of Boyle et al. (Eurocrypt 2021, Fig. 1) over `G = (Z_2^64)^W`: the
+/// levels' correction words and the final one for `f(x) = beta if x < alpha else 0`. Per level
+/// and party the PRG gives two child seeds with their control bits and `W` value blocks (tweaks
+/// `TWEAK_VALUE + w`, each word its own PRG output): `(2 + W)·2·n` AES calls, plus 2 at the
+/// leaves when `W = 2`. The arguments are checked by the callers.
+pub(super) fn gen_words<const W: usize>(
+    n_bits: u32,
+    alpha: u64,
+    beta: [u64; W],
+    root0: u128,
+    root1: u128,
+) -> (Vec<GenLevel<W>>, [u64; W]) {
+    let n = n_bits as usize;
+    let per = 2 + W;
+    // Nodes carry their control bit in bit 0: party 0 starts with t = 0, party 1 with t = 1.
+    let mut node = [root0 & !1, (root1 & !1) | 1];
+    let mut v_alpha = [0u64; W];
+    let mut levels = Vec::with_capacity(n);
+    let mut blocks = [0u128; 8];
+    for i in 0..n {
+        let a = (alpha >> (n - 1 - i)) & 1 == 1;
+        for b in 0..2 {
+            let s = node[b] & !1;
+            blocks[per * b] = s ^ TWEAK_LEFT;
+            blocks[per * b + 1] = s ^ TWEAK_RIGHT;
+            for w in 0..W {
+                blocks[per * b + 2 + w] = s ^ value_tweak(w);
+            }
+        }
+        encrypt_u128(&mut blocks[..2 * per]);
+        // (seed, control bit, values) of each party's child on side `right`
+        let side = |b: usize, right: bool| {
+            let s = node[b] & !1;
+            let tw = if right { TWEAK_RIGHT } else { TWEAK_LEFT };
+            let c = blocks[per * b + right as usize] ^ s ^ tw;
+            let v: [u64; W] = std::array::from_fn(|w| {
+                let blk = blocks[per * b + 2 + w] ^ s ^ value_tweak(w);
+                (blk >> (64 * right as u32)) as u64
+            });
+            (c & !1, c & 1 == 1, v)
+        };
+        let t1 = node[1] & 1 == 1;
+        let (lose0, lose1) = (side(0, !a), side(1, !a));
+        let (keep0, keep1) = (side(0, a), side(1, a));
+        let s_cw = lose0.0 ^ lose1.0;
+        let mut v_cw = [0u64; W];
+        for w in 0..W {
+            v_cw[w] = neg_if(
+                lose1.2[w].wrapping_sub(lose0.2[w]).wrapping_sub(v_alpha[w]),
+                t1,
+            );
+            if a {
+                // Lose = L: points leaving the path to the left are below alpha.
+                v_cw[w] = v_cw[w].wrapping_add(neg_if(beta[w], t1));
+            }
+            v_alpha[w] = v_alpha[w]
+                .wrapping_sub(keep1.2[w])
+                .wrapping_add(keep0.2[w])
+                .wrapping_add(neg_if(v_cw[w], t1));
+        }
+        let t_l = side(0, false).1 ^ side(1, false).1 ^ a ^ true;
+        let t_r = side(0, true).1 ^ side(1, true).1 ^ a;
+        let t_keep = if a { t_r } else { t_l };
+        for (b, keep) in [keep0, keep1].into_iter().enumerate() {
+            let t = node[b] & 1;
+            let cw = s_cw | t_keep as u128;
+            node[b] = (keep.0 | keep.1 as u128) ^ (0u128.wrapping_sub(t) & cw);
+        }
+        levels.push((s_cw, v_cw, t_l as u64 | (t_r as u64) << 1));
+    }
+    let mut conv = [[0u64; 2]; 2];
+    convert_leaves(&node, W, &mut conv);
+    let t1 = node[1] & 1 == 1;
+    let last = std::array::from_fn(|w| {
+        neg_if(
+            conv[1][w].wrapping_sub(conv[0][w]).wrapping_sub(v_alpha[w]),
+            t1,
+        )
+    });
+    (levels, last)
+}
+
+/// Checks the width and the point of a key generation (see [`dcf_gen`]'s panics).
+pub(super) fn check_gen(what: &str, n_bits: u32, alpha: u64) {
+    assert!(
+        (1..=DCF_MAX_BITS).contains(&n_bits),
+        "{what}: n_bits = {n_bits} outside 1..={DCF_MAX_BITS}"
+    );
+    assert!(
+        alpha <= domain_mask(n_bits),
+        "{what}: alpha does not fit in {n_bits} bits"
+    );
 }
 
 /// Dealer side: given both parties' root seeds (the caller draws them from PRGs), build the
@@ -76,68 +246,14 @@ fn domain_mask(n: u32) -> u64 {
 /// # Panics
 /// If `n_bits` is not in `1..=64` or `alpha >= 2^n_bits`.
 pub fn dcf_gen(n_bits: u32, alpha: u64, beta: u64, root0: u128, root1: u128) -> DcfCorrection {
-    assert!(
-        (1..=DCF_MAX_BITS).contains(&n_bits),
-        "dcf_gen: n_bits = {n_bits} outside 1..={DCF_MAX_BITS}"
-    );
-    assert!(
-        alpha <= domain_mask(n_bits),
-        "dcf_gen: alpha does not fit in {n_bits} bits"
-    );
-    let n = n_bits as usize;
-    // Nodes carry their control bit in bit 0: party 0 starts with t = 0, party 1 with t = 1.
-    let mut node = [root0 & !1, (root1 & !1) | 1];
-    let mut v_alpha = 0u64;
-    let mut levels = Vec::with_capacity(n);
-    let mut exp = [prg::LevelExpansion::default(); 2];
-    for i in 0..n {
-        let a = (alpha >> (n - 1 - i)) & 1 == 1;
-        prg::expand_many(&node, true, &mut exp);
-        let t1 = node[1] & 1 == 1;
-        // (seed, control bit, value) of the Keep and Lose children of both parties
-        let side = |e: &prg::LevelExpansion, right: bool| {
-            if right {
-                (e.seed_right, e.t_right, e.value_right)
-            } else {
-                (e.seed_left, e.t_left, e.value_left)
-            }
-        };
-        let (lose0, lose1) = (side(&exp[0], !a), side(&exp[1], !a));
-        let (keep0, keep1) = (side(&exp[0], a), side(&exp[1], a));
-        let s_cw = lose0.0 ^ lose1.0;
-        let mut v_cw = neg_if(lose1.2.wrapping_sub(lose0.2).wrapping_sub(v_alpha), t1);
-        if a {
-            // Lose = L: points leaving the path to the left are below alpha.
-            v_cw = v_cw.wrapping_add(neg_if(beta, t1));
-        }
-        v_alpha = v_alpha
-            .wrapping_sub(keep1.2)
-            .wrapping_add(keep0.2)
-            .wrapping_add(neg_if(v_cw, t1));
-        let t_l = exp[0].t_left ^ exp[1].t_left ^ a ^ true;
-        let t_r = exp[0].t_right ^ exp[1].t_right ^ a;
-        let t_keep = if a { t_r } else { t_l };
-        for (b, keep) in [keep0, keep1].into_iter().enumerate() {
-            let t = node[b] & 1;
-            let cw = s_cw | t_keep as u128;
-            node[b] = (keep.0 | keep.1 as u128) ^ (0u128.wrapping_sub(t) & cw);
-        }
-        levels.push(DcfLevel {
-            seed: s_cw,
-            value: v_cw,
-            ctrl: t_l as u64 | (t_r as u64) << 1,
-        });
-    }
-    let convert = |s: u128| (s >> 64) as u64;
-    let last = neg_if(
-        convert(node[1])
-            .wrapping_sub(convert(node[0]))
-            .wrapping_sub(v_alpha),
-        node[1] & 1 == 1,
-    );
+    check_gen("dcf_gen", n_bits, alpha);
+    let (levels, [last]) = gen_words::<1>(n_bits, alpha, [beta], root0, root1);
     DcfCorrection {
         n_bits,
-        levels,
+        levels: levels
+            .into_iter()
+            .map(|(seed, [value], ctrl)| DcfLevel { seed, value, ctrl })
+            .collect(),
         last,
     }
 }
@@ -171,7 +287,7 @@ pub fn dcf_eval_many(party: u8, root: u128, cw: &DcfCorrection, xs: &[u64], out:
         std::slice::from_ref(&cw.last),
         xs.len(),
         xs,
-        out,
+        &mut [out],
     );
 }
 
@@ -199,31 +315,38 @@ pub fn dcf_eval_keys(
         &keys.last,
         per,
         xs,
-        out,
+        &mut [out],
     );
 }
 
-/// The batched walk over flat correction words: key `i`'s levels are
-/// `levels[i·n .. (i+1)·n]` (`n = n_bits`), its final word `last[i]`. Runs on AVX-512F + VAES
-/// ([`super::dcf_avx512`]), else AVX2 + VAES ([`super::dcf_avx2`]), else the portable walk; on
-/// the Xeon of 2026-12-01, 16 384–65 536 keys of 12 and 23 bits: 5.7–8.5 ns per walk and level
-/// against 8.3–10.8 (AVX2) and 13.9–17.9 (portable).
+/// The batched walk over flat correction words of a payload of `L::WORDS` words: key `i`'s
+/// levels are `levels[i·n .. (i+1)·n]` (`n = n_bits`), its final word(s) `last[i]`; word `w` of
+/// the shares goes to `outs[w]`. Runs on AVX-512F + VAES ([`super::dcf_avx512`]), else AVX2 +
+/// VAES ([`super::dcf_avx2`]), else the portable walk; on the Xeon of 2026-12-01, 16 384–65 536
+/// one-word keys of 12 and 23 bits: 5.7–8.5 ns per walk and level against 8.3–10.8 (AVX2) and
+/// 13.9–17.9 (portable).
+///
+/// # Panics
+/// If `party > 1`, `per == 0` or the lengths disagree.
 #[allow(clippy::too_many_arguments)]
-fn eval_flat(
+pub(super) fn eval_flat<L: Level>(
     party: u8,
     n_bits: u32,
     roots: &[u128],
-    levels: &[DcfLevel],
-    last: &[u64],
+    levels: &[L],
+    last: &[L::Last],
     per: usize,
     xs: &[u64],
-    out: &mut [u64],
+    outs: &mut [&mut [u64]],
 ) {
     assert!(party < 2, "dcf_eval: party must be 0 or 1, got {party}");
     assert!(per > 0, "dcf_eval_keys: no point per key");
     assert_eq!(roots.len(), last.len(), "dcf_eval_keys: one root per key");
     assert_eq!(xs.len(), last.len() * per, "dcf_eval_keys: points per key");
-    assert_eq!(xs.len(), out.len(), "dcf_eval_keys: length mismatch");
+    assert_eq!(outs.len(), L::WORDS, "dcf_eval_keys: one output per word");
+    for out in outs.iter() {
+        assert_eq!(xs.len(), out.len(), "dcf_eval_keys: length mismatch");
+    }
     let n = n_bits as usize;
     assert_eq!(
         levels.len(),
@@ -233,66 +356,72 @@ fn eval_flat(
     #[cfg(target_arch = "x86_64")]
     if let Some(rk) = super::dcf_avx512::available() {
         // SAFETY: `available` checked AVX-512F, VAES and AES-NI; the lengths were checked above.
-        unsafe { super::dcf_avx512::eval_flat(rk, party, n, roots, levels, last, per, xs, out) };
+        unsafe { super::dcf_avx512::eval_flat(rk, party, n, roots, levels, last, per, xs, outs) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(rk) = super::dcf_avx2::available() {
         // SAFETY: `available` checked AVX2, VAES and AES-NI; the lengths were checked above.
-        unsafe { super::dcf_avx2::eval_flat(rk, party, n, roots, levels, last, per, xs, out) };
+        unsafe { super::dcf_avx2::eval_flat(rk, party, n, roots, levels, last, per, xs, outs) };
         return;
     }
-    eval_flat_portable(party, n_bits, roots, levels, last, per, xs, out);
+    eval_flat_portable(party, n_bits, roots, levels, last, per, xs, outs);
 }
 
 /// [`eval_flat`] on any CPU (AES through [`encrypt_u128`]); arguments as checked there.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn eval_flat_portable(
+pub(super) fn eval_flat_portable<L: Level>(
     party: u8,
     n_bits: u32,
     roots: &[u128],
-    levels: &[DcfLevel],
-    last: &[u64],
+    levels: &[L],
+    last: &[L::Last],
     per: usize,
     xs: &[u64],
-    out: &mut [u64],
+    outs: &mut [&mut [u64]],
 ) {
     let n = n_bits as usize;
-    let mut blocks = [0u128; 2 * LANES];
+    // blocks per walk and level: the child block, then one value block per word
+    let nb = 1 + L::WORDS;
+    let mut blocks = [0u128; 3 * LANES];
     let total = xs.len();
     let mut start = 0;
     while start < total {
         let mut batch = WalkBatch::new(party, n, roots, levels, per, xs, start);
         let m = batch.m;
-        let mut lvs = [DcfLevel::default(); LANES];
+        let mut lvs = [L::default(); LANES];
         for i in 0..n {
             let shift = n - 1 - i;
             for k in 0..m {
                 let s = batch.node[k] & !1;
                 let bit = ((batch.x[2 * k] >> shift) & 1) as u128;
-                blocks[2 * k] = s | bit;
-                blocks[2 * k + 1] = s ^ TWEAK_VALUE;
+                blocks[nb * k] = s | bit;
+                for w in 0..L::WORDS {
+                    blocks[nb * k + 1 + w] = s ^ value_tweak(w);
+                }
                 // read the level's correction words before the AES call, so that the loads
                 // overlap the encryption
                 lvs[k] = levels[batch.key[k] * n + i];
             }
-            encrypt_u128(&mut blocks[..2 * m]);
+            encrypt_u128(&mut blocks[..nb * m]);
             for k in 0..m {
                 let lv = &lvs[k];
                 let s = batch.node[k] & !1;
                 let t = batch.node[k] & 1;
                 let bit = ((batch.x[2 * k] >> shift) & 1) as u128;
-                let child = blocks[2 * k] ^ s ^ bit;
-                let vblk = blocks[2 * k + 1] ^ s ^ TWEAK_VALUE;
-                let v = (vblk >> (64 * bit)) as u64;
-                let cw_mask = lv.seed | ((lv.ctrl as u128 >> bit) & 1);
+                let child = blocks[nb * k] ^ s ^ bit;
+                for w in 0..L::WORDS {
+                    let vblk = blocks[nb * k + 1 + w] ^ s ^ value_tweak(w);
+                    let v = (vblk >> (64 * bit)) as u64;
+                    batch.acc[w][2 * k] = batch.acc[w][2 * k]
+                        .wrapping_add(v)
+                        .wrapping_add((t as u64).wrapping_mul(lv.value(w)));
+                }
+                let cw_mask = lv.seed() | ((lv.ctrl() as u128 >> bit) & 1);
                 batch.node[k] = child ^ (0u128.wrapping_sub(t) & cw_mask);
-                batch.acc[2 * k] = batch.acc[2 * k]
-                    .wrapping_add(v)
-                    .wrapping_add((t as u64).wrapping_mul(lv.value));
             }
         }
-        batch.finish(party, last, &mut out[start..]);
+        batch.finish(party, last, outs, start);
         start += m;
     }
 }
@@ -300,7 +429,7 @@ pub(super) fn eval_flat_portable(
 /// One batch of [`LANES`] walks, as every walk (portable, AVX2, AVX-512) sets it up and the
 /// SIMD walks load it into registers and store it back: lanes past `m` repeat the batch's first
 /// key at point 0, and their results are dropped.
-pub(super) struct WalkBatch {
+pub(super) struct WalkBatch<L> {
     /// walks in the batch (`1..=LANES`)
     pub m: usize,
     /// key of each lane
@@ -309,13 +438,13 @@ pub(super) struct WalkBatch {
     pub node: [u128; LANES],
     /// each lane's point in the low word of a 128-bit slot (high words 0)
     pub x: [u64; 2 * LANES],
-    /// each lane's value sum in the low word of a 128-bit slot
-    pub acc: [u64; 2 * LANES],
+    /// each lane's value sum of word 0 and word 1 in the low word of a 128-bit slot
+    pub acc: [[u64; 2 * LANES]; 2],
     /// first level of each lane's key
-    pub levels: [*const DcfLevel; LANES],
+    pub levels: [*const L; LANES],
 }
 
-impl WalkBatch {
+impl<L: Level> WalkBatch<L> {
     /// The batch of walks `start ..` (at most [`LANES`]); asks for the correction words of
     /// this batch (when it is the first) and of the next one.
     #[allow(clippy::too_many_arguments)]
@@ -323,7 +452,7 @@ impl WalkBatch {
         party: u8,
         n: usize,
         roots: &[u128],
-        levels: &[DcfLevel],
+        levels: &[L],
         per: usize,
         xs: &[u64],
         start: usize,
@@ -335,7 +464,7 @@ impl WalkBatch {
             key: [0; LANES],
             node: [0; LANES],
             x: [0; 2 * LANES],
-            acc: [0; 2 * LANES],
+            acc: [[0; 2 * LANES]; 2],
             levels: [levels.as_ptr(); LANES],
         };
         for j in 0..LANES {
@@ -355,41 +484,53 @@ impl WalkBatch {
         b
     }
 
-    /// Writes the shares of the batch's `m` walks to `out[..m]` from the final nodes and sums.
-    pub(super) fn finish(&self, party: u8, last: &[u64], out: &mut [u64]) {
-        for (j, o) in out[..self.m].iter_mut().enumerate() {
-            let t = (self.node[j] & 1) as u64;
-            let v = self.acc[2 * j]
-                .wrapping_add((self.node[j] >> 64) as u64)
-                .wrapping_add(t.wrapping_mul(last[self.key[j]]));
-            *o = neg_if(v, party == 1);
+    /// Writes the shares of the batch's `m` walks to `outs[w][start..start + m]` from the final
+    /// nodes and sums.
+    pub(super) fn finish(
+        &self,
+        party: u8,
+        last: &[L::Last],
+        outs: &mut [&mut [u64]],
+        start: usize,
+    ) {
+        let mut conv = [[0u64; 2]; LANES];
+        convert_leaves(&self.node[..self.m], L::WORDS, &mut conv);
+        for (w, out) in outs.iter_mut().enumerate().take(L::WORDS) {
+            for (j, o) in out[start..start + self.m].iter_mut().enumerate() {
+                let t = (self.node[j] & 1) as u64;
+                let v = self.acc[w][2 * j]
+                    .wrapping_add(conv[j][w])
+                    .wrapping_add(t.wrapping_mul(L::last_word(&last[self.key[j]], w)));
+                *o = neg_if(v, party == 1);
+            }
         }
     }
 }
 
 /// Asks the CPU to bring every level of the keys of walks `start .. start + LANES` (of `total`,
 /// `per` walks per key) into the cache: a batch reads all of its keys' levels, which lie far
-/// apart in a bundle. Two levels per cache line.
+/// apart in a bundle. One prefetch per cache line.
 #[inline]
-fn prefetch_batch(levels: &[DcfLevel], n: usize, per: usize, start: usize, total: usize) {
+fn prefetch_batch<L>(levels: &[L], n: usize, per: usize, start: usize, total: usize) {
     if start >= total {
         return;
     }
     let first = start / per;
     let last = (total.min(start + LANES) - 1) / per;
-    for at in (first * n..(last + 1) * n).step_by(2) {
+    let step = (64 / std::mem::size_of::<L>()).max(1);
+    for at in (first * n..(last + 1) * n).step_by(step) {
         prefetch(levels, at);
     }
 }
 
 /// Asks the CPU to bring `levels[at]` into the cache (no effect past the end or off x86-64).
 #[inline(always)]
-fn prefetch(levels: &[DcfLevel], at: usize) {
+fn prefetch<L>(levels: &[L], at: usize) {
     #[cfg(target_arch = "x86_64")]
     if let Some(lv) = levels.get(at) {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // SAFETY: a prefetch never faults, and SSE is part of x86-64.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(lv as *const DcfLevel as *const i8) };
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(lv as *const L as *const i8) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (levels, at);
@@ -636,25 +777,52 @@ pub(super) mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    /// A batched walk under test: `(party, n_bits, roots, levels, last, per, xs, out)`.
-    pub(in crate::fss) type Walk<'a> =
-        dyn Fn(u8, u32, &[u128], &[DcfLevel], &[u64], usize, &[u64], &mut [u64]) + 'a;
+    /// A batched walk under test (the SIMD walks implement it for any level type).
+    pub(in crate::fss) trait AnyWalk {
+        /// `(party, n_bits, roots, levels, last, per, xs, outs)` as [`eval_flat`] takes them.
+        #[allow(clippy::too_many_arguments)]
+        fn walk<L: Level>(
+            &self,
+            party: u8,
+            n_bits: u32,
+            roots: &[u128],
+            levels: &[L],
+            last: &[L::Last],
+            per: usize,
+            xs: &[u64],
+            outs: &mut [&mut [u64]],
+        );
+    }
 
-    /// Random keys of several widths (1 to 64 bits), each at several points (α, α − 1, the
-    /// domain's ends, random), in batches with ragged ends: `walk` must give the portable
-    /// walk's shares for both parties.
-    pub(in crate::fss) fn random_walks(walk: &Walk<'_>) {
+    /// Random one-word and two-word keys of several widths (1 to 64 bits), each at several
+    /// points (α, α − 1, the domain's ends, random), in batches with ragged ends: `walk` must
+    /// give the portable walk's shares for both parties, word by word.
+    pub(in crate::fss) fn random_walks(walk: &impl AnyWalk) {
+        random_walks_of::<DcfLevel>(walk, &|n, alpha, beta, r0, r1, flat| {
+            let k = dcf_gen(n, alpha, beta[0], r0, r1);
+            flat.push_key(n, &k.levels, k.last);
+        });
+        random_walks_of::<super::super::dcf2::Dcf2Level>(walk, &|n, alpha, beta, r0, r1, flat| {
+            flat.push(&super::super::dcf2::dcf2_gen(n, alpha, beta, r0, r1));
+        });
+    }
+
+    /// Appends a key `(n_bits, α, β, root0, root1)` of one level type to flat storage.
+    type PushKey<'a, L> =
+        dyn Fn(u32, u64, [u64; 2], u128, u128, &mut FlatKeys<L, <L as Level>::Last>) + 'a;
+
+    fn random_walks_of<L: Level>(walk: &impl AnyWalk, push: &PushKey<'_, L>) {
         let mut rng = StdRng::seed_from_u64(7);
         for &(n_bits, keys, per) in &[(1u32, 3usize, 5usize), (12, 7, 3), (23, 5, 16), (64, 4, 9)] {
             let dmask = domain_mask(n_bits);
-            let mut flat = DcfKeys::with_capacity(n_bits, keys);
+            let mut flat = FlatKeys::<L, L::Last>::with_depth(n_bits, n_bits as usize, keys);
             let mut roots = [Vec::new(), Vec::new()];
             let mut xs = Vec::new();
             for _ in 0..keys {
                 let alpha = rng.gen::<u64>() & dmask;
                 let r0: u128 = rng.gen();
                 let r1: u128 = rng.gen();
-                flat.push(&dcf_gen(n_bits, alpha, rng.gen(), r0, r1));
+                push(n_bits, alpha, rng.gen(), r0, r1, &mut flat);
                 roots[0].push(r0);
                 roots[1].push(r1);
                 for q in 0..per {
@@ -667,13 +835,18 @@ pub(super) mod tests {
                 }
             }
             let (levels, last) = (&flat.levels[..], &flat.last[..]);
+            let len = xs.len();
             for party in 0..2u8 {
                 let r = &roots[party as usize];
-                let mut want = vec![0u64; xs.len()];
-                eval_flat_portable(party, n_bits, r, levels, last, per, &xs, &mut want);
-                let mut got = vec![0u64; xs.len()];
-                walk(party, n_bits, r, levels, last, per, &xs, &mut got);
-                assert_eq!(got, want, "n = {n_bits}, party {party}");
+                let mut want = [vec![0u64; len], vec![0u64; len]];
+                let [w0, w1] = &mut want;
+                let mut w = [&mut w0[..], &mut w1[..]];
+                eval_flat_portable(party, n_bits, r, levels, last, per, &xs, &mut w[..L::WORDS]);
+                let mut got = [vec![0u64; len], vec![0u64; len]];
+                let [g0, g1] = &mut got;
+                let mut g = [&mut g0[..], &mut g1[..]];
+                walk.walk(party, n_bits, r, levels, last, per, &xs, &mut g[..L::WORDS]);
+                assert_eq!(got, want, "{} words, n = {n_bits}, party {party}", L::WORDS);
             }
         }
     }

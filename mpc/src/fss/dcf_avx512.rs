@@ -7,8 +7,12 @@
 //! four walks are two 256-bit loads per pair of walks and two permutes; the node update, the
 //! choice of the value word and the accumulation are masked vector operations. The arithmetic
 //! is the portable walk's word for word; a test checks both on random keys.
+//!
+//! A two-word payload ([`super::dcf2`]) takes one more value block per walk and level (twelve
+//! AES registers), its second value correction words four scalar loads per register, and a
+//! second accumulator.
 
-use super::dcf::{DcfLevel, WalkBatch, LANES};
+use super::dcf::{Level, WalkBatch, LANES};
 use super::prg::{aes_round_keys, TWEAK_VALUE};
 use std::arch::x86_64::*;
 
@@ -25,29 +29,31 @@ pub(super) fn available() -> Option<&'static [u128; 11]> {
 }
 
 /// Same contract as the portable walk in [`super::dcf`]: key `i` (root `roots[i]`, levels
-/// `levels[i·n .. (i+1)·n]`, final word `last[i]`) at points `xs[i·per .. (i+1)·per]`, shares
-/// written to the same positions of `out`.
+/// `levels[i·n .. (i+1)·n]`, final word(s) `last[i]`) at points `xs[i·per .. (i+1)·per]`, word
+/// `w` of the shares written to the same positions of `outs[w]`.
 ///
 /// # Safety
 /// AVX-512F, VAES and AES-NI must be available (`rk` from [`available`]); the caller has checked
 /// `party < 2`, `per > 0`, `roots.len() == last.len()`, `xs.len() == last.len()·per ==
-/// out.len()` and `levels.len() == n·last.len()`.
+/// outs[w].len()` for each of the `L::WORDS` outputs, and `levels.len() == n·last.len()`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,vaes,aes")]
-pub(super) unsafe fn eval_flat(
+pub(super) unsafe fn eval_flat<L: Level>(
     rk: &[u128; 11],
     party: u8,
     n: usize,
     roots: &[u128],
-    levels: &[DcfLevel],
-    last: &[u64],
+    levels: &[L],
+    last: &[L::Last],
     per: usize,
     xs: &[u64],
-    out: &mut [u64],
+    outs: &mut [&mut [u64]],
 ) {
-    debug_assert_eq!(std::mem::size_of::<DcfLevel>(), 32);
+    debug_assert!(std::mem::size_of::<L>() >= 32);
     debug_assert_eq!(levels.len(), n * last.len());
     const { assert!(TWEAK_VALUE == 2) };
+    // AES blocks per walk: the child block, one value block per word
+    let nb = (1 + L::WORDS) * GROUPS;
     let mut k = [_mm512_setzero_si512(); 11];
     for (r, key) in k.iter_mut().zip(rk) {
         *r = _mm512_broadcast_i32x4(_mm_loadu_si128(key as *const u128 as *const __m128i));
@@ -56,6 +62,7 @@ pub(super) unsafe fn eval_flat(
     let one_lo = _mm512_set_epi64(0, 1, 0, 1, 0, 1, 0, 1);
     let not_one = _mm512_set_epi64(-1, -2, -1, -2, -1, -2, -1, -2);
     let tweak = _mm512_set_epi64(0, 2, 0, 2, 0, 2, 0, 2);
+    let tweak1 = _mm512_set_epi64(0, 3, 0, 3, 0, 3, 0, 3);
     // Two loaded pairs of levels [seed_a, value_a ctrl_a, seed_b, value_b ctrl_b] → four seeds,
     // and four (value, ctrl) words.
     let idx_seed = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
@@ -68,6 +75,7 @@ pub(super) unsafe fn eval_flat(
         let mut node = [zero; GROUPS];
         let mut xv = [zero; GROUPS];
         let mut acc = [zero; GROUPS];
+        let mut acc1 = [zero; GROUPS];
         for g in 0..GROUPS {
             node[g] = _mm512_loadu_si512(batch.node.as_ptr().add(4 * g) as *const __m512i);
             xv[g] = _mm512_loadu_si512(batch.x.as_ptr().add(8 * g) as *const __m512i);
@@ -77,13 +85,20 @@ pub(super) unsafe fn eval_flat(
             let mut bits = [zero; GROUPS];
             let mut seeds = [zero; GROUPS];
             let mut vcs = [zero; GROUPS];
-            let mut blk = [zero; 2 * GROUPS];
+            let mut extra = [zero; GROUPS];
+            let mut blk = [zero; 3 * GROUPS];
             for g in 0..GROUPS {
                 let s = _mm512_and_si512(node[g], not_one);
                 // the path bit of each walk, in bit 0 of its node's low word
                 bits[g] = _mm512_and_si512(_mm512_srlv_epi64(xv[g], shift), one_lo);
                 blk[g] = _mm512_or_si512(s, bits[g]);
                 blk[GROUPS + g] = _mm512_xor_si512(s, tweak);
+                if L::WORDS == 2 {
+                    blk[2 * GROUPS + g] = _mm512_xor_si512(s, tweak1);
+                    // second value correction words, in the low word of each node
+                    let x = |j: usize| (*batch.levels[4 * g + j].add(i)).value(1) as i64;
+                    extra[g] = _mm512_set_epi64(0, x(3), 0, x(2), 0, x(1), 0, x(0));
+                }
                 let lv = |j: usize| batch.levels[4 * g + j].add(i) as *const __m256i;
                 let a01 = _mm512_inserti64x4::<1>(
                     _mm512_castsi256_si512(_mm256_loadu_si256(lv(0))),
@@ -97,16 +112,16 @@ pub(super) unsafe fn eval_flat(
                 vcs[g] = _mm512_permutex2var_epi64(a01, idx_vc, a23);
             }
             // MMO: AES_k(b) ⊕ b for the child blocks and the value blocks.
-            let mut e = [zero; 2 * GROUPS];
-            for (d, b) in e.iter_mut().zip(&blk) {
+            let mut e = [zero; 3 * GROUPS];
+            for (d, b) in e[..nb].iter_mut().zip(&blk) {
                 *d = _mm512_xor_si512(*b, k[0]);
             }
             for key in &k[1..10] {
-                for d in e.iter_mut() {
+                for d in e[..nb].iter_mut() {
                     *d = _mm512_aesenc_epi128(*d, *key);
                 }
             }
-            for (d, b) in e.iter_mut().zip(&blk) {
+            for (d, b) in e[..nb].iter_mut().zip(&blk) {
                 *d = _mm512_xor_si512(_mm512_aesenclast_epi128(*d, k[10]), *b);
             }
             for g in 0..GROUPS {
@@ -129,46 +144,63 @@ pub(super) unsafe fn eval_flat(
                 node[g] = _mm512_mask_xor_epi64(child, t_both, child, cw);
                 acc[g] = _mm512_add_epi64(acc[g], v);
                 acc[g] = _mm512_mask_add_epi64(acc[g], t, acc[g], vcs[g]);
+                if L::WORDS == 2 {
+                    let vblk = e[2 * GROUPS + g];
+                    let swapped = _mm512_shuffle_epi32::<0b0100_1110>(vblk);
+                    let v = _mm512_mask_blend_epi64(bit_set, vblk, swapped);
+                    acc1[g] = _mm512_add_epi64(acc1[g], v);
+                    acc1[g] = _mm512_mask_add_epi64(acc1[g], t, acc1[g], extra[g]);
+                }
             }
         }
         for g in 0..GROUPS {
             _mm512_storeu_si512(batch.node.as_mut_ptr().add(4 * g) as *mut __m512i, node[g]);
-            _mm512_storeu_si512(batch.acc.as_mut_ptr().add(8 * g) as *mut __m512i, acc[g]);
+            _mm512_storeu_si512(batch.acc[0].as_mut_ptr().add(8 * g) as *mut __m512i, acc[g]);
+            _mm512_storeu_si512(
+                batch.acc[1].as_mut_ptr().add(8 * g) as *mut __m512i,
+                acc1[g],
+            );
         }
-        batch.finish(party, last, &mut out[start..]);
+        batch.finish(party, last, outs, start);
         start += batch.m;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::dcf::tests::random_walks;
+    use super::super::dcf::tests::{random_walks, AnyWalk};
     use super::*;
 
-    /// Random keys of several widths at points around α, at the domain's ends and at random,
-    /// with ragged last batches: the AVX-512 walk gives the portable walk's shares.
+    struct Avx512(&'static [u128; 11]);
+
+    impl AnyWalk for Avx512 {
+        fn walk<L: Level>(
+            &self,
+            party: u8,
+            n_bits: u32,
+            roots: &[u128],
+            levels: &[L],
+            last: &[L::Last],
+            per: usize,
+            xs: &[u64],
+            outs: &mut [&mut [u64]],
+        ) {
+            let n = n_bits as usize;
+            // SAFETY: `available` returned the round keys; the lengths agree (built by
+            // `random_walks`).
+            unsafe { eval_flat(self.0, party, n, roots, levels, last, per, xs, outs) }
+        }
+    }
+
+    /// Random one-word and two-word keys of several widths at points around α, at the
+    /// domain's ends and at random, with ragged last batches: this walk gives the portable
+    /// walk's shares.
     #[test]
     fn the_avx512_walk_equals_the_portable_walk() {
         let Some(rk) = available() else {
             eprintln!("skipped: this CPU has no AVX-512F + VAES");
             return;
         };
-        random_walks(&|party, n_bits, roots, levels, last, per, xs, out| {
-            // SAFETY: `available` returned the round keys; the lengths agree (built by
-            // `random_walks`).
-            unsafe {
-                eval_flat(
-                    rk,
-                    party,
-                    n_bits as usize,
-                    roots,
-                    levels,
-                    last,
-                    per,
-                    xs,
-                    out,
-                )
-            }
-        });
+        random_walks(&Avx512(rk));
     }
 }

@@ -4,6 +4,8 @@
 //! - DCF: Boyle, Chandran, Gilboa, Gupta, Ishai, Kumar, Rathee, "Function Secret Sharing for
 //!   Mixed-Mode and Fixed-Point Secure Computation", Eurocrypt 2021 (the DCF of their Fig. 1, used
 //!   by the gates of Fig. 3). Shares `f(x) = β·[x < α]` for unsigned `n`-bit `x`, `1 ≤ n ≤ 64`.
+//! - DCF with a two-word payload ([`dcf2`]): the same tree over `Z_2^64 × Z_2^64`, one key
+//!   instead of two at the same point (the fused signed lookup's borrow and its product).
 //! - Bit-output DPF ([`bit_dpf`]): the same tree stopped 7 levels early, one output bit per
 //!   point, and the signed table lookup built on it (46 AES calls instead of 2046 at n = 11).
 //! - DPF: Boyle, Gilboa, Ishai, "Function Secret Sharing: Improvements and Extensions", CCS 2016,
@@ -19,6 +21,7 @@
 //! | scheme | correction words (bytes) | n = 10 | 12 | 16 | 32 | 64 | AES calls |
 //! |---|---|---|---|---|---|---|---|
 //! | DCF | `25·n + 8` | 258 | 308 | 408 | 808 | 1608 | eval `2n` per point; gen `6n` |
+//! | two-word DCF | `33·n + 16` | 346 | 412 | 544 | 1072 | 2128 | eval `3n + 1` per point; gen `8n + 2` |
 //! | DPF | `17·n − 2` (`n ≥ 2`; 16 for `n = 1`) | 168 | 202 | 270 | — | — | full-domain eval `2^n − 2`; gen `4n − 4` |
 //!
 //! A [`dpf_lookup`] costs one full-domain evaluation plus one `2^n`-term wrapping dot product per
@@ -26,6 +29,7 @@
 
 pub mod bit_dpf;
 pub mod dcf;
+pub mod dcf2;
 #[cfg(target_arch = "x86_64")]
 mod dcf_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -40,6 +44,7 @@ pub use bit_dpf::{
 pub use dcf::{
     dcf_eval, dcf_eval_keys, dcf_eval_many, dcf_gen, DcfCorrection, DcfKeys, DcfLevel, DCF_MAX_BITS,
 };
+pub use dcf2::{dcf2_eval, dcf2_eval_keys, dcf2_gen, Dcf2Correction, Dcf2Keys, Dcf2Level};
 pub use dpf::{
     dpf_eval_full, dpf_gen, dpf_lookup, dpf_lookup_with_scratch, DpfCorrection, DpfScratch,
     DPF_MAX_BITS,

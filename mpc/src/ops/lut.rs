@@ -22,7 +22,14 @@
 //! Signed one-segment lookups ([`eval_signed`], on the bit-output DPF) of an ungated table take
 //! their input mask from the lookup bundle ([`SignedInput`]): the slope product `s·T1[Y]·z`
 //! then opens only `s·T1[Y] − a` (8 bytes/elt instead of 16), because `z` is public up to
-//! dealer-known terms and a borrow bit whose product with `a` a second DCF key gives.
+//! dealer-known terms and the cell truncation's borrow bit, whose product with `a` comes from
+//! the same DCF key: one two-word key (payload `(1, a)`, [`crate::fss::dcf2`]) walked once
+//! gives the borrow and `a·β`. Dealer bytes/elt of such a lookup of `k` index bits, cell shift
+//! `s` and range check of `k + RANGE_MARGIN_BITS` bits, per party: one bit-output DPF key
+//! (67 bytes at k = 10), one two-word DCF key (`33·s + 16`) and one comparison DCF key
+//! (`25·(k + 2) + 8`), and to P1 13 words (8 bytes each: mask top bits and low parts, `a·M_z`,
+//! the range check's top bit): SiLU (k = 10, s = 12) 787 bytes to P0 and 891 to P1 (with two
+//! one-word keys at the borrow's point, 991 and 1095).
 //! Declared range: every op checks that its secret inputs lie in its declared range — two more
 //! DCF evaluations on the round-1 opening give the count of inputs outside, opened with round 2
 //! (8 bytes, no extra round); a nonzero count fails the op with [`MpcError::OutOfRange`] instead
@@ -42,7 +49,7 @@ use crate::channel::Transport;
 use crate::correlation::{CorrRequest, SignedInput, SignedInputMaterial, SignedLutMaterial};
 use crate::error::{MpcError, Result};
 use crate::fixed::ValueRange;
-use crate::fss::{bit_dpf_lookup_many, dcf_eval_keys, dpf_lookup, SignedTables};
+use crate::fss::{bit_dpf_lookup_many, dpf_lookup, SignedTables};
 use crate::ops::mul::MulPending;
 use crate::ops::open::{open, open_groups};
 use crate::ops::trunc::{less_than_opened, mask_open, public_part, trunc, MaskPending, OFFSET};
@@ -524,6 +531,8 @@ async fn eval_core<T: Transport>(
     };
     // gated only: [X < A_0], ..., [X < A_{S-1}], [X < B_{S-1}]
     let seg_lt: Vec<Vec<u64>> = lt.collect();
+    // fused: shares of `a·β` for the cell truncation's borrow `β`
+    let mut a_borrow = Vec::new();
     let mut g = Vec::with_capacity(nseg);
     let mut y = Vec::with_capacity(nseg);
     let mut z = Vec::with_capacity(nseg);
@@ -532,7 +541,12 @@ async fn eval_core<T: Transport>(
             // [A_j ≤ X < A_{j+1}] = [X < A_{j+1}] − [X < A_j]
             g.push(sub_vec(&seg_lt[j + 1], &seg_lt[j]));
         }
-        let yj = if s.shift <= table.max_exact_shift {
+        let yj = if let Some((_, _, roots, cws, _)) = &fused {
+            // one walk of the two-word key: the cell's borrow and its product with `a`
+            let (yj, ab) = masked.trunc_offset_exact_with(s.shift, s.start as u64, roots, cws)?;
+            a_borrow = ab;
+            yj
+        } else if s.shift <= table.max_exact_shift {
             masked.trunc_offset_exact(s.shift, s.start as u64)?
         } else {
             masked.trunc_offset(s.shift, s.start as u64)?
@@ -733,7 +747,7 @@ async fn eval_core<T: Transport>(
             out[i] = out[i].wrapping_add(v[i] << shl);
         }
     }
-    if let Some((a, am, roots, cws, _)) = &fused {
+    if let Some((a, am, ..)) = &fused {
         let seg = &table.segments[0];
         let (sh, start) = (seg.shift, seg.start as u64);
         let c: Vec<u64> = masked
@@ -741,10 +755,6 @@ async fn eval_core<T: Transport>(
             .iter()
             .map(|c| c.wrapping_sub(start))
             .collect();
-        let low = (1u64 << sh) - 1;
-        let pts: Vec<u64> = c.iter().map(|c| c & low).collect();
-        let mut a_borrow = vec![0u64; n];
-        dcf_eval_keys(pid, roots, cws, 1, &pts, &mut a_borrow);
         let v = &opened[n_prods];
         let z = &gz[0];
         for i in 0..n {

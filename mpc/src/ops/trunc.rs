@@ -16,11 +16,16 @@
 //! r mod 2^(n−1)]` with `c_t = (c − t) mod 2^n` public; the last term is one DCF evaluation with
 //! `α = r mod 2^(n−1)`, payload `β = 1 − 2·r_{n−1}` so that the XOR with `r_{n−1}` stays linear.
 //! One key serves any number of thresholds. Dealer bytes/elt: 8 + one DCF key (both parties).
+//!
+//! **Exact truncation**: the borrow `[c mod 2^s < r mod 2^s]` is one DCF evaluation of `s`
+//! levels (`α = r mod 2^s`, payload 1). A fused signed lookup's mask has no key of its own for
+//! it: one two-word DCF key with payload `(1, a)` gives the borrow and its product with the
+//! slope's mask `a` in one walk ([`Masked::trunc_offset_exact_with`], [`crate::fss::dcf2`]).
 
 use crate::channel::Transport;
 use crate::correlation::{CmpMaterial, CorrRequest, MaskMaterial};
 use crate::error::{MpcError, Result};
-use crate::fss::dcf_eval_keys;
+use crate::fss::{dcf2_eval_keys, dcf_eval_keys, Dcf2Keys};
 use crate::ops::open::open;
 use crate::party::Party;
 
@@ -194,7 +199,6 @@ impl Masked {
     /// Shares of exactly `⌊(x − a) / 2^s⌋` for a shift prepared as exact (the dropped borrow
     /// `[c mod 2^s < r mod 2^s]` is subtracted with one DCF evaluation of `s` levels).
     pub fn trunc_offset_exact(&self, s: u32, a: u64) -> Result<Vec<u64>> {
-        let mut y = self.trunc_offset(s, a)?;
         let ex =
             self.mat
                 .exact
@@ -204,12 +208,53 @@ impl Masked {
                     op: "trunc_exact",
                     detail: format!("shift {s} was not prepared as exact"),
                 })?;
-        let low = (1u64 << s) - 1;
-        let pts: Vec<u64> = self.c.iter().map(|c| c.wrapping_sub(a) & low).collect();
+        let pts = self.borrow_points(s, a);
         let mut borrow = vec![0u64; pts.len()];
         dcf_eval_keys(self.party, &ex.roots, &ex.cws, 1, &pts, &mut borrow);
+        self.minus_borrow(s, a, &borrow)
+    }
+
+    /// Shares of exactly `⌊(x − a) / 2^s⌋` and of `γ·β` for the borrow `β` of that truncation
+    /// and a `γ` of the dealer's, from one walk per element of a two-word DCF key with payload
+    /// `(1, γ)` at `α = r mod 2^s` (`roots`, `keys`: `s` levels, one key per element) instead of
+    /// the mask's own exact-truncation key: a fused signed lookup's input mask, where `γ` is the
+    /// slope's mask `a` (see [`crate::correlation::SignedInput`]).
+    pub fn trunc_offset_exact_with(
+        &self,
+        s: u32,
+        a: u64,
+        roots: &[u128],
+        keys: &Dcf2Keys,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
+        let n = self.c.len();
+        if keys.n_bits() != s || keys.len() != n || roots.len() != n {
+            return Err(MpcError::InvalidParameter {
+                op: "trunc_exact",
+                detail: format!(
+                    "{} two-word keys of {} bits ({} roots) for {n} truncations by {s}",
+                    keys.len(),
+                    keys.n_bits(),
+                    roots.len()
+                ),
+            });
+        }
+        let pts = self.borrow_points(s, a);
+        let (mut borrow, mut prod) = (vec![0u64; n], vec![0u64; n]);
+        dcf2_eval_keys(self.party, roots, keys, 1, &pts, &mut borrow, &mut prod);
+        Ok((self.minus_borrow(s, a, &borrow)?, prod))
+    }
+
+    /// The points `(c − a) mod 2^s` of the borrows of a truncation by `s` (`s ≤ 63`).
+    fn borrow_points(&self, s: u32, a: u64) -> Vec<u64> {
+        let low = (1u64 << s) - 1;
+        self.c.iter().map(|c| c.wrapping_sub(a) & low).collect()
+    }
+
+    /// [`Masked::trunc_offset`] less the shared borrows.
+    fn minus_borrow(&self, s: u32, a: u64, borrow: &[u64]) -> Result<Vec<u64>> {
+        let mut y = self.trunc_offset(s, a)?;
         for (yi, b) in y.iter_mut().zip(borrow) {
-            *yi = yi.wrapping_sub(b);
+            *yi = yi.wrapping_sub(*b);
         }
         Ok(y)
     }
