@@ -1009,6 +1009,11 @@ pub(crate) mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     impl Fake {
+        /// The next message the pair sent, if one comes within `wait`.
+        pub(crate) fn try_next(&self, wait: Duration) -> Option<ControlMessage> {
+            self.got.recv_timeout(wait).ok()
+        }
+
         pub(crate) fn next(&self) -> ControlMessage {
             self.got
                 .recv_timeout(WAIT)

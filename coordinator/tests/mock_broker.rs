@@ -67,6 +67,7 @@ fn config(k: &KafkaSettings, group: &str) -> CoordinatorConfig {
         session_idle: Duration::from_secs(5),
         exit_when_idle: Some(Duration::from_secs(6)),
         create_topics: false,
+        job_partitions: 4,
     }
 }
 

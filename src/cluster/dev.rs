@@ -140,6 +140,7 @@ fn run_in(a: &DevArgs, keys: &std::path::Path) -> Result<()> {
         session_idle: Duration::from_secs(60),
         exit_when_idle: None,
         create_topics: false,
+        job_partitions: 4,
     };
     let s = stop.clone();
     let metrics = marill_coordinator::CoordinatorMetrics::unregistered();

@@ -75,6 +75,10 @@ pub struct CoordinatorArgs {
     /// Consumer group [default: marill-coordinator].
     #[arg(long)]
     group: Option<String>,
+    /// Partitions of the jobs topic when the coordinator creates it: the most coordinators
+    /// that share the jobs (an existing topic keeps its own) [default: 4].
+    #[arg(long)]
+    job_partitions: Option<u32>,
     /// A step not answered in this many seconds fails and retires its pair [default: 300].
     #[arg(long)]
     step_timeout_s: Option<u64>,
@@ -104,6 +108,7 @@ impl CoordinatorArgs {
         );
         put("model_name", self.model_name.clone().map(Into::into));
         put("group", self.group.clone().map(Into::into));
+        put("job_partitions", self.job_partitions.map(Into::into));
         put("step_timeout_s", self.step_timeout_s.map(Into::into));
         put("session_idle_s", self.session_idle_s.map(Into::into));
         put("exit_when_idle_s", self.exit_when_idle_s.map(Into::into));
@@ -145,6 +150,7 @@ fn coordinator_config(s: &settings::CoordinatorSettings) -> Result<CoordinatorCo
         session_idle: Duration::from_secs(s.session_idle_s),
         exit_when_idle: s.exit_when_idle_s.map(Duration::from_secs),
         create_topics: true,
+        job_partitions: s.job_partitions,
     })
 }
 

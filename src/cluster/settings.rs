@@ -33,6 +33,12 @@ pub const REFERENCE: &[(&str, &str, &str)] = &[
     ),
     ("group", "\"marill-coordinator\"", "Kafka consumer group"),
     (
+        "job_partitions",
+        "4",
+        "partitions of the jobs topic when the coordinator creates it (the most coordinators \
+         that share the jobs; an existing topic keeps its own) (≥ 1)",
+    ),
+    (
         "step_timeout_s",
         "300",
         "a step not answered in this many seconds fails and retires its pair (≥ 1)",
@@ -73,6 +79,8 @@ pub struct CoordinatorSettings {
     pub model_name: String,
     /// consumer group
     pub group: String,
+    /// partitions of the jobs topic when created
+    pub job_partitions: u32,
     /// step timeout, seconds
     pub step_timeout_s: u64,
     /// session idle limit, seconds
@@ -104,6 +112,7 @@ impl CoordinatorSettings {
         let mut b = config::Config::builder()
             .set_default("model_name", "default")?
             .set_default("group", "marill-coordinator")?
+            .set_default("job_partitions", 4)?
             .set_default("step_timeout_s", 300)?
             .set_default("session_idle_s", 60)?
             .set_default("kafka", Vec::<String>::new())?;
@@ -153,6 +162,7 @@ impl CoordinatorSettings {
         for (key, v) in [
             ("step_timeout_s", self.step_timeout_s),
             ("session_idle_s", self.session_idle_s),
+            ("job_partitions", self.job_partitions.into()),
         ] {
             if v == 0 {
                 return bad(key, "must be at least 1".into());
