@@ -203,7 +203,7 @@ impl KafkaRunner {
             if sent.elapsed() >= self.target.resend_after {
                 // idempotent by job id: the coordinator answers a copy of a job it has (or
                 // had) with the same result, and takes one it never saw
-                eprintln!(
+                tracing::info!(
                     "no result for job {job_id} after {} s: submitted again",
                     start.elapsed().as_secs()
                 );
@@ -331,7 +331,7 @@ impl SuffixRunner for KafkaRunner {
                     self.step = 0;
                     let mut all = self.rows_sent.clone();
                     all.extend_from_slice(x);
-                    eprintln!(
+                    tracing::info!(
                         "session {lost} lost ({reason}); re-placed as {} with its {} rows",
                         self.session,
                         all.len() / self.d.max(1)

@@ -397,7 +397,7 @@ impl PartyStream {
             let b = match self.bundle(id, req) {
                 Ok(b) => b,
                 Err(e) => {
-                    eprintln!(
+                    tracing::warn!(
                         "dealer: stream to {:?} stopped at bundle {id}: {e}",
                         self.party
                     );
@@ -415,7 +415,7 @@ impl PartyStream {
                 &DealerMessage::Bundles(std::mem::take(&mut batch)),
             ) {
                 // the worker is gone; its next incarnation asks for a seed (a new epoch)
-                eprintln!("dealer: stream to {:?} stopped: {e}", self.party);
+                tracing::warn!("dealer: stream to {:?} stopped: {e}", self.party);
                 return Ok(());
             }
             self.m
@@ -505,7 +505,7 @@ impl PartyStream {
                     return Ok(recv_idle(&self.link)?);
                 }
                 Err(e) => {
-                    eprintln!("dealer: generating ahead stopped: {e}");
+                    tracing::warn!("dealer: generating ahead stopped: {e}");
                     return Ok(recv_idle(&self.link)?);
                 }
             }
@@ -531,7 +531,7 @@ impl PartyStream {
                     self.seeded = true;
                     let (epoch, seed) = self.epochs()?.seed(party);
                     let lane = self.link.id();
-                    eprintln!("dealer: {party:?} seeded in epoch {epoch} on lane {lane}");
+                    tracing::info!("dealer: {party:?} seeded in epoch {epoch} on lane {lane}");
                     send(&self.link, &DealerMessage::Seed { seed: seed.0 })?;
                 }
                 DealerMessage::StepBegin {
@@ -563,7 +563,7 @@ impl PartyStream {
                             // this worker's request fails (its step fails, it restarts); the
                             // dealer keeps serving
                             self.recording = None;
-                            eprintln!("dealer: refused {party:?} bundle {id}: {e}");
+                            tracing::warn!("dealer: refused {party:?} bundle {id}: {e}");
                             send(&self.link, &DealerMessage::Error(e))?;
                         }
                     }
@@ -575,7 +575,7 @@ impl PartyStream {
                 }
                 other => {
                     let what = marill_proto::describe(&other);
-                    eprintln!("dealer: {party:?} sent an unexpected {what}");
+                    tracing::warn!("dealer: {party:?} sent an unexpected {what}");
                     send(
                         &self.link,
                         &DealerMessage::Error(format!("unexpected {what}")),
@@ -666,7 +666,7 @@ pub fn run(a: DealerConfig) -> Result<()> {
         }
     }
     drop(ended_tx);
-    eprintln!("dealer: serving provider and helper on {} lanes", a.lanes);
+    tracing::info!("dealer: serving provider and helper on {} lanes", a.lanes);
     // a lane's thread ends when its link fails (the dealer exits; its supervisor restarts it)
     // or, with --exit-when-done, when lane 0's worker said goodbye
     let mut total = 0;
@@ -686,7 +686,7 @@ pub fn run(a: DealerConfig) -> Result<()> {
             .stats();
         bytes += st.total_bytes();
     }
-    eprintln!(
+    tracing::info!(
         "dealer: session done, {total} bundles served, {:.1} MB sent",
         bytes as f64 / 1e6
     );

@@ -102,7 +102,7 @@ pub fn serve_if(
         return Ok(None);
     };
     let s = serve(addr, r)?;
-    eprintln!("{who}: metrics on http://{}/metrics", s.addr());
+    tracing::info!("{who}: metrics on http://{}/metrics", s.addr());
     Ok(Some(s))
 }
 

@@ -77,7 +77,7 @@ pub fn receive(peer: &Link, me: &str) -> Result<(SuffixConfig, PreparedSuffix)> 
             Err(_) => {
                 if !told {
                     told = true;
-                    eprintln!(
+                    tracing::info!(
                     "{me}: the provider still serves a previous helper; waiting for its restart"
                 );
                 }

@@ -164,9 +164,10 @@ pub fn run(a: WorkerConfig) -> Result<()> {
             (cfg, prep, own_sessions.min(theirs))
         }
     };
-    eprintln!(
+    tracing::info!(
         "{me}: suffix of {} private layers from layer {}",
-        cfg.n_layers, cfg.first_layer
+        cfg.n_layers,
+        cfg.first_layer
     );
     let gamma_at_client = matches!(prep.final_gamma, FinalGamma::AtClient);
     let (peer_mux, peer_lanes) = Mux::split(peer, lanes)?;
@@ -196,7 +197,7 @@ pub fn run(a: WorkerConfig) -> Result<()> {
     let muxes = vec![peer_mux, dealer_mux];
     match front {
         Front::Direct(client) => {
-            eprintln!("{me}: private weights masked, serving");
+            tracing::info!("{me}: private weights masked, serving");
             let lane = lanes_loaded.remove(0);
             let r = serve(lane, &cfg, gamma_at_client, &client, me);
             if let Err(e) = &r {
@@ -206,7 +207,7 @@ pub fn run(a: WorkerConfig) -> Result<()> {
             r
         }
         Front::Coordinated { link, seal } => {
-            eprintln!(
+            tracing::info!(
                 "{me}: private weights masked on {} lanes, serving the coordinator",
                 lanes_loaded.len()
             );
@@ -326,7 +327,7 @@ fn serve(
                 )?;
             }
             ClientMessage::End => {
-                eprintln!("{me}: session ended by the client");
+                tracing::info!("{me}: session ended by the client");
                 return Ok(());
             }
             m => bail!("unexpected {} from the client", marill_proto::describe(&m)),

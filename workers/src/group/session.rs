@@ -107,9 +107,11 @@ impl Actor for SessionActor {
     ) -> Result<SessionState, ActorProcessingErr> {
         let mut lane = args.lane;
         lane.sfx.reset();
-        eprintln!(
+        tracing::info!(
             "{}: session {} opened on lane {}",
-            args.ctx.me, args.session, lane.lane
+            args.ctx.me,
+            args.session,
+            lane.lane
         );
         Ok(SessionState {
             ctx: args.ctx,
@@ -135,9 +137,11 @@ impl Actor for SessionActor {
                 let session = st.session.clone();
                 let _ = st.memory.cast(MemoryMsg::Release { session });
                 if let Some(mut lane) = st.lane.take() {
-                    eprintln!(
+                    tracing::info!(
                         "{}: session {} ended on lane {}",
-                        st.ctx.me, st.session, lane.lane
+                        st.ctx.me,
+                        st.session,
+                        lane.lane
                     );
                     lane.sfx.reset();
                     let back = SupervisorMsg::LaneBack(Box::new(lane));

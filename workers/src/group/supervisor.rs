@@ -242,10 +242,7 @@ fn drain(myself: &ActorRef<SupervisorMsg>, st: &mut State) -> Result<(), ActorPr
     tracing::info!(
         open,
         deadline_s = deadline.as_secs(),
-        "draining: no new session; the open ones run to their end"
-    );
-    eprintln!(
-        "{}: draining: {open} sessions open, deadline {} s",
+        "{}: draining: {open} sessions open, deadline {} s (no new session; the open ones run to their end)",
         st.ctx.me,
         deadline.as_secs()
     );
@@ -259,15 +256,13 @@ fn drain(myself: &ActorRef<SupervisorMsg>, st: &mut State) -> Result<(), ActorPr
 /// Stops the group (a clean exit) once a draining worker has no session open.
 fn drained(myself: &ActorRef<SupervisorMsg>, st: &State) {
     if draining(st) && open_sessions(st) == 0 {
-        tracing::info!("drained: every session ended");
-        eprintln!("{}: drained: every session ended, exiting", st.ctx.me);
+        tracing::info!("{}: drained: every session ended, exiting", st.ctx.me);
         myself.stop(None);
     }
 }
 
 fn stop(myself: &ActorRef<SupervisorMsg>, st: &State, why: String) {
-    tracing::error!(reason = %why, "worker stops");
-    eprintln!("{}: {why}", st.ctx.me);
+    tracing::error!(reason = %why, "{}: worker stops: {why}", st.ctx.me);
     if let Ok(mut e) = st.exit.lock() {
         e.get_or_insert(why.clone());
     }
