@@ -233,9 +233,10 @@ impl Engine {
     }
 
     /// Runs `p` to its end (blocking), reporting on `tx`; `slot` is the request's place under
-    /// the concurrency limit. The slot is freed and the channel closed once the response is
-    /// complete (before the last event is sent); then the session is ended, whatever happened
-    /// (a closed client included). Counts the request's outcome.
+    /// the concurrency limit. Once the response is complete the request's outcome is counted,
+    /// its slot freed and its last event sent, in that order (a client that reads its answer
+    /// and fires its next request at once finds both done); then the session is ended, whatever
+    /// happened (a closed client included).
     pub fn run(
         &self,
         p: Prepared,
@@ -245,35 +246,29 @@ impl Engine {
     ) {
         m.in_flight.inc();
         m.prompt_tokens.inc_by(p.ids.len() as u64);
-        let mut slot = Some(slot);
-        let (outcome, runner) = match (self.factory)() {
+        let failed = |e: ApiError| (e.outcome(), Some(Event::Failed(e)));
+        let (outcome, last, runner) = match (self.factory)() {
             Err(e) => {
-                let err = ApiError::Unavailable(format!("{e:#}"));
-                last_event(&tx, &mut slot, Event::Failed(err.clone()));
-                (err.outcome(), None)
+                let (outcome, last) = failed(ApiError::Unavailable(format!("{e:#}")));
+                (outcome, last, None)
             }
             Ok(mut runner) => {
-                let outcome = match self.generate(&p, runner.as_mut(), &tx, m) {
-                    Ok(Some((finish, usage))) => {
-                        if last_event(&tx, &mut slot, Event::Done { finish, usage }) {
-                            "ok"
-                        } else {
-                            "cancelled"
-                        }
-                    }
-                    Ok(None) => "cancelled",
-                    Err(e) => {
-                        last_event(&tx, &mut slot, Event::Failed(e.clone()));
-                        e.outcome()
-                    }
+                let (outcome, last) = match self.generate(&p, runner.as_mut(), &tx, m) {
+                    Ok(Some((finish, usage))) => ("ok", Some(Event::Done { finish, usage })),
+                    Ok(None) => ("cancelled", None),
+                    Err(e) => failed(e),
                 };
-                (outcome, Some(runner))
+                (outcome, last, Some(runner))
             }
         };
-        // the response is complete (or its client gone): free the slot, end the stream
-        drop(slot);
-        drop(tx);
         m.request(outcome);
+        drop(slot);
+        if let Some(ev) = last {
+            // a client gone by now had every token: its request stays counted as answered
+            let _ = tx.send(ev);
+        }
+        // the stream ends here, before the session's close
+        drop(tx);
         if let Some(mut runner) = runner {
             if let Err(e) = runner.end() {
                 m.close_failures.inc();
@@ -369,16 +364,4 @@ impl Engine {
         };
         Ok(Some((finish, usage)))
     }
-}
-
-/// Sends a request's last event, its concurrency slot freed first: the client may fire its
-/// next request the moment it reads this one's end, and must find the slot free then. Whether
-/// the client was still there to take it.
-fn last_event(
-    tx: &UnboundedSender<Event>,
-    slot: &mut Option<OwnedSemaphorePermit>,
-    ev: Event,
-) -> bool {
-    drop(slot.take());
-    tx.send(ev).is_ok()
 }

@@ -56,10 +56,8 @@ fn error_code(body: &str) -> String {
 
 /// A fresh directory under the system's temporary one.
 fn temp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "marill-gateway-http-{name}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("marill-gateway-http-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -193,6 +191,25 @@ struct Scripted {
 /// The reason the cluster gives for a step whose peer link stalled (a public category).
 const PEER_LOST: &str = "job s00-1 failed: provider: the peer party was lost or timed out";
 
+/// Sessions from [`Scripted`]: each fails from step `fail_at()` on (asked at its start), counts
+/// its end in `ends`, and hangs its close on `close_gate` when given.
+fn scripted(
+    hidden: Vec<f32>,
+    ends: Arc<AtomicUsize>,
+    fail_at: impl Fn() -> usize + Send + Sync + 'static,
+    close_gate: Option<Arc<Mutex<mpsc::Receiver<()>>>>,
+) -> RunnerFactory {
+    Arc::new(move || {
+        Ok(Box::new(Scripted {
+            hidden: hidden.clone(),
+            steps: 0,
+            fail_at: fail_at(),
+            ends: ends.clone(),
+            close_gate: close_gate.clone(),
+        }) as Box<dyn SuffixRunner + Send>)
+    })
+}
+
 impl SuffixRunner for Scripted {
     fn step(&mut self, _x: &[f32], out_rows: usize) -> anyhow::Result<Vec<f32>> {
         self.steps += 1;
@@ -224,16 +241,7 @@ fn a_finished_request_frees_its_slot_before_its_session_closes() {
     let ends = Arc::new(AtomicUsize::new(0));
     let (release, gate) = mpsc::channel::<()>();
     let gate = Arc::new(Mutex::new(gate));
-    let (e, g) = (ends.clone(), gate.clone());
-    let factory: RunnerFactory = Arc::new(move || {
-        Ok(Box::new(Scripted {
-            hidden: hidden.clone(),
-            steps: 0,
-            fail_at: usize::MAX,
-            ends: e.clone(),
-            close_gate: Some(g.clone()),
-        }) as Box<dyn SuffixRunner + Send>)
-    });
+    let factory = scripted(hidden, ends.clone(), || usize::MAX, Some(gate));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = serve(&rt, model, factory, one_slot());
     let url = format!("{base}/v1/completions");
@@ -257,7 +265,10 @@ fn a_finished_request_frees_its_slot_before_its_session_closes() {
     }
     // every response came while the closes hang: the sessions are still being closed
     wait_metric(&base, &format!("marill_gateway_sessions_in_flight {n}"));
-    wait_metric(&base, &format!("marill_gateway_requests_total{{outcome=\"ok\"}} {n}"));
+    wait_metric(
+        &base,
+        &format!("marill_gateway_requests_total{{outcome=\"ok\"}} {n}"),
+    );
     wait_metric(&base, "marill_gateway_requests_total{outcome=\"busy\"} 0");
     for _ in 0..n {
         release.send(()).unwrap();
@@ -280,17 +291,12 @@ fn a_session_failed_in_the_2pc_is_a_502() {
     let ends = Arc::new(AtomicUsize::new(0));
     // sessions fail at their first step, then at their second, then never
     let plan = Arc::new(Mutex::new(vec![usize::MAX, 1, 0]));
-    let (e, p) = (ends.clone(), plan.clone());
-    let factory: RunnerFactory = Arc::new(move || {
-        let fail_at = p.lock().unwrap().pop().unwrap_or(usize::MAX);
-        Ok(Box::new(Scripted {
-            hidden: hidden.clone(),
-            steps: 0,
-            fail_at,
-            ends: e.clone(),
-            close_gate: None,
-        }) as Box<dyn SuffixRunner + Send>)
-    });
+    let factory = scripted(
+        hidden,
+        ends.clone(),
+        move || plan.lock().unwrap().pop().unwrap_or(usize::MAX),
+        None,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = serve(&rt, model, factory, one_slot());
     let url = format!("{base}/v1/completions");
