@@ -16,7 +16,9 @@
 
 mod common;
 
-use common::gateway::{curl, error_of, json, post, sse_data, value, wait_healthy, Server};
+use common::gateway::{
+    curl, error_of, generated, json, post, sse_data, value, wait_healthy, Server,
+};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,28 +63,7 @@ fn the_gateway_serves_openai_clients() {
     );
 
     // what `marill generate` writes for the prompt (greedy, 8 tokens)
-    let out = common::marill(&[
-        "generate",
-        "--model",
-        &model,
-        "--prompt",
-        PROMPT,
-        "--max-new-tokens",
-        "8",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let expected = stdout
-        .strip_prefix(PROMPT)
-        .and_then(|s| s.strip_suffix('\n'))
-        .unwrap_or_else(|| panic!("unexpected output {stdout:?}"))
-        .to_string();
+    let expected = generated(&model, PROMPT, 8);
 
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");

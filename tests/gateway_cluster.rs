@@ -14,13 +14,14 @@
 //!   message names the public failure category and nothing else; the gateway (one slot) then
 //!   serves the next request once a pair is back in service.
 //!
-//! About two minutes on two loaded cores.
+//! About 85 s on two loaded cores (the two tests run side by side; the second waits twice for
+//! the coordinator to retire a pair whose workers gave up).
 
 mod common;
 
 use common::gateway::{
-    error_of, json, post, post_args, sse_data, status_and_body, value, wait_healthy, wait_metrics,
-    Server,
+    error_of, generated, json, post, post_args, sse_data, status_and_body, value, wait_healthy,
+    wait_metrics, Server,
 };
 use common::{marill, TestCluster, FAST_GROUP};
 use serde_json::Value;
@@ -69,24 +70,9 @@ fn the_gateway_process_serves_a_cluster() {
     std::fs::write(c.model.join("tokenizer_config.json"), TEMPLATE).unwrap();
     c.coordinator();
     let logs = c.logs();
-    let m = c.model.to_str().unwrap().to_string();
 
     // what `marill generate` writes for the prompt (greedy, 6 tokens)
-    let out = marill(&["generate", "--model", &m, "--prompt", PROMPT])
-        .args(["--max-new-tokens", "6"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected = stdout
-        .strip_prefix(PROMPT)
-        .and_then(|s| s.strip_suffix('\n'))
-        .unwrap_or_else(|| panic!("unexpected output {stdout:?}"))
-        .to_string();
+    let expected = generated(c.model.to_str().unwrap(), PROMPT, 6);
 
     let (_server, base) = gateway(&c, &[]);
     let url = format!("{base}/v1/completions");

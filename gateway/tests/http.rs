@@ -233,12 +233,26 @@ impl SuffixRunner for Scripted {
     }
 }
 
-#[test]
-fn a_finished_request_frees_its_slot_before_its_session_closes() {
-    let dir = temp("slot");
+/// What a test of scripted sessions starts from: its directory, the tiny model, a hidden state
+/// that decodes to a letter, and a count of session ends.
+type ScriptedSetup = (
+    std::path::PathBuf,
+    (Llama, TextTokenizer),
+    Vec<f32>,
+    Arc<AtomicUsize>,
+);
+
+/// [`ScriptedSetup`] in a fresh directory named after `name`.
+fn scripted_setup(name: &str) -> ScriptedSetup {
+    let dir = temp(name);
     let model = tiny(&dir);
     let hidden = letter_hidden(&model.0, &model.1);
-    let ends = Arc::new(AtomicUsize::new(0));
+    (dir, model, hidden, Arc::new(AtomicUsize::new(0)))
+}
+
+#[test]
+fn a_finished_request_frees_its_slot_before_its_session_closes() {
+    let (dir, model, hidden, ends) = scripted_setup("slot");
     let (release, gate) = mpsc::channel::<()>();
     let gate = Arc::new(Mutex::new(gate));
     let factory = scripted(hidden, ends.clone(), || usize::MAX, Some(gate));
@@ -285,10 +299,7 @@ fn a_finished_request_frees_its_slot_before_its_session_closes() {
 
 #[test]
 fn a_session_failed_in_the_2pc_is_a_502() {
-    let dir = temp("failed");
-    let model = tiny(&dir);
-    let hidden = letter_hidden(&model.0, &model.1);
-    let ends = Arc::new(AtomicUsize::new(0));
+    let (dir, model, hidden, ends) = scripted_setup("failed");
     // sessions fail at their first step, then at their second, then never
     let plan = Arc::new(Mutex::new(vec![usize::MAX, 1, 0]));
     let factory = scripted(

@@ -1,6 +1,6 @@
 //! What the gateway's end-to-end tests share: a gateway process (`marill gateway` or `marill dev
-//! --serve`) stopped when dropped, requests with curl, OpenAI's error shape, server-sent event
-//! payloads and `/metrics` values.
+//! --serve`) stopped when dropped, the text `marill generate` gives, requests with curl,
+//! OpenAI's error shape, server-sent event payloads and `/metrics` values.
 
 use serde_json::Value;
 use std::path::Path;
@@ -26,6 +26,25 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The text `marill generate` adds to `prompt` on `model` (greedy, `tokens` new tokens).
+pub fn generated(model: &str, prompt: &str, tokens: usize) -> String {
+    let out = super::marill(&["generate", "--model", model, "--prompt", prompt])
+        .args(["--max-new-tokens", &tokens.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .strip_prefix(prompt)
+        .and_then(|s| s.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("unexpected output {stdout:?}"))
+        .to_string()
 }
 
 /// curl with `args` (silent but for errors, 600 s at most).
