@@ -16,79 +16,14 @@
 
 mod common;
 
+use common::gateway::{
+    curl, error_of, generated, json, post, sse_data, value, wait_healthy, Server,
+};
 use serde_json::Value;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PROMPT: &str = "The capital of France is";
-
-/// `marill dev --serve`, stopped with SIGTERM (then killed) when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by its pid
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "600"])
-        .args(args)
-        .output()
-        .expect("curl (install curl)")
-}
-
-/// POSTs `body` to `url`: (status, body).
-fn post(url: &str, body: &str, stream: bool) -> (u16, String) {
-    let mut args = vec![
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "content-type: application/json",
-    ];
-    if stream {
-        args.push("-N");
-    }
-    args.extend(["-d", body, url]);
-    let out = curl(&args);
-    assert!(out.status.success(), "curl {url}: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').expect("status line");
-    (code.trim().parse().expect("status"), body.to_string())
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-/// Asserts OpenAI's error shape and returns the error object.
-fn error_of(body: &str) -> Value {
-    let v = json(body);
-    let e = v["error"].clone();
-    assert!(
-        e["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert!(e["type"].is_string(), "{body}");
-    assert!(
-        e.get("code").is_some() && e.get("param").is_some(),
-        "{body}"
-    );
-    e
-}
 
 #[test]
 fn the_gateway_serves_openai_clients() {
@@ -128,28 +63,7 @@ fn the_gateway_serves_openai_clients() {
     );
 
     // what `marill generate` writes for the prompt (greedy, 8 tokens)
-    let out = common::marill(&[
-        "generate",
-        "--model",
-        &model,
-        "--prompt",
-        PROMPT,
-        "--max-new-tokens",
-        "8",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let expected = stdout
-        .strip_prefix(PROMPT)
-        .and_then(|s| s.strip_suffix('\n'))
-        .unwrap_or_else(|| panic!("unexpected output {stdout:?}"))
-        .to_string();
+    let expected = generated(&model, PROMPT, 8);
 
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -162,15 +76,7 @@ fn the_gateway_serves_openai_clients() {
             .unwrap(),
     );
     let base = format!("http://{addr}");
-    let start = Instant::now();
-    while !curl(&["-f", &format!("{base}/healthz")]).status.success() {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "no /healthz: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_healthy(&base, &log, 180);
     let models = json(&String::from_utf8_lossy(
         &curl(&[&format!("{base}/v1/models")]).stdout,
     ));
@@ -230,10 +136,7 @@ fn the_gateway_serves_openai_clients() {
         true,
     );
     assert_eq!(code, 200, "{body}");
-    let data: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
+    let data = sse_data(&body);
     assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
     let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| json(d)).collect();
     let contents = chunks
@@ -307,11 +210,7 @@ fn the_gateway_serves_openai_clients() {
 
     // the metrics counted it all
     let m = String::from_utf8_lossy(&curl(&[&format!("{base}/metrics")]).stdout).into_owned();
-    let value = |series: &str| -> f64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("{series} absent: {m}"))
-    };
+    let value = |series: &str| value(&m, series);
     assert_eq!(
         value("marill_gateway_requests_total{outcome=\"ok\"}"),
         4.0,

@@ -4,6 +4,12 @@
 //! sampling here; each token's text goes over a channel to the HTTP response as its step
 //! returns. When the channel's receiver is gone (the client disconnected) the generation stops
 //! and the session is ended.
+//!
+//! The request's concurrency slot is given back the moment its response is complete, just
+//! before its last event (done, or failed) is sent, so a client that fires its next request as
+//! soon as it has the answer always finds the slot free. The session's close (one more job
+//! through Kafka) then runs on the same blocking thread, after the response: it always happens,
+//! and a close that fails is logged and counted (`marill_gateway_session_close_failures_total`).
 
 use crate::api::{GenRequest, PromptInput};
 use crate::error::ApiError;
@@ -17,6 +23,7 @@ use marill_model::{Llama, TextTokenizer};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Starts a private session (one per request): a `KafkaRunner` over the cluster's brokers, or
 /// any other [`SuffixRunner`] serving the model's private layers.
@@ -65,6 +72,13 @@ pub enum Event {
     },
     /// the generation failed (nothing more comes)
     Failed(ApiError),
+}
+
+impl Event {
+    /// Whether this is a generation's last event (done or failed).
+    pub fn is_last(&self) -> bool {
+        matches!(self, Self::Done { .. } | Self::Failed(_))
+    }
 }
 
 /// A request ready to run: its token ids and how many it may add.
@@ -218,35 +232,50 @@ impl Engine {
             .map_err(|e| ApiError::invalid("prompt", e.to_string()))
     }
 
-    /// Runs `p` to its end (blocking), reporting on `tx`; ends the session in every case.
-    /// Counts the request's outcome.
-    pub fn run(&self, p: Prepared, tx: UnboundedSender<Event>, m: &GatewayMetrics) {
+    /// Runs `p` to its end (blocking), reporting on `tx`; `slot` is the request's place under
+    /// the concurrency limit. Once the response is complete the request's outcome is counted,
+    /// its slot freed and its last event sent, in that order (a client that reads its answer
+    /// and fires its next request at once finds both done); then the session is ended, whatever
+    /// happened (a closed client included).
+    pub fn run(
+        &self,
+        p: Prepared,
+        tx: UnboundedSender<Event>,
+        m: &GatewayMetrics,
+        slot: OwnedSemaphorePermit,
+    ) {
         m.in_flight.inc();
         m.prompt_tokens.inc_by(p.ids.len() as u64);
-        let outcome = match (self.factory)() {
+        let failed = |e: ApiError| (e.outcome(), Some(Event::Failed(e)));
+        let (outcome, last, runner) = match (self.factory)() {
             Err(e) => {
-                let err = ApiError::Unavailable(format!("{e:#}"));
-                let _ = tx.send(Event::Failed(err.clone()));
-                err.outcome()
+                let (outcome, last) = failed(ApiError::Unavailable(format!("{e:#}")));
+                (outcome, last, None)
             }
             Ok(mut runner) => {
-                let r = self.generate(&p, runner.as_mut(), &tx, m);
-                // the session ends whatever happened (a closed client included)
-                if let Err(e) = runner.end() {
-                    tracing::warn!(error = %format!("{e:#}"), "ending a gateway session");
-                }
-                match r {
-                    Ok(Some(_)) => "ok",
-                    Ok(None) => "cancelled",
-                    Err(e) => {
-                        let _ = tx.send(Event::Failed(e.clone()));
-                        e.outcome()
-                    }
-                }
+                let (outcome, last) = match self.generate(&p, runner.as_mut(), &tx, m) {
+                    Ok(Some((finish, usage))) => ("ok", Some(Event::Done { finish, usage })),
+                    Ok(None) => ("cancelled", None),
+                    Err(e) => failed(e),
+                };
+                (outcome, last, Some(runner))
             }
         };
-        m.in_flight.dec();
         m.request(outcome);
+        drop(slot);
+        if let Some(ev) = last {
+            // a client gone by now had every token: its request stays counted as answered
+            let _ = tx.send(ev);
+        }
+        // the stream ends here, before the session's close
+        drop(tx);
+        if let Some(mut runner) = runner {
+            if let Err(e) = runner.end() {
+                m.close_failures.inc();
+                tracing::warn!(error = %format!("{e:#}"), "ending a gateway session");
+            }
+        }
+        m.in_flight.dec();
     }
 
     /// Logits of the last of `tokens` with the suffix run privately by `runner`.
@@ -274,14 +303,15 @@ impl Engine {
             .map_err(internal)
     }
 
-    /// The token loop: `Ok(None)` when the client went away.
+    /// The token loop, every text sent: why it ended and the token counts (the last event is
+    /// the caller's to send), or `Ok(None)` when the client went away.
     fn generate(
         &self,
         p: &Prepared,
         runner: &mut dyn SuffixRunner,
         tx: &UnboundedSender<Event>,
         m: &GatewayMetrics,
-    ) -> Result<Option<Finish>, ApiError> {
+    ) -> Result<Option<(Finish, Usage)>, ApiError> {
         let decode = |ids: &[u32]| {
             self.tokenizer
                 .decode(ids)
@@ -332,9 +362,6 @@ impl Engine {
             prompt: p.ids.len(),
             completion: n,
         };
-        if tx.send(Event::Done { finish, usage }).is_err() {
-            return Ok(None);
-        }
-        Ok(Some(finish))
+        Ok(Some((finish, usage)))
     }
 }

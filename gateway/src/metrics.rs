@@ -1,5 +1,6 @@
 //! The gateway's series (`marill_gateway_*`, see docs/metrics.md): requests by outcome, time
-//! to first token, the time between tokens, tokens generated, sessions in flight. They carry
+//! to first token, the time between tokens, tokens generated, sessions in flight, session
+//! closes that failed. They carry
 //! counts and durations only, never a prompt or a token.
 
 use marill_metrics::prometheus::{
@@ -31,8 +32,10 @@ pub struct GatewayMetrics {
     pub tokens: IntCounter,
     /// prompt tokens taken
     pub prompt_tokens: IntCounter,
-    /// private sessions running
+    /// private sessions running (a session's close after its response included)
     pub in_flight: IntGauge,
+    /// session closes that failed (the close runs after the response; see [`crate::engine`])
+    pub close_failures: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -95,7 +98,14 @@ impl GatewayMetrics {
                 r,
                 IntGauge::new(
                     "marill_gateway_sessions_in_flight",
-                    "Private sessions the gateway runs now",
+                    "Private sessions the gateway runs now (closes after the response included)",
+                )?,
+            )?,
+            close_failures: register(
+                r,
+                IntCounter::new(
+                    "marill_gateway_session_close_failures_total",
+                    "Private sessions whose close (after the response) failed",
                 )?,
             )?,
         })

@@ -2,10 +2,13 @@
 //! server-sent events with `stream: true`: one chunk per decoded token as its step returns,
 //! `data: [DONE]` at the end), `GET /v1/models`, `GET /healthz`, `GET /metrics`. Bodies past
 //! the size limit get 413, requests past the concurrency limit 429, and with API keys a request
-//! to `/v1/*` without a listed `Authorization: Bearer` key gets 401. The session starts and its
-//! first token is computed before the response begins, so a cluster that is out of reach or a
-//! failed first step still answers with its status code; a later failure in a stream is an
-//! `error` event.
+//! to `/v1/*` without a listed `Authorization: Bearer` key gets 401. A request holds its
+//! concurrency slot from its session's start until its response is complete (the session's
+//! close to the cluster runs after, see [`crate::engine`]). The session starts and its first
+//! token is computed before the response begins, so a cluster that is out of reach (503) or a
+//! failed first step (502) still answers with its status code; a later failure in a stream is
+//! one `data:` event with the error in OpenAI's shape, after which the stream ends (no
+//! `[DONE]`).
 
 use crate::api::{self, GenRequest};
 use crate::engine::{Engine, Event, Finish, Usage};
@@ -217,10 +220,9 @@ fn start(
         .map_err(|_| ApiError::Busy(s.cfg.max_concurrent))?;
     let (tx, rx) = mpsc::unbounded_channel();
     let (engine, metrics) = (s.engine.clone(), s.metrics.clone());
-    tokio::task::spawn_blocking(move || {
-        let _slot = permit;
-        engine.run(prepared, tx, &metrics);
-    });
+    // the slot goes with the session, which frees it when the response is complete (its
+    // close to the cluster runs after, on this thread)
+    tokio::task::spawn_blocking(move || engine.run(prepared, tx, &metrics, permit));
     Ok((req, rx))
 }
 
@@ -240,9 +242,16 @@ async fn respond(
     };
     let shape = Shape::new(&req, &s.cfg.model_name);
     if req.stream {
-        let events = stream::iter([first]).chain(stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|e| (e, rx))
-        }));
+        // the stream ends with its last event (done or failed)
+        let rest = stream::unfold((rx, first.is_last()), |(mut rx, ended)| async move {
+            if ended {
+                return None;
+            }
+            let e = rx.recv().await?;
+            let ended = e.is_last();
+            Some((e, (rx, ended)))
+        });
+        let events = stream::iter([first]).chain(rest);
         return sse(shape, req.include_usage, events).into_response();
     }
     let mut text = String::new();
