@@ -14,7 +14,10 @@ use std::collections::HashMap;
 fn events(log: &str) -> Vec<(bool, String, u32)> {
     log.lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix("provider: session ")?;
+            // "provider: session S opened on lane L" (a tracing line: after its timestamp,
+            // level and span)
+            let at = l.find("provider: session ")? + "provider: session ".len();
+            let rest = &l[at..];
             let (session, rest) = rest.split_once(' ')?;
             let (opened, lane) = if let Some(x) = rest.strip_prefix("opened on lane ") {
                 (true, x)
