@@ -40,6 +40,9 @@ pub struct Panel<'a> {
 /// Draws side-by-side bar panels over the same categories into a PNG.
 pub fn bars(path: &Path, title: &str, categories: &[String], panels: &[Panel]) -> Result<()> {
     ensure_font()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let w = 520 * panels.len() as u32;
     let root = BitMapBackend::new(path, (w, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
