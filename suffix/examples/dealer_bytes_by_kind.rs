@@ -19,6 +19,12 @@ use marill_suffix::{SuffixConfig, SuffixWeights, Target};
 use std::collections::BTreeMap;
 
 fn main() {
+    // `-- model` runs the model's calibrated bounds (|gate| ≤ 256, |score| ≤ 128)
+    let args: Vec<String> = std::env::args().collect();
+    let model = args.iter().any(|a| a == "model");
+    // `-- verbose` groups by request shape (count fields aside) and prints bytes per element
+    let verbose = args.iter().any(|a| a == "verbose");
+    let (score_bound, act_bound) = if model { (128.0, 256.0) } else { (64.0, 31.0) };
     let cfg = SuffixConfig {
         d_model: 576,
         n_heads: 9,
@@ -44,8 +50,8 @@ fn main() {
         rms_eps: 1e-5,
         rope_theta: 10000.0,
         max_seq: 256,
-        score_bound: 64.0,
-        act_bound: 31.0,
+        score_bound,
+        act_bound,
         norm_sum_bound: 2e9,
     };
     let fx = FixedPoint::default();
@@ -79,18 +85,26 @@ fn main() {
         ("prefill", marks[0]..marks[1]),
         ("decode", marks[1]..marks[2]),
     ] {
-        let mut by: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        let mut by: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
         for req in &run.manifest[r.start as usize..r.end as usize] {
             let [b0, b1] = dealer.next_bundle(req).unwrap();
-            let kind = format!("{:?}", req)
-                .split([' ', '{', '('])
-                .next()
-                .unwrap()
-                .to_string();
+            let (kind, elts) = if verbose {
+                shape(&format!("{req:?}"))
+            } else {
+                (
+                    format!("{:?}", req)
+                        .split([' ', '{', '('])
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                    0,
+                )
+            };
             let e = by.entry(kind).or_default();
             e.0 += 1;
             e.1 += b0.explicit.len() as u64;
             e.2 += b1.explicit.len() as u64;
+            e.3 += elts;
         }
         let tot: u64 = by.values().map(|v| v.1 + v.2).sum();
         println!(
@@ -98,13 +112,37 @@ fn main() {
             r.end - r.start,
             tot as f64 / 1e6
         );
-        for (k, (n, a, b)) in &by {
+        for (k, (n, a, b, e)) in &by {
             println!(
                 "  {k:14} {n:6} bundles  p0 {:8.2} MB  p1 {:8.2} MB  ({:.0}%)",
                 *a as f64 / 1e6,
                 *b as f64 / 1e6,
                 100.0 * (*a + *b) as f64 / tot as f64
             );
+            if *e > 0 {
+                println!(
+                    "      {e} elements: {:.1} B/elt to p0, {:.1} to p1",
+                    *a as f64 / *e as f64,
+                    *b as f64 / *e as f64
+                );
+            }
         }
     }
+}
+
+/// A request's shape: its debug text with the leading count field `n: N` (or `rows: N`) taken
+/// out, and that count.
+fn shape(d: &str) -> (String, u64) {
+    for field in ["n: ", "rows: "] {
+        if let Some(i) = d.find(field) {
+            let rest = &d[i + field.len()..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if let Ok(n) = rest[..end].parse::<u64>() {
+                return (format!("{}{}", &d[..i], &rest[end..]), n);
+            }
+        }
+    }
+    (d.to_string(), 0)
 }

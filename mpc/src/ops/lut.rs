@@ -52,7 +52,7 @@ use crate::fixed::ValueRange;
 use crate::fss::{bit_dpf_lookup_many, dpf_lookup, SignedTables};
 use crate::ops::mul::MulPending;
 use crate::ops::open::{open, open_groups};
-use crate::ops::trunc::{less_than_opened, mask_open, public_part, trunc, MaskPending, OFFSET};
+use crate::ops::trunc::{less_than_opened, public_part, trunc, MaskPending, OFFSET};
 use crate::party::Party;
 
 /// Cells are located exactly (borrow-corrected truncation, one extra DCF key of `s` levels)
@@ -123,6 +123,9 @@ pub struct PiecewiseLinear {
     pub gated: bool,
     /// cells up to `2^max_exact_shift` input ulps wide are located exactly
     pub max_exact_shift: u32,
+    /// coarse gates (0 = exact): the segment tests and the declared-range check compare
+    /// without the mask's `cmp_shift` low bits (see [`PiecewiseLinear::coarse_gates`])
+    pub cmp_shift: u32,
     f: RealFn,
 }
 
@@ -237,8 +240,63 @@ impl PiecewiseLinear {
             range,
             cmp_bits,
             max_exact_shift: MAX_EXACT_SHIFT,
+            cmp_shift: 0,
             f,
         })
+    }
+
+    /// Gates a one-segment table `[A, B)` with coarse comparisons ([`crate::ops::trunc`]:
+    /// a DCF key of `cmp_bits − 1 − shift` levels instead of `cmp_bits − 1`), for functions
+    /// whose tails are accurate near the segment's ends (SiLU: 0 and x). The gates move inside
+    /// the segment: an input in `[A + 2^shift, B − 2^shift)` is read from the table, one below
+    /// `A` or from `B` on takes its tail, and one in the bands `[A, A + 2^shift)`,
+    /// `[B − 2^shift, B)` either (both are computed exactly: the table covers the bands);
+    /// [`PiecewiseLinear::gate_error`] bounds what a tail costs there. The declared-range
+    /// check accepts every input in the range and refuses every one more than `2^shift`
+    /// ulps outside it (the tails are exact there too). Errors for ungated or multi-segment
+    /// tables, or bands wider than half the segment.
+    pub fn coarse_gates(mut self, shift: u32) -> Result<Self> {
+        let seg = &self.segments[0];
+        let bad = |detail: String| MpcError::InvalidParameter { op: "lut", detail };
+        if !self.gated || self.segments.len() != 1 {
+            return Err(bad(format!(
+                "{}: coarse gates need a gated one-segment table",
+                self.name
+            )));
+        }
+        if shift == 0 || shift + 4 > self.cmp_bits || (seg.end - seg.start) < (4i64 << shift) {
+            return Err(bad(format!(
+                "{}: coarse gate shift {shift} does not fit the segment or the {}-bit comparisons",
+                self.name, self.cmp_bits
+            )));
+        }
+        self.cmp_shift = shift;
+        Ok(self)
+    }
+
+    /// With coarse gates, the largest |tail − f| where an input may take its tail instead of
+    /// the table (the bands `[A, A + 2^shift)` and `[B − 2^shift, B)`, sampled on `samples`
+    /// points each); 0 with exact gates. Adds to [`PiecewiseLinear::max_error`].
+    pub fn gate_error(&self, samples: usize) -> f64 {
+        if self.cmp_shift == 0 {
+            return 0.0;
+        }
+        let seg = &self.segments[0];
+        let ulp = 1.0 / (1u64 << self.in_frac) as f64;
+        let width = (1u64 << self.cmp_shift) as f64 * ulp;
+        let (a, b) = (seg.start as f64 * ulp, seg.end as f64 * ulp);
+        let tail = |t: Tail, x: f64| match t {
+            Tail::Zero => 0.0,
+            Tail::Constant(c) => c,
+            Tail::Identity => x,
+        };
+        (0..samples)
+            .flat_map(|i| {
+                let d = width * i as f64 / samples as f64;
+                [(self.left, a + d), (self.right, b - ulp - d)]
+            })
+            .map(|(t, x)| (tail(t, x) - (self.f)(x)).abs())
+            .fold(0.0, f64::max)
     }
 
     /// Locates cells up to `2^shift` input ulps wide exactly (one DCF key of `shift` levels per
@@ -482,15 +540,27 @@ async fn eval_core<T: Transport>(
         }
         None => match companion.as_deref_mut() {
             None => (
-                mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?,
+                {
+                    let pending = MaskPending::begin_coarse(
+                        p,
+                        x,
+                        &table.shifts(),
+                        table.cmp_bits,
+                        table.cmp_shift,
+                        &table.exact_shifts(),
+                    )?;
+                    let c = open(p, pending.message(), 64).await?;
+                    pending.finish(c)
+                },
                 None,
             ),
             Some(comp) => {
-                let pending = MaskPending::begin(
+                let pending = MaskPending::begin_coarse(
                     p,
                     x,
                     &table.shifts(),
                     table.cmp_bits,
+                    table.cmp_shift,
                     &table.exact_shifts(),
                 )?;
                 let mut opened =
@@ -504,13 +574,23 @@ async fn eval_core<T: Transport>(
     // lookup checks its cell index after round 2 instead), then — only when gated — every
     // segment boundary A_0..A_{S-1}, B_{S-1}. Ungated, the range check already places every
     // accepted input inside the one segment, so its bits would all be known.
+    // Coarse gates (see `coarse_gates`; `[x < t]` is either value for x ∈ [t − band, t)):
+    // the range check's upper threshold moves out by the band and the lower segment test in,
+    // so that no accepted input is refused and no input outside the segment reads the table.
+    let band = if table.cmp_shift > 0 {
+        1i64 << table.cmp_shift
+    } else {
+        0
+    };
     let mut ts = Vec::new();
     if fused.is_none() {
         ts.push(enc(table.range.min, table.in_frac) as u64);
-        ts.push((enc(table.range.max, table.in_frac) + 1) as u64);
+        ts.push((enc(table.range.max, table.in_frac) + 1 + band) as u64);
     }
     if table.gated {
-        ts.extend(table.segments.iter().map(|s| s.start as u64));
+        // the first segment's test moves in by the band (coarse gates: one segment)
+        ts.push((table.segments[0].start + band) as u64);
+        ts.extend(table.segments[1..].iter().map(|s| s.start as u64));
         ts.push(table.segments[nseg - 1].end as u64);
     }
     let mut lt = if ts.is_empty() {

@@ -129,14 +129,15 @@ pub fn rsqrt_table(
 /// greedy tokens) top-1 agreement and greedy tokens stay 12/12, max abs logit error
 /// 0.0158 → 0.0175.
 pub fn silu_table(fx: FixedPoint, bound: f64) -> Result<PiecewiseLinear> {
-    let seg = if bound <= 31.9 {
+    let gated = bound > 31.9;
+    let seg = if !gated {
         // 1022 cells of 2^-4 cover ±31.9375 exactly
         (-31.9375, 31.9375, 10)
     } else {
         // 1022 cells of 2^-5 cover ±15.96875 exactly
         (-15.96875, 15.96875, 10)
     };
-    PiecewiseLinear::build(
+    let table = PiecewiseLinear::build(
         "silu",
         Arc::new(|x: f64| x / (1.0 + (-x).exp())),
         &[seg],
@@ -146,7 +147,13 @@ pub fn silu_table(fx: FixedPoint, bound: f64) -> Result<PiecewiseLinear> {
         Tail::Zero,
         Tail::Identity,
         ValueRange::symmetric(bound, "silu"),
-    )
+    )?;
+    if gated {
+        // gates 2 units coarse: a tail read in [−16, −14) or [14, 16) costs ≤ 14·σ(−14) = 1.2e-5
+        table.coarse_gates(fx.frac_bits() + 1)
+    } else {
+        Ok(table)
+    }
 }
 
 /// GeLU, tanh approximation as in GPT-2/Gemma, declared range |x| ≤ `bound`.
@@ -170,6 +177,7 @@ pub fn gelu_table(fx: FixedPoint, bound: f64) -> Result<PiecewiseLinear> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::correlation::{CorrRequest, Dealer};
     use crate::ops::lut::eval;
     use crate::prg::{Prg, Seed};
     use crate::testing::{reconstruct, run_pair, share};
@@ -239,9 +247,11 @@ mod tests {
             let name = t.name;
             let table_err = t.max_error(100_000);
             assert!(table_err < table_bound, "{name} table error {table_err}");
+            let gate_err = t.gate_error(10_000);
             let (abs, _, rounds) = check(t, 3000, 2);
-            // secure = the table up to 2 output ulps of truncation and the position rounding
-            assert!(abs < table_err + 1e-4, "{name} abs error {abs}");
+            // secure = the table (or a tail in a coarse gate's band) up to 2 output ulps of
+            // truncation and the position rounding
+            assert!(abs < table_err + gate_err + 1e-4, "{name} abs error {abs}");
             assert_eq!(rounds, 4);
         }
     }
@@ -249,10 +259,11 @@ mod tests {
     #[test]
     fn inputs_outside_the_declared_range_are_refused() {
         let fx = FixedPoint::default();
-        // an ungated table (bound 8) and a gated one (bound 40)
+        // an ungated table (bound 8) and a gated one (bound 40, coarse gates: inputs more than
+        // 2 outside are refused)
         for (bound, vals) in [
             (8.0, [1.0, -3.0, 9.5, -12.0]),
-            (40.0, [1.0, -3.0, 41.0, -50.0]),
+            (40.0, [1.0, -3.0, 42.01, -50.0]),
         ] {
             let t = silu_table(fx, bound).unwrap();
             assert_eq!(t.gated, bound > 31.9);
@@ -269,6 +280,96 @@ mod tests {
                 assert!(e.contains("2 input(s) of silu are outside"), "{e}");
             }
         }
+    }
+
+    /// SiLU gated with coarse gates (|x| ≤ 256, the model's bound): inputs across the range,
+    /// packed into the gates' bands and at the segment's and the range's ends, all within the
+    /// table's error plus the bands' tail error; inputs up to 2 past the range are either
+    /// refused or right; the comparison key is 17 levels shorter than the exact gates' (9
+    /// instead of 26 at 16 fractional bits).
+    #[test]
+    fn silu_coarse_gates_stay_within_bound() {
+        let fx = FixedPoint::default();
+        let t = silu_table(fx, 256.0).unwrap();
+        assert!(t.gated);
+        assert_eq!((t.cmp_bits, t.cmp_shift), (27, 17));
+        let (table_err, gate_err) = (t.max_error(100_000), t.gate_error(10_000));
+        assert!(
+            table_err < 6.9e-5 && gate_err < 1.3e-5,
+            "{table_err} {gate_err}"
+        );
+        let mut prg = Prg::new(Seed::from_u64(31), 0);
+        let mut uni = |a: f64, b: f64| a + (b - a) * (prg.next_u64() >> 11) as f64 / 2f64.powi(53);
+        let mut vals = Vec::new();
+        for (a, b) in [
+            (-256.0, 256.0),
+            (-18.5, -13.5),
+            (13.5, 18.5),
+            (-16.5, -15.5),
+            (15.5, 16.5),
+        ] {
+            vals.extend((0..1000).map(|_| uni(a, b)));
+        }
+        let edges = [-256.0, 256.0, -15.96875, 15.96875, -13.96875, 13.96875, 0.0];
+        vals.extend(edges);
+        vals.extend(edges.iter().map(|e| e - 1.0 / 65536.0));
+        let run_on = |vals: &[f64], seed: u64| {
+            let x = fx.encode_slice(vals).unwrap();
+            let mut prg = Prg::new(Seed::from_u64(seed), 1);
+            let (x0, x1) = share(&x, &mut prg);
+            let t = &t;
+            run_pair(seed, fx, |mut p| {
+                let x = if p.is_p0() { x0.clone() } else { x1.clone() };
+                async move { (eval(&mut p, t, &x).await.map_err(|e| e.to_string()), p) }
+            })
+        };
+        let silu = |x: f64| x / (1.0 + (-x).exp());
+        let run = run_on(&vals, 32);
+        let got = fx.decode_slice(&reconstruct(
+            run.out[0].as_ref().unwrap(),
+            run.out[1].as_ref().unwrap(),
+        ));
+        for (v, g) in vals.iter().zip(&got) {
+            let err = (g - silu(*v)).abs();
+            assert!(
+                err < table_err + gate_err + 1e-4,
+                "silu({v}) = {g}, err {err}"
+            );
+        }
+        // past the range by less than the band: refused, or right
+        for seed in 0..6u64 {
+            let over = [257.5, -257.9, 256.5, 1.0];
+            let run = run_on(&over, 40 + seed);
+            match (&run.out[0], &run.out[1]) {
+                (Ok(y0), Ok(y1)) => {
+                    let got = fx.decode_slice(&reconstruct(y0, y1));
+                    for (v, g) in over.iter().zip(&got) {
+                        assert!((g - silu(*v)).abs() < 1e-3, "silu({v}) = {g}");
+                    }
+                }
+                (Err(e0), Err(e1)) => {
+                    assert!(
+                        e0.contains("of silu are outside") && e0 == e1,
+                        "{e0} / {e1}"
+                    );
+                }
+                other => panic!("parties disagree: {other:?}"),
+            }
+        }
+        // the mask's comparison key: 9 levels instead of 26 (25 bytes a level, both parties)
+        let bytes = |cmp_shift| {
+            let req = CorrRequest::Mask {
+                n: 1,
+                shifts: vec![11, 3],
+                cmp_bits: 27,
+                cmp_shift,
+                exact: vec![11],
+            };
+            let [b0, b1] = Dealer::new(Seed::from_u64(1)).next_bundle(&req).unwrap();
+            (b0.explicit.len(), b1.explicit.len())
+        };
+        assert_eq!(bytes(0), (941, 973));
+        assert_eq!(bytes(17), (941 - 17 * 25, 973 - 17 * 25));
     }
 
     #[test]
