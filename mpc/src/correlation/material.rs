@@ -2,7 +2,7 @@
 //! draws cannot drift apart — how the dealer generates it ([`generate`]) and how a party expands
 //! it from its seed plus the explicit bytes ([`materialize`]).
 
-use super::wire::{put_u64s, Reader};
+use super::wire::{put_u64s, put_words, Reader};
 use super::{CorrRequest, CorrelationError};
 use crate::fss::{
     bit_dpf_gen, dcf2_gen, dcf_gen, dpf_gen, BitDpfKeys, Dcf2Keys, DcfKeys, DpfCorrection,
@@ -88,7 +88,9 @@ pub struct WeightTriple {
 
 /// A truncation mask fused with a weight triple (see `CorrRequest::TruncWeight`): with
 /// `⌊x/2^s⌋ = P(c) − M`, `M = M_0 + c_hi∘Δ` elementwise (`M_0 = lo − r_hi·2^(63−s)`,
-/// `Δ = r_hi·2^(64−s)`), it holds shares of `M_0·B` and of `E[i,k,j] = Δ_ik·B_kj`.
+/// `Δ = r_hi·2^(64−s)`), it holds shares of `M_0·B` and of `E[i,k,j] = Δ_ik·B_kj`. `E` is a
+/// multiple of `2^(64−s)`, so the dealer sends P1's share of `r_hi∘B mod 2^s` in `⌈s/8⌉` bytes
+/// per entry (4 at s = 32, 3 at 24) and each party lifts its residue by `2^(64−s)`.
 #[derive(Clone, Debug)]
 pub struct TruncWeightMaterial {
     /// the truncation mask (one shift)
@@ -296,6 +298,17 @@ fn trunc_mask(r: u64, s: u32, c_hi: u64) -> u64 {
     } else {
         lo_shift(r, s).wrapping_add(hi)
     }
+}
+
+/// `2^s − 1`: a truncation-weight triple's `E` is shared as residues mod `2^s` (`s ≤ 62`).
+fn residue_mask(s: u32) -> u64 {
+    (1u64 << s) - 1
+}
+
+/// Bytes per residue mod `2^s` of a truncation-weight triple's `E` (4 at s = 32, 3 at 24,
+/// instead of 8).
+fn e_residue_width(s: u32) -> usize {
+    s.div_ceil(8) as usize
 }
 
 fn roots(prg: &mut Prg, n: usize) -> Vec<u128> {
@@ -649,20 +662,23 @@ pub fn generate(
             let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, *shift)).collect();
             let m0: Vec<u64> = r.iter().map(|&x| trunc_mask(x, *shift, 0)).collect();
             let c = gemm_u64(*m, *k, *n, &m0, b.data());
-            let unit = 1u64.wrapping_shl(64 - shift);
+            // E = 2^(64−s)·(r_hi∘B) only matters mod 2^64, i.e. r_hi∘B mod 2^s: its shares
+            // travel as residues mod 2^s in ⌈s/8⌉ bytes (see `e_residue_width`)
+            let low = residue_mask(*shift);
             let mut e = vec![0u64; mk * n];
             for (ik, row) in e.chunks_exact_mut(*n).enumerate() {
                 if msb[ik] == 1 {
                     let kk = ik % k;
                     for (v, w) in row.iter_mut().zip(&b.data()[kk * n..(kk + 1) * n]) {
-                        *v = w.wrapping_mul(unit);
+                        *v = *w;
                     }
                 }
             }
+            let e1s: Vec<u64> = sub(&e, &e0).into_iter().map(|v| v & low).collect();
             put_u64s(&mut e1, &sub(&msb, &msb0));
             put_u64s(&mut e1, &sub(&lo, &lo0));
             put_u64s(&mut e1, &sub(&c, &c0));
-            put_u64s(&mut e1, &sub(&e, &e0));
+            put_words(&mut e1, &e1s, e_residue_width(*shift));
         }
         CorrRequest::Mask {
             n,
@@ -882,9 +898,15 @@ pub fn materialize(
                     rd.u64s(mk)?,
                     rd.u64s(mk)?,
                     rd.u64s(m * n)?,
-                    rd.u64s(mk * n)?,
+                    rd.words(mk * n, e_residue_width(*shift))?,
                 ]
             };
+            // shares of r_hi∘B mod 2^s, lifted to shares of E = 2^(64−s)·(r_hi∘B)
+            let (low, unit) = (residue_mask(*shift), 1u64 << (64 - shift));
+            let e: Vec<u64> = e
+                .into_iter()
+                .map(|v| (v & low).wrapping_mul(unit))
+                .collect();
             Material::TruncWeight(TruncWeightMaterial {
                 mask: MaskMaterial {
                     r,

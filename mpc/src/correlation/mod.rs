@@ -124,7 +124,8 @@ pub enum CorrRequest {
     },
     /// A truncation mask for an `m×k` activation fused with a triple against the registered
     /// mask of weight `weight` (k×n): the truncation's opening doubles as the activation's
-    /// opening for the product, at the cost of `m·k·n` dealer values (for small n: LoRA `A`).
+    /// opening for the product, at the cost of `m·k·n` dealer values (for small n: LoRA `A`),
+    /// each a residue mod `2^shift` of `⌈shift/8⌉` bytes (`E` is a multiple of `2^(64−shift)`).
     TruncWeight {
         /// weight identifier
         weight: u64,

@@ -320,9 +320,18 @@ mod tests {
     /// the truncation within its 1-ulp bound, the product exactly for the truncation it returns.
     #[test]
     fn fused_truncation_and_weight_product() {
+        // shifts whose E residues take 4, 3 and 3 (20 bits) bytes
+        for s in [32u32, 24, 20] {
+            fused_truncation_and_weight_product_at(s);
+        }
+    }
+
+    /// [`trunc_matmul_weight`] at truncation `s`: the truncation within one ulp, the product
+    /// exact, one round, and the dealer's bytes to P1 with `E` as residues mod `2^s`.
+    fn fused_truncation_and_weight_product_at(s: u32) {
         let fx = FixedPoint::default();
         let mut prg = Prg::new(Seed::from_u64(12), 0);
-        let (m, k, n, s) = (6, 40, 8, 32);
+        let (m, k, n) = (6, 40, 8);
         // activations at scale 3f with |x| < 2^13 reals, both signs; weights at scale f
         let xv: Vec<u64> = (0..m * k)
             .map(|_| ((prg.next_u64() >> 18) as i64 - (1i64 << 45)) as u64)
@@ -357,6 +366,14 @@ mod tests {
         assert_eq!(reconstruct(a.1.data(), b.1.data()), want.data());
         assert_eq!(a.2.rounds, 1);
         assert_eq!(a.2.bytes_sent, 8 * (m * k) as u64);
+        // P1 (the weight's mask comes from the seeds): r_hi, low parts (m·k words each),
+        // M_0·B (m·n words) and E (m·k·n residues of ⌈s/8⌉ bytes, not 8)
+        let e_bytes = (m * k * n) as u64 * s.div_ceil(8) as u64;
+        assert_eq!(
+            run.dealer.bytes_to[1],
+            8 * (2 * m * k + m * n) as u64 + e_bytes,
+            "shift {s}"
+        );
     }
 
     #[test]
