@@ -1,13 +1,17 @@
 //! The dealer's bytes by correlation kind for one load, one prefill of 5 rows and one decode
 //! step of a SmolLM2-shaped suffix (15 private layers, LoRA r = 8, random weights: the requests
 //! are data-oblivious), both halves; in process, on the seed-compressed encoding the workers
-//! receive. Run: `cargo run --release -p marill-suffix --example dealer_bytes_by_kind`.
-//! Its bounds are the suffix crate's defaults (|gate| ≤ 31, scores ≤ 64): SiLU's lookup is
-//! fused with its input mask (`SignedLut`, 69% of a decode step's 56.4 MB; 787 bytes per
-//! element to P0, 891 to P1, since its cell borrow and `a·β` share one two-word DCF key). With
-//! the model's calibrated bounds (`marill_model::suffix::Bounds`: 256 and 128, what `marill
-//! generate` and the workers run) SiLU is gated, its input opens through a `Mask` with a
-//! comparison key, and `Mask` is 79% of a decode step's 67.2 MB instead.
+//! receive. Run: `cargo run --release -p marill-suffix --example dealer_bytes_by_kind [-- model]
+//! [verbose]`; `model` runs the model's calibrated bounds (`marill_model::suffix::Bounds`:
+//! |gate| ≤ 256, |score| ≤ 128, what `marill generate` and the workers run) instead of the
+//! suffix crate's defaults (|gate| ≤ 31, scores ≤ 64), `verbose` groups by request shape and
+//! prints bytes per element to each party.
+//! With the defaults SiLU's lookup is fused with its input mask (787 bytes per element to P0,
+//! 891 to P1). At the model's bounds SiLU is gated: before issue 19's cuts its input opened
+//! through a `Mask` with a 26-level comparison key and an 11-level borrow key (941 + 67 bytes
+//! per element to P0, 973 + 123 + 40 to P1; `Mask` 79% of a decode step's 67.2 MB); with
+//! coarse gates and inexact cells its mask has a 9-level key and no borrow key (233 + 84 to
+//! P0, 265 + 140 + 40 to P1), and a decode step is 32.8 MB, see docs/performance.md.
 
 use marill_mpc::correlation::Dealer;
 use marill_mpc::fixed::FixedPoint;

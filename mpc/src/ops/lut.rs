@@ -37,8 +37,8 @@
 //! applied to the high bits only; gates moved inside the segment by the `2^k`-ulp band where
 //! either reading is right), and inexact cells ([`PiecewiseLinear::inexact_cells`]) drop the
 //! borrow key (plain truncation reads the input's cell or the next; centred slopes keep both
-//! readings within `max|f''|·h²/2`). SiLU gated at |x| ≤ 256: 317 bytes per element to P0 and
-//! 445 to P1 (a comparison key of 9 levels, an 11-bit signed lookup, five triples) against
+//! readings within `max|f''|·h²/2`). SiLU gated at |x| ≤ 256: 292 bytes per element to P0 and
+//! 420 to P1 (a comparison key of 8 levels, an 11-bit signed lookup, five triples) against
 //! 1008 and 1136 with exact gates (26 levels) and cells (an 11-level borrow key).
 //! Declared range: every op checks that its secret inputs lie in its declared range — two more
 //! DCF evaluations on the round-1 opening give the count of inputs outside, opened with round 2
