@@ -10,8 +10,9 @@
 //! 891 to P1). At the model's bounds SiLU is gated: before issue 19's cuts its input opened
 //! through a `Mask` with a 26-level comparison key and an 11-level borrow key (941 + 67 bytes
 //! per element to P0, 973 + 123 + 40 to P1; `Mask` 79% of a decode step's 67.2 MB); with
-//! coarse gates and inexact cells its mask has a 9-level key and no borrow key (233 + 84 to
-//! P0, 265 + 140 + 40 to P1), and a decode step is 32.8 MB, see docs/performance.md.
+//! coarse gates and inexact cells its mask has an 8-level key and no borrow key (208 + 84 to
+//! P0, 240 + 140 + 40 to P1), and with softmax's exp also without a borrow key and the
+//! truncation-weight triples' `E` as residues a decode step is 30.3 MB (docs/performance.md).
 
 use marill_mpc::correlation::Dealer;
 use marill_mpc::fixed::FixedPoint;
