@@ -169,7 +169,9 @@ pub async fn matmul_weight<T: Transport>(
 
 /// A truncation whose opening is also the activation's opening for a product with a masked
 /// weight: `⌊X/2^s⌋` and `⌊X/2^s⌋·W` in one round, `8·m·k` bytes per party (the truncation
-/// alone costs as much), dealer bytes `8·(3·m·k + m·n + m·k·n)` — meant for narrow `W` (LoRA `A`).
+/// alone costs as much), dealer bytes to P1 `8·(2·m·k + m·n) + ⌈s/8⌉·m·k·n` (P0's half and
+/// the mask from seeds; `E`'s entries travel as residues mod `2^s`) — meant for narrow `W`
+/// (LoRA `A`).
 ///
 /// With `⌊X/2^s⌋ = P − M` (`P` public from the opening, `M = M_0 + c_hi∘Δ` known to the dealer
 /// up to the public top bits `c_hi`) and `W = F + B` (`F` public): `⌊X/2^s⌋·W = P·F + P·B −
