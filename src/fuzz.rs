@@ -109,8 +109,20 @@ fn sample_job() -> Job {
 }
 
 /// The correlation requests of a real secure suffix (prefill and decode of a tiny LoRA +
-/// head-merged suffix), each kind once: what a worker asks of its dealer.
+/// head-merged suffix), each kind once: what a worker asks of its dealer — at the suffix
+/// crate's default bounds (SiLU fused) and at the model's (SiLU gated with coarse gates, exp
+/// with inexact cells).
 fn suffix_requests() -> Vec<CorrRequest> {
+    let mut seen = std::collections::BTreeSet::new();
+    [(64.0, 31.0), (128.0, 256.0)]
+        .into_iter()
+        .flat_map(|(score, act)| suffix_requests_at(score, act))
+        .filter(|r| seen.insert(format!("{r:?}")))
+        .collect()
+}
+
+/// The requests of [`suffix_requests`] at one pair of bounds.
+fn suffix_requests_at(score_bound: f64, act_bound: f64) -> Vec<CorrRequest> {
     use marill_suffix::config::LoraConfig;
     use marill_suffix::secure::{prepare, SecureSuffix};
     use marill_suffix::{SuffixConfig, SuffixWeights, Target as T};
@@ -131,8 +143,8 @@ fn suffix_requests() -> Vec<CorrRequest> {
         rms_eps: 1e-5,
         rope_theta: 10000.0,
         max_seq: 8,
-        score_bound: 64.0,
-        act_bound: 31.0,
+        score_bound,
+        act_bound,
         norm_sum_bound: 1e6,
     };
     let fx = FixedPoint::default();
@@ -150,11 +162,7 @@ fn suffix_requests() -> Vec<CorrRequest> {
             ((), p)
         }
     });
-    let mut seen = std::collections::BTreeSet::new();
     run.manifest
-        .into_iter()
-        .filter(|r| seen.insert(format!("{r:?}")))
-        .collect()
 }
 
 fn targets() -> Result<Vec<Target>> {

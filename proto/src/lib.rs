@@ -34,7 +34,9 @@ pub use control::ControlMessage;
 pub use dealer::DealerMessage;
 pub use peer::PeerMessage;
 
-/// The wire version this build speaks on every link (6: a worker's `Ready` and a refused
+/// The wire version this build speaks on every link (7: a mask's correlation request carries
+/// its comparison shift, and a coarse comparison key covers only the mask's bits above it; 6: a
+/// worker's `Ready` and a refused
 /// step say whether it drains, and its `Ready` the memory it has for sessions' KV caches; a
 /// fused signed lookup's bundle carries one two-word DCF key for its cell borrow and `a·β`
 /// instead of two one-word keys; 5: one message enum per link, each link
@@ -42,7 +44,7 @@ pub use peer::PeerMessage;
 /// sealed share carries the session's secret, a failure says whether it was refused before
 /// any 2PC work, and a norm's correlation request and bundle carry its input check; 3: a fused
 /// signed lookup's range check moved to its cell index).
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 /// Largest message body accepted (a model's weight shares travel in one message).
 pub const MAX_BODY: u64 = 1 << 30;
 
@@ -225,6 +227,7 @@ mod tests {
                     n: 3,
                     shifts: vec![16],
                     cmp_bits: 20,
+                    cmp_shift: 0,
                     exact: vec![],
                 },
             },

@@ -2,7 +2,7 @@
 //! draws cannot drift apart — how the dealer generates it ([`generate`]) and how a party expands
 //! it from its seed plus the explicit bytes ([`materialize`]).
 
-use super::wire::{put_u64s, Reader};
+use super::wire::{put_u64s, put_words, Reader};
 use super::{CorrRequest, CorrelationError};
 use crate::fss::{
     bit_dpf_gen, dcf2_gen, dcf_gen, dpf_gen, BitDpfKeys, Dcf2Keys, DcfKeys, DpfCorrection,
@@ -88,7 +88,9 @@ pub struct WeightTriple {
 
 /// A truncation mask fused with a weight triple (see `CorrRequest::TruncWeight`): with
 /// `⌊x/2^s⌋ = P(c) − M`, `M = M_0 + c_hi∘Δ` elementwise (`M_0 = lo − r_hi·2^(63−s)`,
-/// `Δ = r_hi·2^(64−s)`), it holds shares of `M_0·B` and of `E[i,k,j] = Δ_ik·B_kj`.
+/// `Δ = r_hi·2^(64−s)`), it holds shares of `M_0·B` and of `E[i,k,j] = Δ_ik·B_kj`. `E` is a
+/// multiple of `2^(64−s)`, so the dealer sends P1's share of `r_hi∘B mod 2^s` in `⌈s/8⌉` bytes
+/// per entry (4 at s = 32, 3 at 24) and each party lifts its residue by `2^(64−s)`.
 #[derive(Clone, Debug)]
 pub struct TruncWeightMaterial {
     /// the truncation mask (one shift)
@@ -99,16 +101,19 @@ pub struct TruncWeightMaterial {
     pub e: Vec<u64>,
 }
 
-/// Comparison material of a mask: a DCF key on the low `bits − 1` bits of `r`.
+/// Comparison material of a mask: a DCF key on bits `shift..bits − 1` of `r` (the low
+/// `bits − 1` bits when `shift` is 0).
 #[derive(Clone, Debug)]
 pub struct CmpMaterial {
     /// signed comparison width n
     pub bits: u32,
+    /// low bits of `r` the key leaves out (coarse comparisons, see `ops::trunc`); 0 = exact
+    pub shift: u32,
     /// shares of bit `n−1` of r
     pub msb: Vec<u64>,
     /// this party's DCF root seeds
     pub roots: Vec<u128>,
-    /// DCF correction words (α = r mod 2^(n−1), β = 1 − 2·bit_{n−1}(r))
+    /// DCF correction words (α = ⌊(r mod 2^(n−1)) / 2^shift⌋, β = 1 − 2·bit_{n−1}(r))
     pub cws: DcfKeys,
 }
 
@@ -295,6 +300,17 @@ fn trunc_mask(r: u64, s: u32, c_hi: u64) -> u64 {
     }
 }
 
+/// `2^s − 1`: a truncation-weight triple's `E` is shared as residues mod `2^s` (`s ≤ 62`).
+fn residue_mask(s: u32) -> u64 {
+    (1u64 << s) - 1
+}
+
+/// Bytes per residue mod `2^s` of a truncation-weight triple's `E` (4 at s = 32, 3 at 24,
+/// instead of 8).
+fn e_residue_width(s: u32) -> usize {
+    s.div_ceil(8) as usize
+}
+
 fn roots(prg: &mut Prg, n: usize) -> Vec<u128> {
     (0..n).map(|_| prg.next_u128()).collect()
 }
@@ -305,6 +321,7 @@ fn gen_mask(
     n: usize,
     shifts: &[u32],
     cmp_bits: u32,
+    cmp_shift: u32,
     exact: &[u32],
     s0: &mut Prg,
     s1: &mut Prg,
@@ -323,7 +340,7 @@ fn gen_mask(
         put_u64s(e1, &sub(&lo, l0));
     }
     if cmp_bits > 0 {
-        gen_cmp(&r, cmp_bits, s0, s1, e0, e1);
+        gen_cmp(&r, cmp_bits, cmp_shift, s0, s1, e0, e1);
     }
     for s in exact {
         let roots0 = roots(s0, n);
@@ -338,9 +355,17 @@ fn gen_mask(
 }
 
 /// Comparison material on masks `r` for `bits`-bit signed comparisons (see [`CmpMaterial`]):
-/// shares of bit `bits − 1` of each mask (P1's explicitly) and a DCF key on its low `bits − 1`
-/// bits with payload `1 − 2·bit` (both parties).
-fn gen_cmp(r: &[u64], bits: u32, s0: &mut Prg, s1: &mut Prg, e0: &mut Vec<u8>, e1: &mut Vec<u8>) {
+/// shares of bit `bits − 1` of each mask (P1's explicitly) and a DCF key on its bits
+/// `shift..bits − 1` (`bits − 1 − shift` levels) with payload `1 − 2·bit` (both parties).
+fn gen_cmp(
+    r: &[u64],
+    bits: u32,
+    shift: u32,
+    s0: &mut Prg,
+    s1: &mut Prg,
+    e0: &mut Vec<u8>,
+    e1: &mut Vec<u8>,
+) {
     let n = r.len();
     let cm0 = s0.ring_vec(n);
     let roots0 = roots(s0, n);
@@ -354,7 +379,13 @@ fn gen_cmp(r: &[u64], bits: u32, s0: &mut Prg, s1: &mut Prg, e0: &mut Vec<u8>, e
     };
     for i in 0..n {
         let beta = 1u64.wrapping_sub(2u64.wrapping_mul(cm[i]));
-        let cw = dcf_gen(bits - 1, r[i] & low_mask, beta, roots0[i], roots1[i]);
+        let cw = dcf_gen(
+            bits - 1 - shift,
+            (r[i] & low_mask) >> shift,
+            beta,
+            roots0[i],
+            roots1[i],
+        );
         cw.to_bytes(e0);
         cw.to_bytes(e1);
     }
@@ -397,7 +428,7 @@ fn gen_norm_check(
         }
     }
     for bits in [check.coarse_bits, check.fine_bits] {
-        gen_mask(rows, &[], bits, &[], s0, s1, e0, e1);
+        gen_mask(rows, &[], bits, 0, &[], s0, s1, e0, e1);
     }
 }
 
@@ -427,7 +458,7 @@ fn read_norm_check(
         [words(prg, rd)?, words(prg, rd)?],
         [words(prg, rd)?, words(prg, rd)?],
     ];
-    let mut row_mask = |bits: u32| read_mask(p0, rows, &[], bits, &[], prg, rd);
+    let mut row_mask = |bits: u32| read_mask(p0, rows, &[], bits, 0, &[], prg, rd);
     let rows = [row_mask(check.coarse_bits)?, row_mask(check.fine_bits)?];
     Ok(NormCheckMaterial {
         mask: MaskMaterial {
@@ -447,15 +478,17 @@ fn read_cmp(
     p0: bool,
     n: usize,
     bits: u32,
+    shift: u32,
     prg: &mut Prg,
     rd: &mut Reader,
 ) -> Result<CmpMaterial, CorrelationError> {
     let msb = if p0 { prg.ring_vec(n) } else { Vec::new() };
     let roots = roots(prg, n);
     let msb = if p0 { msb } else { rd.u64s(n)? };
-    let cws = dcfs(rd, n, bits - 1)?;
+    let cws = dcfs(rd, n, bits - 1 - shift)?;
     Ok(CmpMaterial {
         bits,
+        shift,
         msb,
         roots,
         cws,
@@ -463,11 +496,13 @@ fn read_cmp(
 }
 
 /// Expands mask material (the party side of [`gen_mask`]).
+#[allow(clippy::too_many_arguments)]
 fn read_mask(
     p0: bool,
     n: usize,
     shifts: &[u32],
     cmp_bits: u32,
+    cmp_shift: u32,
     exact: &[u32],
     prg: &mut Prg,
     rd: &mut Reader,
@@ -486,7 +521,7 @@ fn read_mask(
         (msb, lo)
     };
     let cmp = if cmp_bits > 0 {
-        Some(read_cmp(p0, n, cmp_bits, prg, rd)?)
+        Some(read_cmp(p0, n, cmp_bits, cmp_shift, prg, rd)?)
     } else {
         None
     };
@@ -627,28 +662,34 @@ pub fn generate(
             let lo: Vec<u64> = r.iter().map(|&x| lo_shift(x, *shift)).collect();
             let m0: Vec<u64> = r.iter().map(|&x| trunc_mask(x, *shift, 0)).collect();
             let c = gemm_u64(*m, *k, *n, &m0, b.data());
-            let unit = 1u64.wrapping_shl(64 - shift);
+            // E = 2^(64−s)·(r_hi∘B) only matters mod 2^64, i.e. r_hi∘B mod 2^s: its shares
+            // travel as residues mod 2^s in ⌈s/8⌉ bytes (see `e_residue_width`)
+            let low = residue_mask(*shift);
             let mut e = vec![0u64; mk * n];
             for (ik, row) in e.chunks_exact_mut(*n).enumerate() {
                 if msb[ik] == 1 {
                     let kk = ik % k;
                     for (v, w) in row.iter_mut().zip(&b.data()[kk * n..(kk + 1) * n]) {
-                        *v = w.wrapping_mul(unit);
+                        *v = *w;
                     }
                 }
             }
+            let e1s: Vec<u64> = sub(&e, &e0).into_iter().map(|v| v & low).collect();
             put_u64s(&mut e1, &sub(&msb, &msb0));
             put_u64s(&mut e1, &sub(&lo, &lo0));
             put_u64s(&mut e1, &sub(&c, &c0));
-            put_u64s(&mut e1, &sub(&e, &e0));
+            put_words(&mut e1, &e1s, e_residue_width(*shift));
         }
         CorrRequest::Mask {
             n,
             shifts,
             cmp_bits,
+            cmp_shift,
             exact,
         } => {
-            gen_mask(*n, shifts, *cmp_bits, exact, s0, s1, &mut e0, &mut e1);
+            gen_mask(
+                *n, shifts, *cmp_bits, *cmp_shift, exact, s0, s1, &mut e0, &mut e1,
+            );
         }
         CorrRequest::Lut { n, bits } => {
             let m = (1u64 << bits) - 1;
@@ -722,7 +763,7 @@ pub fn generate(
             }
             if let Some(inp) = input {
                 // the exact cell truncation's borrow rides on the two-word key below
-                let r = gen_mask(*n, &inp.shifts(), 0, &[], s0, s1, &mut e0, &mut e1);
+                let r = gen_mask(*n, &inp.shifts(), 0, 0, &[], s0, s1, &mut e0, &mut e1);
                 let a = add(&s0.ring_vec(*n), &s1.ring_vec(*n));
                 let (am00, am10) = (s0.ring_vec(*n), s0.ring_vec(*n));
                 let am0: Vec<u64> = (0..*n)
@@ -740,7 +781,7 @@ pub fn generate(
                     cw.to_bytes(&mut e0);
                     cw.to_bytes(&mut e1);
                 }
-                gen_cmp(&alphas, inp.range_bits, s0, s1, &mut e0, &mut e1);
+                gen_cmp(&alphas, inp.range_bits, 0, s0, s1, &mut e0, &mut e1);
             }
         }
     }
@@ -792,6 +833,8 @@ pub fn materialize(
     prg: &mut Prg,
     explicit: &[u8],
 ) -> Result<Material, CorrelationError> {
+    // a request off the wire may be malformed (e.g. a comparison shift past its width)
+    req.validate()?;
     let mut rd = Reader::new(explicit);
     let p0 = party == PartyId::P0;
     let m = match req {
@@ -855,9 +898,15 @@ pub fn materialize(
                     rd.u64s(mk)?,
                     rd.u64s(mk)?,
                     rd.u64s(m * n)?,
-                    rd.u64s(mk * n)?,
+                    rd.words(mk * n, e_residue_width(*shift))?,
                 ]
             };
+            // shares of r_hi∘B mod 2^s, lifted to shares of E = 2^(64−s)·(r_hi∘B)
+            let (low, unit) = (residue_mask(*shift), 1u64 << (64 - shift));
+            let e: Vec<u64> = e
+                .into_iter()
+                .map(|v| (v & low).wrapping_mul(unit))
+                .collect();
             Material::TruncWeight(TruncWeightMaterial {
                 mask: MaskMaterial {
                     r,
@@ -874,8 +923,11 @@ pub fn materialize(
             n,
             shifts,
             cmp_bits,
+            cmp_shift,
             exact,
-        } => Material::Mask(read_mask(p0, *n, shifts, *cmp_bits, exact, prg, &mut rd)?),
+        } => Material::Mask(read_mask(
+            p0, *n, shifts, *cmp_bits, *cmp_shift, exact, prg, &mut rd,
+        )?),
         CorrRequest::Lut { n, bits } => {
             let s = prg.ring_vec(*n);
             let roots = roots(prg, *n);
@@ -932,7 +984,7 @@ pub fn materialize(
             };
             let input = match input {
                 Some(inp) => {
-                    let mask = read_mask(p0, *n, &inp.shifts(), 0, &[], prg, &mut rd)?;
+                    let mask = read_mask(p0, *n, &inp.shifts(), 0, 0, &[], prg, &mut rd)?;
                     let a = prg.ring_vec(*n);
                     let am = if p0 {
                         [prg.ring_vec(*n), prg.ring_vec(*n)]
@@ -941,7 +993,7 @@ pub fn materialize(
                     };
                     let a_roots = self::roots(prg, *n);
                     let cws = dcf2s(&mut rd, *n, inp.shift)?;
-                    let range = read_cmp(p0, *n, inp.range_bits, prg, &mut rd)?;
+                    let range = read_cmp(p0, *n, inp.range_bits, 0, prg, &mut rd)?;
                     Some(Box::new(SignedInputMaterial {
                         mask,
                         a,

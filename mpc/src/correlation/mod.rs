@@ -124,7 +124,8 @@ pub enum CorrRequest {
     },
     /// A truncation mask for an `m×k` activation fused with a triple against the registered
     /// mask of weight `weight` (k×n): the truncation's opening doubles as the activation's
-    /// opening for the product, at the cost of `m·k·n` dealer values (for small n: LoRA `A`).
+    /// opening for the product, at the cost of `m·k·n` dealer values (for small n: LoRA `A`),
+    /// each a residue mod `2^shift` of `⌈shift/8⌉` bytes (`E` is a multiple of `2^(64−shift)`).
     TruncWeight {
         /// weight identifier
         weight: u64,
@@ -146,6 +147,11 @@ pub enum CorrRequest {
         shifts: Vec<u32>,
         /// comparison width (0 = none)
         cmp_bits: u32,
+        /// coarse comparisons: the DCF key covers bits `cmp_shift..cmp_bits − 1` of the mask
+        /// only (`cmp_bits − 1 − cmp_shift` levels), so `[x < t]` is exact for `x ≥ t` and
+        /// `x < t − 2^cmp_shift` and may be either value in between (see `ops::trunc`); 0 =
+        /// exact comparisons
+        cmp_shift: u32,
         /// shifts for which exact (borrow-corrected) truncation is prepared: a DCF key of
         /// `s` levels each
         exact: Vec<u32>,
@@ -239,6 +245,7 @@ impl CorrRequest {
             CorrRequest::Mask {
                 shifts,
                 cmp_bits,
+                cmp_shift,
                 exact,
                 ..
             } => {
@@ -250,6 +257,14 @@ impl CorrRequest {
                 }
                 if *cmp_bits == 1 || *cmp_bits > 64 {
                     return bad(format!("comparison width must be 0 or 2..=64: {cmp_bits}"));
+                }
+                // coarse comparisons keep at least one level and two bits of slack for the
+                // dropped borrow (valid for |x − t| < 2^(n−1) − 2^shift)
+                if *cmp_shift > 0 && (*cmp_bits == 0 || *cmp_shift + 3 > *cmp_bits) {
+                    return bad(format!(
+                        "coarse comparison shift {cmp_shift} needs a comparison width of at least {}: {cmp_bits}",
+                        cmp_shift + 3
+                    ));
                 }
                 Ok(())
             }
@@ -615,6 +630,7 @@ mod tests {
             n: 50,
             shifts: vec![16, 3],
             cmp_bits: 20,
+            cmp_shift: 0,
             exact: vec![3],
         };
         let (m0, m1, _) = pair(&req, 4);
@@ -980,6 +996,16 @@ mod tests {
             n: 1,
             shifts: vec![0],
             cmp_bits: 0,
+            cmp_shift: 0,
+            exact: vec![]
+        }
+        .validate()
+        .is_err());
+        assert!(CorrRequest::Mask {
+            n: 1,
+            shifts: vec![],
+            cmp_bits: 20,
+            cmp_shift: 18,
             exact: vec![]
         }
         .validate()

@@ -10,6 +10,15 @@ pub fn put_u64s(out: &mut Vec<u8>, vs: &[u64]) {
     }
 }
 
+/// Appends the low `width` bytes (1..=8) of each value: values known to fit `8·width` bits
+/// (e.g. shares of a residue mod `2^s`, [`Reader::words`] reads them back).
+pub fn put_words(out: &mut Vec<u8>, vs: &[u64], width: usize) {
+    out.reserve(vs.len() * width);
+    for v in vs {
+        out.extend_from_slice(&v.to_le_bytes()[..width]);
+    }
+}
+
 /// A checked reader over a byte slice.
 pub struct Reader<'a> {
     bytes: &'a [u8],
@@ -30,6 +39,26 @@ impl<'a> Reader<'a> {
         let b = self.take(len)?;
         Ok(b.chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("chunk of 8")))
+            .collect())
+    }
+
+    /// Next `n` values of `width` bytes each (1..=8; see [`put_words`]), zero-extended.
+    pub fn words(&mut self, n: usize, width: usize) -> Result<Vec<u64>, CorrelationError> {
+        if !(1..=8).contains(&width) {
+            return Err(CorrelationError::Malformed {
+                detail: format!("word width {width} not in 1..=8"),
+            });
+        }
+        let len = n.checked_mul(width).ok_or(CorrelationError::Malformed {
+            detail: "length overflow".into(),
+        })?;
+        let b = self.take(len)?;
+        Ok(b.chunks_exact(width)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w[..width].copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
             .collect())
     }
 

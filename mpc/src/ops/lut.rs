@@ -30,6 +30,16 @@
 //! (`25·(k + 2) + 8`), and to P1 13 words (8 bytes each: mask top bits and low parts, `a·M_z`,
 //! the range check's top bit): SiLU (k = 10, s = 12) 787 bytes to P0 and 891 to P1 (with two
 //! one-word keys at the borrow's point, 991 and 1095).
+//! Gated one-segment tables whose tails are accurate near the segment's ends (SiLU at the
+//! model's bounds, |x| ≤ 256) can be made cheaper for the dealer: coarse gates
+//! ([`PiecewiseLinear::coarse_gates`]) compare without the mask's low bits (a DCF key of
+//! `cmp_bits − 1 − k` levels instead of `cmp_bits − 1`, the comparison of Boyle et al.
+//! applied to the high bits only; gates moved inside the segment by the `2^k`-ulp band where
+//! either reading is right), and inexact cells ([`PiecewiseLinear::inexact_cells`]) drop the
+//! borrow key (plain truncation reads the input's cell or the next; centred slopes keep both
+//! readings within `max|f''|·h²/2`). SiLU gated at |x| ≤ 256: 292 bytes per element to P0 and
+//! 420 to P1 (a comparison key of 8 levels, an 11-bit signed lookup, five triples) against
+//! 1008 and 1136 with exact gates (26 levels) and cells (an 11-level borrow key).
 //! Declared range: every op checks that its secret inputs lie in its declared range — two more
 //! DCF evaluations on the round-1 opening give the count of inputs outside, opened with round 2
 //! (8 bytes, no extra round); a nonzero count fails the op with [`MpcError::OutOfRange`] instead
@@ -52,7 +62,7 @@ use crate::fixed::ValueRange;
 use crate::fss::{bit_dpf_lookup_many, dpf_lookup, SignedTables};
 use crate::ops::mul::MulPending;
 use crate::ops::open::{open, open_groups};
-use crate::ops::trunc::{less_than_opened, mask_open, public_part, trunc, MaskPending, OFFSET};
+use crate::ops::trunc::{less_than_opened, public_part, trunc, MaskPending, OFFSET};
 use crate::party::Party;
 
 /// Cells are located exactly (borrow-corrected truncation, one extra DCF key of `s` levels)
@@ -123,6 +133,9 @@ pub struct PiecewiseLinear {
     pub gated: bool,
     /// cells up to `2^max_exact_shift` input ulps wide are located exactly
     pub max_exact_shift: u32,
+    /// coarse gates (0 = exact): the segment tests and the declared-range check compare
+    /// without the mask's `cmp_shift` low bits (see [`PiecewiseLinear::coarse_gates`])
+    pub cmp_shift: u32,
     f: RealFn,
 }
 
@@ -237,8 +250,63 @@ impl PiecewiseLinear {
             range,
             cmp_bits,
             max_exact_shift: MAX_EXACT_SHIFT,
+            cmp_shift: 0,
             f,
         })
+    }
+
+    /// Gates a one-segment table `[A, B)` with coarse comparisons ([`crate::ops::trunc`]:
+    /// a DCF key of `cmp_bits − 1 − shift` levels instead of `cmp_bits − 1`), for functions
+    /// whose tails are accurate near the segment's ends (SiLU: 0 and x). The gates move inside
+    /// the segment: an input in `[A + 2^shift, B − 2^shift)` is read from the table, one below
+    /// `A` or from `B` on takes its tail, and one in the bands `[A, A + 2^shift)`,
+    /// `[B − 2^shift, B)` either (both are computed exactly: the table covers the bands);
+    /// [`PiecewiseLinear::gate_error`] bounds what a tail costs there. The declared-range
+    /// check accepts every input in the range and refuses every one more than `2^shift`
+    /// ulps outside it (the tails are exact there too). Errors for ungated or multi-segment
+    /// tables, or bands wider than half the segment.
+    pub fn coarse_gates(mut self, shift: u32) -> Result<Self> {
+        let seg = &self.segments[0];
+        let bad = |detail: String| MpcError::InvalidParameter { op: "lut", detail };
+        if !self.gated || self.segments.len() != 1 {
+            return Err(bad(format!(
+                "{}: coarse gates need a gated one-segment table",
+                self.name
+            )));
+        }
+        if shift == 0 || shift + 4 > self.cmp_bits || (seg.end - seg.start) < (4i64 << shift) {
+            return Err(bad(format!(
+                "{}: coarse gate shift {shift} does not fit the segment or the {}-bit comparisons",
+                self.name, self.cmp_bits
+            )));
+        }
+        self.cmp_shift = shift;
+        Ok(self)
+    }
+
+    /// With coarse gates, the largest |tail − f| where an input may take its tail instead of
+    /// the table (the bands `[A, A + 2^shift)` and `[B − 2^shift, B)`, sampled on `samples`
+    /// points each); 0 with exact gates. Adds to [`PiecewiseLinear::max_error`].
+    pub fn gate_error(&self, samples: usize) -> f64 {
+        if self.cmp_shift == 0 {
+            return 0.0;
+        }
+        let seg = &self.segments[0];
+        let ulp = 1.0 / (1u64 << self.in_frac) as f64;
+        let width = (1u64 << self.cmp_shift) as f64 * ulp;
+        let (a, b) = (seg.start as f64 * ulp, seg.end as f64 * ulp);
+        let tail = |t: Tail, x: f64| match t {
+            Tail::Zero => 0.0,
+            Tail::Constant(c) => c,
+            Tail::Identity => x,
+        };
+        (0..samples)
+            .flat_map(|i| {
+                let d = width * i as f64 / samples as f64;
+                [(self.left, a + d), (self.right, b - ulp - d)]
+            })
+            .map(|(t, x)| (tail(t, x) - (self.f)(x)).abs())
+            .fold(0.0, f64::max)
     }
 
     /// Locates cells up to `2^shift` input ulps wide exactly (one DCF key of `shift` levels per
@@ -249,6 +317,38 @@ impl PiecewiseLinear {
         self
     }
 
+    /// Locates cells with plain truncation (no borrow key: the cell read is the input's or the
+    /// next one) and tabulates centred slopes, `T1[j] = (f(x_{j+1}) − f(x_{j−1}))/2`, so that a
+    /// reading from either node is accurate: from node j over `δ ∈ [−h, h]` the error is
+    /// `max|f''|·h²/2` (plus `|f'''|·h³/6`) instead of the exact cell's `max|f''|·h²/8` and the
+    /// one-sided slopes' `max|f''|·h²` from the next node. At half the cell width the
+    /// error is that of exact cells of full width, without their `s`-level DCF key
+    /// ([`PiecewiseLinear::max_error`] measures both readings). For gated one-segment
+    /// tables; errors otherwise.
+    pub fn inexact_cells(mut self) -> Result<Self> {
+        if !self.gated || self.segments.len() != 1 {
+            return Err(MpcError::InvalidParameter {
+                op: "lut",
+                detail: format!(
+                    "{}: inexact cells need a gated one-segment table",
+                    self.name
+                ),
+            });
+        }
+        let seg = &mut self.segments[0];
+        let ulp = 1.0 / (1u64 << self.in_frac) as f64;
+        let step = (1i64 << seg.shift) as f64 * ulp;
+        let a = seg.start as f64 * ulp;
+        let out_scale = (1u64 << self.out_frac) as f64;
+        let node = |j: i64| ((self.f)(a + j as f64 * step) * out_scale).round();
+        seg.t1 = (0..(1i64 << seg.bits))
+            .map(|j| (((node(j + 1) - node(j - 1)) / 2.0).round() as i64) as u64)
+            .collect();
+        seg.signed = SignedTables::new(seg.bits, &seg.t0, &seg.t1);
+        self.max_exact_shift = 0;
+        Ok(self)
+    }
+
     /// The function being approximated.
     pub fn function(&self) -> &RealFn {
         &self.f
@@ -256,11 +356,20 @@ impl PiecewiseLinear {
 
     /// The value the protocol approximates at real `x` (table interpolation, tails), in reals.
     pub fn reference(&self, x: f64) -> f64 {
+        self.reading(x, false)
+    }
+
+    /// [`PiecewiseLinear::reference`], read from the next cell's node when `next` (what a
+    /// cell located by plain truncation may read: [`PiecewiseLinear::inexact_cells`]).
+    fn reading(&self, x: f64, next: bool) -> f64 {
         let xi = enc(x, self.in_frac);
         let out_scale = (1u64 << self.out_frac) as f64;
         for s in &self.segments {
             if xi >= s.start && xi < s.end {
-                let y = ((xi - s.start) >> s.shift) as usize;
+                let mut y = ((xi - s.start) >> s.shift) as usize;
+                if next && s.shift > self.max_exact_shift {
+                    y = (y + 1).min(s.t0.len() - 1);
+                }
                 let frac =
                     ((xi - s.start) - ((y as i64) << s.shift)) as f64 / (1i64 << s.shift) as f64;
                 return ((s.t0[y] as i64) as f64 + frac * (s.t1[y] as i64) as f64) / out_scale;
@@ -279,13 +388,17 @@ impl PiecewiseLinear {
     }
 
     /// Largest |table interpolation − f| over a fine grid of the declared range (a measured
-    /// bound of the approximation error, excluding the ≤ 2-ulp protocol rounding).
+    /// bound of the approximation error, excluding the ≤ 2-ulp protocol rounding); where cells
+    /// are located by plain truncation, over both cells an input may read.
     pub fn max_error(&self, samples: usize) -> f64 {
         let (a, b) = (self.range.min, self.range.max);
         (0..=samples)
             .map(|i| {
                 let x = a + (b - a) * i as f64 / samples as f64;
-                (self.reference(x) - (self.f)(x)).abs()
+                let fx = (self.f)(x);
+                (self.reading(x, false) - fx)
+                    .abs()
+                    .max((self.reading(x, true) - fx).abs())
             })
             .fold(0.0, f64::max)
     }
@@ -482,15 +595,27 @@ async fn eval_core<T: Transport>(
         }
         None => match companion.as_deref_mut() {
             None => (
-                mask_open(p, x, &table.shifts(), table.cmp_bits, &table.exact_shifts()).await?,
+                {
+                    let pending = MaskPending::begin_coarse(
+                        p,
+                        x,
+                        &table.shifts(),
+                        table.cmp_bits,
+                        table.cmp_shift,
+                        &table.exact_shifts(),
+                    )?;
+                    let c = open(p, pending.message(), 64).await?;
+                    pending.finish(c)
+                },
                 None,
             ),
             Some(comp) => {
-                let pending = MaskPending::begin(
+                let pending = MaskPending::begin_coarse(
                     p,
                     x,
                     &table.shifts(),
                     table.cmp_bits,
+                    table.cmp_shift,
                     &table.exact_shifts(),
                 )?;
                 let mut opened =
@@ -504,13 +629,23 @@ async fn eval_core<T: Transport>(
     // lookup checks its cell index after round 2 instead), then — only when gated — every
     // segment boundary A_0..A_{S-1}, B_{S-1}. Ungated, the range check already places every
     // accepted input inside the one segment, so its bits would all be known.
+    // Coarse gates (see `coarse_gates`; `[x < t]` is either value for x ∈ [t − band, t)):
+    // the range check's upper threshold moves out by the band and the lower segment test in,
+    // so that no accepted input is refused and no input outside the segment reads the table.
+    let band = if table.cmp_shift > 0 {
+        1i64 << table.cmp_shift
+    } else {
+        0
+    };
     let mut ts = Vec::new();
     if fused.is_none() {
         ts.push(enc(table.range.min, table.in_frac) as u64);
-        ts.push((enc(table.range.max, table.in_frac) + 1) as u64);
+        ts.push((enc(table.range.max, table.in_frac) + 1 + band) as u64);
     }
     if table.gated {
-        ts.extend(table.segments.iter().map(|s| s.start as u64));
+        // the first segment's test moves in by the band (coarse gates: one segment)
+        ts.push((table.segments[0].start + band) as u64);
+        ts.extend(table.segments[1..].iter().map(|s| s.start as u64));
         ts.push(table.segments[nseg - 1].end as u64);
     }
     let mut lt = if ts.is_empty() {

@@ -169,7 +169,9 @@ pub async fn matmul_weight<T: Transport>(
 
 /// A truncation whose opening is also the activation's opening for a product with a masked
 /// weight: `⌊X/2^s⌋` and `⌊X/2^s⌋·W` in one round, `8·m·k` bytes per party (the truncation
-/// alone costs as much), dealer bytes `8·(3·m·k + m·n + m·k·n)` — meant for narrow `W` (LoRA `A`).
+/// alone costs as much), dealer bytes to P1 `8·(2·m·k + m·n) + ⌈s/8⌉·m·k·n` (P0's half and
+/// the mask from seeds; `E`'s entries travel as residues mod `2^s`) — meant for narrow `W`
+/// (LoRA `A`).
 ///
 /// With `⌊X/2^s⌋ = P − M` (`P` public from the opening, `M = M_0 + c_hi∘Δ` known to the dealer
 /// up to the public top bits `c_hi`) and `W = F + B` (`F` public): `⌊X/2^s⌋·W = P·F + P·B −
@@ -320,9 +322,18 @@ mod tests {
     /// the truncation within its 1-ulp bound, the product exactly for the truncation it returns.
     #[test]
     fn fused_truncation_and_weight_product() {
+        // shifts whose E residues take 4, 3 and 3 (20 bits) bytes
+        for s in [32u32, 24, 20] {
+            fused_truncation_and_weight_product_at(s);
+        }
+    }
+
+    /// [`trunc_matmul_weight`] at truncation `s`: the truncation within one ulp, the product
+    /// exact, one round, and the dealer's bytes to P1 with `E` as residues mod `2^s`.
+    fn fused_truncation_and_weight_product_at(s: u32) {
         let fx = FixedPoint::default();
         let mut prg = Prg::new(Seed::from_u64(12), 0);
-        let (m, k, n, s) = (6, 40, 8, 32);
+        let (m, k, n) = (6, 40, 8);
         // activations at scale 3f with |x| < 2^13 reals, both signs; weights at scale f
         let xv: Vec<u64> = (0..m * k)
             .map(|_| ((prg.next_u64() >> 18) as i64 - (1i64 << 45)) as u64)
@@ -357,6 +368,14 @@ mod tests {
         assert_eq!(reconstruct(a.1.data(), b.1.data()), want.data());
         assert_eq!(a.2.rounds, 1);
         assert_eq!(a.2.bytes_sent, 8 * (m * k) as u64);
+        // P1 (the weight's mask comes from the seeds): r_hi, low parts (m·k words each),
+        // M_0·B (m·n words) and E (m·k·n residues of ⌈s/8⌉ bytes, not 8)
+        let e_bytes = (m * k * n) as u64 * s.div_ceil(8) as u64;
+        assert_eq!(
+            run.dealer.bytes_to[1],
+            8 * (2 * m * k + m * n) as u64 + e_bytes,
+            "shift {s}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::fixed::FixedPoint;
 use crate::ops::lut::{eval_untruncated, PiecewiseLinear};
 use crate::ops::max::max_rows;
 use crate::ops::mul::mul;
-use crate::ops::nonlinear::{exp_table, reciprocal_table, DEFAULT_T};
+use crate::ops::nonlinear::{exp_table, exp_table_inexact, reciprocal_table, DEFAULT_T};
 use crate::ops::trunc::trunc;
 use crate::party::Party;
 
@@ -59,7 +59,13 @@ impl Softmax {
                 ),
             });
         }
-        let exp = exp_table(fx, in_frac, -4.0 * bound)?.exact_up_to(in_frac);
+        // cells located without a borrow key when the table is gated (issue 19: 26 levels on
+        // scores at scale 32), exactly otherwise
+        let exp = if 4.0 * bound > 15.968_75 {
+            exp_table_inexact(fx, in_frac, -4.0 * bound)?
+        } else {
+            exp_table(fx, in_frac, -4.0 * bound)?.exact_up_to(in_frac)
+        };
         // sums are ≥ 1 (the maximal entry contributes exp(0) = 1); 0.5 leaves room for rounding
         let recip = reciprocal_table(fx, f + DEFAULT_T, 0.5, max_cols.max(2) as f64, 1.0)?;
         // differences of masked scores stay within 4·bound
@@ -171,6 +177,8 @@ mod tests {
         let fx = FixedPoint::default();
         let (rows, cols) = (8, 32);
         let sm = Softmax::with_input_frac(fx, in_frac, 64.0, 64).unwrap();
+        // gated (|score| ≤ 64): exp's cells are located without a borrow key
+        assert_eq!((sm.exp.segments[0].bits, sm.exp.max_exact_shift), (11, 0));
         let mut prg = Prg::new(Seed::from_u64(41), 0);
         let vals: Vec<f64> = (0..rows * cols)
             .map(|_| ((prg.next_u64() % 20_000) as f64 / 1000.0 - 10.0) * 1.5)

@@ -17,6 +17,16 @@
 //! `α = r mod 2^(n−1)`, payload `β = 1 − 2·r_{n−1}` so that the XOR with `r_{n−1}` stays linear.
 //! One key serves any number of thresholds. Dealer bytes/elt: 8 + one DCF key (both parties).
 //!
+//! **Coarse comparison** (same opening, a shorter key): with `u = c_t mod 2^n`,
+//! `v = r mod 2^n` and a shift `k`, `⌊(x − t)/2^k⌋ ≡ ⌊u/2^k⌋ − ⌊v/2^k⌋ − β (mod 2^(n−k))` for
+//! the low bits' borrow `β = [u mod 2^k < v mod 2^k]`. Dropping `β` and applying the formula
+//! above to `⌊u/2^k⌋`, `⌊v/2^k⌋` on `n − k` bits — a DCF key of `n − 1 − k` levels on bits
+//! `k..n−1` of r — gives `[⌊(x − t)/2^k⌋ + β < 0]`: exactly `[x < t]` for `x ≥ t` and for
+//! `x < t − 2^k`, and either value for `x ∈ [t − 2^k, t)`; valid for
+//! `−2^(n−1) ≤ x − t < 2^(n−1) − 2^k`. Callers place their thresholds so that either value
+//! is right inside that band (SiLU's gates, where the table and its tails agree: `ops::lut`);
+//! the DCF of Boyle et al. is walked over `n − 1 − k` levels instead of `n − 1`.
+//!
 //! **Exact truncation**: the borrow `[c mod 2^s < r mod 2^s]` is one DCF evaluation of `s`
 //! levels (`α = r mod 2^s`, payload 1). A fused signed lookup's mask has no key of its own for
 //! it: one two-word DCF key with payload `(1, a)` gives the borrow and its product with the
@@ -59,6 +69,19 @@ impl MaskPending {
         cmp_bits: u32,
         exact: &[u32],
     ) -> Result<Self> {
+        Self::begin_coarse(p, x, shifts, cmp_bits, 0, exact)
+    }
+
+    /// [`MaskPending::begin`] with coarse comparisons: the comparison key leaves out the mask's
+    /// `cmp_shift` low bits (see the module header).
+    pub fn begin_coarse<T: Transport>(
+        p: &mut Party<T>,
+        x: &[u64],
+        shifts: &[u32],
+        cmp_bits: u32,
+        cmp_shift: u32,
+        exact: &[u32],
+    ) -> Result<Self> {
         if cmp_bits > 62 {
             return Err(MpcError::InvalidParameter {
                 op: "mask",
@@ -69,6 +92,7 @@ impl MaskPending {
             n: x.len(),
             shifts: shifts.to_vec(),
             cmp_bits,
+            cmp_shift,
             exact: exact.to_vec(),
         })?;
         Ok(Self::with_material(p, x, mat))
@@ -260,7 +284,9 @@ impl Masked {
     }
 
     /// Shares (0/1 in the ring) of `[x < t]` for a public threshold `t` (a ring encoding),
-    /// valid when `|x − t| < 2^(n−1)` for the prepared comparison width n.
+    /// valid when `|x − t| < 2^(n−1)` for the prepared comparison width n (with coarse
+    /// material of shift k: `−2^(n−1) ≤ x − t < 2^(n−1) − 2^k`, and either value for
+    /// `x ∈ [t − 2^k, t)`).
     pub fn less_than(&self, t: u64) -> Result<Vec<u64>> {
         Ok(self
             .less_than_multi(&[t])?
@@ -303,6 +329,8 @@ impl Masked {
 /// threshold), from opened values `c = x + r (mod 2^n)` and the comparison material `cmp` of
 /// the masks `r` (n = `cmp.bits`; higher bits of `c` are ignored); valid when
 /// `|x − t| < 2^(n−1)`. One batched DCF walk per element and threshold (see the module header).
+/// Coarse material (`cmp.shift = k > 0`) walks bits `k..n−1` only: exact outside
+/// `x ∈ [t − 2^k, t)`, valid for `−2^(n−1) ≤ x − t < 2^(n−1) − 2^k`.
 #[allow(clippy::needless_range_loop)]
 pub(crate) fn less_than_opened(
     party: u8,
@@ -313,6 +341,7 @@ pub(crate) fn less_than_opened(
     let n = cmp.bits;
     let full = (1u64 << n) - 1;
     let low = (1u64 << (n - 1)) - 1;
+    let k = cmp.shift;
     let len = c.len();
     let per = ts.len();
     let mut out = vec![vec![0u64; len]; per];
@@ -320,7 +349,7 @@ pub(crate) fn less_than_opened(
         return out;
     }
     let pts: Vec<u64> = (0..len * per)
-        .map(|k| c[k / per].wrapping_sub(ts[k % per]) & full & low)
+        .map(|j| (c[j / per].wrapping_sub(ts[j % per]) & full & low) >> k)
         .collect();
     let mut ev = vec![0u64; len * per];
     dcf_eval_keys(party, &cmp.roots, &cmp.cws, per, &pts, &mut ev);
@@ -492,6 +521,71 @@ mod tests {
             assert_eq!(ge[i], ((x[i] as i64) >= 0) as u64);
         }
         assert_eq!(run.comm[0].rounds, 1);
+    }
+
+    /// Coarse comparisons (a key of `n − 1 − k` levels): exact for `x ≥ t` and `x < t − 2^k`,
+    /// a bit inside the band, at the edges of the validity range too; the key is `k` levels
+    /// shorter than the exact one.
+    #[test]
+    fn coarse_comparisons_are_exact_outside_the_band() {
+        let (n_bits, k) = (30u32, 12u32);
+        let band = 1i64 << k;
+        let thresholds = [enc(0), enc(5000), enc(-(1 << 20)), enc(4096 * 3)];
+        let mut prg = Prg::new(Seed::from_u64(21), 0);
+        let mut x: Vec<u64> = (0..4000)
+            .map(|_| enc((prg.next_u64() >> 37) as i64 - (1i64 << 26)))
+            .collect();
+        // every threshold's band edges and neighbours, and the validity range's ends
+        for t in thresholds {
+            for d in [-band - 1, -band, -band + 1, -1, 0, 1, -band / 2] {
+                x.push(enc((t as i64) + d));
+            }
+        }
+        x.push(enc((1i64 << 28) - 1));
+        x.push(enc(-(1i64 << 28)));
+        let (x0, x1) = share(&x, &mut prg);
+        let run = run_pair(22, FixedPoint::default(), |mut p| {
+            let x = if p.is_p0() { x0.clone() } else { x1.clone() };
+            async move {
+                let c = p.comm();
+                let m = MaskPending::begin_coarse(&mut p, &x, &[], n_bits, k, &[]).unwrap();
+                let opened = open(&mut p, m.message(), 64).await.unwrap();
+                let m = m.finish(opened);
+                let outs = m.less_than_multi(&thresholds).unwrap();
+                ((outs, p.comm().since(&c)), p)
+            }
+        });
+        let mut in_band = [0usize; 2];
+        for (j, t) in thresholds.iter().enumerate() {
+            let got = reconstruct(&run.out[0].0[j], &run.out[1].0[j]);
+            for i in 0..x.len() {
+                let (xi, ti) = (x[i] as i64, *t as i64);
+                if xi >= ti - band && xi < ti {
+                    assert!(got[i] <= 1, "x={xi} t={ti}: not a bit: {}", got[i]);
+                    in_band[got[i] as usize] += 1;
+                } else {
+                    assert_eq!(got[i], (xi < ti) as u64, "x={xi} t={ti}");
+                }
+            }
+        }
+        // inside the band both values occur (the dropped borrow is the mask's, uniform)
+        assert!(in_band[0] > 0 && in_band[1] > 0, "{in_band:?}");
+        assert_eq!(run.out[0].1.rounds, 1);
+        // the key is k levels shorter than an exact one of the same width
+        let bytes = |cmp_shift| {
+            let req = CorrRequest::Mask {
+                n: 1,
+                shifts: vec![],
+                cmp_bits: n_bits,
+                cmp_shift,
+                exact: vec![],
+            };
+            let [b0, _] = crate::correlation::Dealer::new(Seed::from_u64(1))
+                .next_bundle(&req)
+                .unwrap();
+            b0.explicit.len()
+        };
+        assert_eq!(bytes(0) - bytes(k), 25 * k as usize);
     }
 
     proptest! {
