@@ -10,16 +10,8 @@
 
 mod common;
 
-use common::{accounted, assert_one_result_per_job, metric, TestCluster};
-use std::time::{Duration, Instant};
-
-/// Steps pair `i`'s provider ran to completion.
-fn steps_done(c: &TestCluster, i: usize) -> f64 {
-    metric(
-        &c.metrics[i][0],
-        "marill_worker_steps_total{outcome=\"done\"}",
-    )
-}
+use common::{accounted, assert_one_result_per_job, TestCluster};
+use std::time::Instant;
 
 /// Sends `SIGTERM` to process `pid`.
 fn terminate(pid: u32) {
@@ -52,14 +44,7 @@ fn a_pair_drained_mid_batch_fails_no_session() {
     let sessions = 8;
     let batch = c.spawn_batch(sessions, 12);
     // pair 0 is serving sessions: a few of its steps are done, more are to come
-    let start = Instant::now();
-    while steps_done(&c, 0) < 3.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "pair 0 ran no step ({logs})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_steps(0, 3.0, 180);
     let drained = Instant::now();
     for role in [1, 2] {
         terminate(c.pairs[0][role].id());
@@ -94,7 +79,7 @@ fn a_pair_drained_mid_batch_fails_no_session() {
         );
     }
     c.wait_log("coordinator-0", "worker pair draining", 10);
-    assert!(steps_done(&c, 1) > 0.0, "pair 1 ran no step ({logs})");
+    assert!(c.steps_done(1) > 0.0, "pair 1 ran no step ({logs})");
     assert_one_result_per_job(&c.brokers, &logs);
     let _ = std::fs::remove_dir_all(&c.dir);
 }

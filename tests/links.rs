@@ -28,14 +28,6 @@ use common::{
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-/// Steps pair `i`'s provider ran to completion.
-fn steps_done(c: &TestCluster, i: usize) -> f64 {
-    metric(
-        &c.metrics[i][0],
-        "marill_worker_steps_total{outcome=\"done\"}",
-    )
-}
-
 #[test]
 fn a_slow_peer_link_gives_results_equal_to_plaintext() {
     let mut c = TestCluster::start_proxied("slow", 1, &["--idle-timeout-s", "10"]);
@@ -110,7 +102,7 @@ fn peer_link_broken_mid_step(
     let (finished, failed) = accounted(c.spawn_batch(4, 2), 4, &logs);
     assert_eq!(finished, 4, "after the restart: {failed:?} ({logs})");
     assert!(
-        steps_done(&c, 0) > 0.0,
+        c.steps_done(0) > 0.0,
         "the restarted pair ran no step ({logs})"
     );
     eprintln!(
@@ -137,7 +129,7 @@ fn a_peer_link_cut_between_steps_reconnects_by_itself() {
     let logs = c.logs();
     let (finished, _) = accounted(c.spawn_batch(1, 2), 1, &logs);
     assert_eq!(finished, 1, "before the cut ({logs})");
-    let before = (c.proxies[0].connections(), steps_done(&c, 0));
+    let before = (c.proxies[0].connections(), c.steps_done(0));
     c.proxies[0].cut();
     std::thread::sleep(Duration::from_secs(3));
     c.proxies[0].restore();
@@ -147,10 +139,7 @@ fn a_peer_link_cut_between_steps_reconnects_by_itself() {
         c.proxies[0].connections() > before.0,
         "the helper did not reconnect ({logs})"
     );
-    assert!(
-        steps_done(&c, 0) > before.1,
-        "no step after the cut ({logs})"
-    );
+    assert!(c.steps_done(0) > before.1, "no step after the cut ({logs})");
     for w in &mut c.pairs[0][1..] {
         assert!(w.try_wait().unwrap().is_none(), "a worker exited ({logs})");
     }

@@ -14,16 +14,8 @@
 
 mod common;
 
-use common::{accounted, assert_one_result_per_job, metric, TestCluster};
+use common::{accounted, assert_one_result_per_job, TestCluster};
 use std::time::{Duration, Instant};
-
-/// Steps pair `i`'s provider ran to completion.
-fn steps_done(c: &TestCluster, i: usize) -> f64 {
-    metric(
-        &c.metrics[i][0],
-        "marill_worker_steps_total{outcome=\"done\"}",
-    )
-}
 
 #[test]
 fn a_pair_started_during_a_batch_serves_within_seconds() {
@@ -43,25 +35,12 @@ fn a_pair_started_during_a_batch_serves_within_seconds() {
     .into();
     let sessions = 12;
     let batch = c.spawn_batch(sessions, 8);
-    let start = Instant::now();
-    while steps_done(&c, 0) < 2.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "pair 0 ran no step ({logs})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_steps(0, 2.0, 180);
     // scale out: pair 1's workers start
     let started = Instant::now();
     c.pairs[1][1] = c.worker(1, "provider");
     c.pairs[1][2] = c.worker(1, "helper");
-    while steps_done(&c, 1) < 1.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "pair 1 ran no step within 60 s of its start ({logs})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_steps(1, 1.0, 60);
     let serving = started.elapsed();
     let (finished, failed) = accounted(batch, sessions, &logs);
     assert_eq!(

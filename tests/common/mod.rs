@@ -581,6 +581,27 @@ impl TestCluster {
         }
     }
 
+    /// Steps pair `i`'s provider ran to completion.
+    pub fn steps_done(&self, i: usize) -> f64 {
+        metric(
+            &self.metrics[i][0],
+            "marill_worker_steps_total{outcome=\"done\"}",
+        )
+    }
+
+    /// Waits until pair `i`'s provider has run `n` steps to completion (`secs` at most).
+    pub fn wait_steps(&self, i: usize, n: f64, secs: u64) {
+        let start = Instant::now();
+        while self.steps_done(i) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "pair {i} ran fewer than {n} steps within {secs} s ({})",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until pair `i`'s worker of `role` (0 provider, 1 helper) has exited by itself
     /// (`secs` at most): a worker whose 2PC step failed exits for its supervisor.
     pub fn wait_exit(&mut self, i: usize, role: usize, secs: u64) -> Duration {

@@ -593,37 +593,28 @@ async fn eval_core<T: Transport>(
             let c = open(p, pending.message(), 64).await?;
             (pending.finish(c), Some((a, am, roots, cws, range)))
         }
-        None => match companion.as_deref_mut() {
-            None => (
-                {
-                    let pending = MaskPending::begin_coarse(
-                        p,
-                        x,
-                        &table.shifts(),
-                        table.cmp_bits,
-                        table.cmp_shift,
-                        &table.exact_shifts(),
-                    )?;
+        None => {
+            let pending = MaskPending::begin_coarse(
+                p,
+                x,
+                &table.shifts(),
+                table.cmp_bits,
+                table.cmp_shift,
+                &table.exact_shifts(),
+            )?;
+            match companion.as_deref_mut() {
+                None => {
                     let c = open(p, pending.message(), 64).await?;
-                    pending.finish(c)
-                },
-                None,
-            ),
-            Some(comp) => {
-                let pending = MaskPending::begin_coarse(
-                    p,
-                    x,
-                    &table.shifts(),
-                    table.cmp_bits,
-                    table.cmp_shift,
-                    &table.exact_shifts(),
-                )?;
-                let mut opened =
-                    open_groups(p, &[(pending.message(), 64), (comp.first(), 64)]).await?;
-                companion_second = Some(comp.second(opened.pop().expect("two groups"))?);
-                (pending.finish(opened.pop().expect("two groups")), None)
+                    (pending.finish(c), None)
+                }
+                Some(comp) => {
+                    let mut opened =
+                        open_groups(p, &[(pending.message(), 64), (comp.first(), 64)]).await?;
+                    companion_second = Some(comp.second(opened.pop().expect("two groups"))?);
+                    (pending.finish(opened.pop().expect("two groups")), None)
+                }
             }
-        },
+        }
     };
     // Thresholds: the declared range's min and max + 1 ulp (the range check; a fused signed
     // lookup checks its cell index after round 2 instead), then — only when gated — every
